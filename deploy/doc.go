@@ -1,0 +1,3 @@
+// Package deploy holds what platform teams apply (Terraform modules and the
+// provider under deploy/terraform). It holds no runtime code of the server.
+package deploy

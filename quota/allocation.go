@@ -1,0 +1,123 @@
+package quota
+
+import (
+	"fmt"
+	"sort"
+)
+
+// Report is what a region agent last told the coordinator about one sale.
+// At is the report time in unix milliseconds, passed in by the caller.
+type Report struct {
+	Sold          int64   `json:"sold"`
+	Reserved      int64   `json:"reserved"`
+	ReleasedLocal int64   `json:"releasedLocal"`
+	GrantedSeen   int64   `json:"grantedSeen"`
+	Demand        float64 `json:"demand"` // reserve attempts per second, recent
+	At            int64   `json:"at"`
+}
+
+// ReleaseRequest asks region Region to give up to Units unused units. When
+// To is set, the units acknowledged are granted to region To (a move);
+// otherwise they return to the unallocated pool.
+type ReleaseRequest struct {
+	ID     string `json:"id"`
+	Region string `json:"region"`
+	Units  int64  `json:"units"`
+	To     string `json:"to,omitempty"`
+}
+
+// Grant raises region Region's cumulative granted counter by Units.
+type Grant struct {
+	Region string `json:"region"`
+	Units  int64  `json:"units"`
+}
+
+// RegionAlloc is one region's part of the allocation record: two monotone
+// counters (DESIGN §4), bounds and weight, the pending release and the
+// latest report.
+type RegionAlloc struct {
+	Granted  int64           `json:"granted"`  // sum of all grants ever made; never decreases
+	Released int64           `json:"released"` // max of acknowledged released_local; never decreases
+	Weight   int64           `json:"weight,omitempty"`
+	Min      int64           `json:"min,omitempty"`
+	Max      int64           `json:"max,omitempty"` // 0: no maximum
+	Pending  *ReleaseRequest `json:"pending,omitempty"`
+	Report   *Report         `json:"report,omitempty"`
+}
+
+// Net is the region's net grant: granted - released.
+func (r *RegionAlloc) Net() int64 { return r.Granted - r.Released }
+
+// Allocation is the coordinator's record of one sale: one etcd document, so
+// one compare guards the sum of net grants.
+type Allocation struct {
+	Sale        string                  `json:"sale"`
+	Total       int64                   `json:"total"`
+	Regions     map[string]*RegionAlloc `json:"regions"`
+	NextRelease int64                   `json:"nextRelease"` // last release id number issued
+}
+
+// NewAllocation returns an allocation of total units over the named regions,
+// nothing granted yet.
+func NewAllocation(sale string, total int64, regions ...string) *Allocation {
+	a := &Allocation{Sale: sale, Total: total, Regions: map[string]*RegionAlloc{}}
+	for _, r := range regions {
+		a.Regions[r] = &RegionAlloc{Weight: 1}
+	}
+	return a
+}
+
+// RegionNames returns the regions in sorted order, so every loop over them is
+// deterministic.
+func (a *Allocation) RegionNames() []string {
+	names := make([]string, 0, len(a.Regions))
+	for n := range a.Regions {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// SumNet is the sum of net grants over all regions.
+func (a *Allocation) SumNet() int64 {
+	var s int64
+	for _, r := range a.Regions {
+		s += r.Net()
+	}
+	return s
+}
+
+// Unallocated is the stock no region holds: total - sum of net grants.
+func (a *Allocation) Unallocated() int64 { return a.Total - a.SumNet() }
+
+// Grant raises region's granted counter by n. It refuses (never clips) a
+// grant that would take the sum of net grants above the total (I2).
+func (a *Allocation) Grant(region string, n int64) error {
+	r, ok := a.Regions[region]
+	if !ok {
+		return fmt.Errorf("grant %d to %s: %w", n, region, ErrUnknownRgn)
+	}
+	if n < 0 {
+		return fmt.Errorf("grant %d to %s: %w", n, region, ErrNegative)
+	}
+	if n > a.Unallocated() {
+		return fmt.Errorf("grant %d to %s with %d unallocated: %w", n, region, a.Unallocated(), ErrOverTotal)
+	}
+	r.Granted += n
+	return nil
+}
+
+// Check verifies the allocation's own invariants: counters non-negative,
+// released <= granted, and the sum of net grants <= total (I2).
+func (a *Allocation) Check() error {
+	for _, n := range a.RegionNames() {
+		r := a.Regions[n]
+		if r.Granted < 0 || r.Released < 0 || r.Released > r.Granted {
+			return fmt.Errorf("region %s: granted %d released %d", n, r.Granted, r.Released)
+		}
+	}
+	if s := a.SumNet(); s > a.Total {
+		return fmt.Errorf("I2: sum of net grants %d > total %d", s, a.Total)
+	}
+	return nil
+}

@@ -1,0 +1,255 @@
+package quota
+
+import (
+	"errors"
+	"sort"
+	"strconv"
+)
+
+// Errors the ledger (and the Redis scripts that mirror it) answer with.
+var (
+	ErrStaleFence  = errors.New("stale fence")
+	ErrNotActive   = errors.New("reservation not active")
+	ErrNoSuchResv  = errors.New("no such reservation")
+	ErrNegative    = errors.New("negative amount")
+	ErrOverTotal   = errors.New("would exceed the sale total")
+	ErrUnknownRgn  = errors.New("unknown region")
+	ErrNotPending  = errors.New("no such pending release")
+	ErrReleaseBusy = errors.New("region already has a pending release")
+)
+
+// Outcome is the answer of Reserve.
+type Outcome int
+
+const (
+	Reserved  Outcome = iota // a new reservation was made
+	Duplicate                // the requestId was seen: the same reservation is returned, nothing changed
+	UserLimit                // the user already holds the per-user limit
+	SoldOut                  // available is zero in this region
+	Halted                   // the region stopped selling (reconciling after lost writes)
+)
+
+func (o Outcome) String() string {
+	switch o {
+	case Reserved:
+		return "reserved"
+	case Duplicate:
+		return "duplicate"
+	case UserLimit:
+		return "user_limit"
+	case SoldOut:
+		return "sold_out"
+	case Halted:
+		return "halted"
+	}
+	return "outcome(" + strconv.Itoa(int(o)) + ")"
+}
+
+// ResvState is the life of a reservation: it ends as exactly one of
+// confirmed, cancelled or expired (DESIGN I4).
+type ResvState int
+
+const (
+	Active ResvState = iota
+	Confirmed
+	Cancelled
+	Expired
+)
+
+// Reservation is one reserved unit.
+type Reservation struct {
+	ID        string
+	User      string
+	RequestID string
+	ExpiresAt int64 // unix milliseconds
+	State     ResvState
+}
+
+// Ledger is the pure model of one sale's state in one region's Redis, exactly
+// what regional/scripts/*.lua do. The Redis scripts and this model must
+// agree step for step: regional's tests replay the same sequences on both.
+//
+// Ceiling = GrantedSeen - ReleasedLocal; Available = Ceiling - Sold - Reserved.
+type Ledger struct {
+	Fence         int64 // highest agent fence seen; older fences are refused
+	GrantedSeen   int64 // max-merge of granted_r from etcd
+	ReleasedLocal int64 // cumulative units this region gave up
+	Sold          int64 // confirmed reservations
+	Reserved      int64 // active reservations
+	Halted        bool  // selling stopped until reconciled
+
+	Seq      int64            // last reservation sequence number
+	Releases map[string]int64 // release id -> units released by it
+	Resv     map[string]*Reservation
+	ByReq    map[string]string // requestId -> reservation id
+	Users    map[string]int64  // user -> active + confirmed reservations
+}
+
+// NewLedger returns an empty ledger.
+func NewLedger() *Ledger {
+	return &Ledger{
+		Releases: map[string]int64{},
+		Resv:     map[string]*Reservation{},
+		ByReq:    map[string]string{},
+		Users:    map[string]int64{},
+	}
+}
+
+// Ceiling is the most units this region may have sold plus reserved.
+func (l *Ledger) Ceiling() int64 { return l.GrantedSeen - l.ReleasedLocal }
+
+// Available is what can still be reserved; never negative.
+func (l *Ledger) Available() int64 { return max(0, l.Ceiling()-l.Sold-l.Reserved) }
+
+func (l *Ledger) fence(f int64) error {
+	if f < l.Fence {
+		return ErrStaleFence
+	}
+	l.Fence = f
+	return nil
+}
+
+// ApplyGrant max-merges granted (the cumulative granted_r from etcd) into
+// GrantedSeen, so a stale or repeated grant never moves the ceiling wrongly.
+// It returns the GrantedSeen after the merge.
+func (l *Ledger) ApplyGrant(fence, granted int64) (int64, error) {
+	if err := l.fence(fence); err != nil {
+		return l.GrantedSeen, err
+	}
+	l.GrantedSeen = max(l.GrantedSeen, granted)
+	return l.GrantedSeen, nil
+}
+
+// Release gives up to k unused units: m = min(k, Available). A repeat of the
+// same id returns the recorded m and changes nothing. It returns m and the
+// cumulative ReleasedLocal, which the agent acknowledges to the coordinator.
+func (l *Ledger) Release(fence int64, id string, k int64) (m, releasedLocal int64, err error) {
+	if k < 0 {
+		return 0, l.ReleasedLocal, ErrNegative
+	}
+	if err := l.fence(fence); err != nil {
+		return 0, l.ReleasedLocal, err
+	}
+	if got, ok := l.Releases[id]; ok {
+		return got, l.ReleasedLocal, nil
+	}
+	m = min(k, l.Available())
+	l.ReleasedLocal += m
+	l.Releases[id] = m
+	return m, l.ReleasedLocal, nil
+}
+
+// RaiseFloor reconciles a ledger that lost writes: ReleasedLocal and Sold are
+// raised to at least what etcd or the order store know, never lowered.
+func (l *Ledger) RaiseFloor(fence, releasedLocal, sold int64) error {
+	if err := l.fence(fence); err != nil {
+		return err
+	}
+	l.ReleasedLocal = max(l.ReleasedLocal, releasedLocal)
+	l.Sold = max(l.Sold, sold)
+	return nil
+}
+
+// SetHalted stops (true) or resumes (false) selling in the region.
+func (l *Ledger) SetHalted(fence int64, halted bool) error {
+	if err := l.fence(fence); err != nil {
+		return err
+	}
+	l.Halted = halted
+	return nil
+}
+
+// Reserve reserves one unit for user, idempotent per requestID. Checks run in
+// this order, as in reserve.lua: duplicate request, halted, per-user limit,
+// stock. Reservation ids are the decimal sequence number.
+func (l *Ledger) Reserve(user, requestID string, now, ttlMillis, perUserLimit int64) (Reservation, Outcome) {
+	if id, ok := l.ByReq[requestID]; ok {
+		return *l.Resv[id], Duplicate
+	}
+	if l.Halted {
+		return Reservation{}, Halted
+	}
+	if l.Users[user] >= perUserLimit {
+		return Reservation{}, UserLimit
+	}
+	if l.Available() <= 0 {
+		return Reservation{}, SoldOut
+	}
+	l.Seq++
+	r := &Reservation{ID: strconv.FormatInt(l.Seq, 10), User: user, RequestID: requestID, ExpiresAt: now + ttlMillis}
+	l.Resv[r.ID] = r
+	l.ByReq[requestID] = r.ID
+	l.Users[user]++
+	l.Reserved++
+	return *r, Reserved
+}
+
+// Confirm turns an active reservation into a sale. Confirming a confirmed
+// reservation again succeeds and changes nothing; a cancelled or expired one
+// answers ErrNotActive.
+func (l *Ledger) Confirm(id string) error {
+	r, ok := l.Resv[id]
+	if !ok {
+		return ErrNoSuchResv
+	}
+	switch r.State {
+	case Confirmed:
+		return nil
+	case Active:
+		r.State = Confirmed
+		l.Reserved--
+		l.Sold++
+		return nil
+	}
+	return ErrNotActive
+}
+
+// Cancel returns an active reservation's unit to stock and frees the user's
+// slot. Cancelling a cancelled reservation again succeeds and changes
+// nothing; a confirmed or expired one answers ErrNotActive.
+func (l *Ledger) Cancel(id string) error {
+	r, ok := l.Resv[id]
+	if !ok {
+		return ErrNoSuchResv
+	}
+	switch r.State {
+	case Cancelled:
+		return nil
+	case Active:
+		l.end(r, Cancelled)
+		return nil
+	}
+	return ErrNotActive
+}
+
+// Expire ends at most limit active reservations whose ExpiresAt <= now, in
+// order of (ExpiresAt, id as a string), as a Redis sorted set orders them, and returns their ids.
+func (l *Ledger) Expire(now int64, limit int) []string {
+	var due []*Reservation
+	for _, r := range l.Resv {
+		if r.State == Active && r.ExpiresAt <= now {
+			due = append(due, r)
+		}
+	}
+	sort.Slice(due, func(i, j int) bool {
+		if due[i].ExpiresAt != due[j].ExpiresAt {
+			return due[i].ExpiresAt < due[j].ExpiresAt
+		}
+		return due[i].ID < due[j].ID // a Redis sorted set breaks ties by member bytes
+	})
+	if len(due) > limit {
+		due = due[:limit]
+	}
+	ids := make([]string, 0, len(due))
+	for _, r := range due {
+		l.end(r, Expired)
+		ids = append(ids, r.ID)
+	}
+	return ids
+}
+
+func (l *Ledger) end(r *Reservation, s ResvState) {
+	r.State = s
+	l.Reserved--
+	l.Users[r.User]--
+}
