@@ -121,3 +121,57 @@ func (a *Allocation) Check() error {
 	}
 	return nil
 }
+
+// RequestRelease records a release request of up to units from region,
+// bound for region to (empty: back to the pool). A region has at most one
+// pending release; it stays pending until acknowledged.
+func (a *Allocation) RequestRelease(region string, units int64, to string) (ReleaseRequest, error) {
+	r, ok := a.Regions[region]
+	if !ok {
+		return ReleaseRequest{}, fmt.Errorf("release from %s: %w", region, ErrUnknownRgn)
+	}
+	if _, ok := a.Regions[to]; to != "" && !ok {
+		return ReleaseRequest{}, fmt.Errorf("release to %s: %w", to, ErrUnknownRgn)
+	}
+	if units < 0 {
+		return ReleaseRequest{}, fmt.Errorf("release %d from %s: %w", units, region, ErrNegative)
+	}
+	if r.Pending != nil {
+		return ReleaseRequest{}, fmt.Errorf("release from %s: %w (%s)", region, ErrReleaseBusy, r.Pending.ID)
+	}
+	a.NextRelease++
+	req := ReleaseRequest{ID: fmt.Sprintf("%s-%d", a.Sale, a.NextRelease), Region: region, Units: units, To: to}
+	r.Pending = &req
+	return req, nil
+}
+
+// AckRelease applies a region's acknowledgement of its pending release id
+// with its cumulative released_local: released = max(released, ack). Only
+// then are the units it freed granted elsewhere: to the request's target
+// region, if any, in the grants returned (already applied to a).
+func (a *Allocation) AckRelease(region, id string, releasedLocal int64) ([]Grant, error) {
+	r, ok := a.Regions[region]
+	if !ok {
+		return nil, fmt.Errorf("ack from %s: %w", region, ErrUnknownRgn)
+	}
+	if r.Pending == nil || r.Pending.ID != id {
+		return nil, fmt.Errorf("ack %s from %s: %w", id, region, ErrNotPending)
+	}
+	if releasedLocal > r.Granted {
+		return nil, fmt.Errorf("ack %s from %s: released_local %d above granted %d", id, region, releasedLocal, r.Granted)
+	}
+	req := *r.Pending
+	freed := max(0, releasedLocal-r.Released)
+	r.Released = max(r.Released, releasedLocal)
+	r.Pending = nil
+	if req.To == "" || freed == 0 {
+		return nil, nil
+	}
+	// A cumulative ack may also cover units an earlier, lost ack freed; they
+	// are unallocated now either way, so the move takes at most what it asked.
+	n := min(freed, req.Units, a.Unallocated())
+	if err := a.Grant(req.To, n); err != nil {
+		return nil, err
+	}
+	return []Grant{{Region: req.To, Units: n}}, nil
+}

@@ -1,0 +1,93 @@
+// Package layout is the etcd key layout and the JSON documents shared by the
+// coordinator and the region agents: the contract between them. It does no
+// I/O itself.
+//
+//	<prefix>/leader/                  coordinator election (concurrency.Election)
+//	<prefix>/sales/<sale>             SaleSpec, written by the leader
+//	<prefix>/alloc/<sale>             quota.Allocation, written by the leader (one key: one compare guards the sum)
+//	<prefix>/agents/<region>/         region agent election
+//	<prefix>/regions/<region>         RegionInfo, on the agent's lease
+//	<prefix>/reports/<region>/<sale>  RegionReport, on the agent's lease (a dead region's report vanishes)
+package layout
+
+import (
+	"path"
+	"strings"
+	"time"
+
+	"flashsale/quota"
+)
+
+// DefaultPrefix is the etcd prefix used unless configured otherwise.
+const DefaultPrefix = "/flashsale"
+
+// Keys builds keys under one prefix.
+type Keys struct{ Prefix string }
+
+func (k Keys) p(parts ...string) string {
+	return path.Join(append([]string{k.Prefix}, parts...)...)
+}
+
+func (k Keys) Leader() string                     { return k.p("leader") + "/" }
+func (k Keys) Sales() string                      { return k.p("sales") + "/" }
+func (k Keys) Sale(sale string) string            { return k.p("sales", sale) }
+func (k Keys) Allocs() string                     { return k.p("alloc") + "/" }
+func (k Keys) Alloc(sale string) string           { return k.p("alloc", sale) }
+func (k Keys) AgentElection(region string) string { return k.p("agents", region) + "/" }
+func (k Keys) Regions() string                    { return k.p("regions") + "/" }
+func (k Keys) Region(region string) string        { return k.p("regions", region) }
+func (k Keys) Reports() string                    { return k.p("reports") + "/" }
+func (k Keys) RegionReports(region string) string { return k.p("reports", region) + "/" }
+func (k Keys) Report(region, sale string) string  { return k.p("reports", region, sale) }
+
+// Last returns the last path element of key (a sale id or region name).
+func Last(key string) string { return key[strings.LastIndex(key, "/")+1:] }
+
+// SaleState is the operator-set state of a sale. Whether it is open also
+// depends on the clock (StartsAt, EndsAt) and on stock.
+type SaleState string
+
+const (
+	SaleActive SaleState = "active" // sells between StartsAt and EndsAt
+	SalePaused SaleState = "paused"
+	SaleEnded  SaleState = "ended"
+)
+
+// RegionSpec is one region's place in a sale.
+type RegionSpec struct {
+	Name   string `json:"name"`
+	Weight int64  `json:"weight,omitempty"`
+	Min    int64  `json:"min,omitempty"`
+	Max    int64  `json:"max,omitempty"`
+}
+
+// SaleSpec is a sale as operators define it.
+type SaleSpec struct {
+	ID             string        `json:"id"`
+	Total          int64         `json:"total"`
+	PerUserLimit   int64         `json:"perUserLimit"`
+	StartsAt       time.Time     `json:"startsAt"`
+	EndsAt         time.Time     `json:"endsAt"`
+	ReservationTTL time.Duration `json:"reservationTTL"`
+	Regions        []RegionSpec  `json:"regions"`
+	State          SaleState     `json:"state"`
+}
+
+// RegionInfo is how a region is reached, registered by its agent.
+type RegionInfo struct {
+	Name      string `json:"name"`
+	Endpoint  string `json:"endpoint"` // shopper base URL, for 307 redirects
+	RedisAddr string `json:"redisAddr,omitempty"`
+	Fence     int64  `json:"fence"` // the agent's election revision
+}
+
+// RegionReport is a region agent's report for one sale. ReleaseID names the
+// pending release the agent executed; with ReleasedLocal it is the ack.
+type RegionReport struct {
+	quota.Report
+	Region    string `json:"region"`
+	Sale      string `json:"sale"`
+	ReleaseID string `json:"releaseId,omitempty"`
+	Fence     int64  `json:"fence"`
+	Halted    bool   `json:"halted,omitempty"`
+}
