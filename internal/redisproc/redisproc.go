@@ -1,0 +1,191 @@
+// Package redisproc runs a redis-server child process on loopback with AOF
+// and appendfsync always: for `flashsale dev`, the benchmarks and (through
+// internal/redistest) the tests. It never daemonizes, so the parent owns the
+// child and stops it on Close.
+package redisproc
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNotInstalled means redis-server is not on PATH.
+var ErrNotInstalled = errors.New("redis-server not found on PATH: install it with `apt-get install -y redis-server` (make test and make run do it as root)")
+
+// Options says where and how to run the server.
+type Options struct {
+	Dir  string   // data dir (AOF, log); required
+	Port int      // 0 picks a free port
+	Args []string // extra redis-server arguments, e.g. "--appendfsync", "everysec"
+}
+
+// Proc is one redis-server child process.
+type Proc struct {
+	Addr string // 127.0.0.1:port
+	Dir  string
+
+	opts Options
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start launches redis-server and waits until it answers PING.
+func Start(ctx context.Context, opts Options) (*Proc, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("redisproc: Options.Dir is required")
+	}
+	if opts.Port == 0 {
+		p, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		opts.Port = p
+	}
+	p := &Proc{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(opts.Port)), Dir: opts.Dir, opts: opts}
+	if err := p.start(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Proc) start(ctx context.Context) error {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return ErrNotInstalled
+	}
+	args := append([]string{
+		"--port", strconv.Itoa(p.opts.Port),
+		"--bind", "127.0.0.1",
+		"--dir", p.Dir,
+		"--appendonly", "yes",
+		"--appendfsync", "always",
+		"--save", "",
+		"--daemonize", "no",
+		"--protected-mode", "no",
+		"--logfile", filepath.Join(p.Dir, "redis.log"),
+	}, p.opts.Args...)
+	cmd := exec.Command(bin, args...)
+	// Output goes to the log file: a child left on our pipes hangs the parent.
+	cmd.Stdout, cmd.Stderr = nil, nil
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+	if err := waitReady(ctx, p.Addr, 10*time.Second, done); err != nil {
+		p.Kill()
+		return fmt.Errorf("redis-server on %s: %w (log: %s)", p.Addr, err, tail(filepath.Join(p.Dir, "redis.log")))
+	}
+	return nil
+}
+
+// Kill sends SIGKILL, as a crash would: nothing is flushed beyond what
+// appendfsync always already wrote.
+func (p *Proc) Kill() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+}
+
+// Restart kills the server and starts it again on the same port and data
+// dir, so it reloads its AOF.
+func (p *Proc) Restart(ctx context.Context) error {
+	p.Kill()
+	return p.start(ctx)
+}
+
+// Close stops the server gracefully (SIGTERM, then SIGKILL after 5 s). Safe
+// to call twice or on nil.
+func (p *Proc) Close() error {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.cmd = nil
+	p.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+	return nil
+}
+
+func waitReady(ctx context.Context, addr string, within time.Duration, exited <-chan struct{}) error {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		pctx, pcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		err := c.Ping(pctx).Err()
+		pcancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return errors.New("exited at start")
+		case <-ctx.Done():
+			return fmt.Errorf("not ready: %w (last: %v)", ctx.Err(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func tail(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > 10 {
+			lines = lines[1:]
+		}
+	}
+	return fmt.Sprint(lines)
+}
