@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Regenerates the Go code of coordinator.proto (the `make proto` step).
+# Needs protoc (apt-get install -y protobuf-compiler) and the plugins:
+#   go install google.golang.org/protobuf/cmd/protoc-gen-go@latest
+#   go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@latest
+set -euo pipefail
+cd "$(dirname "$0")"
+export PATH="$PATH:$(go env GOPATH)/bin"
+protoc -I . -I /usr/include \
+  --go_out=. --go_opt=paths=source_relative \
+  --go-grpc_out=. --go-grpc_opt=paths=source_relative \
+  coordinator.proto
