@@ -1,0 +1,220 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"flashsale/internal/layout"
+	"flashsale/quota"
+)
+
+// runLoop is the leader's rebalance loop. It returns when ctx ends or a
+// write finds the fence gone.
+func (c *Coordinator) runLoop(ctx context.Context, f fence) {
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		if err := c.tick(ctx, f); errors.Is(err, ErrDeposed) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// tick reads everything once and steps every sale.
+func (c *Coordinator) tick(ctx context.Context, f fence) error {
+	snap, err := c.readSnapshot(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("rebalance tick: read", "err", err)
+		}
+		return err
+	}
+	c.m.ticks.Inc()
+	now := c.cfg.Now()
+	learning := c.updateLearning(f, snap, now)
+	for _, id := range snap.saleIDs() {
+		err := c.stepSale(ctx, f, snap, id, now, learning)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrDeposed):
+			return err
+		case errors.Is(err, ErrConflict):
+			// An operator call changed the allocation after our read; the
+			// next tick decides again from what etcd holds.
+			c.log.Debug("rebalance tick: allocation changed under us", "sale", id)
+		default:
+			c.m.tickErrs.Inc()
+			c.log.Error("rebalance tick", "sale", id, "err", err)
+		}
+	}
+	return nil
+}
+
+// updateLearning ends learning mode once every live region has written a
+// report since this leader was elected (a mod revision above the fence's),
+// or the grace period has passed. Until then the leader grants nothing: its
+// picture of sold and demand is older than its election.
+func (c *Coordinator) updateLearning(f fence, snap *snapshot, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.lead
+	if l == nil || l.fence != f {
+		return true
+	}
+	if !l.learning {
+		return false
+	}
+	done := now.Sub(l.since) >= c.cfg.LearningGrace
+	if !done {
+		done = true
+		for _, r := range liveRegions(snap) {
+			if snap.reportRev[r] <= f.rev {
+				done = false
+				break
+			}
+		}
+	}
+	if done {
+		l.learning = false
+		c.m.learning.Set(0)
+		c.log.Info("learning mode over", "after", now.Sub(l.since).Round(time.Millisecond))
+	}
+	return l.learning
+}
+
+func (c *Coordinator) isLearning() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lead != nil && c.lead.learning
+}
+
+// liveRegions are the regions whose agent holds a lease: a RegionInfo or
+// any report exists.
+func liveRegions(snap *snapshot) []string {
+	seen := map[string]bool{}
+	var out []string
+	for r := range snap.regions {
+		seen[r] = true
+		out = append(out, r)
+	}
+	for r := range snap.reportRev {
+		if !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// stepSale decides one sale and writes the allocation if a counter, a
+// pending release or the release sequence changed. Report-only changes
+// are not written: that keeps etcd writes proportional to quota movement,
+// not to the report rate.
+func (c *Coordinator) stepSale(ctx context.Context, f fence, snap *snapshot, id string, now time.Time, learning bool) error {
+	doc, ok := snap.allocs[id]
+	if !ok {
+		c.log.Warn("sale without allocation", "sale", id)
+		return nil
+	}
+	c.allocMu.Lock()
+	defer c.allocMu.Unlock()
+	v := &saleView{spec: snap.sales[id], doc: doc, reports: snap.reports[id], live: snap.regions}
+	a := cloneAlloc(doc.alloc)
+	p, err := c.decide(a, v, now, learning)
+	if err != nil {
+		return err
+	}
+	if !countersChanged(doc.alloc, a) {
+		return nil
+	}
+	if err := c.writeAlloc(ctx, f, a, doc.modRev); err != nil {
+		return err
+	}
+	c.countPlan(p)
+	if !p.empty() || p.note != "" {
+		c.log.Info("allocation written", "sale", id, "grants", p.grants, "releases", p.releases, "note", p.note, "sumNet", a.SumNet(), "total", a.Total)
+	}
+	return nil
+}
+
+// decide applies to a what the loop must do for one sale now: take the
+// acks the reports carry, then (unless learning, paused or ended) the
+// initial split or a demand-driven rebalance, or the end-of-sale sweep.
+func (c *Coordinator) decide(a *quota.Allocation, v *saleView, now time.Time, learning bool) (planResult, error) {
+	var p planResult
+	attachReports(a, v.reports)
+	for _, r := range a.RegionNames() {
+		ra := a.Regions[r]
+		rep, ok := v.reports[r]
+		if ra.Pending == nil || !ok || rep.ReleaseID != ra.Pending.ID {
+			continue
+		}
+		id := ra.Pending.ID
+		grants, err := a.AckRelease(r, id, rep.ReleasedLocal)
+		if err != nil {
+			// A malformed ack (released_local above granted) is the agent's
+			// bug; the release stays pending and the rest goes on.
+			c.log.Error("refusing ack", "sale", a.Sale, "region", r, "release", id, "err", err)
+			continue
+		}
+		p.grants = append(p.grants, grants...)
+		p.add(planResult{note: "ack " + id})
+	}
+	spec := v.spec
+	switch {
+	case learning:
+		return p, nil
+	case spec.State == layout.SaleEnded || !now.Before(spec.EndsAt):
+		q, err := planEndSweep(a, v, now)
+		p.add(q)
+		return p, err
+	case spec.State == layout.SalePaused:
+		return p, nil
+	case now.Before(spec.StartsAt.Add(-c.cfg.SplitLead)):
+		return p, nil
+	case !isSplit(a):
+		q, err := planInitialSplit(a, v, now)
+		p.add(q)
+		return p, err
+	case now.Before(spec.StartsAt):
+		return p, nil
+	}
+	q, err := c.planRebalance(a, v, now)
+	p.add(q)
+	return p, err
+}
+
+// attachReports copies the regions' latest reports into the allocation the
+// planners read. They are stored with the next write, for operators.
+func attachReports(a *quota.Allocation, reps map[string]layout.RegionReport) {
+	for name, ra := range a.Regions {
+		if rep, ok := reps[name]; ok {
+			r := rep.Report
+			ra.Report = &r
+		} else {
+			ra.Report = nil // lease gone: the region is dead to the planners
+		}
+	}
+}
+
+// countersChanged compares everything but the reports.
+func countersChanged(before, after *quota.Allocation) bool {
+	return !bytes.Equal(countersJSON(before), countersJSON(after))
+}
+
+func countersJSON(a *quota.Allocation) []byte {
+	b := cloneAlloc(a)
+	for _, r := range b.Regions {
+		r.Report = nil
+	}
+	out, _ := json.Marshal(b)
+	return out
+}

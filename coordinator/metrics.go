@@ -1,0 +1,55 @@
+package coordinator
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	writes    *prometheus.CounterVec // committed etcd write transactions, by what they wrote
+	rejected  *prometheus.CounterVec // fenced transactions whose compare failed, by reason
+	leader    prometheus.Gauge
+	learning  prometheus.Gauge
+	ticks     prometheus.Counter
+	tickErrs  prometheus.Counter
+	granted   prometheus.Counter // units granted by the leader (cumulative)
+	requested prometheus.Counter // units asked back in release requests
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "flashsale", Subsystem: "coordinator", Name: "etcd_writes_total",
+			Help: "etcd write transactions the coordinator committed, by kind (alloc, sale).",
+		}, []string{"kind"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "flashsale", Subsystem: "coordinator", Name: "etcd_writes_rejected_total",
+			Help: "Fenced etcd transactions whose compare failed: deposed (leader fence) or conflict (alloc revision).",
+		}, []string{"reason"}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "flashsale", Subsystem: "coordinator", Name: "leader",
+			Help: "1 while this coordinator is the leader.",
+		}),
+		learning: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "flashsale", Subsystem: "coordinator", Name: "learning",
+			Help: "1 while a new leader is in learning mode and grants nothing.",
+		}),
+		ticks: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "flashsale", Subsystem: "coordinator", Name: "rebalance_ticks_total",
+			Help: "Rebalance loop iterations run as leader.",
+		}),
+		tickErrs: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "flashsale", Subsystem: "coordinator", Name: "rebalance_errors_total",
+			Help: "Rebalance loop iterations that failed for a sale.",
+		}),
+		granted: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "flashsale", Subsystem: "coordinator", Name: "granted_units_total",
+			Help: "Units granted to regions in committed writes.",
+		}),
+		requested: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "flashsale", Subsystem: "coordinator", Name: "release_requested_units_total",
+			Help: "Units asked back from regions in committed release requests.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.writes, m.rejected, m.leader, m.learning, m.ticks, m.tickErrs, m.granted, m.requested)
+	}
+	return m
+}

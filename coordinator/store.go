@@ -1,0 +1,222 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"flashsale/internal/layout"
+	"flashsale/quota"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrDeposed: the leader fence compare failed. The caller is no longer
+	// leader and must stop acting; retrying the same write is never right.
+	ErrDeposed = errors.New("deposed: no longer the coordinator leader")
+	// ErrConflict: the allocation changed since it was read (optimistic
+	// concurrency); read again and decide again.
+	ErrConflict = errors.New("allocation changed concurrently")
+	// ErrNotLeader: this coordinator does not lead, so it does not write.
+	ErrNotLeader = errors.New("not leader")
+)
+
+// fence is what makes a leader's write a leader's write: its election key
+// and that key's create revision (STYLE §5).
+type fence struct {
+	key string
+	rev int64
+}
+
+func (f fence) cmp() clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(f.key), "=", f.rev)
+}
+
+// allocDoc is an allocation as read from etcd, with the mod revision its
+// next write must compare against.
+type allocDoc struct {
+	alloc  *quota.Allocation
+	modRev int64
+}
+
+// snapshot is one consistent read of everything the loop decides from.
+type snapshot struct {
+	rev     int64
+	sales   map[string]layout.SaleSpec
+	allocs  map[string]allocDoc
+	reports map[string]map[string]layout.RegionReport // sale -> region -> report
+	regions map[string]layout.RegionInfo              // live regions (on their agents' leases)
+	// reportRev is, per region, the newest mod revision of any of its
+	// reports: a clock-free way to tell "reported since I was elected".
+	reportRev map[string]int64
+}
+
+func (s *snapshot) saleIDs() []string {
+	ids := make([]string, 0, len(s.sales))
+	for id := range s.sales {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// readSnapshot reads sales, allocations, reports and live regions at one
+// etcd revision. A malformed report or region document is logged and
+// skipped (agents are another program); a malformed sale or allocation is
+// an error, since the coordinator wrote it.
+func (c *Coordinator) readSnapshot(ctx context.Context) (*snapshot, error) {
+	k := c.keys
+	resp, err := c.cli.Txn(ctx).Then(
+		clientv3.OpGet(k.Sales(), clientv3.WithPrefix()),
+		clientv3.OpGet(k.Allocs(), clientv3.WithPrefix()),
+		clientv3.OpGet(k.Reports(), clientv3.WithPrefix()),
+		clientv3.OpGet(k.Regions(), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot: %w", err)
+	}
+	s := &snapshot{
+		rev:     resp.Header.Revision,
+		sales:   map[string]layout.SaleSpec{},
+		allocs:  map[string]allocDoc{},
+		reports: map[string]map[string]layout.RegionReport{},
+		regions:   map[string]layout.RegionInfo{},
+		reportRev: map[string]int64{},
+	}
+	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+		var spec layout.SaleSpec
+		if err := json.Unmarshal(kv.Value, &spec); err != nil {
+			return nil, fmt.Errorf("sale %s: %w", kv.Key, err)
+		}
+		s.sales[layout.Last(string(kv.Key))] = spec
+	}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		a, err := decodeAlloc(kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("allocation %s: %w", kv.Key, err)
+		}
+		s.allocs[layout.Last(string(kv.Key))] = allocDoc{alloc: a, modRev: kv.ModRevision}
+	}
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+		// <prefix>/reports/<region>/<sale>
+		rest := strings.TrimPrefix(string(kv.Key), k.Reports())
+		region, sale, ok := strings.Cut(rest, "/")
+		if !ok || region == "" || sale == "" {
+			c.log.Warn("ignoring report under an unexpected key", "key", string(kv.Key))
+			continue
+		}
+		var rep layout.RegionReport
+		if err := json.Unmarshal(kv.Value, &rep); err != nil {
+			c.log.Warn("ignoring malformed report", "key", string(kv.Key), "err", err)
+			continue
+		}
+		rep.Region, rep.Sale = region, sale // the key is what the agent's lease owns
+		if s.reports[sale] == nil {
+			s.reports[sale] = map[string]layout.RegionReport{}
+		}
+		s.reports[sale][region] = rep
+		s.reportRev[region] = max(s.reportRev[region], kv.ModRevision)
+	}
+	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
+		var info layout.RegionInfo
+		if err := json.Unmarshal(kv.Value, &info); err != nil {
+			c.log.Warn("ignoring malformed region info", "key", string(kv.Key), "err", err)
+			continue
+		}
+		s.regions[layout.Last(string(kv.Key))] = info
+	}
+	return s, nil
+}
+
+func decodeAlloc(b []byte) (*quota.Allocation, error) {
+	var a quota.Allocation
+	if err := json.Unmarshal(b, &a); err != nil {
+		return nil, err
+	}
+	if a.Regions == nil {
+		a.Regions = map[string]*quota.RegionAlloc{}
+	}
+	return &a, nil
+}
+
+// readAlloc reads one sale's spec and allocation.
+func (c *Coordinator) readSale(ctx context.Context, id string) (layout.SaleSpec, allocDoc, error) {
+	resp, err := c.cli.Txn(ctx).Then(
+		clientv3.OpGet(c.keys.Sale(id)),
+		clientv3.OpGet(c.keys.Alloc(id)),
+	).Commit()
+	if err != nil {
+		return layout.SaleSpec{}, allocDoc{}, fmt.Errorf("read sale %s: %w", id, err)
+	}
+	skv := resp.Responses[0].GetResponseRange().Kvs
+	if len(skv) == 0 {
+		return layout.SaleSpec{}, allocDoc{}, fmt.Errorf("sale %s: %w", id, errNoSale)
+	}
+	var spec layout.SaleSpec
+	if err := json.Unmarshal(skv[0].Value, &spec); err != nil {
+		return layout.SaleSpec{}, allocDoc{}, fmt.Errorf("sale %s: %w", id, err)
+	}
+	akv := resp.Responses[1].GetResponseRange().Kvs
+	if len(akv) == 0 {
+		return spec, allocDoc{}, fmt.Errorf("allocation of sale %s: %w", id, errNoSale)
+	}
+	a, err := decodeAlloc(akv[0].Value)
+	if err != nil {
+		return spec, allocDoc{}, fmt.Errorf("allocation of sale %s: %w", id, err)
+	}
+	return spec, allocDoc{alloc: a, modRev: akv[0].ModRevision}, nil
+}
+
+var errNoSale = errors.New("no such sale")
+
+// fencedTxn commits ops only while f is still the leader fence and every
+// extra compare holds. A failed leader compare is ErrDeposed; any other
+// failed compare is ErrConflict. kind labels the write metric.
+func (c *Coordinator) fencedTxn(ctx context.Context, f fence, kind string, cmps []clientv3.Cmp, ops ...clientv3.Op) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
+	defer cancel()
+	resp, err := c.cli.Txn(ctx).
+		If(append([]clientv3.Cmp{f.cmp()}, cmps...)...).
+		Then(ops...).
+		// On failure, read the election key to tell a lost fence from a
+		// lost race on the allocation, in the same round trip.
+		Else(clientv3.OpGet(f.key)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("etcd txn (%s): %w", kind, err)
+	}
+	if resp.Succeeded {
+		c.m.writes.WithLabelValues(kind).Inc()
+		return nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 || kvs[0].CreateRevision != f.rev {
+		c.m.rejected.WithLabelValues("deposed").Inc()
+		c.deposed(f)
+		return ErrDeposed
+	}
+	c.m.rejected.WithLabelValues("conflict").Inc()
+	return ErrConflict
+}
+
+// writeAlloc writes a as the sale's allocation if it is still at modRev
+// (0: it must not exist yet). It checks I2 first: an allocation whose net
+// grants pass the total is never written.
+func (c *Coordinator) writeAlloc(ctx context.Context, f fence, a *quota.Allocation, modRev int64, extra ...clientv3.Op) error {
+	if err := a.Check(); err != nil {
+		return fmt.Errorf("refusing to write allocation of %s: %w", a.Sale, err)
+	}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	key := c.keys.Alloc(a.Sale)
+	ops := append([]clientv3.Op{clientv3.OpPut(key, string(b))}, extra...)
+	return c.fencedTxn(ctx, f, "alloc",
+		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", modRev)}, ops...)
+}
