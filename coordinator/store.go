@@ -81,10 +81,10 @@ func (c *Coordinator) readSnapshot(ctx context.Context) (*snapshot, error) {
 		return nil, fmt.Errorf("read snapshot: %w", err)
 	}
 	s := &snapshot{
-		rev:     resp.Header.Revision,
-		sales:   map[string]layout.SaleSpec{},
-		allocs:  map[string]allocDoc{},
-		reports: map[string]map[string]layout.RegionReport{},
+		rev:       resp.Header.Revision,
+		sales:     map[string]layout.SaleSpec{},
+		allocs:    map[string]allocDoc{},
+		reports:   map[string]map[string]layout.RegionReport{},
 		regions:   map[string]layout.RegionInfo{},
 		reportRev: map[string]int64{},
 	}

@@ -1,0 +1,299 @@
+package coordinator
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"flashsale/coordinator/api"
+	"flashsale/internal/etcdtest"
+	"flashsale/internal/layout"
+)
+
+func regions3() []*api.RegionSpec {
+	return []*api.RegionSpec{{Name: "eu", Weight: 2}, {Name: "us", Weight: 1}, {Name: "ap", Weight: 1}}
+}
+
+func TestCreateSaleWritesInitialSplit(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	startChecker(t, cli)
+	c := startCoord(t, e)
+	waitLeader(t, c)
+	api1 := dial(t, c.Addr())
+	ctx := authed(t.Context())
+
+	got, err := api1.CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 1000, regions3()...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != "active" || got.PerUserLimit != 1 {
+		t.Fatalf("defaults not filled: %+v", got)
+	}
+	waitFor(t, "initial split", func() bool {
+		a, _ := readAlloc(t, cli, "s1")
+		return a.Regions["eu"].Granted > 0
+	})
+	a, _ := readAlloc(t, cli, "s1")
+	want := map[string]int64{"eu": 500, "us": 250, "ap": 250}
+	for r, n := range want {
+		if a.Regions[r].Granted != n || a.Regions[r].Released != 0 {
+			t.Errorf("region %s: granted %d released %d, want %d granted", r, a.Regions[r].Granted, a.Regions[r].Released, n)
+		}
+	}
+	if a.SumNet() != 1000 {
+		t.Errorf("sum net %d, want 1000", a.SumNet())
+	}
+
+	sale, err := api1.GetSale(ctx, &api.GetSaleRequest{Id: "s1"})
+	if err != nil || sale.Total != 1000 || len(sale.Regions) != 3 {
+		t.Fatalf("GetSale: %v %+v", err, sale)
+	}
+	list, err := api1.ListSales(ctx, &api.ListSalesRequest{})
+	if err != nil || len(list.Sales) != 1 || list.Sales[0].Id != "s1" {
+		t.Fatalf("ListSales: %v %+v", err, list)
+	}
+	st, err := api1.SaleStatus(ctx, &api.SaleRef{Id: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Open || st.Totals.Net != 1000 || st.Unallocated != 0 || len(st.Regions) != 3 {
+		t.Fatalf("status: %+v", st)
+	}
+	_, err = api1.CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 5, regions3()...)})
+	if status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("duplicate sale: %v, want AlreadyExists", err)
+	}
+	if counterValue(c.m.writes.WithLabelValues("alloc")) < 1 {
+		t.Error("etcd write counter did not count the split")
+	}
+}
+
+func TestAuthAndInvalidArguments(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	c := startCoord(t, e)
+	waitLeader(t, c)
+	cl := dial(t, c.Addr())
+	ctx := authed(t.Context())
+
+	// Health is open; the API is not.
+	cc, err := grpc.NewClient(c.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	hr, err := healthpb.NewHealthClient(cc).Check(t.Context(), &healthpb.HealthCheckRequest{})
+	if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health: %v %v", err, hr)
+	}
+	if _, err := cl.ListSales(t.Context(), &api.ListSalesRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("no token: %v, want Unauthenticated", err)
+	}
+	bad := metadata.AppendToOutgoingContext(t.Context(), "authorization", "Bearer wrong")
+	if _, err := cl.CreateSale(bad, &api.CreateSaleRequest{Sale: testSale("x", 10, regions3()...)}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("wrong token: %v, want Unauthenticated", err)
+	}
+
+	mut := func(f func(s *api.Sale)) *api.Sale {
+		s := testSale("ok", 100, regions3()...)
+		f(s)
+		return s
+	}
+	cases := []struct {
+		sale  *api.Sale
+		field string
+	}{
+		{nil, "sale"},
+		{mut(func(s *api.Sale) { s.Id = "a/b" }), "sale.id"},
+		{mut(func(s *api.Sale) { s.Id = "{x}" }), "sale.id"},
+		{mut(func(s *api.Sale) { s.Total = 0 }), "sale.total"},
+		{mut(func(s *api.Sale) { s.PerUserLimit = -1 }), "sale.per_user_limit"},
+		{mut(func(s *api.Sale) { s.StartsAt = nil }), "sale.starts_at"},
+		{mut(func(s *api.Sale) { s.EndsAt = timestamppb.New(s.StartsAt.AsTime().Add(-time.Minute)) }), "sale.ends_at"},
+		{mut(func(s *api.Sale) { s.Regions = nil }), "sale.regions"},
+		{mut(func(s *api.Sale) { s.Regions[1].Name = "eu" }), "sale.regions[1].name"},
+		{mut(func(s *api.Sale) { s.Regions[2].Weight = -3 }), "sale.regions[2].weight"},
+		{mut(func(s *api.Sale) { s.Regions[0].Min, s.Regions[0].Max = 10, 5 }), "sale.regions[0].max"},
+		{mut(func(s *api.Sale) { s.Regions[0].Min = 101 }), "sale.regions"},
+		{mut(func(s *api.Sale) { s.State = "ended" }), "sale.state"},
+	}
+	for _, tc := range cases {
+		_, err := cl.CreateSale(ctx, &api.CreateSaleRequest{Sale: tc.sale})
+		if status.Code(err) != codes.InvalidArgument || !strings.HasPrefix(status.Convert(err).Message(), tc.field+":") {
+			t.Errorf("field %s: got %v, want InvalidArgument naming it", tc.field, err)
+		}
+	}
+	if resp, _ := cli.Get(t.Context(), layout.Keys{Prefix: layout.DefaultPrefix}.Sales(), clientv3.WithPrefix(), clientv3.WithCountOnly()); resp.Count != 0 {
+		t.Fatalf("%d sales stored after only bad requests", resp.Count)
+	}
+
+	if _, err := cl.CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 100, regions3()...)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "split", func() bool { a, _ := readAlloc(t, cli, "s1"); return a.SumNet() == 100 })
+	_, rev := readAlloc(t, cli, "s1")
+	moves := []struct {
+		req  *api.MoveRequest
+		code codes.Code
+		msg  string
+	}{
+		{&api.MoveRequest{Sale: "s1", From: "eu", To: "us", Units: 0}, codes.InvalidArgument, "units:"},
+		{&api.MoveRequest{Sale: "s1", From: "eu", To: "eu", Units: 1}, codes.InvalidArgument, "to:"},
+		{&api.MoveRequest{Sale: "s1", From: "eu", To: "mars", Units: 1}, codes.InvalidArgument, "to:"},
+		{&api.MoveRequest{Sale: "", From: "eu", To: "us", Units: 1}, codes.InvalidArgument, "sale:"},
+		{&api.MoveRequest{Sale: "nope", From: "eu", To: "us", Units: 1}, codes.NotFound, ""},
+		// eu holds 50: asking for 51 is refused, not clipped to 50.
+		{&api.MoveRequest{Sale: "s1", From: "eu", To: "us", Units: 51}, codes.FailedPrecondition, "refused: units:"},
+		// Nothing is unallocated: a grant from the pool would pass the total.
+		{&api.MoveRequest{Sale: "s1", From: "", To: "us", Units: 1}, codes.FailedPrecondition, "refused: units:"},
+	}
+	for _, m := range moves {
+		_, err := cl.Move(ctx, m.req)
+		if status.Code(err) != m.code || !strings.HasPrefix(status.Convert(err).Message(), m.msg) {
+			t.Errorf("move %+v: got %v, want %v %q", m.req, err, m.code, m.msg)
+		}
+	}
+	if _, rev2 := readAlloc(t, cli, "s1"); rev2 != rev {
+		t.Fatalf("a refused move changed the allocation (rev %d -> %d)", rev, rev2)
+	}
+	if _, err := cl.Drain(ctx, &api.DrainRequest{Region: "mars", Sale: "s1"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("drain of unknown region: %v", err)
+	}
+	if _, err := cl.ApplyRebalance(ctx, &api.ApplyRebalanceRequest{Id: "s1", AllocRevision: rev + 1000}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("apply with stale revision: %v, want FailedPrecondition", err)
+	}
+}
+
+// leaderLease returns the lease of the current election winner's key.
+func leaderLease(t *testing.T, cli *clientv3.Client) clientv3.LeaseID {
+	t.Helper()
+	resp, err := cli.Get(t.Context(), layout.Keys{Prefix: layout.DefaultPrefix}.Leader(), clientv3.WithFirstCreate()...)
+	if err != nil || len(resp.Kvs) == 0 {
+		t.Fatalf("no leader key: %v", err)
+	}
+	return clientv3.LeaseID(resp.Kvs[0].Lease)
+}
+
+func TestDeposedLeaderWriteIsRejected(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	startChecker(t, cli)
+	a := startCoord(t, e)
+	waitLeader(t, a)
+	b := startCoord(t, e)
+	ctx := authed(t.Context())
+
+	// A follower does not write; it says where the leader is.
+	_, err := dial(t, b.Addr()).CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 100, regions3()...)})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "leader is at "+a.Addr()) {
+		t.Fatalf("write on follower: %v, want Unavailable naming %s", err, a.Addr())
+	}
+	if _, err := dial(t, a.Addr()).CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 100, regions3()...)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "split", func() bool { al, _ := readAlloc(t, cli, "s1"); return al.SumNet() == 100 })
+
+	oldFence, ok := a.currentFence()
+	if !ok {
+		t.Fatal("a lost leadership early")
+	}
+	// Take a's lease away behind its back, as an expiry during a long GC
+	// pause or a partition would.
+	if _, err := cli.Revoke(t.Context(), leaderLease(t, cli)); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, b)
+
+	before, rev := readAlloc(t, cli, "s1")
+	stolen := cloneAlloc(before)
+	stolen.Regions["us"].Released++
+	err = a.writeAlloc(t.Context(), oldFence, stolen, rev)
+	if !errors.Is(err, ErrDeposed) {
+		t.Fatalf("deposed leader's write: %v, want ErrDeposed", err)
+	}
+	after, rev2 := readAlloc(t, cli, "s1")
+	if rev2 != rev || after.Regions["us"].Released != before.Regions["us"].Released {
+		t.Fatalf("deposed write changed etcd: rev %d -> %d", rev, rev2)
+	}
+	if counterValue(a.m.rejected.WithLabelValues("deposed")) < 1 {
+		t.Error("rejected write not counted")
+	}
+	// The new leader writes fine, and the old one now answers as a follower.
+	if _, err := dial(t, b.Addr()).PauseSale(ctx, &api.SaleRef{Id: "s1"}); err != nil {
+		t.Fatalf("new leader's write: %v", err)
+	}
+	waitFor(t, "old leader to step down", func() bool { return !a.IsLeader() })
+	_, err = dial(t, a.Addr()).ResumeSale(ctx, &api.SaleRef{Id: "s1"})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), b.Addr()) {
+		t.Fatalf("write on deposed leader: %v, want Unavailable naming %s", err, b.Addr())
+	}
+}
+
+func TestFailoverMidMoveNewLeaderContinues(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	startChecker(t, cli)
+	a := startCoord(t, e)
+	waitLeader(t, a)
+	b := startCoord(t, e)
+	ctx := authed(t.Context())
+	eu, us := newFakeRegion(t, cli, "eu"), newFakeRegion(t, cli, "us")
+	regions := []*api.RegionSpec{{Name: "eu", Weight: 1}, {Name: "us", Weight: 1}}
+	if _, err := dial(t, a.Addr()).CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 200, regions...)}); err != nil {
+		t.Fatal(err)
+	}
+	eu.report("s1", layout.RegionReport{})
+	us.report("s1", layout.RegionReport{})
+	waitFor(t, "split", func() bool { al, _ := readAlloc(t, cli, "s1"); return al.SumNet() == 200 })
+
+	plan, err := dial(t, a.Addr()).Move(ctx, &api.MoveRequest{Sale: "s1", From: "eu", To: "us", Units: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !plan.Applied || len(plan.Releases) != 1 {
+		t.Fatalf("move plan: %+v", plan)
+	}
+	id := plan.Releases[0].Id
+	// The leader dies between its release request and the region's ack.
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, b)
+	// The region executes the release (its Redis gave up 40) and acks.
+	eu.report("s1", layout.RegionReport{ReleaseID: id, Report: quotaReport(100, 40)})
+	waitFor(t, "new leader to apply the ack", func() bool {
+		al, _ := readAlloc(t, cli, "s1")
+		return al.Regions["eu"].Pending == nil
+	})
+	al, _ := readAlloc(t, cli, "s1")
+	if al.Regions["eu"].Released != 40 || al.Regions["eu"].Net() != 60 || al.Regions["us"].Granted != 140 {
+		t.Fatalf("after ack: eu %+v us %+v", *al.Regions["eu"], *al.Regions["us"])
+	}
+	if al.SumNet() != 200 {
+		t.Fatalf("sum net %d, want 200 (no unit lost or doubled)", al.SumNet())
+	}
+	// The same ack seen again changes nothing.
+	_, rev := readAlloc(t, cli, "s1")
+	plan2, err := dial(t, b.Addr()).Move(ctx, &api.MoveRequest{Sale: "s1", From: "us", To: "eu", Units: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan2.Releases[0].Id == id {
+		t.Fatalf("release id %s reused after failover", id)
+	}
+	al2, rev2 := readAlloc(t, cli, "s1")
+	if rev2 == rev || al2.Regions["eu"].Released != 40 || al2.Regions["us"].Granted != 140 {
+		t.Fatalf("replayed ack moved units again: eu %+v us %+v", *al2.Regions["eu"], *al2.Regions["us"])
+	}
+}
