@@ -1,0 +1,166 @@
+package regional
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// DefaultMaxBatch is the default largest batch. Small, so one script call
+// holds Redis for tens of microseconds, not milliseconds.
+const DefaultMaxBatch = 32
+
+// ErrBatcherClosed is returned by Reserve after Close.
+var ErrBatcherClosed = errors.New("reserve batcher closed")
+
+// Batcher coalesces concurrent Reserve calls for the same sale into one
+// reserve_batch script call (DESIGN §5 step 6), so Redis cost per attempt
+// falls as load rises. There is at most one call in flight per sale; calls
+// arriving meanwhile queue and go together, in arrival order, as soon as
+// it returns. An idle sale adds no wait: the first call goes at once.
+// The answers are exactly those of the same calls made one by one.
+type Batcher struct {
+	store *Store
+	max   int
+
+	ctx    context.Context // cancelled by Close: aborts in-flight batches
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	closed bool
+	sales  map[string]*batchQueue
+}
+
+// batchQueue is one sale's waiting calls; running says a flusher owns it.
+type batchQueue struct {
+	waiting []*batchCall
+	running bool
+}
+
+type batchCall struct {
+	req  ReserveRequest
+	done chan struct{}
+	res  ReserveResult
+	err  error
+
+	abandoned bool // the caller gave up before the batch was taken; guarded by Batcher.mu
+}
+
+// NewBatcher returns a Batcher over store sending at most maxBatch
+// requests per script call (DefaultMaxBatch if maxBatch < 1).
+func NewBatcher(store *Store, maxBatch int) *Batcher {
+	if maxBatch < 1 {
+		maxBatch = DefaultMaxBatch
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Batcher{store: store, max: maxBatch, ctx: ctx, cancel: cancel, sales: map[string]*batchQueue{}}
+}
+
+// Reserve is Store.Reserve through the batch. If ctx ends while the call
+// waits, it returns ctx's error; the request may still have been applied
+// (as with any timed-out call), so the caller retries with the same
+// RequestID and gets the same answer.
+func (b *Batcher) Reserve(ctx context.Context, sale string, r ReserveRequest) (ReserveResult, error) {
+	if err := checkKeyPart("sale", sale); err != nil {
+		return ReserveResult{}, err
+	}
+	if err := r.check(); err != nil {
+		return ReserveResult{}, err
+	}
+	c := &batchCall{req: r, done: make(chan struct{})}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ReserveResult{}, ErrBatcherClosed
+	}
+	q := b.sales[sale]
+	if q == nil {
+		q = &batchQueue{}
+		b.sales[sale] = q
+	}
+	q.waiting = append(q.waiting, c)
+	if !q.running {
+		q.running = true
+		b.wg.Add(1)
+		go b.flush(sale, q)
+	}
+	b.mu.Unlock()
+
+	select {
+	case <-c.done:
+		return c.res, c.err
+	case <-ctx.Done():
+		b.mu.Lock()
+		c.abandoned = true
+		b.mu.Unlock()
+		// The flusher may have taken the call already; its answer wins.
+		select {
+		case <-c.done:
+			return c.res, c.err
+		default:
+		}
+		return ReserveResult{}, fmt.Errorf("reserve %s: %w", sale, ctx.Err())
+	}
+}
+
+// flush sends sale's queue in batches until it is empty, then gives the
+// sale up so the next call starts a new flusher.
+func (b *Batcher) flush(sale string, q *batchQueue) {
+	defer b.wg.Done()
+	for {
+		b.mu.Lock()
+		var batch []*batchCall
+		n := 0
+		for _, c := range q.waiting {
+			n++
+			if c.abandoned {
+				close(c.done)
+				continue
+			}
+			batch = append(batch, c)
+			if len(batch) == b.max {
+				break
+			}
+		}
+		q.waiting = q.waiting[n:]
+		if len(batch) == 0 {
+			q.running = false
+			if len(q.waiting) == 0 {
+				delete(b.sales, sale)
+			}
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+
+		reqs := make([]ReserveRequest, len(batch))
+		for i, c := range batch {
+			reqs[i] = c.req
+		}
+		res, err := b.store.reserveBatch(b.ctx, sale, reqs)
+		for i, c := range batch {
+			if err != nil {
+				c.err = err
+			} else {
+				c.res = res[i]
+			}
+			close(c.done)
+		}
+	}
+}
+
+// Close stops accepting calls and waits for the batches in flight (their
+// Redis calls are cancelled). Safe to call twice or on nil.
+func (b *Batcher) Close() error {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.cancel()
+	b.wg.Wait()
+	return nil
+}

@@ -1,0 +1,12 @@
+-- apply_grant: ARGV 3 fence, 4 granted (cumulative granted_r from etcd).
+-- Ledger.ApplyGrant: fence check, then max-merge. Answers {status, granted_seen}.
+if not fence(tonumber(ARGV[3])) then
+  return {'stale_fence', fmt(num(redis.call('HGET', LEDGER, 'granted_seen')))}
+end
+local granted = tonumber(ARGV[4])
+local seen = num(redis.call('HGET', LEDGER, 'granted_seen'))
+if granted > seen then
+  redis.call('HSET', LEDGER, 'granted_seen', fmt(granted))
+  seen = granted
+end
+return {'ok', fmt(seen)}

@@ -1,0 +1,15 @@
+-- confirm: ARGV 3 reservation id, 4 now (ms). Ledger.Confirm: a repeat
+-- succeeds and changes nothing; cancelled or expired answers not_active.
+local id, now = ARGV[3], tonumber(ARGV[4])
+local r = redis.call('HMGET', resv_key(id), 'user', 'req', 'state')
+if not r[3] then
+  return 'no_such_reservation'
+end
+if r[3] == 'confirmed' then
+  return 'ok'
+end
+if r[3] ~= 'active' then
+  return 'not_active'
+end
+finish(id, r[1], r[2], 'confirmed', now)
+return 'ok'

@@ -1,0 +1,469 @@
+package regional
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"flashsale/internal/redistest"
+	"flashsale/quota"
+)
+
+// newTestStore starts a real redis-server and returns a Store on it.
+func newTestStore(t testing.TB) (*Store, *redistest.Server, *redis.Client) {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	s := NewStore(rdb, "eu")
+	if err := s.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s, srv, rdb
+}
+
+var ledgerErrors = []error{quota.ErrStaleFence, quota.ErrNotActive, quota.ErrNoSuchResv, quota.ErrNegative}
+
+// sameErr says whether the store's error answers as the ledger's did.
+func sameErr(store, model error) bool {
+	if (store == nil) != (model == nil) {
+		return false
+	}
+	for _, e := range ledgerErrors {
+		if errors.Is(store, e) != errors.Is(model, e) {
+			return false
+		}
+	}
+	return true
+}
+
+// modelRun drives one sale on both the Store and a quota.Ledger and fails
+// the test at the first answer or counter that differs.
+type modelRun struct {
+	t      *testing.T
+	ctx    context.Context
+	s      *Store
+	l      *quota.Ledger
+	sale   string
+	now    int64 // unix ms
+	fence  int64
+	nextRq int
+	reqs   []string
+	step   int
+	trace  []string
+}
+
+func newModelRun(t *testing.T, s *Store, sale string) *modelRun {
+	return &modelRun{t: t, ctx: context.Background(), s: s, l: quota.NewLedger(), sale: sale, now: 1_700_000_000_000}
+}
+
+func (m *modelRun) fail(format string, args ...any) {
+	m.t.Helper()
+	m.t.Fatalf("sale %s step %d: %s\ntrace:\n%s", m.sale, m.step, fmt.Sprintf(format, args...), traceTail(m.trace))
+}
+
+func traceTail(tr []string) string {
+	if len(tr) > 30 {
+		tr = tr[len(tr)-30:]
+	}
+	out := ""
+	for _, s := range tr {
+		out += "  " + s + "\n"
+	}
+	return out
+}
+
+func (m *modelRun) note(format string, args ...any) {
+	m.step++
+	m.trace = append(m.trace, fmt.Sprintf(format, args...))
+}
+
+func (m *modelRun) reserve(user, req string, ttl, limit int64) {
+	m.t.Helper()
+	m.note("reserve user=%s req=%s now=%d ttl=%d limit=%d", user, req, m.now, ttl, limit)
+	got, err := m.s.Reserve(m.ctx, m.sale, ReserveRequest{User: user, RequestID: req, Now: time.UnixMilli(m.now), TTL: time.Duration(ttl) * time.Millisecond, PerUserLimit: limit})
+	if err != nil {
+		m.fail("reserve: %v", err)
+	}
+	r, o := m.l.Reserve(user, req, m.now, ttl, limit)
+	m.compareReserve(got, ReserveResult{Outcome: o, Reservation: r})
+}
+
+func (m *modelRun) compareReserve(got, want ReserveResult) {
+	m.t.Helper()
+	if got != want {
+		m.fail("reserve answered %+v, ledger %+v", got, want)
+	}
+}
+
+func (m *modelRun) reserveBatch(rs []ReserveRequest) {
+	m.t.Helper()
+	m.note("reserve batch of %d: %+v", len(rs), rs)
+	got, err := m.s.reserveBatch(m.ctx, m.sale, rs)
+	if err != nil {
+		m.fail("reserve batch: %v", err)
+	}
+	for i, r := range rs {
+		res, o := m.l.Reserve(r.User, r.RequestID, r.Now.UnixMilli(), r.TTL.Milliseconds(), r.PerUserLimit)
+		m.compareReserve(got[i], ReserveResult{Outcome: o, Reservation: res})
+	}
+}
+
+func (m *modelRun) confirm(id string) {
+	m.t.Helper()
+	m.note("confirm %s", id)
+	err := m.s.Confirm(m.ctx, m.sale, id, time.UnixMilli(m.now))
+	if want := m.l.Confirm(id); !sameErr(err, want) {
+		m.fail("confirm %s: store %v, ledger %v", id, err, want)
+	}
+}
+
+func (m *modelRun) cancel(id string) {
+	m.t.Helper()
+	m.note("cancel %s", id)
+	err := m.s.Cancel(m.ctx, m.sale, id, time.UnixMilli(m.now))
+	if want := m.l.Cancel(id); !sameErr(err, want) {
+		m.fail("cancel %s: store %v, ledger %v", id, err, want)
+	}
+}
+
+func (m *modelRun) expire(limit int) {
+	m.t.Helper()
+	m.note("expire now=%d limit=%d", m.now, limit)
+	got, err := m.s.Expire(m.ctx, m.sale, time.UnixMilli(m.now), limit)
+	if err != nil {
+		m.fail("expire: %v", err)
+	}
+	want := m.l.Expire(m.now, limit)
+	if !slices.Equal(got, want) {
+		m.fail("expire: store %v, ledger %v", got, want)
+	}
+}
+
+// extend is not in the ledger: the model here is "an active reservation's
+// expiry becomes max(current, min(until, cap))".
+func (m *modelRun) extend(id string, until, limit int64) {
+	m.t.Helper()
+	m.note("extend %s until=%d max=%d", id, until, limit)
+	got, err := m.s.Extend(m.ctx, m.sale, id, time.UnixMilli(until), time.UnixMilli(limit))
+	var want error
+	wantAt := int64(0)
+	switch r, ok := m.l.Resv[id]; {
+	case !ok:
+		want = quota.ErrNoSuchResv
+	case r.State != quota.Active:
+		want, wantAt = quota.ErrNotActive, r.ExpiresAt
+	default:
+		r.ExpiresAt = max(r.ExpiresAt, min(until, limit))
+		wantAt = r.ExpiresAt
+	}
+	if !sameErr(err, want) {
+		m.fail("extend %s: store %v, model %v", id, err, want)
+	}
+	if want != quota.ErrNoSuchResv && got.UnixMilli() != wantAt {
+		m.fail("extend %s: store expiry %d, model %d", id, got.UnixMilli(), wantAt)
+	}
+}
+
+func (m *modelRun) grant(fence, granted int64) {
+	m.t.Helper()
+	m.note("grant fence=%d granted=%d", fence, granted)
+	got, err := m.s.ApplyGrant(m.ctx, m.sale, fence, granted)
+	want, werr := m.l.ApplyGrant(fence, granted)
+	if got != want || !sameErr(err, werr) {
+		m.fail("apply grant: store (%d, %v), ledger (%d, %v)", got, err, want, werr)
+	}
+}
+
+func (m *modelRun) release(fence int64, id string, k int64) {
+	m.t.Helper()
+	m.note("release fence=%d id=%s k=%d", fence, id, k)
+	gm, grl, err := m.s.Release(m.ctx, m.sale, fence, id, k)
+	wm, wrl, werr := m.l.Release(fence, id, k)
+	if gm != wm || grl != wrl || !sameErr(err, werr) {
+		m.fail("release: store (%d, %d, %v), ledger (%d, %d, %v)", gm, grl, err, wm, wrl, werr)
+	}
+}
+
+func (m *modelRun) raiseFloor(fence, rl, sold int64) {
+	m.t.Helper()
+	m.note("raise floor fence=%d released=%d sold=%d", fence, rl, sold)
+	err := m.s.RaiseFloor(m.ctx, m.sale, fence, rl, sold)
+	if werr := m.l.RaiseFloor(fence, rl, sold); !sameErr(err, werr) {
+		m.fail("raise floor: store %v, ledger %v", err, werr)
+	}
+}
+
+func (m *modelRun) setHalted(fence int64, h bool) {
+	m.t.Helper()
+	m.note("set halted fence=%d halted=%v", fence, h)
+	err := m.s.SetHalted(m.ctx, m.sale, fence, h)
+	if werr := m.l.SetHalted(fence, h); !sameErr(err, werr) {
+		m.fail("set halted: store %v, ledger %v", err, werr)
+	}
+}
+
+// checkCounters compares the ledger hash with the model.
+func (m *modelRun) checkCounters() {
+	m.t.Helper()
+	c, err := m.s.Counters(m.ctx, m.sale)
+	if err != nil {
+		m.fail("counters: %v", err)
+	}
+	l := m.l
+	want := Counters{Fence: l.Fence, GrantedSeen: l.GrantedSeen, ReleasedLocal: l.ReleasedLocal, Sold: l.Sold, Reserved: l.Reserved, Seq: l.Seq, Halted: l.Halted}
+	if c != want {
+		m.fail("counters: store %+v, ledger %+v", c, want)
+	}
+	if c.Available() != l.Available() || c.Ceiling() != l.Ceiling() {
+		m.fail("available/ceiling: store %d/%d, ledger %d/%d", c.Available(), c.Ceiling(), l.Available(), l.Ceiling())
+	}
+}
+
+// checkAll compares every Redis structure of the sale with the model.
+func (m *modelRun) checkAll(rdb *redis.Client) {
+	m.t.Helper()
+	m.checkCounters()
+	ctx := m.ctx
+	for id, want := range m.l.Resv {
+		got, err := m.s.Reservation(ctx, m.sale, id)
+		if err != nil || got != *want {
+			m.fail("reservation %s: store (%+v, %v), ledger %+v", id, got, err, *want)
+		}
+	}
+	if _, err := m.s.Reservation(ctx, m.sale, strconv.FormatInt(m.l.Seq+1, 10)); !errors.Is(err, quota.ErrNoSuchResv) {
+		m.fail("reservation past seq: %v, want ErrNoSuchResv", err)
+	}
+	hashEq := func(key string, want map[string]string) {
+		got, err := rdb.HGetAll(ctx, key).Result()
+		if err != nil {
+			m.fail("hgetall %s: %v", key, err)
+		}
+		if len(got) != len(want) {
+			m.fail("%s: store %v, ledger %v", key, got, want)
+		}
+		for k, v := range want {
+			if got[k] != v {
+				m.fail("%s[%s]: store %q, ledger %q", key, k, got[k], v)
+			}
+		}
+	}
+	users := map[string]string{}
+	for u, n := range m.l.Users {
+		if n != 0 {
+			users[u] = strconv.FormatInt(n, 10)
+		}
+	}
+	hashEq(SaleKey(m.sale, "users"), users)
+	hashEq(SaleKey(m.sale, "req"), m.l.ByReq)
+	rel := map[string]string{}
+	for id, n := range m.l.Releases {
+		rel[id] = strconv.FormatInt(n, 10)
+	}
+	hashEq(SaleKey(m.sale, "releases"), rel)
+
+	zs, err := rdb.ZRangeWithScores(ctx, SaleKey(m.sale, "expiry"), 0, -1).Result()
+	if err != nil {
+		m.fail("expiry: %v", err)
+	}
+	active := 0
+	for _, r := range m.l.Resv {
+		if r.State == quota.Active {
+			active++
+		}
+	}
+	if len(zs) != active {
+		m.fail("expiry set holds %d, ledger has %d active", len(zs), active)
+	}
+	for _, z := range zs {
+		r := m.l.Resv[z.Member.(string)]
+		if r == nil || r.State != quota.Active || int64(z.Score) != r.ExpiresAt {
+			m.fail("expiry entry %v does not match ledger %+v", z, r)
+		}
+	}
+	checkStream(m.t, rdb, m.sale, "eu", m.l.Resv)
+}
+
+// checkStream checks the order stream against the final reservations:
+// one reserved event each, one terminal event per ended reservation
+// matching its state, nothing else but extended events.
+func checkStream(t testing.TB, rdb *redis.Client, sale, region string, resv map[string]*quota.Reservation) {
+	t.Helper()
+	msgs, err := rdb.XRange(context.Background(), SaleKey(sale, "orders"), "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reserved := map[string]int{}
+	ended := map[string]string{}
+	for _, msg := range msgs {
+		v := msg.Values
+		id, _ := v["resv"].(string)
+		r := resv[id]
+		if r == nil {
+			t.Fatalf("stream event %v names an unknown reservation", v)
+		}
+		if v["sale"] != sale || v["region"] != region || v["user"] != r.User || v["req"] != r.RequestID || v["at"] == nil {
+			t.Fatalf("stream event %v does not match reservation %+v", v, *r)
+		}
+		switch typ := v["type"].(string); typ {
+		case "reserved":
+			reserved[id]++
+			if v["expiresAt"] == nil {
+				t.Fatalf("reserved event %v has no expiresAt", v)
+			}
+		case "confirmed", "cancelled", "expired":
+			if ended[id] != "" {
+				t.Fatalf("reservation %s ended twice: %s then %s", id, ended[id], typ)
+			}
+			if reserved[id] != 1 {
+				t.Fatalf("reservation %s %s before it was reserved", id, typ)
+			}
+			ended[id] = typ
+		case "extended":
+			if ended[id] != "" || reserved[id] != 1 {
+				t.Fatalf("extended event for a reservation that is not active: %v", v)
+			}
+		default:
+			t.Fatalf("unknown event type in %v", v)
+		}
+	}
+	names := map[quota.ResvState]string{quota.Confirmed: "confirmed", quota.Cancelled: "cancelled", quota.Expired: "expired"}
+	for id, r := range resv {
+		if reserved[id] != 1 {
+			t.Fatalf("reservation %s has %d reserved events", id, reserved[id])
+		}
+		if ended[id] != names[r.State] {
+			t.Fatalf("reservation %s is %v but its terminal event is %q", id, r.State, ended[id])
+		}
+	}
+}
+
+func (m *modelRun) randomReq(rng *rand.Rand) string {
+	if len(m.reqs) > 0 && rng.IntN(10) < 3 {
+		return m.reqs[rng.IntN(len(m.reqs))]
+	}
+	m.nextRq++
+	r := "rq" + strconv.Itoa(m.nextRq)
+	m.reqs = append(m.reqs, r)
+	return r
+}
+
+func (m *modelRun) randomFence(rng *rand.Rand) int64 {
+	f := m.l.Fence + int64(rng.IntN(4)) - 1 // sometimes stale, sometimes newer
+	return max(0, f)
+}
+
+func (m *modelRun) randomResv(rng *rand.Rand) string {
+	return strconv.FormatInt(1+rng.Int64N(m.l.Seq+2), 10) // may not exist
+}
+
+func (m *modelRun) randomStep(rng *rand.Rand) {
+	m.t.Helper()
+	users := []string{"ann", "bob", "cat", "dan", "eve", "fay"}
+	switch p := rng.IntN(100); {
+	case p < 30:
+		m.reserve(users[rng.IntN(len(users))], m.randomReq(rng), 1000+int64(rng.IntN(4))*500, 1+int64(rng.IntN(2)))
+	case p < 38:
+		rs := make([]ReserveRequest, 1+rng.IntN(6))
+		for i := range rs {
+			rs[i] = ReserveRequest{User: users[rng.IntN(len(users))], RequestID: m.randomReq(rng), Now: time.UnixMilli(m.now),
+				TTL: time.Duration(1000+rng.IntN(3)*500) * time.Millisecond, PerUserLimit: 1 + int64(rng.IntN(2))}
+		}
+		m.reserveBatch(rs)
+	case p < 46:
+		m.confirm(m.randomResv(rng))
+	case p < 54:
+		m.cancel(m.randomResv(rng))
+	case p < 62:
+		m.expire(rng.IntN(4))
+	case p < 72:
+		m.now += int64(rng.IntN(1500))
+		m.note("time now=%d", m.now)
+	case p < 78:
+		m.extend(m.randomResv(rng), m.now+int64(rng.IntN(4000)), m.now+int64(rng.IntN(4000)))
+	case p < 86:
+		m.grant(m.randomFence(rng), int64(rng.IntN(12)))
+	case p < 93:
+		m.release(m.randomFence(rng), "rel"+strconv.Itoa(rng.IntN(4)), int64(rng.IntN(6))-1)
+	case p < 96:
+		m.raiseFloor(m.randomFence(rng), int64(rng.IntN(5)), int64(rng.IntN(5)))
+	default:
+		m.setHalted(m.randomFence(rng), rng.IntN(3) == 0)
+	}
+	m.checkCounters()
+}
+
+// TestStoreModelRandom replays seeded random operation sequences on the
+// Store and on quota.Ledger and compares every answer and the counters
+// after each step, then every Redis structure at the end.
+func TestStoreModelRandom(t *testing.T) {
+	s, _, rdb := newTestStore(t)
+	seen := map[quota.ResvState]int{}
+	for seed := range uint64(24) {
+		m := newModelRun(t, s, "rand"+strconv.FormatUint(seed, 10))
+		rng := rand.New(rand.NewPCG(seed, 42))
+		for range 250 {
+			m.randomStep(rng)
+		}
+		m.checkAll(rdb)
+		for _, r := range m.l.Resv {
+			seen[r.State]++
+		}
+	}
+	// The sequences must reach every end of a reservation, or they test too little.
+	for _, st := range []quota.ResvState{quota.Active, quota.Confirmed, quota.Cancelled, quota.Expired} {
+		if seen[st] < 10 {
+			t.Fatalf("only %d reservations ended %v over all seeds: %v", seen[st], st, seen)
+		}
+	}
+	t.Logf("final reservation states over all seeds: %v", seen)
+}
+
+// TestStoreModelScenario walks a fixed story through both implementations.
+func TestStoreModelScenario(t *testing.T) {
+	s, _, rdb := newTestStore(t)
+	m := newModelRun(t, s, "story")
+	m.reserve("ann", "a1", 1000, 1) // nothing granted: sold out
+	m.grant(1, 3)
+	m.grant(1, 2) // smaller grant: ceiling stays 3
+	m.reserve("ann", "a1", 1000, 1)
+	m.reserve("ann", "a1", 1000, 1) // retry: duplicate
+	m.reserve("ann", "a2", 1000, 1) // user limit
+	m.reserve("ann", "a2", 1000, 2) // a larger limit lets her buy a second
+	m.reserve("bob", "b1", 1000, 1)
+	m.reserve("cat", "c1", 1000, 1) // sold out
+	m.confirm("1")
+	m.confirm("1") // repeat: ok, nothing changes
+	m.cancel("1")  // confirmed: not active
+	m.cancel("2")
+	m.cancel("2")
+	m.confirm("2") // cancelled: not active
+	m.confirm("9") // no such reservation
+	m.now += 500
+	m.extend("3", m.now+5000, m.now+1000) // capped at now+1000
+	m.now += 600
+	m.expire(10) // nothing due: 3 was extended
+	m.reserve("cat", "c1", 1000, 1)
+	m.now += 2000
+	m.expire(1) // 3 first (earlier expiry)
+	m.expire(1) // then 4
+	m.confirm("3")
+	m.reserve("ann", "a1", 1000, 1) // duplicate returns the confirmed reservation
+	m.release(2, "r1", 10)          // fence 2 supersedes 1; releases the 2 free units
+	m.release(2, "r1", 10)          // repeat: same m
+	m.release(1, "r2", 10)          // stale fence
+	m.grant(1, 100)                 // stale fence: no change
+	m.setHalted(2, true)
+	m.reserve("dan", "d1", 1000, 1) // halted
+	m.raiseFloor(3, 1, 5)
+	m.setHalted(3, false)
+	m.reserve("dan", "d1", 1000, 1) // sold out: sold raised to 5
+	m.release(3, "r3", -1)          // negative
+	m.checkAll(rdb)
+}
