@@ -48,6 +48,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Units asked back from regions in committed release requests.",
 		}),
 	}
+	// Export the series before the first event, so rates start at zero.
+	for _, k := range []string{"alloc", "sale"} {
+		m.writes.WithLabelValues(k)
+	}
+	for _, r := range []string{"deposed", "conflict"} {
+		m.rejected.WithLabelValues(r)
+	}
 	if reg != nil {
 		reg.MustRegister(m.writes, m.rejected, m.leader, m.learning, m.ticks, m.tickErrs, m.granted, m.requested)
 	}
