@@ -1,0 +1,116 @@
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"flashsale/internal/layout"
+)
+
+// Config is the region agent's configuration. Start from DefaultConfig or
+// DevConfig, set Region, and override what differs.
+type Config struct {
+	// Region is the region this agent serves; required. It names etcd keys,
+	// so it is limited to [a-z0-9_-].
+	Region string
+	// Prefix is the etcd key prefix (internal/layout).
+	Prefix string
+	// ID is this process's election value, shown to operators as who leads
+	// the region. Empty: host name and pid.
+	ID string
+	// Endpoint is the region's shopper base URL and RedisAddr its Redis,
+	// both registered in the region's RegionInfo for the coordinator.
+	Endpoint  string
+	RedisAddr string
+
+	// SessionTTL is the election lease TTL in seconds (etcd's unit). The
+	// region's info and reports live on this lease, so a dead agent's
+	// reports vanish this long after it stops.
+	SessionTTL int
+	// ReportInterval is how often Redis counters are read, checked for
+	// lost writes and, when they changed, reported.
+	ReportInterval time.Duration
+	// ReportRefresh is the longest a sale's report goes unwritten when
+	// nothing changed, so the coordinator can tell a quiet region from a
+	// stuck one by the report's At.
+	ReportRefresh time.Duration
+	// RetryInterval is the pause after a failed term (etcd or session
+	// error) before campaigning again.
+	RetryInterval time.Duration
+	// OpTimeout bounds one etcd or Redis call.
+	OpTimeout time.Duration
+
+	// Demand returns the recent reserve attempts per second for a sale,
+	// fed by the sellers. Nil: demand is reported as 0.
+	Demand func(sale string) float64
+	// Now is the clock for report times; tests may inject one. Nil: time.Now.
+	Now func() time.Time
+	// Logger; nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig is a production starting point; Region must still be set.
+func DefaultConfig() Config {
+	return Config{
+		Prefix:         layout.DefaultPrefix,
+		SessionTTL:     5,
+		ReportInterval: 300 * time.Millisecond,
+		ReportRefresh:  2 * time.Second,
+		RetryInterval:  time.Second,
+		OpTimeout:      3 * time.Second,
+	}
+}
+
+// DevConfig suits one machine and tests: short lease, fast reports.
+func DevConfig() Config {
+	c := DefaultConfig()
+	c.SessionTTL = 2
+	c.ReportInterval = 100 * time.Millisecond
+	c.ReportRefresh = time.Second
+	c.RetryInterval = 200 * time.Millisecond
+	return c
+}
+
+var regionRE = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	switch {
+	case !regionRE.MatchString(c.Region):
+		return fmt.Errorf("agent config: Region %q: want 1-64 characters of [a-z0-9_-]", c.Region)
+	case c.Prefix == "" || c.Prefix[0] != '/' || strings.HasSuffix(c.Prefix, "/"):
+		return fmt.Errorf("agent config: Prefix %q: want an absolute etcd path without a trailing slash", c.Prefix)
+	case c.SessionTTL < 1:
+		return fmt.Errorf("agent config: SessionTTL %d: want at least 1 second", c.SessionTTL)
+	case c.ReportInterval <= 0:
+		return fmt.Errorf("agent config: ReportInterval %v: want > 0", c.ReportInterval)
+	case c.ReportRefresh < c.ReportInterval:
+		return fmt.Errorf("agent config: ReportRefresh %v: want >= ReportInterval %v", c.ReportRefresh, c.ReportInterval)
+	case time.Duration(c.SessionTTL)*time.Second <= c.ReportRefresh:
+		return fmt.Errorf("agent config: ReportRefresh %v: want below the session TTL %ds", c.ReportRefresh, c.SessionTTL)
+	case c.RetryInterval <= 0:
+		return fmt.Errorf("agent config: RetryInterval %v: want > 0", c.RetryInterval)
+	case c.OpTimeout <= 0:
+		return fmt.Errorf("agent config: OpTimeout %v: want > 0", c.OpTimeout)
+	}
+	return nil
+}
+
+func (c *Config) fill() {
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		c.ID = host + "-" + strconv.Itoa(os.Getpid())
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Logger = c.Logger.With("component", "region-agent", "region", c.Region)
+}
