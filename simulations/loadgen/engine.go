@@ -1,0 +1,345 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Plan says how hard and how long to drive a target.
+type Plan struct {
+	// Rate > 0 runs open-loop: Poisson arrivals at Rate per second, each
+	// timed from its scheduled start (so a slow target cannot hide its
+	// queueing: no coordinated omission). Rate == 0 runs closed-loop.
+	Rate float64
+	// Workers is the closed-loop concurrency, or in open loop the most
+	// attempts in flight: arrivals beyond it are counted as Dropped, not
+	// delayed, so the offered load stays what was asked.
+	Workers int
+	// Duration bounds the run; MaxRequests bounds the attempts (each user
+	// buys at most once, so it is also capped by the population).
+	Duration    time.Duration
+	MaxRequests int
+	// Warmup: attempts started before it run but are left out of the
+	// figures (connection set-up, script loading).
+	Warmup time.Duration
+	// Seed fixes the visiting order of users and the arrival times.
+	Seed uint64
+	// RunID prefixes request ids so that two runs against the same Redis
+	// never collide; empty picks a random one.
+	RunID string
+}
+
+// Check validates the plan, naming the bad value.
+func (p Plan) Check() error {
+	switch {
+	case p.Rate < 0 || math.IsNaN(p.Rate) || math.IsInf(p.Rate, 0):
+		return fmt.Errorf("rate %v: want >= 0 (0 means closed loop)", p.Rate)
+	case p.Workers < 1:
+		return fmt.Errorf("workers %d: want >= 1", p.Workers)
+	case p.Duration <= 0:
+		return fmt.Errorf("duration %v: want > 0", p.Duration)
+	case p.MaxRequests < 1:
+		return fmt.Errorf("max requests %d: want >= 1", p.MaxRequests)
+	case p.Warmup < 0 || p.Warmup >= p.Duration:
+		return fmt.Errorf("warmup %v: want 0 <= warmup < duration %v", p.Warmup, p.Duration)
+	}
+	return nil
+}
+
+// Attempt is one user's purchase attempt. Retries of it reuse RequestID.
+type Attempt struct {
+	Seq       int
+	User      User
+	RequestID string
+	Scheduled time.Time
+}
+
+// Result is what an attempt ended as. Outcome is a short stable word
+// ("reserved", "sold_out", "user_limit", "error", ...); Reserved says a unit
+// is now held for the user; ReservationID names it if the target said.
+type Result struct {
+	Outcome       string
+	Reserved      bool
+	ReservationID string
+	Err           error
+}
+
+// Op performs one attempt against a target.
+type Op interface {
+	Do(ctx context.Context, a Attempt) Result
+}
+
+// OpFunc adapts a function to Op.
+type OpFunc func(ctx context.Context, a Attempt) Result
+
+// Do calls f.
+func (f OpFunc) Do(ctx context.Context, a Attempt) Result { return f(ctx, a) }
+
+// Follower is an Op that does more after a successful attempt (confirm or
+// cancel the reservation); its samples are reported under their own
+// outcomes and do not count in the attempt's latency.
+type Follower interface {
+	Follow(ctx context.Context, a Attempt, r Result) []Sample
+}
+
+// Outcomes every op shares.
+const (
+	OutcomeReserved = "reserved"
+	OutcomeSoldOut  = "sold_out"
+	OutcomeError    = "error"
+)
+
+// Report is the result of one run.
+type Report struct {
+	Mode     string        `json:"mode"` // "open" or "closed"
+	Rate     float64       `json:"rate,omitempty"`
+	Workers  int           `json:"workers"`
+	Window   time.Duration `json:"window_ns"` // measured time, after warmup
+	Attempts int           `json:"attempts"`  // measured attempts
+	Dropped  int           `json:"dropped"`   // open loop: arrivals over the in-flight cap
+	// Throughput is measured attempts completed per second of the window.
+	Throughput float64            `json:"throughput"`
+	All        Latency            `json:"all"`        // every measured attempt
+	ByOutcome  map[string]Latency `json:"by_outcome"` // attempts and follow-ups
+	Reserved   int                `json:"reserved"`   // attempts that got a unit (whole run)
+	// SoldOutAfter is when the first sold_out answer arrived, from the
+	// start of the run; zero if none did.
+	SoldOutAfter time.Duration  `json:"sold_out_after_ns"`
+	Errors       map[string]int `json:"errors,omitempty"` // distinct error texts, capped
+	Samples      []Sample       `json:"-"`                // every sample, for plots
+}
+
+// Progress, if set on Run's options, is told of every finished attempt.
+type Progress func(done int)
+
+// Run drives op with plan over the population and returns the figures. It
+// returns early, with what it measured, if ctx ends.
+func Run(ctx context.Context, plan Plan, pop *Population, op Op, progress Progress) (*Report, error) {
+	if err := plan.Check(); err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
+	if pop == nil {
+		return nil, errors.New("run: nil population")
+	}
+	if op == nil {
+		return nil, errors.New("run: nil op")
+	}
+	max := min(plan.MaxRequests, pop.N)
+	runID := plan.RunID
+	if runID == "" {
+		runID = strconv.FormatUint(rand.Uint64()&0xffffffffff, 36)
+	}
+	order := pop.NewOrder(plan.Seed)
+	r := &runner{
+		plan: plan, pop: pop, op: op, order: order, runID: runID, max: max,
+		progress: progress, errs: map[string]int{},
+	}
+	r.follower, _ = op.(Follower)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r.start = time.Now()
+	r.deadline = r.start.Add(plan.Duration)
+	if plan.Rate > 0 {
+		r.open(ctx)
+	} else {
+		r.closed(ctx)
+	}
+	return r.report(), nil
+}
+
+type runner struct {
+	plan     Plan
+	pop      *Population
+	op       Op
+	follower Follower
+	order    Order
+	runID    string
+	max      int
+	progress Progress
+
+	start, deadline time.Time
+	rec             recorder
+	done            atomic.Int64
+	dropped         atomic.Int64
+	reserved        atomic.Int64
+	soldOutAt       atomic.Int64 // ns since start + 1; 0 = not yet
+
+	errMu sync.Mutex
+	errs  map[string]int
+}
+
+func (r *runner) attempt(seq int, scheduled time.Time) Attempt {
+	return Attempt{
+		Seq:       seq,
+		User:      r.pop.User(r.order.At(seq)),
+		RequestID: r.runID + "-" + strconv.Itoa(seq),
+		Scheduled: scheduled,
+	}
+}
+
+// one runs an attempt and records it.
+func (r *runner) one(ctx context.Context, a Attempt) {
+	res := r.op.Do(ctx, a)
+	end := time.Now()
+	at := a.Scheduled.Sub(r.start)
+	outcome := res.Outcome
+	if outcome == "" {
+		outcome = OutcomeError
+	}
+	r.rec.add(uint64(a.Seq), Sample{Outcome: outcome, At: at, Latency: end.Sub(a.Scheduled)})
+	if res.Reserved {
+		r.reserved.Add(1)
+	}
+	if outcome == OutcomeSoldOut {
+		r.soldOutAt.CompareAndSwap(0, int64(end.Sub(r.start))+1)
+	}
+	if res.Err != nil {
+		r.noteErr(res.Err)
+	}
+	if r.follower != nil && res.Reserved {
+		for _, s := range r.follower.Follow(ctx, a, res) {
+			s.At = time.Since(r.start) - s.Latency
+			r.rec.add(uint64(a.Seq), s)
+		}
+	}
+	n := r.done.Add(1)
+	if r.progress != nil {
+		r.progress(int(n))
+	}
+}
+
+func (r *runner) noteErr(err error) {
+	msg := err.Error()
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	if _, ok := r.errs[msg]; ok || len(r.errs) < 20 {
+		r.errs[msg]++
+	}
+}
+
+func (r *runner) closed(ctx context.Context) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range r.plan.Workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				seq := int(next.Add(1) - 1)
+				now := time.Now()
+				if seq >= r.max || now.After(r.deadline) {
+					return
+				}
+				r.one(ctx, r.attempt(seq, now))
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (r *runner) open(ctx context.Context) {
+	rng := rand.New(rand.NewPCG(r.plan.Seed, r.plan.Seed^0x5eed))
+	slots := make(chan struct{}, r.plan.Workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	next := r.start
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for seq := 0; seq < r.max; seq++ {
+		next = next.Add(time.Duration(rng.ExpFloat64() / r.plan.Rate * float64(time.Second)))
+		if next.After(r.deadline) {
+			return
+		}
+		// Sleeping per arrival is too coarse at tens of thousands a
+		// second: wait only when at least a millisecond ahead, and start
+		// every arrival already due in a burst.
+		if d := time.Until(next); d > time.Millisecond {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
+			}
+		} else if ctx.Err() != nil {
+			return
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			r.dropped.Add(1)
+			continue
+		}
+		a := r.attempt(seq, next)
+		wg.Go(func() {
+			defer func() { <-slots }()
+			r.one(ctx, a)
+		})
+	}
+}
+
+func (r *runner) report() *Report {
+	samples := r.rec.all()
+	rep := &Report{
+		Mode: "closed", Rate: r.plan.Rate, Workers: r.plan.Workers,
+		Dropped: int(r.dropped.Load()), Reserved: int(r.reserved.Load()),
+		ByOutcome: map[string]Latency{}, Errors: r.errs, Samples: samples,
+	}
+	if r.plan.Rate > 0 {
+		rep.Mode = "open"
+	}
+	if at := r.soldOutAt.Load(); at > 0 {
+		rep.SoldOutAfter = time.Duration(at - 1)
+	}
+	// The window ends when the last measured attempt finished (or at the
+	// deadline if the run stopped on it), so a run that exhausts its users
+	// early is not diluted by idle time.
+	end := time.Duration(0)
+	var all []time.Duration
+	by := map[string][]time.Duration{}
+	for _, s := range samples {
+		if s.At < r.plan.Warmup {
+			continue
+		}
+		by[s.Outcome] = append(by[s.Outcome], s.Latency)
+		if isFollow(s.Outcome) {
+			continue
+		}
+		all = append(all, s.Latency)
+		end = max(end, s.At+s.Latency)
+	}
+	rep.Attempts = len(all)
+	rep.All = Summarize(all)
+	names := make([]string, 0, len(by))
+	for k := range by {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		rep.ByOutcome[k] = Summarize(by[k])
+	}
+	rep.Window = end - r.plan.Warmup
+	if rep.Window > 0 {
+		rep.Throughput = float64(rep.Attempts) / rep.Window.Seconds()
+	}
+	return rep
+}
+
+// FollowPrefix marks a follow-up sample's outcome ("confirm:ok").
+const (
+	ConfirmPrefix = "confirm:"
+	CancelPrefix  = "cancel:"
+)
+
+func isFollow(outcome string) bool {
+	return strings.HasPrefix(outcome, ConfirmPrefix) || strings.HasPrefix(outcome, CancelPrefix)
+}

@@ -1,0 +1,171 @@
+package loadgen
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestOrderVisitsEveryUserOnce(t *testing.T) {
+	for _, n := range []int{1, 2, 7, 1000, 1024} {
+		pop, err := NewPopulation(n, []RegionWeight{{"eu", 1}}, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for seed := uint64(0); seed < 5; seed++ {
+			o := pop.NewOrder(seed)
+			seen := make([]bool, n)
+			for i := range n {
+				u := o.At(i)
+				if u < 0 || u >= n || seen[u] {
+					t.Fatalf("n=%d seed=%d: visit %d gives user %d twice or out of range", n, seed, i, u)
+				}
+				seen[u] = true
+			}
+		}
+	}
+}
+
+func TestPopulationSkew(t *testing.T) {
+	regions, err := ParseRegions("eu=6,us=3,ap=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pop, err := NewPopulation(100_000, regions, 42)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for i := range pop.N {
+		count[pop.User(i).Region]++
+	}
+	// Deterministic for the seed; the bounds are wide so that any sound
+	// hash passes and a broken split (all in one region) fails.
+	for name, want := range map[string]int{"eu": 60_000, "us": 30_000, "ap": 10_000} {
+		if got := count[name]; got < want*9/10 || got > want*11/10 {
+			t.Errorf("region %s: %d users, want about %d", name, got, want)
+		}
+	}
+	if pop.User(7) != pop.User(7) || pop.User(7).ID != "u7" {
+		t.Errorf("user 7 is %+v", pop.User(7))
+	}
+}
+
+func TestParseRegionsRejectsBadInput(t *testing.T) {
+	for _, s := range []string{"", "eu=0", "eu=-1", "eu=x", "eu,eu", "=3"} {
+		if _, err := ParseRegions(s); err == nil {
+			t.Errorf("ParseRegions(%q) accepted", s)
+		}
+	}
+	if r, err := ParseRegions("eu, us"); err != nil || len(r) != 2 || r[1].Name != "us" || r[1].Weight != 1 {
+		t.Errorf("ParseRegions: %v %v", r, err)
+	}
+}
+
+// countingOp sells stock units, one per user, and remembers what it saw.
+type countingOp struct {
+	mu    sync.Mutex
+	stock int
+	users map[string]int
+	reqs  map[string]bool
+	dupes int
+}
+
+func (o *countingOp) Do(_ context.Context, a Attempt) Result {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.users[a.User.ID]++
+	if o.reqs[a.RequestID] {
+		o.dupes++
+	}
+	o.reqs[a.RequestID] = true
+	if o.stock == 0 {
+		return Result{Outcome: OutcomeSoldOut}
+	}
+	o.stock--
+	return Result{Outcome: OutcomeReserved, Reserved: true, ReservationID: a.RequestID}
+}
+
+func (o *countingOp) Follow(_ context.Context, a Attempt, r Result) []Sample {
+	return []Sample{{Outcome: ConfirmPrefix + "ok", Latency: time.Microsecond}}
+}
+
+func TestRunBoundsAndEachUserOnce(t *testing.T) {
+	pop, err := NewPopulation(10_000, []RegionWeight{{"eu", 1}, {"us", 1}}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, plan := range []Plan{
+		{Workers: 8, Duration: time.Minute, MaxRequests: 500, Seed: 1},
+		// Open loop: a high rate so the run ends on MaxRequests, not time.
+		{Rate: 1e6, Workers: 10_000, Duration: time.Minute, MaxRequests: 500, Seed: 2},
+	} {
+		op := &countingOp{stock: 100, users: map[string]int{}, reqs: map[string]bool{}}
+		rep, err := Run(context.Background(), plan, pop, op, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Attempts+rep.Dropped != 500 || len(op.reqs)+rep.Dropped != 500 {
+			t.Errorf("%s: %d attempts + %d dropped, op saw %d: want 500", rep.Mode, rep.Attempts, rep.Dropped, len(op.reqs))
+		}
+		for u, n := range op.users {
+			if n != 1 {
+				t.Errorf("%s: user %s tried %d times", rep.Mode, u, n)
+			}
+		}
+		if op.dupes != 0 {
+			t.Errorf("%s: %d request ids reused across attempts", rep.Mode, op.dupes)
+		}
+		if rep.Reserved != 100 || rep.ByOutcome[OutcomeReserved].Count != 100 || rep.ByOutcome[ConfirmPrefix+"ok"].Count != 100 {
+			t.Errorf("%s: reserved %d, by outcome %+v", rep.Mode, rep.Reserved, rep.ByOutcome)
+		}
+		if rep.All.Count != rep.Attempts || rep.SoldOutAfter == 0 {
+			t.Errorf("%s: all %d attempts %d sold out after %v", rep.Mode, rep.All.Count, rep.Attempts, rep.SoldOutAfter)
+		}
+	}
+}
+
+func TestRunStopsWhenUsersRunOut(t *testing.T) {
+	pop, err := NewPopulation(50, []RegionWeight{{"eu", 1}}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := &countingOp{stock: 10, users: map[string]int{}, reqs: map[string]bool{}}
+	rep, err := Run(context.Background(), Plan{Workers: 4, Duration: time.Minute, MaxRequests: 1000}, pop, op, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Attempts != 50 || len(op.users) != 50 {
+		t.Errorf("%d attempts over %d users: want 50 (each user buys once)", rep.Attempts, len(op.users))
+	}
+}
+
+func TestPlanCheck(t *testing.T) {
+	good := Plan{Workers: 1, Duration: time.Second, MaxRequests: 1}
+	if err := good.Check(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []Plan{
+		{Workers: 0, Duration: time.Second, MaxRequests: 1},
+		{Workers: 1, Duration: 0, MaxRequests: 1},
+		{Workers: 1, Duration: time.Second, MaxRequests: 0},
+		{Workers: 1, Duration: time.Second, MaxRequests: 1, Rate: -1},
+		{Workers: 1, Duration: time.Second, MaxRequests: 1, Warmup: time.Second},
+	} {
+		if err := p.Check(); err == nil {
+			t.Errorf("plan %+v accepted", p)
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ds := make([]time.Duration, 1000)
+	for i := range ds {
+		ds[i] = time.Duration(1000-i) * time.Millisecond
+	}
+	l := Summarize(ds)
+	if l.P50 != 500*time.Millisecond || l.P99 != 990*time.Millisecond || l.P999 != 999*time.Millisecond || l.Max != time.Second {
+		t.Errorf("summary %+v", l)
+	}
+}
