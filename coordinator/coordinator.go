@@ -47,10 +47,11 @@ type Coordinator struct {
 }
 
 type leadership struct {
-	fence    fence
-	since    time.Time
-	learning bool
-	cancel   context.CancelFunc
+	fence      fence
+	electedRev int64 // etcd revision when this leadership was known
+	since      time.Time
+	learning   bool
+	cancel     context.CancelFunc
 }
 
 // New checks cfg and returns a coordinator that does nothing until Start.
@@ -210,8 +211,15 @@ func (c *Coordinator) leadOnce(ctx context.Context) error {
 		return fmt.Errorf("campaign: %w", err)
 	}
 	f := fence{key: el.Key(), rev: el.Rev()}
+	// Our key may have been created long before the previous leader left;
+	// the revision we learn of our win at is what reports must be newer
+	// than to count as news to this leader.
+	resp, err := c.cli.Get(cctx, f.key)
+	if err != nil {
+		return fmt.Errorf("read own election key: %w", err)
+	}
 	c.mu.Lock()
-	c.lead = &leadership{fence: f, since: c.cfg.Now(), learning: true, cancel: cancel}
+	c.lead = &leadership{fence: f, electedRev: resp.Header.Revision, since: c.cfg.Now(), learning: true, cancel: cancel}
 	c.mu.Unlock()
 	c.m.leader.Set(1)
 	c.m.learning.Set(1)

@@ -59,7 +59,7 @@ func (c *Coordinator) tick(ctx context.Context, f fence) error {
 }
 
 // updateLearning ends learning mode once every live region has written a
-// report since this leader was elected (a mod revision above the fence's),
+// report since this leader was elected (a mod revision above electedRev),
 // or the grace period has passed. Until then the leader grants nothing: its
 // picture of sold and demand is older than its election.
 func (c *Coordinator) updateLearning(f fence, snap *snapshot, now time.Time) bool {
@@ -76,7 +76,7 @@ func (c *Coordinator) updateLearning(f fence, snap *snapshot, now time.Time) boo
 	if !done {
 		done = true
 		for _, r := range liveRegions(snap) {
-			if snap.reportRev[r] <= f.rev {
+			if snap.reportRev[r] <= l.electedRev {
 				done = false
 				break
 			}

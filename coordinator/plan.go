@@ -92,6 +92,21 @@ func planInitialSplit(a *quota.Allocation, _ *saleView, _ time.Time) (planResult
 		}
 		p.grants = append(p.grants, quota.Grant{Region: n, Units: u})
 	}
+	// The floor division leaves up to len(names)-1 units: one each, in
+	// name order, to regions with weight and room.
+	for _, n := range names {
+		ra := a.Regions[n]
+		if a.Unallocated() == 0 {
+			break
+		}
+		if ra.Weight <= 0 || (ra.Max > 0 && ra.Net() >= ra.Max) || left*ra.Weight%wsum == 0 {
+			continue
+		}
+		if err := a.Grant(n, 1); err != nil {
+			return p, err
+		}
+		p.grants = append(p.grants, quota.Grant{Region: n, Units: 1})
+	}
 	p.note = "initial split"
 	return p, nil
 }

@@ -1,0 +1,210 @@
+package coordinator
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"flashsale/coordinator/api"
+	"flashsale/internal/etcdtest"
+	"flashsale/internal/layout"
+)
+
+// waitTicks lets c's loop run n more iterations.
+func waitTicks(t *testing.T, c *Coordinator, n float64) {
+	t.Helper()
+	start := counterValue(c.m.ticks)
+	waitFor(t, "loop ticks", func() bool { return counterValue(c.m.ticks) >= start+n })
+}
+
+func TestDeadRegionKeepsItsQuota(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	startChecker(t, cli)
+	c := startCoord(t, e)
+	waitLeader(t, c)
+	cl := dial(t, c.Addr())
+	ctx := authed(t.Context())
+	eu, us := newFakeRegion(t, cli, "eu"), newFakeRegion(t, cli, "us")
+	regions := []*api.RegionSpec{{Name: "eu", Weight: 1}, {Name: "us", Weight: 1}}
+	if _, err := cl.CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 100, regions...)}); err != nil {
+		t.Fatal(err)
+	}
+	eu.report("s1", layout.RegionReport{Report: quotaReport(50, 0)})
+	us.report("s1", layout.RegionReport{Report: quotaReport(50, 0)})
+	waitFor(t, "split", func() bool { a, _ := readAlloc(t, cli, "s1"); return a.SumNet() == 100 })
+	rd, err := cl.Readiness(ctx, &api.ReadinessRequest{})
+	if err != nil || !rd.Ready || rd.Leader != c.Addr() {
+		t.Fatalf("readiness with both regions fresh: %v %+v", err, rd)
+	}
+
+	move, err := cl.Move(ctx, &api.MoveRequest{Sale: "s1", From: "eu", To: "us", Units: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eu.die() // its lease ends before it executes the release
+	waitTicks(t, c, 10)
+
+	a, _ := readAlloc(t, cli, "s1")
+	if a.Regions["eu"].Net() != 50 || a.Regions["us"].Net() != 50 {
+		t.Fatalf("dead region's quota moved: eu %+v us %+v", *a.Regions["eu"], *a.Regions["us"])
+	}
+	if p := a.Regions["eu"].Pending; p == nil || p.ID != move.Releases[0].Id {
+		t.Fatalf("pending release to the dead region lost: %+v", p)
+	}
+	st, err := cl.SaleStatus(ctx, &api.SaleRef{Id: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range st.Regions {
+		if r.Region == "eu" && (r.Reported || r.Net != 50 || r.PendingReleaseId == "") {
+			t.Errorf("status of dead eu: %+v", r)
+		}
+		if r.Region == "us" && (!r.Reported || !r.Fresh) {
+			t.Errorf("status of live us: %+v", r)
+		}
+	}
+	rd, err = cl.Readiness(ctx, &api.ReadinessRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rd.Ready {
+		t.Fatalf("ready with a dead region: %+v", rd)
+	}
+	var failed []string
+	for _, ch := range rd.Checks {
+		if !ch.Ok {
+			failed = append(failed, ch.Name)
+		}
+	}
+	if len(failed) != 1 || failed[0] != "report/s1/eu" {
+		t.Fatalf("failed checks %v, want only report/s1/eu", failed)
+	}
+
+	// The region comes back with a new lease and acks the release it ran.
+	eu2 := newFakeRegion(t, cli, "eu")
+	eu2.report("s1", layout.RegionReport{ReleaseID: move.Releases[0].Id, Report: quotaReport(50, 20)})
+	waitFor(t, "ack after return", func() bool { a, _ := readAlloc(t, cli, "s1"); return a.Regions["eu"].Pending == nil })
+	a, _ = readAlloc(t, cli, "s1")
+	if a.Regions["eu"].Net() != 30 || a.Regions["us"].Net() != 70 || a.SumNet() != 100 {
+		t.Fatalf("after ack: eu %+v us %+v", *a.Regions["eu"], *a.Regions["us"])
+	}
+}
+
+func TestNewLeaderLearnsBeforeGranting(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	startChecker(t, cli)
+	a := startCoord(t, e)
+	waitLeader(t, a)
+	b := startCoord(t, e, func(c *Config) { c.LearningGrace = 1 << 40 }) // only reports end it
+	ctx := authed(t.Context())
+	eu := newFakeRegion(t, cli, "eu")
+	sale := testSale("s1", 100, &api.RegionSpec{Name: "eu"}, &api.RegionSpec{Name: "us"})
+	sale.State = "paused"
+	if _, err := dial(t, a.Addr()).CreateSale(ctx, &api.CreateSaleRequest{Sale: sale}); err != nil {
+		t.Fatal(err)
+	}
+	eu.report("s1", layout.RegionReport{}) // before b's election: old news to b
+
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitLeader(t, b)
+	if !b.isLearning() {
+		t.Fatal("new leader not learning")
+	}
+	if _, err := dial(t, b.Addr()).ResumeSale(ctx, &api.SaleRef{Id: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	waitTicks(t, b, 10)
+	if al, _ := readAlloc(t, cli, "s1"); isSplit(al) {
+		t.Fatalf("learning leader granted: %+v", al.Regions)
+	}
+	eu.report("s1", layout.RegionReport{}) // fresh: learning can end
+	waitFor(t, "split after learning", func() bool { al, _ := readAlloc(t, cli, "s1"); return al.SumNet() == 100 })
+	if b.isLearning() {
+		t.Fatal("still learning after every live region reported")
+	}
+}
+
+func TestSaleLifecycle(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	startChecker(t, cli)
+	c := startCoord(t, e)
+	waitLeader(t, c)
+	cl := dial(t, c.Addr())
+	ctx := authed(t.Context())
+	sale := testSale("s1", 90, regions3()...)
+	sale.State = "paused"
+	if _, err := cl.CreateSale(ctx, &api.CreateSaleRequest{Sale: sale}); err != nil {
+		t.Fatal(err)
+	}
+	waitTicks(t, c, 5)
+	if al, _ := readAlloc(t, cli, "s1"); isSplit(al) {
+		t.Fatal("paused sale was split")
+	}
+	if s, err := cl.ResumeSale(ctx, &api.SaleRef{Id: "s1"}); err != nil || s.State != "active" {
+		t.Fatalf("resume: %v %v", err, s)
+	}
+	waitFor(t, "split", func() bool { al, _ := readAlloc(t, cli, "s1"); return al.SumNet() == 90 })
+
+	before, _ := readAlloc(t, cli, "s1")
+	dr, err := cl.Drain(ctx, &api.DrainRequest{Region: "ap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dr.Plans) != 1 || len(dr.Plans[0].Releases) != 1 || dr.Plans[0].Releases[0].Units != before.Regions["ap"].Net() {
+		t.Fatalf("drain plan: %+v", dr.Plans)
+	}
+	// A second request while the release is pending is refused.
+	if _, err := cl.Move(ctx, &api.MoveRequest{Sale: "s1", From: "ap", To: "eu", Units: 1}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("move while a release is pending: %v", err)
+	}
+	if s, err := cl.EndSale(ctx, &api.SaleRef{Id: "s1"}); err != nil || s.State != "ended" {
+		t.Fatalf("end: %v %v", err, s)
+	}
+	_, err = cl.ResumeSale(ctx, &api.SaleRef{Id: "s1"})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "ended") {
+		t.Fatalf("resume ended sale: %v", err)
+	}
+	if _, err := cl.GetSale(ctx, &api.GetSaleRequest{Id: "nope"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown sale: %v", err)
+	}
+}
+
+// The allocation's revision compare: a write based on an old read fails
+// with ErrConflict (not ErrDeposed) and changes nothing.
+func TestStaleAllocationWriteConflicts(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	c := startCoord(t, e)
+	waitLeader(t, c)
+	if _, err := dial(t, c.Addr()).CreateSale(authed(t.Context()), &api.CreateSaleRequest{Sale: testSale("s1", 10, regions3()...)}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "split", func() bool { al, _ := readAlloc(t, cli, "s1"); return al.SumNet() == 10 })
+	f, _ := c.currentFence()
+	al, rev := readAlloc(t, cli, "s1")
+	al.Regions["eu"].Released++
+	err := c.writeAlloc(t.Context(), f, al, rev-1)
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale write: %v, want ErrConflict", err)
+	}
+	if _, rev2 := readAlloc(t, cli, "s1"); rev2 != rev {
+		t.Fatal("stale write changed etcd")
+	}
+	if !c.IsLeader() {
+		t.Fatal("a conflict deposed the leader")
+	}
+	// An allocation above the total is never written, whatever the fence.
+	al.Regions["eu"].Released--
+	al.Regions["eu"].Granted++
+	if err := c.writeAlloc(t.Context(), f, al, rev); err == nil || !strings.Contains(err.Error(), "I2") {
+		t.Fatalf("over-total write: %v, want an I2 refusal", err)
+	}
+}
