@@ -41,6 +41,11 @@ func (c *Coordinator) tick(ctx context.Context, f fence) error {
 	now := c.cfg.Now()
 	learning := c.updateLearning(f, snap, now)
 	for _, id := range snap.saleIDs() {
+		var sold int64
+		for _, rep := range snap.reports[id] {
+			sold += rep.Sold
+		}
+		c.m.sold.WithLabelValues(id).Set(float64(sold))
 		err := c.stepSale(ctx, f, snap, id, now, learning)
 		switch {
 		case err == nil:

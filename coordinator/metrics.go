@@ -9,8 +9,9 @@ type metrics struct {
 	learning  prometheus.Gauge
 	ticks     prometheus.Counter
 	tickErrs  prometheus.Counter
-	granted   prometheus.Counter // units granted by the leader (cumulative)
-	requested prometheus.Counter // units asked back in release requests
+	granted   prometheus.Counter   // units granted by the leader (cumulative)
+	sold      *prometheus.GaugeVec // units sold per sale, summed over the regions' reports
+	requested prometheus.Counter   // units asked back in release requests
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -39,6 +40,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "flashsale", Subsystem: "coordinator", Name: "rebalance_errors_total",
 			Help: "Rebalance loop iterations that failed for a sale.",
 		}),
+		sold: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "flashsale", Subsystem: "coordinator", Name: "reported_sold_units",
+			Help: "Units sold per sale, summed over the live regions' latest reports (leader only); with etcd_writes_total it gives writes per 1,000 purchases.",
+		}, []string{"sale"}),
 		granted: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "flashsale", Subsystem: "coordinator", Name: "granted_units_total",
 			Help: "Units granted to regions in committed writes.",
@@ -56,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.writes, m.rejected, m.leader, m.learning, m.ticks, m.tickErrs, m.granted, m.requested)
+		reg.MustRegister(m.writes, m.rejected, m.leader, m.learning, m.ticks, m.tickErrs, m.granted, m.requested, m.sold)
 	}
 	return m
 }
