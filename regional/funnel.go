@@ -1,0 +1,219 @@
+package regional
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Error codes: part of the API (openapi.yaml); never rename one.
+const (
+	CodeBadJSON           = "bad_json"
+	CodeBodyTooLarge      = "body_too_large"
+	CodeUnsupportedMedia  = "unsupported_media_type"
+	CodeBadItemID         = "bad_item_id"
+	CodeBadUserID         = "bad_user_id"
+	CodeBadRequestID      = "bad_request_id"
+	CodeBadReservationID  = "bad_reservation_id"
+	CodeUnauthenticated   = "unauthenticated"
+	CodeInvalidToken      = "invalid_token"
+	CodeUserMismatch      = "user_mismatch"
+	CodeNotYours          = "not_your_reservation"
+	CodeUnknownHomeRegion = "unknown_home_region"
+	CodeWrongRegion       = "wrong_region"
+	CodeUnknownSale       = "unknown_sale"
+	CodeUnknownResv       = "unknown_reservation"
+	CodeAlreadyBought     = "already_bought"
+	CodeRequestIDConflict = "request_id_conflict"
+	CodeNotActive         = "not_active"
+	CodeSaleEnded         = "sale_ended"
+	CodeSoldOut           = "sold_out"
+	CodeNotStarted        = "not_started"
+	CodeRateLimited       = "rate_limited"
+	CodeNotReady          = "not_ready"
+	CodeHalted            = "halted"
+	CodePaused            = "sale_paused"
+	CodeUnavailable       = "unavailable"
+)
+
+// reply is what a handler answers: a success body or a JSON error. outcome
+// labels the request in metrics (an error code or a success word), so it
+// comes from a fixed set.
+type reply struct {
+	status     int
+	outcome    string
+	body       any
+	retryAfter time.Duration // > 0: a Retry-After header
+	location   string        // redirects
+}
+
+type errorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func fail(status int, code, format string, args ...any) reply {
+	return reply{status: status, outcome: code, body: errorBody{Code: code, Message: fmt.Sprintf(format, args...)}}
+}
+
+func success(status int, outcome string, body any) reply {
+	return reply{status: status, outcome: outcome, body: body}
+}
+
+func (r reply) after(d time.Duration) reply {
+	r.retryAfter = d
+	return r
+}
+
+func (r reply) failed() bool { return r.status >= 300 }
+
+// writeReply writes r as JSON.
+func writeReply(w http.ResponseWriter, r reply) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	if r.retryAfter > 0 {
+		h.Set("Retry-After", strconv.FormatInt(retrySeconds(r.retryAfter), 10))
+	}
+	if r.location != "" {
+		h.Set("Location", r.location)
+	}
+	w.WriteHeader(r.status)
+	_ = json.NewEncoder(w).Encode(r.body)
+}
+
+// retrySeconds rounds up, so a client that obeys never comes back early.
+func retrySeconds(d time.Duration) int64 {
+	s := int64((d + time.Second - 1) / time.Second)
+	return max(1, s)
+}
+
+// decodeBody reads a small JSON object into v: size cap, content type,
+// unknown fields and trailing data are all refused with a 4xx. allowEmpty
+// accepts a request with no body at all (v stays zero).
+func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any, allowEmpty bool) (reply, bool) {
+	if allowEmpty && (r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0) {
+		return reply{}, true
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return fail(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "Content-Type %q: send application/json", ct), false
+		}
+	}
+	if r.ContentLength > limit {
+		return fail(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body of %d bytes: the limit is %d", r.ContentLength, limit), false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// One object only: "{}{}" or "{} x" is malformed, not two requests.
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("trailing data after the JSON object")
+		}
+	}
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return fail(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body over the limit of %d bytes", limit), false
+		}
+		if errors.Is(err, io.EOF) {
+			if allowEmpty {
+				return reply{}, true
+			}
+			return fail(http.StatusBadRequest, CodeBadJSON, "empty body: send a JSON object"), false
+		}
+		return fail(http.StatusBadRequest, CodeBadJSON, "body is not the expected JSON object: %s", jsonErrMessage(err)), false
+	}
+	return reply{}, true
+}
+
+// jsonErrMessage keeps the decoder's hint but not its Go type names.
+func jsonErrMessage(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		return fmt.Sprintf("field %q has the wrong type", typeErr.Field)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// maxIDLen bounds every id (sale, user, request, reservation): ids are
+// Redis key parts and metric-free log fields, so they stay short and plain.
+const maxIDLen = 64
+
+// validID reports whether s is 1-64 characters of [A-Za-z0-9_.:-].
+func validID(s string) bool {
+	if len(s) == 0 || len(s) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_' || b == '.' || b == ':' || b == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkID answers 400 with code when id is not a valid id. optional ids
+// may be empty.
+func checkID(field, code, id string, optional bool) (reply, bool) {
+	if id == "" && optional {
+		return reply{}, true
+	}
+	if id == "" {
+		return fail(http.StatusBadRequest, code, "%s is required", field), false
+	}
+	if !validID(id) {
+		return fail(http.StatusBadRequest, code, "%s: want 1-%d characters of [A-Za-z0-9_.:-]", field, maxIDLen), false
+	}
+	return reply{}, true
+}
+
+// phaseReply answers a sale that is not open, from memory.
+func phaseReply(sale string, p Phase, startsAt, now time.Time) (reply, bool) {
+	switch p {
+	case PhaseOpen:
+		return reply{}, true
+	case PhaseUpcoming:
+		return fail(http.StatusTooEarly, CodeNotStarted, "sale %s starts at %s", sale, startsAt.UTC().Format(time.RFC3339)).after(startsAt.Sub(now)), false
+	case PhaseEnded:
+		return fail(http.StatusGone, CodeSaleEnded, "sale %s has ended", sale), false
+	case PhasePaused:
+		return fail(http.StatusServiceUnavailable, CodePaused, "sale %s is paused", sale).after(time.Second), false
+	case PhaseSoldOut:
+		return fail(http.StatusGone, CodeSoldOut, "sale %s is sold out in this region", sale), false
+	case PhaseHalted:
+		return fail(http.StatusServiceUnavailable, CodeHalted, "sale %s is halted in this region while it reconciles", sale).after(time.Second), false
+	}
+	return fail(http.StatusInternalServerError, CodeUnavailable, "sale %s in an unknown phase %v", sale, p), false
+}
+
+// clientIP is the peer address, or the last X-Forwarded-For hop when our own
+// proxy is trusted to have appended it.
+func clientIP(r *http.Request, trustForwarded bool) string {
+	if trustForwarded {
+		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+			last := xff[len(xff)-1]
+			if i := strings.LastIndexByte(last, ','); i >= 0 {
+				last = last[i+1:]
+			}
+			if ip := strings.TrimSpace(last); ip != "" {
+				return ip
+			}
+		}
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

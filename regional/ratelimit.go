@@ -1,0 +1,94 @@
+package regional
+
+import (
+	"hash/maphash"
+	"sync"
+	"time"
+)
+
+// limiter is a set of token buckets keyed by user or client IP. It forgets
+// a bucket once it would be full again, so memory follows the number of
+// keys active within burst/rate, not every key ever seen.
+type limiter struct {
+	rate   float64 // tokens per second; 0 disables the limiter
+	burst  float64
+	idle   time.Duration // a bucket untouched this long is full again
+	seed   maphash.Seed
+	shards [64]limShard
+}
+
+type limShard struct {
+	mu      sync.Mutex
+	m       map[string]*bucket
+	sweepAt int // sweep idle buckets when the map reaches this size
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+const minSweepAt = 1024
+
+func newLimiter(rate float64, burst int) *limiter {
+	l := &limiter{rate: rate, burst: float64(burst), seed: maphash.MakeSeed()}
+	if rate > 0 {
+		l.idle = time.Duration(float64(burst) / rate * float64(time.Second))
+	}
+	for i := range l.shards {
+		l.shards[i].m = map[string]*bucket{}
+		l.shards[i].sweepAt = minSweepAt
+	}
+	return l
+}
+
+// allow takes one token for key. When none is left it says how long until
+// one will be.
+func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
+	if l == nil || l.rate <= 0 {
+		return true, 0
+	}
+	sh := &l.shards[maphash.String(l.seed, key)%uint64(len(l.shards))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	b, ok := sh.m[key]
+	if !ok {
+		if len(sh.m) >= sh.sweepAt {
+			sh.sweep(now, l.idle)
+		}
+		b = &bucket{tokens: l.burst, last: now}
+		sh.m[key] = b
+	}
+	if elapsed := now.Sub(b.last); elapsed > 0 {
+		b.tokens = min(l.burst, b.tokens+elapsed.Seconds()*l.rate)
+		b.last = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, 0
+	}
+	wait := time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
+	return false, wait
+}
+
+// sweep drops buckets that have refilled; the next sweep waits until the
+// map doubles, so sweeping costs O(1) amortised per new key.
+func (sh *limShard) sweep(now time.Time, idle time.Duration) {
+	for k, b := range sh.m {
+		if now.Sub(b.last) >= idle {
+			delete(sh.m, k)
+		}
+	}
+	sh.sweepAt = max(minSweepAt, 2*len(sh.m))
+}
+
+// size is the number of buckets held (for tests).
+func (l *limiter) size() int {
+	n := 0
+	for i := range l.shards {
+		l.shards[i].mu.Lock()
+		n += len(l.shards[i].m)
+		l.shards[i].mu.Unlock()
+	}
+	return n
+}

@@ -1,0 +1,448 @@
+package regional
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"flashsale/quota"
+)
+
+//go:embed openapi.yaml
+var openAPI []byte
+
+// Deps are what a Server uses but does not own.
+type Deps struct {
+	// Redis is the region's Redis; required. The caller closes it.
+	Redis redis.UniversalClient
+	// Registry receives the seller's metrics and is served at /metrics.
+	// Nil: a fresh registry (never the global default).
+	Registry *prometheus.Registry
+	// Identity overrides the one built from Config (JWT, or the insecure
+	// dev identity).
+	Identity Identity
+	// Logger; nil: slog.Default().
+	Logger *slog.Logger
+}
+
+// reserver is Store.Reserve, or the Batcher that coalesces it.
+type reserver interface {
+	Reserve(ctx context.Context, sale string, r ReserveRequest) (ReserveResult, error)
+}
+
+// Server is one regional seller: the shopper HTTP API and its funnel, the
+// sale state cache with its counter refresh, the readiness checks and the
+// reservation sweeper.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	m       *metrics
+	store   *Store
+	batcher *Batcher
+	reserve reserver
+	sales   *Sales
+	ident   Identity
+	userLim *limiter
+	ipLim   *limiter
+	sweeper *Sweeper
+	handler http.Handler
+
+	ready   atomic.Bool
+	kick    chan struct{} // asks the refresh loop for an early pass
+	healthM sync.Mutex    // serialises maintain
+	pending map[string]int64
+	last    Readiness
+
+	mu       sync.Mutex
+	started  bool
+	ln       net.Listener
+	hs       *http.Server
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	done     chan struct{}
+	serveErr error
+	closed   bool
+}
+
+// New builds a Server; Start makes it serve.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Redis == nil {
+		return nil, errors.New("regional: Deps.Redis is required")
+	}
+	log := deps.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "seller", "region", cfg.Region)
+	reg := deps.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(reg, cfg.Region)
+	if err != nil {
+		return nil, err
+	}
+	ident := deps.Identity
+	if ident == nil {
+		if cfg.InsecureDevIdentity {
+			ident = InsecureDevIdentity{Region: cfg.Region}
+		} else if ident, err = NewJWTIdentity(cfg.JWT); err != nil {
+			return nil, fmt.Errorf("regional: %w", err)
+		}
+	}
+	sales := NewSales()
+	for _, spec := range cfg.Sales {
+		if err := sales.Put(spec); err != nil {
+			return nil, fmt.Errorf("regional: %w", err)
+		}
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     log,
+		reg:     reg,
+		m:       m,
+		store:   NewStore(deps.Redis, cfg.Region),
+		sales:   sales,
+		ident:   ident,
+		userLim: newLimiter(cfg.UserRate, cfg.UserBurst),
+		ipLim:   newLimiter(cfg.IPRate, cfg.IPBurst),
+		kick:    make(chan struct{}, 1),
+		pending: map[string]int64{},
+		done:    make(chan struct{}),
+	}
+	for sale, ceiling := range cfg.StaticGrants {
+		s.pending[sale] = ceiling
+	}
+	s.reserve = s.store
+	if cfg.BatchReserve {
+		s.batcher = NewBatcher(s.store, DefaultMaxBatch)
+		s.reserve = s.batcher
+	}
+	s.sweeper, err = NewSweeper(s.store, sales, SweeperConfig{
+		Interval:   cfg.SweepInterval,
+		Batch:      cfg.SweepBatch,
+		MaxBatches: cfg.SweepMaxBatches,
+		Timeout:    max(cfg.RedisTimeout, time.Second),
+		Now:        cfg.now,
+		OnExpired: func(sale string, n int) {
+			m.expired.WithLabelValues(sale).Add(float64(n))
+			if sl := sales.Get(sale); sl != nil {
+				sl.MaybeAvailable()
+			}
+		},
+		OnError: func(string, error) { m.storeErrors.WithLabelValues("expire").Inc() },
+	}, log)
+	if err != nil {
+		return nil, fmt.Errorf("regional: %w", err)
+	}
+	s.handler = s.routes()
+	if ident.Mode() == (InsecureDevIdentity{}).Mode() {
+		log.Warn("INSECURE DEV IDENTITY: userId is taken from the request body with no proof; anyone can buy as anyone. Never run this in production.")
+	}
+	return s, nil
+}
+
+// Sales is the sale cache; an etcd watch keeps it current with Put and
+// Remove.
+func (s *Server) Sales() *Sales { return s.sales }
+
+// Store is the Redis store the server sells from.
+func (s *Server) Store() *Store { return s.store }
+
+// Handler is the HTTP API, for tests and for embedding in another server.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Addr is the listener's address once started.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Done is closed when the HTTP server stops serving; Err then says why.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err is the error that stopped serving (nil after a clean shutdown).
+func (s *Server) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.serveErr
+}
+
+// Start listens, runs one readiness pass (so a server whose Redis is up is
+// ready when Start returns) and starts the background loops. A Redis that
+// is down does not fail Start: the server answers 503 until it is back.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.closed {
+		return errors.New("regional: server already started or closed")
+	}
+	ln, err := net.Listen("tcp", s.cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("regional: listen %s: %w", s.cfg.ListenAddr, err)
+	}
+	s.started, s.ln = true, ln
+	ctx, s.cancel = context.WithCancel(ctx)
+	s.hs = &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 2 * time.Second,
+		ReadTimeout:       5 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+
+	s.maintain(ctx)
+	s.refreshAll(ctx)
+	if err := s.sweeper.Start(ctx); err != nil {
+		return err
+	}
+	s.wg.Add(3)
+	go s.loop(ctx, s.cfg.HealthInterval, nil, func(ctx context.Context) { s.maintain(ctx) })
+	go s.loop(ctx, s.cfg.RefreshInterval, s.kick, s.refreshAll)
+	go func() {
+		defer s.wg.Done()
+		<-ctx.Done()
+		s.shutdownHTTP()
+	}()
+	go func() {
+		err := s.hs.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		} else if err != nil {
+			s.log.Error("HTTP server stopped", "err", err)
+		}
+		s.mu.Lock()
+		s.serveErr = err
+		s.mu.Unlock()
+		close(s.done)
+	}()
+	s.log.Info("seller started", "addr", ln.Addr().String(), "identity", s.ident.Mode(),
+		"sales", s.sales.IDs(), "ready", s.ready.Load())
+	return nil
+}
+
+func (s *Server) loop(ctx context.Context, every time.Duration, kick <-chan struct{}, f func(context.Context)) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-kick:
+		}
+		f(ctx)
+	}
+}
+
+func (s *Server) shutdownHTTP() {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := s.hs.Shutdown(ctx); err != nil {
+		s.log.Warn("HTTP shutdown did not drain in time", "err", err)
+		_ = s.hs.Close()
+	}
+}
+
+// Close drains in-flight requests (up to ShutdownTimeout) and stops the
+// background loops. Safe to call twice and on nil.
+func (s *Server) Close() error {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	started, cancel := s.started, s.cancel
+	s.mu.Unlock()
+	if started {
+		cancel() // the ctx watcher shuts HTTP down
+		s.wg.Wait()
+		<-s.done
+	}
+	_ = s.sweeper.Close()
+	_ = s.batcher.Close()
+	return s.Err()
+}
+
+// Readiness is the answer of /readyz: every check's result.
+type Readiness struct {
+	Ready      bool   `json:"ready"`
+	Redis      string `json:"redis"`
+	Scripts    string `json:"scripts"`
+	Durability string `json:"durability"`
+	Grants     string `json:"grants"`
+	Identity   string `json:"identity"`
+}
+
+// CheckReady runs the readiness checks now (and the repairs: reloading
+// scripts Redis lost, applying static grants not yet applied).
+func (s *Server) CheckReady(ctx context.Context) Readiness { return s.maintain(ctx) }
+
+func (s *Server) maintain(ctx context.Context) Readiness {
+	s.healthM.Lock()
+	defer s.healthM.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, max(s.cfg.RedisTimeout, time.Second))
+	defer cancel()
+	rd := Readiness{Redis: "unchecked", Scripts: "unchecked", Durability: "unchecked", Grants: "unchecked", Identity: s.ident.Mode()}
+	defer func() {
+		if rd.Ready != s.ready.Load() {
+			s.log.Info("readiness changed", "ready", rd.Ready, "redis", rd.Redis, "scripts", rd.Scripts,
+				"durability", rd.Durability, "grants", rd.Grants)
+		}
+		s.ready.Store(rd.Ready)
+		if rd.Ready {
+			s.m.ready.Set(1)
+		} else {
+			s.m.ready.Set(0)
+		}
+		s.last = rd
+	}()
+
+	loaded, err := s.store.ScriptsLoaded(ctx)
+	if err != nil {
+		rd.Redis = err.Error()
+		return rd
+	}
+	rd.Redis = "ok"
+	if !loaded {
+		// A restarted Redis forgot the scripts: load them again so the
+		// hot path keeps using EVALSHA.
+		if err := s.store.Load(ctx); err != nil {
+			rd.Scripts = err.Error()
+			return rd
+		}
+	}
+	rd.Scripts = "ok"
+	durable := true
+	if err := s.store.Durability(ctx); err != nil {
+		rd.Durability = err.Error()
+		if s.cfg.AllowWeakDurability && errors.Is(err, ErrNotDurable) {
+			rd.Durability = "allowed weak durability: " + err.Error()
+		} else {
+			durable = false
+		}
+	} else {
+		rd.Durability = "ok"
+	}
+	rd.Grants = "ok"
+	for sale, ceiling := range s.pending {
+		seen, err := s.store.ApplyGrant(ctx, sale, 0, ceiling)
+		switch {
+		case errors.Is(err, quota.ErrStaleFence):
+			// A region agent owns this Redis: its grants win, ours is moot.
+			s.log.Warn("static grant ignored: a region agent already applies grants to this Redis", "sale", sale, "ceiling", ceiling)
+		case err != nil:
+			rd.Grants = err.Error()
+			continue
+		default:
+			s.log.Info("static grant applied", "sale", sale, "ceiling", ceiling, "granted_seen", seen)
+		}
+		delete(s.pending, sale)
+	}
+	rd.Ready = durable && rd.Grants == "ok"
+	return rd
+}
+
+// refreshAll reads every sale's counters, so cached stock flags follow
+// grants, cancels and expiries made by anyone.
+func (s *Server) refreshAll(ctx context.Context) {
+	for _, id := range s.sales.IDs() {
+		sale := s.sales.Get(id)
+		if sale == nil {
+			continue
+		}
+		marks := sale.marksNow()
+		cctx, cancel := context.WithTimeout(ctx, max(s.cfg.RedisTimeout, time.Second))
+		c, err := s.store.Counters(cctx, id)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.m.storeErrors.WithLabelValues("counters").Inc()
+			}
+			continue
+		}
+		sale.observe(c.Available(), c.Halted, marks)
+		s.m.remaining.WithLabelValues(id).Set(float64(c.Available()))
+	}
+}
+
+// kickRefresh asks for an early counter read, without waiting.
+func (s *Server) kickRefresh() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	s.shopper(mux, http.MethodPost, "/v1/flash-sale/buy", "buy", s.buy)
+	s.shopper(mux, http.MethodGet, "/v1/flash-sale/status", "status", s.status)
+	s.shopper(mux, http.MethodPost, "/v1/flash-sale/reservations/{id}/confirm", "confirm", s.confirm)
+	s.shopper(mux, http.MethodPost, "/v1/flash-sale/reservations/{id}/cancel", "cancel", s.cancelResv)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeReply(w, success(http.StatusOK, "ok", map[string]string{"status": "ok"}))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		rd := s.maintain(r.Context())
+		status := http.StatusOK
+		if !rd.Ready {
+			status = http.StatusServiceUnavailable
+		}
+		writeReply(w, success(status, "", rd))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(openAPI)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeReply(w, fail(http.StatusNotFound, "not_found", "no route for %s %s: see /openapi.yaml", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// shopper registers a shopper route: method and path answer through h,
+// other methods on the path get a JSON 405, and each answer is counted.
+func (s *Server) shopper(mux *http.ServeMux, method, path, route string, h func(http.ResponseWriter, *http.Request) reply) {
+	mux.HandleFunc(method+" "+path, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rep := h(w, r)
+		if s.ident.Mode() == (InsecureDevIdentity{}).Mode() {
+			w.Header().Set("X-Flashsale-Identity", "insecure-dev")
+		}
+		writeReply(w, rep)
+		s.m.requests.WithLabelValues(route, rep.outcome).Inc()
+		s.m.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", method)
+		writeReply(w, fail(http.StatusMethodNotAllowed, "method_not_allowed", "%s %s: use %s", r.Method, r.URL.Path, method))
+	})
+}

@@ -1,0 +1,300 @@
+package regional
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"flashsale/quota"
+)
+
+type buyRequest struct {
+	ItemID    string `json:"itemId"`
+	UserID    string `json:"userId"`
+	RequestID string `json:"requestId"`
+}
+
+type finishRequest struct {
+	ItemID string `json:"itemId"`
+	UserID string `json:"userId"`
+}
+
+// ReservationJSON is a reservation as shoppers see it.
+type ReservationJSON struct {
+	ReservationID string    `json:"reservationId"`
+	ItemID        string    `json:"itemId"`
+	UserID        string    `json:"userId"`
+	RequestID     string    `json:"requestId"`
+	State         string    `json:"state"`
+	ExpiresAt     time.Time `json:"expiresAt"`
+	Region        string    `json:"region"`
+}
+
+// StatusJSON is the answer of GET /v1/flash-sale/status.
+type StatusJSON struct {
+	ItemID       string    `json:"itemId"`
+	Region       string    `json:"region"`
+	State        string    `json:"state"`
+	Remaining    int64     `json:"remaining"` // -1 until counters were read
+	Total        int64     `json:"total"`
+	PerUserLimit int64     `json:"perUserLimit"`
+	StartsAt     time.Time `json:"startsAt"`
+	EndsAt       time.Time `json:"endsAt,omitzero"`
+	ServerTime   time.Time `json:"serverTime"`
+	Identity     string    `json:"identity"`
+	Warning      string    `json:"warning,omitempty"`
+}
+
+const insecureWarning = "INSECURE DEV IDENTITY: this server believes any userId it is sent; never use it for a real sale"
+
+func stateName(st quota.ResvState) string {
+	switch st {
+	case quota.Active:
+		return "active"
+	case quota.Confirmed:
+		return "confirmed"
+	case quota.Cancelled:
+		return "cancelled"
+	case quota.Expired:
+		return "expired"
+	}
+	return "unknown"
+}
+
+func (s *Server) resvJSON(sale string, r quota.Reservation) ReservationJSON {
+	return ReservationJSON{
+		ReservationID: r.ID, ItemID: sale, UserID: r.User, RequestID: r.RequestID,
+		State: stateName(r.State), ExpiresAt: time.UnixMilli(r.ExpiresAt).UTC(), Region: s.cfg.Region,
+	}
+}
+
+// buy is the funnel of DESIGN §5, cheapest checks first: parse, identity,
+// sale state from memory, rate limits, and only then one Redis script.
+func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
+	var in buyRequest
+	if rep, ok := decodeBody(w, r, s.cfg.MaxBodyBytes, &in, false); !ok {
+		return rep
+	}
+	if rep, ok := checkID("itemId", CodeBadItemID, in.ItemID, false); !ok {
+		return rep
+	}
+	if rep, ok := checkID("userId", CodeBadUserID, in.UserID, true); !ok {
+		return rep
+	}
+	if rep, ok := checkID("requestId", CodeBadRequestID, in.RequestID, false); !ok {
+		return rep
+	}
+	p, rep, ok := s.identify(r, in.UserID)
+	if !ok {
+		return rep
+	}
+	now := s.cfg.now()
+	sale := s.sales.Get(in.ItemID)
+	if sale == nil {
+		return fail(http.StatusNotFound, CodeUnknownSale, "no sale %s", in.ItemID)
+	}
+	spec := sale.Spec()
+	if rep, ok := phaseReply(in.ItemID, sale.Phase(now), spec.StartsAt, now); !ok {
+		return rep
+	}
+	if rep, ok := s.admit(r, p.User, now); !ok {
+		return rep
+	}
+
+	// The client going away must not cut a script call short: the answer
+	// would be lost but the reservation made. Retries with the same
+	// requestId find it either way.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.RedisTimeout)
+	defer cancel()
+	res, err := s.reserve.Reserve(ctx, in.ItemID, ReserveRequest{
+		User: p.User, RequestID: in.RequestID, Now: now, TTL: spec.ReservationTTL, PerUserLimit: spec.PerUserLimit,
+	})
+	if err != nil {
+		s.m.storeErrors.WithLabelValues("reserve").Inc()
+		s.log.Warn("reserve failed", "sale", in.ItemID, "user", p.User, "err", err)
+		return fail(http.StatusServiceUnavailable, CodeUnavailable,
+			"could not reach this region's stock: retry with the same requestId (it will not reserve twice)").after(time.Second)
+	}
+	switch res.Outcome {
+	case quota.Reserved:
+		return success(http.StatusCreated, "reserved", s.resvJSON(in.ItemID, res.Reservation))
+	case quota.Duplicate:
+		if res.Reservation.User != p.User {
+			return fail(http.StatusConflict, CodeRequestIDConflict, "requestId %s was already used by another user: pick a fresh one", in.RequestID)
+		}
+		return success(http.StatusOK, "duplicate", s.resvJSON(in.ItemID, res.Reservation))
+	case quota.UserLimit:
+		return fail(http.StatusConflict, CodeAlreadyBought, "user %s already holds the limit of %d for sale %s", p.User, spec.PerUserLimit, in.ItemID)
+	case quota.SoldOut:
+		sale.MarkSoldOut()
+		s.kickRefresh()
+		return fail(http.StatusGone, CodeSoldOut, "sale %s is sold out in this region", in.ItemID)
+	case quota.Halted:
+		sale.halted.Store(true)
+		return fail(http.StatusServiceUnavailable, CodeHalted, "sale %s is halted in this region while it reconciles", in.ItemID).after(time.Second)
+	}
+	return fail(http.StatusInternalServerError, CodeUnavailable, "unexpected outcome %v", res.Outcome)
+}
+
+// identify runs the identity step: who is calling, and is this their
+// region (DESIGN I3)? Another home region gets a 307 to its endpoint, which
+// keeps the method and body.
+func (s *Server) identify(r *http.Request, claimed string) (Principal, reply, bool) {
+	p, err := s.ident.Identify(r, claimed)
+	switch {
+	case errors.Is(err, ErrNoToken):
+		return p, fail(http.StatusUnauthorized, CodeUnauthenticated, "send Authorization: Bearer <token>"), false
+	case errors.Is(err, ErrBadToken):
+		return p, fail(http.StatusUnauthorized, CodeInvalidToken, "token rejected: %v", err), false
+	case errors.Is(err, ErrUserMismatch):
+		return p, fail(http.StatusForbidden, CodeUserMismatch, "userId does not match the token's subject: omit userId or send your own"), false
+	case errors.Is(err, ErrNoUserID):
+		return p, fail(http.StatusBadRequest, CodeBadUserID, "userId is required (insecure dev identity)"), false
+	case err != nil:
+		return p, fail(http.StatusUnauthorized, CodeInvalidToken, "identity: %v", err), false
+	}
+	if p.HomeRegion == s.cfg.Region {
+		return p, reply{}, true
+	}
+	endpoint, known := s.cfg.Regions[p.HomeRegion]
+	if !known {
+		return p, fail(http.StatusForbidden, CodeUnknownHomeRegion, "home region %s is not served from here", p.HomeRegion), false
+	}
+	rep := fail(http.StatusTemporaryRedirect, CodeWrongRegion, "user's home region is %s: retry at the Location", p.HomeRegion)
+	rep.location = endpoint + r.URL.RequestURI()
+	return p, rep, false
+}
+
+// admit checks readiness and the token buckets: in-memory, after the sale
+// checks, before Redis.
+func (s *Server) admit(r *http.Request, user string, now time.Time) (reply, bool) {
+	if !s.ready.Load() {
+		return fail(http.StatusServiceUnavailable, CodeNotReady, "this seller is not ready (Redis, scripts or durability): see /readyz").after(time.Second), false
+	}
+	if ok, wait := s.ipLim.allow(clientIP(r, s.cfg.TrustForwardedFor), now); !ok {
+		return fail(http.StatusTooManyRequests, CodeRateLimited, "too many requests from this client").after(wait), false
+	}
+	if ok, wait := s.userLim.allow(user, now); !ok {
+		return fail(http.StatusTooManyRequests, CodeRateLimited, "too many requests for user %s", user).after(wait), false
+	}
+	return reply{}, true
+}
+
+func (s *Server) status(_ http.ResponseWriter, r *http.Request) reply {
+	id := r.URL.Query().Get("itemId")
+	if rep, ok := checkID("itemId", CodeBadItemID, id, false); !ok {
+		return rep
+	}
+	sale := s.sales.Get(id)
+	if sale == nil {
+		return fail(http.StatusNotFound, CodeUnknownSale, "no sale %s", id)
+	}
+	now := s.cfg.now()
+	spec := sale.Spec()
+	st := StatusJSON{
+		ItemID: id, Region: s.cfg.Region, State: sale.Phase(now).String(), Remaining: sale.Remaining(),
+		Total: spec.Total, PerUserLimit: spec.PerUserLimit, StartsAt: spec.StartsAt.UTC(), EndsAt: spec.EndsAt.UTC(),
+		ServerTime: now.UTC(), Identity: s.ident.Mode(),
+	}
+	if st.Identity == (InsecureDevIdentity{}).Mode() {
+		st.Warning = insecureWarning
+	}
+	return success(http.StatusOK, "ok", st)
+}
+
+func (s *Server) confirm(w http.ResponseWriter, r *http.Request) reply {
+	return s.finish(w, r, true)
+}
+
+func (s *Server) cancelResv(w http.ResponseWriter, r *http.Request) reply {
+	return s.finish(w, r, false)
+}
+
+// finish confirms or cancels a reservation. Only its user may; ended
+// sales still accept both, since the reservation was made while open.
+func (s *Server) finish(w http.ResponseWriter, r *http.Request, confirm bool) reply {
+	var in finishRequest
+	if rep, ok := decodeBody(w, r, s.cfg.MaxBodyBytes, &in, true); !ok {
+		return rep
+	}
+	q := r.URL.Query()
+	item, rep, ok := oneOf("itemId", CodeBadItemID, in.ItemID, q.Get("itemId"))
+	if !ok {
+		return rep
+	}
+	user, rep, ok := oneOf("userId", CodeBadUserID, in.UserID, q.Get("userId"))
+	if !ok {
+		return rep
+	}
+	id := r.PathValue("id")
+	if rep, ok := checkID("reservation id", CodeBadReservationID, id, false); !ok {
+		return rep
+	}
+	if rep, ok := checkID("itemId", CodeBadItemID, item, false); !ok {
+		return rep
+	}
+	if rep, ok := checkID("userId", CodeBadUserID, user, true); !ok {
+		return rep
+	}
+	p, rep, ok := s.identify(r, user)
+	if !ok {
+		return rep
+	}
+	if s.sales.Get(item) == nil {
+		return fail(http.StatusNotFound, CodeUnknownSale, "no sale %s", item)
+	}
+	now := s.cfg.now()
+	if rep, ok := s.admit(r, p.User, now); !ok {
+		return rep
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.RedisTimeout)
+	defer cancel()
+	resv, err := s.store.Reservation(ctx, item, id)
+	if errors.Is(err, quota.ErrNoSuchResv) {
+		return fail(http.StatusNotFound, CodeUnknownResv, "no reservation %s in sale %s in this region", id, item)
+	}
+	if err != nil {
+		s.m.storeErrors.WithLabelValues("reservation").Inc()
+		return fail(http.StatusServiceUnavailable, CodeUnavailable, "could not read the reservation: retry").after(time.Second)
+	}
+	if resv.User != p.User {
+		return fail(http.StatusForbidden, CodeNotYours, "reservation %s belongs to another user", id)
+	}
+	op, outcome, state := s.store.Cancel, "cancelled", quota.Cancelled
+	if confirm {
+		// The sweeper may lag behind the clock: a reservation past its
+		// time is over even if its unit has not been returned yet.
+		if resv.State == quota.Active && resv.ExpiresAt <= now.UnixMilli() {
+			return fail(http.StatusConflict, CodeNotActive, "reservation %s expired at %s", id, time.UnixMilli(resv.ExpiresAt).UTC().Format(time.RFC3339Nano))
+		}
+		op, outcome, state = s.store.Confirm, "confirmed", quota.Confirmed
+	}
+	switch err := op(ctx, item, id, now); {
+	case errors.Is(err, quota.ErrNotActive):
+		return fail(http.StatusConflict, CodeNotActive, "reservation %s is %s", id, stateName(resv.State))
+	case errors.Is(err, quota.ErrNoSuchResv):
+		return fail(http.StatusNotFound, CodeUnknownResv, "no reservation %s in sale %s in this region", id, item)
+	case err != nil:
+		s.m.storeErrors.WithLabelValues(outcome).Inc()
+		return fail(http.StatusServiceUnavailable, CodeUnavailable, "could not reach this region's stock: retry (it is idempotent)").after(time.Second)
+	}
+	if !confirm {
+		if sale := s.sales.Get(item); sale != nil {
+			sale.MaybeAvailable()
+		}
+	}
+	resv.State = state
+	return success(http.StatusOK, outcome, s.resvJSON(item, resv))
+}
+
+// oneOf picks a field given in the body or the query; both must agree.
+func oneOf(field, code, body, query string) (string, reply, bool) {
+	if body != "" && query != "" && body != query {
+		return "", fail(http.StatusBadRequest, code, "%s differs between body and query", field), false
+	}
+	if body != "" {
+		return body, reply{}, true
+	}
+	return query, reply{}, true
+}
