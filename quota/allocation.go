@@ -17,13 +17,15 @@ type Report struct {
 }
 
 // ReleaseRequest asks region Region to give up to Units unused units. When
-// To is set, the units acknowledged are granted to region To (a move);
+// To is set, the units acknowledged are granted to region To (a move); when
+// Spread is set, they are granted to the other regions by weight (a drain);
 // otherwise they return to the unallocated pool.
 type ReleaseRequest struct {
 	ID     string `json:"id"`
 	Region string `json:"region"`
 	Units  int64  `json:"units"`
 	To     string `json:"to,omitempty"`
+	Spread bool   `json:"spread,omitempty"`
 }
 
 // Grant raises region Region's cumulative granted counter by Units.
@@ -54,7 +56,8 @@ type Allocation struct {
 	Sale        string                  `json:"sale"`
 	Total       int64                   `json:"total"`
 	Regions     map[string]*RegionAlloc `json:"regions"`
-	NextRelease int64                   `json:"nextRelease"` // last release id number issued
+	NextRelease int64                   `json:"nextRelease"`      // last release id number issued
+	Policy      *Policy                 `json:"policy,omitempty"` // nil: DefaultPolicy()
 }
 
 // NewAllocation returns an allocation of total units over the named regions,
@@ -126,6 +129,16 @@ func (a *Allocation) Check() error {
 // bound for region to (empty: back to the pool). A region has at most one
 // pending release; it stays pending until acknowledged.
 func (a *Allocation) RequestRelease(region string, units int64, to string) (ReleaseRequest, error) {
+	return a.requestRelease(ReleaseRequest{Region: region, Units: units, To: to})
+}
+
+// requestRelease records req (its ID is assigned here); Apply uses it for
+// the fields RequestRelease has no parameter for.
+func (a *Allocation) requestRelease(req ReleaseRequest) (ReleaseRequest, error) {
+	region, units, to := req.Region, req.Units, req.To
+	if to != "" && req.Spread {
+		return ReleaseRequest{}, fmt.Errorf("release from %s: both to %s and spread: %w", region, to, ErrBadMove)
+	}
 	r, ok := a.Regions[region]
 	if !ok {
 		return ReleaseRequest{}, fmt.Errorf("release from %s: %w", region, ErrUnknownRgn)
@@ -140,7 +153,7 @@ func (a *Allocation) RequestRelease(region string, units int64, to string) (Rele
 		return ReleaseRequest{}, fmt.Errorf("release from %s: %w (%s)", region, ErrReleaseBusy, r.Pending.ID)
 	}
 	a.NextRelease++
-	req := ReleaseRequest{ID: fmt.Sprintf("%s-%d", a.Sale, a.NextRelease), Region: region, Units: units, To: to}
+	req.ID = fmt.Sprintf("%s-%d", a.Sale, a.NextRelease)
 	r.Pending = &req
 	return req, nil
 }
@@ -164,14 +177,44 @@ func (a *Allocation) AckRelease(region, id string, releasedLocal int64) ([]Grant
 	freed := max(0, releasedLocal-r.Released)
 	r.Released = max(r.Released, releasedLocal)
 	r.Pending = nil
-	if req.To == "" || freed == 0 {
+	if (req.To == "" && !req.Spread) || freed == 0 {
 		return nil, nil
 	}
 	// A cumulative ack may also cover units an earlier, lost ack freed; they
 	// are unallocated now either way, so the move takes at most what it asked.
 	n := min(freed, req.Units, a.Unallocated())
-	if err := a.Grant(req.To, n); err != nil {
-		return nil, err
+	grants := []Grant{{Region: req.To, Units: n}}
+	if req.Spread {
+		grants = a.share(n, a.otherRegions(region))
 	}
-	return []Grant{{Region: req.To, Units: n}}, nil
+	for _, g := range grants {
+		if err := a.Grant(g.Region, g.Units); err != nil {
+			return nil, err
+		}
+	}
+	return grants, nil
+}
+
+// Clone returns a deep copy, so a plan can be tried (or made) on a copy
+// while the original stays what etcd holds.
+func (a *Allocation) Clone() *Allocation {
+	b := *a
+	b.Regions = make(map[string]*RegionAlloc, len(a.Regions))
+	for n, r := range a.Regions {
+		rc := *r
+		if r.Pending != nil {
+			p := *r.Pending
+			rc.Pending = &p
+		}
+		if r.Report != nil {
+			p := *r.Report
+			rc.Report = &p
+		}
+		b.Regions[n] = &rc
+	}
+	if a.Policy != nil {
+		p := *a.Policy
+		b.Policy = &p
+	}
+	return &b
 }

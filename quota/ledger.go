@@ -237,6 +237,9 @@ func (l *Ledger) Expire(now int64, limit int) []string {
 		}
 		return due[i].ID < due[j].ID // a Redis sorted set breaks ties by member bytes
 	})
+	// expire.lua answers nothing for limit <= 0; a negative limit used to
+	// panic here on due[:limit].
+	limit = max(limit, 0)
 	if len(due) > limit {
 		due = due[:limit]
 	}

@@ -1,0 +1,216 @@
+package quota
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+)
+
+// Errors the planners answer with, for callers (the gRPC API) to branch on.
+var (
+	ErrBadAmount = errors.New("amount must be positive")
+	ErrAboveNet  = errors.New("above the region's net grant")
+	ErrAboveMax  = errors.New("above the region's maximum")
+	ErrBadMove   = errors.New("bad move")
+	ErrBadPolicy = errors.New("bad policy")
+)
+
+// Plan is what a planner decided: grants from the pool and release requests
+// to record. A planner never applies it; Apply does. Release requests in a
+// plan have no ID yet: Apply assigns it.
+type Plan struct {
+	Grants   []Grant          `json:"grants,omitempty"`
+	Releases []ReleaseRequest `json:"releases,omitempty"`
+}
+
+// Empty says whether the plan does nothing.
+func (p Plan) Empty() bool { return len(p.Grants) == 0 && len(p.Releases) == 0 }
+
+// Actions is what the caller must now carry out: grants to write (and the
+// agents to apply) and release requests (with their IDs) to send.
+type Actions struct {
+	Grants   []Grant          `json:"grants,omitempty"`
+	Releases []ReleaseRequest `json:"releases,omitempty"`
+}
+
+// Apply applies a plan through Grant and RequestRelease, all or nothing: it
+// is tried on a copy first, so a plan that would take the sum of net grants
+// above the total (or is refused for any other reason) changes nothing.
+func (a *Allocation) Apply(p Plan) (Actions, error) {
+	if _, err := a.Clone().apply(p); err != nil {
+		return Actions{}, err
+	}
+	return a.apply(p)
+}
+
+func (a *Allocation) apply(p Plan) (Actions, error) {
+	var out Actions
+	for _, g := range p.Grants {
+		if err := a.Grant(g.Region, g.Units); err != nil {
+			return Actions{}, err
+		}
+		out.Grants = append(out.Grants, g)
+	}
+	for _, r := range p.Releases {
+		req, err := a.requestRelease(r)
+		if err != nil {
+			return Actions{}, err
+		}
+		out.Releases = append(out.Releases, req)
+	}
+	return out, nil
+}
+
+// Policy tunes the planners. Times are milliseconds, as everywhere in quota.
+type Policy struct {
+	SplitPercent int64 `json:"splitPercent"` // share of the pool the initial split grants; the rest follows demand
+	Chunk        int64 `json:"chunk"`        // most units one rebalance grants a region; 0: 2% of the total, at least 1
+	HorizonMs    int64 `json:"horizonMs"`    // a region should hold this long of its recent demand
+	StaleAfterMs int64 `json:"staleAfterMs"` // a report older than this counts as no demand
+	MinKeep      int64 `json:"minKeep"`      // units an idle region keeps for late buyers
+	IdleMultiple int64 `json:"idleMultiple"` // idle: available above IdleMultiple*wanted + MinKeep
+}
+
+// DefaultPolicy grants most of the stock at the opening, where demand is
+// everywhere, and the rest in small chunks where it sells, so a region cut
+// off later strands little.
+func DefaultPolicy() Policy {
+	return Policy{SplitPercent: 80, HorizonMs: 5000, StaleAfterMs: 5000, MinKeep: 2, IdleMultiple: 2}
+}
+
+// Validate names the first bad field.
+func (p Policy) Validate() error {
+	switch {
+	case p.SplitPercent < 0 || p.SplitPercent > 100:
+		return fmt.Errorf("splitPercent %d not in 0..100: %w", p.SplitPercent, ErrBadPolicy)
+	case p.Chunk < 0:
+		return fmt.Errorf("chunk %d negative: %w", p.Chunk, ErrBadPolicy)
+	case p.HorizonMs <= 0:
+		return fmt.Errorf("horizonMs %d not positive: %w", p.HorizonMs, ErrBadPolicy)
+	case p.StaleAfterMs <= 0:
+		return fmt.Errorf("staleAfterMs %d not positive: %w", p.StaleAfterMs, ErrBadPolicy)
+	case p.MinKeep < 0:
+		return fmt.Errorf("minKeep %d negative: %w", p.MinKeep, ErrBadPolicy)
+	case p.IdleMultiple < 1:
+		return fmt.Errorf("idleMultiple %d below 1: %w", p.IdleMultiple, ErrBadPolicy)
+	}
+	return nil
+}
+
+func (p Policy) chunk(total int64) int64 {
+	if p.Chunk > 0 {
+		return p.Chunk
+	}
+	return max(1, total/50)
+}
+
+// wanted is the stock a region should hold to meet demand (attempts per
+// second) for the horizon, at most total. NaN and negative demand are none.
+func (p Policy) wanted(demand float64, total int64) int64 {
+	if !(demand > 0) {
+		return 0
+	}
+	w := math.Ceil(demand * float64(p.HorizonMs) / 1000)
+	if w >= float64(total) {
+		return total
+	}
+	return int64(w)
+}
+
+func (a *Allocation) policy() Policy {
+	if a.Policy != nil {
+		return *a.Policy
+	}
+	return DefaultPolicy()
+}
+
+// otherRegions lists the regions but one, sorted.
+func (a *Allocation) otherRegions(but string) []string {
+	var out []string
+	for _, n := range a.RegionNames() {
+		if n != but {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// share splits up to n units over names by weight, each region's net grant
+// kept within [Min, Max]: regions whose weighted share falls outside their
+// bounds are fixed at the bound and the rest is split again among the
+// others; fractions go by largest remainder, ties to the smaller name. When
+// the minimums alone exceed n they are ignored. Units no region can take
+// (all at their maximum, or all of weight 0) are left out, so the grants
+// may sum below n. Weights times n must fit in an int64.
+func (a *Allocation) share(n int64, names []string) []Grant {
+	lo, hi := map[string]int64{}, map[string]int64{}
+	var sumLo int64
+	for _, r := range names {
+		ra := a.Regions[r]
+		lo[r] = max(0, ra.Min-ra.Net())
+		hi[r] = math.MaxInt64
+		if ra.Max > 0 {
+			hi[r] = max(0, ra.Max-ra.Net())
+		}
+		lo[r] = min(lo[r], hi[r])
+		sumLo += lo[r]
+	}
+	if sumLo > n {
+		clear(lo)
+	}
+	x := map[string]int64{}
+	fixed := map[string]bool{}
+	for {
+		var free []string
+		left, weight := n, int64(0)
+		for _, r := range names {
+			if fixed[r] {
+				left -= x[r]
+			} else {
+				free = append(free, r)
+				weight += max(0, a.Regions[r].Weight)
+			}
+		}
+		if len(free) == 0 {
+			break
+		}
+		// Fix every region below its minimum first, then every region above
+		// its maximum, and split again: each pass fixes one region or more.
+		changed := false
+		for _, r := range free {
+			w := max(0, a.Regions[r].Weight)
+			if weight == 0 || left*w < lo[r]*weight {
+				x[r], fixed[r], changed = lo[r], true, true
+			}
+		}
+		if !changed {
+			for _, r := range free {
+				if w := max(0, a.Regions[r].Weight); hi[r] < math.MaxInt64 && left*w > hi[r]*weight {
+					x[r], fixed[r], changed = hi[r], true, true
+				}
+			}
+		}
+		if changed {
+			continue
+		}
+		rem := map[string]int64{}
+		for _, r := range free {
+			w := max(0, a.Regions[r].Weight)
+			x[r], rem[r] = left*w/weight, left*w%weight
+			left -= x[r]
+		}
+		sort.SliceStable(free, func(i, j int) bool { return rem[free[i]] > rem[free[j]] })
+		for i := int64(0); i < left; i++ {
+			x[free[i]]++
+		}
+		break
+	}
+	var out []Grant
+	for _, r := range names {
+		if x[r] > 0 {
+			out = append(out, Grant{Region: r, Units: x[r]})
+		}
+	}
+	return out
+}
