@@ -1,0 +1,10 @@
+// Package payment takes the money for a reservation: a Provider interface,
+// a dev provider that simulates latency and failures, and a circuit breaker
+// wrapper that answers ErrUnavailable fast while the provider is down, so
+// the confirm handler can answer 503 with Retry-After and extend the
+// reservation (bounded, see Extension) rather than let it expire.
+//
+// It must never charge twice for one payment id: callers retry a confirm
+// whose result they did not record with the same payment id, and providers
+// answer such a retry with the first result.
+package payment
