@@ -31,6 +31,8 @@ type Batcher struct {
 	mu     sync.Mutex
 	closed bool
 	sales  map[string]*batchQueue
+
+	onBatch func(sale string, n int) // test hook: runs before each script call
 }
 
 // batchQueue is one sale's waiting calls; running says a flusher owns it.
@@ -135,6 +137,9 @@ func (b *Batcher) flush(sale string, q *batchQueue) {
 		}
 		b.mu.Unlock()
 
+		if b.onBatch != nil {
+			b.onBatch(sale, len(batch))
+		}
 		reqs := make([]ReserveRequest, len(batch))
 		for i, c := range batch {
 			reqs[i] = c.req
