@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"flashsale/regional"
+)
+
+// Environment variables of the regional role. They override the config
+// file; flags override them.
+const (
+	envConfig       = "FLASHSALE_CONFIG"
+	envRegion       = "FLASHSALE_REGION"
+	envListen       = "FLASHSALE_LISTEN"
+	envRedis        = "FLASHSALE_REDIS"
+	envRedisPass    = "FLASHSALE_REDIS_PASSWORD"
+	envJWTSecret    = "FLASHSALE_JWT_HS256_SECRET"
+	envJWTPublicKey = "FLASHSALE_JWT_ED25519_PUBLIC_KEY"
+)
+
+// runRegional is the `flashsale regional` role: one seller of one region.
+// Settings come from the preset, then the config file, then the
+// environment, then flags.
+func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("regional", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	configPath := fs.String("config", os.Getenv(envConfig), "config `file` (YAML or JSON; env "+envConfig+")")
+	dev := fs.Bool("dev", false, "start from the dev preset (port 0, fast loops, no per-IP limit) unless the file names a preset")
+	region := fs.String("region", "", "region name (env "+envRegion+")")
+	listen := fs.String("listen", "", "HTTP listen address host:port (env "+envListen+")")
+	redisAddr := fs.String("redis", "", "Redis address host:port (env "+envRedis+")")
+	insecure := fs.Bool("insecure-dev-identity", false, "take userId from the request body with no proof (local development only)")
+	weak := fs.Bool("allow-weak-durability", false, "be ready even if Redis does not fsync every write (benchmarks only)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("regional: unexpected arguments %q", fs.Args())
+	}
+
+	file := &regional.FileConfig{}
+	if *configPath != "" {
+		var err error
+		if file, err = regional.LoadFile(*configPath); err != nil {
+			return err
+		}
+	}
+	if *dev && file.Preset == "" {
+		file.Preset = "dev"
+	}
+	cfg, err := file.Config()
+	if err != nil {
+		return fmt.Errorf("config file %s: %w", *configPath, err)
+	}
+	if err := applyRegionalEnv(&cfg); err != nil {
+		return err
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "region":
+			cfg.Region = *region
+		case "listen":
+			cfg.ListenAddr = *listen
+		case "redis":
+			cfg.RedisAddr = *redisAddr
+		case "insecure-dev-identity":
+			cfg.InsecureDevIdentity = *insecure
+		case "allow-weak-durability":
+			cfg.AllowWeakDurability = *weak
+		}
+	})
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("-log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, Password: os.Getenv(envRedisPass)})
+	defer rdb.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := regional.New(cfg, regional.Deps{Redis: rdb, Registry: reg, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	defer srv.Close()
+	rd := srv.CheckReady(ctx)
+	fmt.Fprintf(stdout, "regional region=%s http=%s redis=%s ready=%t identity=%s\n",
+		cfg.Region, srv.Addr(), cfg.RedisAddr, rd.Ready, rd.Identity)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "reason", context.Cause(ctx))
+	case <-srv.Done():
+	}
+	return srv.Close()
+}
+
+func applyRegionalEnv(cfg *regional.Config) error {
+	if v := os.Getenv(envRegion); v != "" {
+		cfg.Region = v
+	}
+	if v := os.Getenv(envListen); v != "" {
+		cfg.ListenAddr = v
+	}
+	if v := os.Getenv(envRedis); v != "" {
+		cfg.RedisAddr = v
+	}
+	if v := os.Getenv(envJWTSecret); v != "" {
+		cfg.JWT.HS256Secret, cfg.JWT.Ed25519PublicKey = []byte(v), nil
+	}
+	if v := os.Getenv(envJWTPublicKey); v != "" {
+		pub, err := regional.ParseEd25519PublicKey(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", envJWTPublicKey, err)
+		}
+		cfg.JWT.Ed25519PublicKey, cfg.JWT.HS256Secret = pub, nil
+	}
+	for _, b := range []struct {
+		name string
+		dst  *bool
+	}{{"FLASHSALE_INSECURE_DEV_IDENTITY", &cfg.InsecureDevIdentity}, {"FLASHSALE_ALLOW_WEAK_DURABILITY", &cfg.AllowWeakDurability}} {
+		if v := os.Getenv(b.name); v != "" {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%s %q: want true or false", b.name, v)
+			}
+			*b.dst = on
+		}
+	}
+	return nil
+}
