@@ -1,0 +1,159 @@
+package protosim
+
+import (
+	"strconv"
+
+	"flashsale/quota"
+)
+
+type purchaseState int
+
+const (
+	pActive purchaseState = iota
+	pConfirmed
+	pEnded  // cancelled or expired: the unit went back
+	pErased // a failover erased it from Redis; the order store still has it
+)
+
+// purchase is a reservation as its buyer (and the order store) know it.
+type purchase struct {
+	id, req string
+	state   purchaseState
+}
+
+// Buyer behaviour.
+const (
+	demandShiftEvery = 60 // steps between demand changes in the main phase
+	healRate         = 1.5
+	sweepEvery       = 10 // steps between expiry sweeps
+	quietSteps       = 25 // the last steps: no sweeps, so the end state is settled
+)
+
+var mainRates = []float64{0, 0.1, 0.3, 0.6, 1.2}
+
+func (s *Sim) shiftDemand(rg *region) {
+	rg.rate = mainRates[s.rng.IntN(len(mainRates))]
+}
+
+func (s *Sim) buyers(rg *region) {
+	if !s.heal && s.step%demandShiftEvery == 0 {
+		s.shiftDemand(rg)
+	}
+	n := int(rg.rate)
+	if s.rng.Float64() < rg.rate-float64(n) {
+		n++
+	}
+	rg.demand = 0.9*rg.demand + 0.1*float64(n)
+	for range n {
+		s.reserve(rg)
+	}
+
+	pConfirm, pCancel := 0.05, 0.01
+	if s.heal {
+		pConfirm, pCancel = 0.5, 0
+	}
+	l := rg.ledger
+	for _, p := range rg.active {
+		if p.state != pActive {
+			continue
+		}
+		x := s.rng.Float64()
+		if x >= pConfirm+pCancel {
+			continue
+		}
+		if r := l.Resv[p.id]; r == nil || r.RequestID != p.req || r.State != quota.Active {
+			// A failover erased it; the buyer still holds the unit and
+			// the order store counts it.
+			p.state = pErased
+			s.stats.LostResv++
+			continue
+		}
+		if x < pConfirm {
+			if err := l.Confirm(p.id); err == nil {
+				p.state = pConfirmed
+				s.stats.Confirms++
+			}
+			continue
+		}
+		if err := l.Cancel(p.id); err == nil {
+			p.state = pEnded
+			rg.held--
+			s.stats.CancelsExpires++
+		}
+	}
+	if s.step%sweepEvery == 0 && s.step < s.cfg.MainSteps+s.cfg.HealSteps-quietSteps {
+		for _, id := range l.Expire(s.now, 1000) {
+			if p := rg.byReq[l.Resv[id].RequestID]; p.state == pActive {
+				p.state = pEnded
+				rg.held--
+				s.stats.CancelsExpires++
+			}
+		}
+	}
+	keep := rg.active[:0]
+	for _, p := range rg.active {
+		if p.state == pActive {
+			keep = append(keep, p)
+		}
+	}
+	clear(rg.active[len(keep):])
+	rg.active = keep
+}
+
+func (s *Sim) reserve(rg *region) {
+	if rg.epoch != rg.sellerEpoch {
+		return // the scripts refuse the sellers' stale epoch
+	}
+	s.nextUser++
+	buyer := strconv.FormatInt(s.nextUser, 36)
+	s.stats.ReserveCalls++
+	res, out := rg.ledger.Reserve(buyer, buyer, s.now, s.cfg.TTLMillis, 1)
+	if out != quota.Reserved {
+		return
+	}
+	if rg.lost {
+		s.violate("lost-sale", "%s reserved %s while its store had lost writes and was not reconciled", rg.name, res.ID)
+	}
+	p := &purchase{id: res.ID, req: res.RequestID}
+	rg.active = append(rg.active, p)
+	rg.byReq[res.RequestID] = p
+	rg.held++
+	s.stats.Reservations++
+}
+
+// replayOrders brings a store that lost writes up to date with the order
+// store for the reservations it still has: those the order store saw
+// confirmed are confirmed, those it saw cancelled or expired are cancelled
+// (their unit went back then), those erased since are counted as sold.
+func (s *Sim) replayOrders(rg *region) {
+	l := rg.ledger
+	for id, r := range l.Resv { // order does not matter: each call touches one reservation
+		if r.State != quota.Active {
+			continue
+		}
+		switch rg.byReq[r.RequestID].state {
+		case pConfirmed, pErased:
+			_ = l.Confirm(id)
+		case pEnded:
+			_ = l.Cancel(id)
+		}
+	}
+}
+
+// orderStoreSold is what the order store says the region must count as sold
+// when its Redis lost writes: every unit a buyer holds that Redis does not
+// show as an active reservation of that buyer. Raising Sold to it makes
+// sold + reserved cover every unit buyers hold again.
+//
+// The order store is modelled as a perfect witness of every reservation a
+// buyer was told about (DESIGN I4: reservations are durable before the
+// answer); a real drain lags, which the real agent must wait out.
+func (s *Sim) orderStoreSold(rg *region) int64 {
+	n := rg.held
+	for _, p := range rg.active { // after replayOrders
+		if r := rg.ledger.Resv[p.id]; p.state == pActive && r != nil && r.RequestID == p.req && r.State == quota.Active {
+			n--
+		}
+	}
+	return n
+}

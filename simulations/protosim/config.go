@@ -1,0 +1,178 @@
+package protosim
+
+import (
+	"fmt"
+	"io"
+	"slices"
+)
+
+// Bug names a deliberate protocol mistake switched on in the simulator (never
+// in quota/), so a run can show the checks catch it: a negative control.
+type Bug string
+
+const (
+	// BugNone runs the protocol as designed.
+	BugNone Bug = ""
+	// BugNoMaxMerge makes the agent apply grant watch events as they come
+	// (adding the increment the event announces, as a non-idempotent HINCRBY
+	// would) instead of max-merging the cumulative granted counter, so a
+	// duplicated or replayed event raises the ceiling twice. A plain
+	// overwrite with the cumulative value would be harmless here, because
+	// granted_r never decreases: it can only lower the ceiling for a while.
+	BugNoMaxMerge Bug = "no-max-merge"
+	// BugGrantBeforeAck makes the leader count a release as done and grant
+	// its units to the target as soon as it writes the release request,
+	// before the region acknowledges that its Redis gave them up.
+	BugGrantBeforeAck Bug = "grant-before-ack"
+	// BugNoFence makes the fake etcd skip the leader-revision compare, so a
+	// deposed leader's writes land.
+	BugNoFence Bug = "no-fence"
+	// BugNoReconcile makes the agent resume selling after its store lost
+	// writes without raising the floors to what etcd and the order store know.
+	BugNoReconcile Bug = "no-reconcile"
+)
+
+// Bugs lists every negative control.
+var Bugs = []Bug{BugNoMaxMerge, BugGrantBeforeAck, BugNoFence, BugNoReconcile}
+
+// ParseBug returns the named bug, or an error listing the known names.
+func ParseBug(name string) (Bug, error) {
+	if name == "" {
+		return BugNone, nil
+	}
+	if b := Bug(name); slices.Contains(Bugs, b) {
+		return b, nil
+	}
+	return BugNone, fmt.Errorf("unknown bug %q (known: %v)", name, Bugs)
+}
+
+// Config is one simulated sale. DefaultConfig gives the tuned values; a run
+// is fully determined by its Config.
+type Config struct {
+	Seed       uint64
+	Regions    int   // number of regions, 1..len(regionNames)
+	Total      int64 // units on sale
+	MainSteps  int   // steps with faults and shifting demand
+	HealSteps  int   // then steps with the network healed, no faults, demand everywhere
+	StepMillis int64 // simulated time per step
+	TTLMillis  int64 // reservation time to live
+	Chunk      int64 // units per grant or move after the opening split
+	Bug        Bug
+	Trace      io.Writer // when set, every step's events are written here
+}
+
+// DefaultConfig returns a cheap but busy sale: 200 units over 3 regions,
+// 300 faulty steps then 200 healed ones.
+func DefaultConfig() Config {
+	return Config{
+		Seed:       1,
+		Regions:    3,
+		Total:      200,
+		MainSteps:  300,
+		HealSteps:  200,
+		StepMillis: 10,
+		TTLMillis:  200,
+		Chunk:      10,
+	}
+}
+
+var regionNames = []string{"ap", "eu", "us", "sa", "af", "me", "oc", "ca"}
+
+func (c Config) validate() error {
+	switch {
+	case c.Regions < 1 || c.Regions > len(regionNames):
+		return fmt.Errorf("regions %d: want 1..%d", c.Regions, len(regionNames))
+	case c.Total < 1:
+		return fmt.Errorf("total %d: want at least 1", c.Total)
+	case c.MainSteps < 0 || c.HealSteps < 1:
+		return fmt.Errorf("steps main=%d heal=%d: want main >= 0, heal >= 1", c.MainSteps, c.HealSteps)
+	case c.StepMillis < 1 || c.TTLMillis < 1:
+		return fmt.Errorf("step %d ms, ttl %d ms: want both >= 1", c.StepMillis, c.TTLMillis)
+	case c.Chunk < 1:
+		return fmt.Errorf("chunk %d: want at least 1", c.Chunk)
+	}
+	_, err := ParseBug(string(c.Bug))
+	return err
+}
+
+// Violation is the first invariant a run broke.
+type Violation struct {
+	Step   int
+	Kind   string // I1, I1-held, I2, I2-sum, I2-monotone, lost-sale, liveness
+	Detail string
+}
+
+func (v *Violation) String() string {
+	return fmt.Sprintf("step %d: %s: %s", v.Step, v.Kind, v.Detail)
+}
+
+// Stats counts what happened in a run.
+type Stats struct {
+	Sold     int64 // units held by buyers at the end (confirmed or reserved)
+	Stranded int64 // units never sold although demand was there
+
+	AllocWrites  int64 // successful leader writes of the allocation
+	ReportWrites int64 // successful agent report writes
+	Grants       int64
+	Moves        int64 // release requests written
+	Acks         int64 // release acknowledgements applied
+
+	LeaderChanges  int64
+	LeaderCrashes  int64
+	FencedWrites   int64 // deposed leaders' writes refused by the fence
+	AgentCrashes   int64
+	AgentTerms     int64 // agent terms started (each bumps the Redis fence)
+	StaleRefused   int64 // stale agents' Redis writes refused by the ledger fence
+	FencedReports  int64 // stale agents' reports refused by etcd
+	Partitions     int64
+	Failovers      int64 // stores that lost their last writes
+	LostDetected   int64 // reconciliations that found counters below etcd or the order store
+	Reconciles     int64
+	LostResv       int64 // reservations a failover erased from the store (the order store keeps them)
+	CrashPoints    int64 // crashes injected inside a transfer
+	Messages       int64
+	Dropped        int64
+	Duplicated     int64
+	ReserveCalls   int64
+	Reservations   int64
+	Confirms       int64
+	CancelsExpires int64
+}
+
+// Add sums o into s.
+func (s *Stats) Add(o Stats) {
+	s.Sold += o.Sold
+	s.Stranded += o.Stranded
+	s.AllocWrites += o.AllocWrites
+	s.ReportWrites += o.ReportWrites
+	s.Grants += o.Grants
+	s.Moves += o.Moves
+	s.Acks += o.Acks
+	s.LeaderChanges += o.LeaderChanges
+	s.LeaderCrashes += o.LeaderCrashes
+	s.FencedWrites += o.FencedWrites
+	s.AgentCrashes += o.AgentCrashes
+	s.AgentTerms += o.AgentTerms
+	s.StaleRefused += o.StaleRefused
+	s.FencedReports += o.FencedReports
+	s.Partitions += o.Partitions
+	s.Failovers += o.Failovers
+	s.LostDetected += o.LostDetected
+	s.Reconciles += o.Reconciles
+	s.LostResv += o.LostResv
+	s.CrashPoints += o.CrashPoints
+	s.Messages += o.Messages
+	s.Dropped += o.Dropped
+	s.Duplicated += o.Duplicated
+	s.ReserveCalls += o.ReserveCalls
+	s.Reservations += o.Reservations
+	s.Confirms += o.Confirms
+	s.CancelsExpires += o.CancelsExpires
+}
+
+// Result is the outcome of one seed.
+type Result struct {
+	Seed      uint64
+	Stats     Stats
+	Violation *Violation // nil when every check held
+}

@@ -1,0 +1,190 @@
+package protosim
+
+import (
+	"errors"
+	"maps"
+
+	"flashsale/quota"
+)
+
+// coordinator is one coordinator process. Only the one holding the current
+// leader key can write; a deposed one keeps running on its stale cache for a
+// while (a GC pause, a partition from etcd's leader) and keeps trying to
+// write, which the fence must refuse.
+type coordinator struct {
+	id      int
+	fence   int64 // create revision of its leader key
+	alive   bool
+	deposed bool
+	stopAt  int // a deposed coordinator notices it lost its lease at this step
+	// alloc is its copy of the allocation: the leader is the only writer,
+	// so it never re-reads it while it believes it leads.
+	alloc   *quota.Allocation
+	reports map[string]storedReport
+}
+
+const (
+	planEvery   = 5  // steps between planning rounds
+	relistEvery = 25 // steps between re-reads of the reports (a watch reconnect)
+)
+
+func (s *Sim) electLeader() {
+	s.nextCoord++
+	c := &coordinator{
+		id:      s.nextCoord,
+		fence:   s.etcd.campaign(),
+		alive:   true,
+		alloc:   cloneAlloc(s.etcd.alloc),
+		reports: maps.Clone(s.etcd.reports),
+	}
+	s.coords = append(s.coords, c)
+	s.tracef("leader c%d elected (fence %d)", c.id, c.fence)
+}
+
+// leader is the live coordinator holding the leader key, or nil.
+func (s *Sim) leader() *coordinator {
+	for _, c := range s.coords {
+		if c.alive && !c.deposed {
+			return c
+		}
+	}
+	return nil
+}
+
+func (s *Sim) onReportEvent(c *coordinator, sr storedReport) {
+	if !c.alive {
+		return
+	}
+	if cur, ok := c.reports[sr.rep.Region]; ok && cur.modRev >= sr.modRev {
+		return // a stale or repeated watch event
+	}
+	c.reports[sr.rep.Region] = sr
+}
+
+func (s *Sim) coordTick(c *coordinator) {
+	if !c.alive {
+		return
+	}
+	if c.deposed && s.step >= c.stopAt {
+		c.alive = false
+		s.tracef("c%d notices it was deposed and stops", c.id)
+		return
+	}
+	if (s.step+c.id)%relistEvery == 0 {
+		c.reports = maps.Clone(s.etcd.reports)
+	}
+	if !s.coordAcks(c) {
+		return
+	}
+	if (s.step+c.id)%planEvery == 0 {
+		s.coordPlan(c)
+	}
+}
+
+// coordAcks applies every pending release the region's latest report
+// acknowledges. It returns false if the coordinator crashed.
+func (s *Sim) coordAcks(c *coordinator) bool {
+	for _, name := range c.alloc.RegionNames() {
+		r := c.alloc.Regions[name]
+		sr, ok := c.reports[name]
+		if r.Pending == nil || !ok || sr.rep.ReleaseID != r.Pending.ID {
+			continue
+		}
+		next := cloneAlloc(c.alloc)
+		grants, err := next.AckRelease(name, r.Pending.ID, sr.rep.ReleasedLocal)
+		if err != nil {
+			s.tracef("c%d ack %s from %s refused: %v", c.id, r.Pending.ID, name, err)
+			continue
+		}
+		if s.crashPoint("leader-before-ack-write") {
+			s.crashLeader(c)
+			return false
+		}
+		err = s.writeAlloc(c, next, &reportCond{region: name, modRev: sr.modRev})
+		if errors.Is(err, errReportMoved) {
+			// Read the report etcd holds now; a later round acks from it.
+			c.reports[name] = s.etcd.reports[name]
+			continue
+		}
+		if err == nil {
+			s.stats.Acks++
+			s.stats.Grants += int64(len(grants))
+			s.tracef("c%d ack %s from %s released_local=%d grants=%v", c.id, sr.rep.ReleaseID, name, sr.rep.ReleasedLocal, grants)
+		}
+	}
+	return true
+}
+
+func (s *Sim) coordPlan(c *coordinator) {
+	d := plan(c.alloc, c.reports, s.cfg.Chunk)
+	if len(d.grants) == 0 && d.move == nil {
+		return
+	}
+	next := cloneAlloc(c.alloc)
+	for _, g := range d.grants {
+		if err := next.Grant(g.Region, g.Units); err != nil {
+			s.tracef("c%d grant refused: %v", c.id, err)
+			return
+		}
+	}
+	if m := d.move; m != nil {
+		req, err := next.RequestRelease(m.Region, m.Units, m.To)
+		if err != nil {
+			s.tracef("c%d release refused: %v", c.id, err)
+			return
+		}
+		if s.cfg.Bug == BugGrantBeforeAck {
+			// The mistake: count the units as released and regrant them
+			// before the region's Redis has given them up.
+			next.Regions[m.Region].Released += m.Units
+			if err := next.Grant(m.To, m.Units); err != nil {
+				return
+			}
+		}
+		d.move = &req
+	}
+	if s.writeAlloc(c, next, nil) != nil {
+		return
+	}
+	s.stats.Grants += int64(len(d.grants))
+	if d.move != nil {
+		s.stats.Moves++
+		s.tracef("c%d release request %s: %d from %s to %s", c.id, d.move.ID, d.move.Units, d.move.Region, d.move.To)
+		if s.crashPoint("leader-after-release-request") {
+			s.crashLeader(c)
+		}
+	} else {
+		s.tracef("c%d grants %v", c.id, d.grants)
+	}
+}
+
+// writeAlloc is the leader's fenced transaction; on success etcd's watch
+// sends every region the new state.
+func (s *Sim) writeAlloc(c *coordinator, next *quota.Allocation, cond *reportCond) error {
+	before := make(map[string]int64, len(s.regions))
+	for _, rg := range s.regions {
+		before[rg.name] = s.etcd.alloc.Regions[rg.name].Granted
+	}
+	if err := s.etcd.putAlloc(c.fence, next, cond); err != nil {
+		if errors.Is(err, errFenced) {
+			s.stats.FencedWrites++
+			s.tracef("c%d write refused: %v", c.id, err)
+		}
+		return err
+	}
+	s.stats.AllocWrites++
+	c.alloc = next
+	for _, rg := range s.regions {
+		v := s.etcd.view(rg.name)
+		v.Delta = v.Granted - before[rg.name]
+		s.net.send(int64(s.step), msg{kind: mView, region: rg.name, view: v})
+	}
+	return nil
+}
+
+func (s *Sim) crashLeader(c *coordinator) {
+	c.alive = false
+	s.stats.LeaderCrashes++
+	s.leaderDownUntil = s.step + 3 + s.rng.IntN(15)
+	s.tracef("c%d crashes", c.id)
+}

@@ -1,0 +1,210 @@
+package protosim
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+
+	"flashsale/quota"
+)
+
+const saleID = "sale"
+
+// region is one region's Redis (the ledger), its agents, its sellers' epoch
+// and its buyers.
+type region struct {
+	name   string
+	ledger *quota.Ledger
+
+	// epoch is the Redis primary's epoch, bumped by a failover; sellerEpoch
+	// is the one the agent handed the sellers after reconciling. The scripts
+	// refuse a stale epoch (DESIGN §4); quota.Ledger does not model that
+	// fence, so the sellers here check it before calling Reserve.
+	epoch, sellerEpoch int64
+	lost               bool // the store lost writes and the agent has not reconciled yet
+
+	agents         []*agent
+	agentDownUntil int
+	cutUntil       int
+
+	snapshot *quota.Ledger // what a lagging replica holds; a failover restores it
+	snapAt   []int
+	failAt   []int
+
+	rate   float64 // buyer attempts per step now
+	demand float64 // recent attempts per step, which the agent reports
+
+	held   int64 // units buyers hold: reserved, confirmed, or erased by a failover
+	active []*purchase
+	byReq  map[string]*purchase // every purchase, by request id
+}
+
+// Sim is one seeded run. Use Run.
+type Sim struct {
+	cfg   Config
+	rng   *rand.Rand
+	step  int
+	now   int64
+	heal  bool
+	stats Stats
+	fail  *Violation
+
+	net             *network
+	etcd            *etcd
+	coords          []*coordinator
+	nextCoord       int
+	leaderDownUntil int
+	regions         []*region
+	byName          map[string]*region
+	nextGet         int64
+	nextUser        int64
+	prevGranted     map[string]int64
+	prevReleased    map[string]int64
+}
+
+// Run simulates one sale and returns its statistics and the first violated
+// invariant, if any. The error is for a bad Config only.
+func Run(cfg Config) (Result, error) {
+	if err := cfg.validate(); err != nil {
+		return Result{}, fmt.Errorf("protosim: %w", err)
+	}
+	s := newSim(cfg)
+	total := cfg.MainSteps + cfg.HealSteps
+	for s.step = 0; s.step < total && s.fail == nil; s.step++ {
+		s.now = int64(s.step) * cfg.StepMillis
+		if s.step == cfg.MainSteps {
+			s.startHeal()
+		}
+		s.faults()
+		s.deliver()
+		for _, c := range s.coords {
+			s.coordTick(c)
+		}
+		for _, rg := range s.regions {
+			for _, a := range rg.agents {
+				s.agentTick(rg, a)
+			}
+		}
+		for _, rg := range s.regions {
+			s.buyers(rg)
+		}
+		s.prune()
+		s.check()
+	}
+	if s.fail == nil {
+		s.step = total
+		s.finish()
+	}
+	return Result{Seed: cfg.Seed, Stats: s.stats, Violation: s.fail}, nil
+}
+
+func newSim(cfg Config) *Sim {
+	s := &Sim{
+		cfg:          cfg,
+		rng:          rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		byName:       map[string]*region{},
+		prevGranted:  map[string]int64{},
+		prevReleased: map[string]int64{},
+	}
+	s.net = newNetwork(s.rng, &s.stats)
+	names := slices.Clone(regionNames[:cfg.Regions])
+	slices.Sort(names)
+	s.etcd = newEtcd(quota.NewAllocation(saleID, cfg.Total, names...))
+	s.etcd.noFence = cfg.Bug == BugNoFence
+	for _, n := range names {
+		rg := &region{name: n, ledger: quota.NewLedger(), byReq: map[string]*purchase{}}
+		s.scheduleFailovers(rg)
+		s.regions = append(s.regions, rg)
+		s.byName[n] = rg
+	}
+	s.electLeader()
+	for _, rg := range s.regions {
+		s.startTerm(rg, nil)
+		s.shiftDemand(rg)
+	}
+	return s
+}
+
+func (s *Sim) deliver() {
+	step := int64(s.step)
+	for _, m := range s.net.due(step) {
+		switch m.kind {
+		case mView:
+			rg := s.byName[m.region]
+			for _, a := range slices.Clone(rg.agents) {
+				if m.view.GetID == 0 || a.fence == m.view.Fence {
+					s.onView(rg, a, m.view)
+				}
+			}
+		case mGet:
+			v := s.etcd.view(m.region)
+			v.GetID, v.Fence = m.getID, m.fence
+			s.net.send(step, msg{kind: mView, region: m.region, view: v})
+		case mReport:
+			modRev, err := s.etcd.putReport(m.report)
+			if err != nil {
+				s.stats.FencedReports++
+				s.tracef("etcd refuses %s report of term %d: %v", m.region, m.report.Fence, err)
+				continue
+			}
+			s.stats.ReportWrites++
+			for _, c := range s.coords {
+				if c.alive {
+					s.net.send(step, msg{kind: mReportEvent, coord: c.id, report: m.report, modRev: modRev})
+				}
+			}
+		case mReportEvent:
+			for _, c := range s.coords {
+				if c.id == m.coord {
+					s.onReportEvent(c, storedReport{rep: m.report, modRev: m.modRev})
+				}
+			}
+		}
+	}
+}
+
+// prune forgets processes that stopped.
+func (s *Sim) prune() {
+	s.coords = slices.DeleteFunc(s.coords, func(c *coordinator) bool { return !c.alive })
+	for _, rg := range s.regions {
+		rg.agents = slices.DeleteFunc(rg.agents, func(a *agent) bool { return !a.alive })
+	}
+}
+
+func (s *Sim) crashPoint(name string) bool {
+	if s.heal || s.rng.Float64() >= 0.05 {
+		return false
+	}
+	s.stats.CrashPoints++
+	s.tracef("crash point %s", name)
+	return true
+}
+
+func (s *Sim) tracef(format string, args ...any) {
+	if s.cfg.Trace == nil {
+		return
+	}
+	fmt.Fprintf(s.cfg.Trace, "%4d %6dms  "+format+"\n", append([]any{s.step, s.now}, args...)...)
+}
+
+func cloneLedger(l *quota.Ledger) *quota.Ledger {
+	c := *l
+	c.Releases = make(map[string]int64, len(l.Releases))
+	for k, v := range l.Releases {
+		c.Releases[k] = v
+	}
+	c.Resv = make(map[string]*quota.Reservation, len(l.Resv))
+	for k, v := range l.Resv {
+		r := *v
+		c.Resv[k] = &r
+	}
+	c.ByReq = make(map[string]string, len(l.ByReq))
+	for k, v := range l.ByReq {
+		c.ByReq[k] = v
+	}
+	c.Users = make(map[string]int64, len(l.Users))
+	for k, v := range l.Users {
+		c.Users[k] = v
+	}
+	return &c
+}
