@@ -91,3 +91,13 @@ type RegionReport struct {
 	Fence     int64  `json:"fence"`
 	Halted    bool   `json:"halted,omitempty"`
 }
+
+// HasRegion reports whether region takes part in the sale.
+func (s SaleSpec) HasRegion(region string) bool {
+	for _, r := range s.Regions {
+		if r.Name == region {
+			return true
+		}
+	}
+	return false
+}
