@@ -194,14 +194,15 @@ func (a *Allocation) share(n int64, names []string) []Grant {
 		if changed {
 			continue
 		}
-		rem := map[string]int64{}
+		rem, extra := map[string]int64{}, left
 		for _, r := range free {
 			w := max(0, a.Regions[r].Weight)
 			x[r], rem[r] = left*w/weight, left*w%weight
-			left -= x[r]
+			extra -= x[r]
 		}
+		// extra < len(free): the remainders sum to extra*weight, each below weight.
 		sort.SliceStable(free, func(i, j int) bool { return rem[free[i]] > rem[free[j]] })
-		for i := int64(0); i < left; i++ {
+		for i := int64(0); i < extra; i++ {
 			x[free[i]]++
 		}
 		break
