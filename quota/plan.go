@@ -136,10 +136,10 @@ func (a *Allocation) otherRegions(but string) []string {
 	return out
 }
 
-// share splits up to n units over names by weight, each region's net grant
-// kept within [Min, Max]: regions whose weighted share falls outside their
-// bounds are fixed at the bound and the rest is split again among the
-// others; fractions go by largest remainder, ties to the smaller name. When
+// share splits up to n units over names (sorted) in proportion to weight,
+// each region's net grant kept within [Min, Max]: the grants are
+// clamp(scale*weight, bounds) for the one scale where they sum to n;
+// fractions go by largest remainder, ties to the smaller name. When
 // the minimums alone exceed n they are ignored. Units no region can take
 // (all at their maximum, or all of weight 0) are left out, so the grants
 // may sum below n. Weights times n must fit in an int64.
@@ -175,23 +175,40 @@ func (a *Allocation) share(n int64, names []string) []Grant {
 		if len(free) == 0 {
 			break
 		}
-		// Fix every region below its minimum first, then every region above
-		// its maximum, and split again: each pass fixes one region or more.
-		changed := false
-		for _, r := range free {
-			w := max(0, a.Regions[r].Weight)
-			if weight == 0 || left*w < lo[r]*weight {
-				x[r], fixed[r], changed = lo[r], true, true
-			}
-		}
-		if !changed {
+		if weight == 0 {
 			for _, r := range free {
-				if w := max(0, a.Regions[r].Weight); hi[r] < math.MaxInt64 && left*w > hi[r]*weight {
-					x[r], fixed[r], changed = hi[r], true, true
-				}
+				x[r], fixed[r] = lo[r], true
+			}
+			continue
+		}
+		// Regions whose share (left*w/weight) is outside their bounds: if
+		// clamping them all would leave units over, the scale must rise, so
+		// those above their maximum stay above it: fix them there; if it
+		// would take too many, fix those below their minimum. Each pass
+		// fixes a region or more. Compared multiplied by weight, in integers.
+		var over, under int64
+		var above, below []string
+		for _, r := range free {
+			s := left * max(0, a.Regions[r].Weight)
+			if hi[r] < math.MaxInt64 && s > hi[r]*weight {
+				over += s - hi[r]*weight
+				above = append(above, r)
+			} else if s < lo[r]*weight {
+				under += lo[r]*weight - s
+				below = append(below, r)
 			}
 		}
-		if changed {
+		if over >= under {
+			for _, r := range above {
+				x[r], fixed[r] = hi[r], true
+			}
+		}
+		if under >= over {
+			for _, r := range below {
+				x[r], fixed[r] = lo[r], true
+			}
+		}
+		if len(above)+len(below) > 0 {
 			continue
 		}
 		rem, extra := map[string]int64{}, left
