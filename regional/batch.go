@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 )
 
@@ -153,6 +154,9 @@ func (b *Batcher) flush(sale string, q *batchQueue) {
 			}
 			close(c.done)
 		}
+		// Let the callers just answered run first: a client that retries or
+		// buys again at once then joins the next batch instead of the one after.
+		runtime.Gosched()
 	}
 }
 

@@ -1,0 +1,105 @@
+package regional
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"flashsale/quota"
+)
+
+// The benchmarks run side by side on one redis-server (AOF, appendfsync
+// always) with the same client concurrency, so their ratios mean something
+// even where absolute speeds do not (DESIGN §7):
+//
+//	go test ./regional -run '^$' -bench 'Incr|Reserve' -benchtime 20000x
+
+const benchParallelism = 8 // goroutines per GOMAXPROCS
+
+var benchUser atomic.Int64
+
+// benchReserve runs b.N reserves, each a new user, through reserve.
+func benchReserve(b *testing.B, s *Store, sale string, reserve reserveFunc, want quota.Outcome) {
+	ctx := context.Background()
+	b.SetParallelism(benchParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			u := "b" + strconv.FormatInt(benchUser.Add(1), 10)
+			res, err := reserve(ctx, sale, buy(u, u, t0))
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			if res.Outcome != want {
+				b.Errorf("outcome %v, want %v", res.Outcome, want)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkIncr is the floor: a bare INCR, what one global counter costs.
+func BenchmarkIncr(b *testing.B) {
+	_, _, rdb := newTestStore(b)
+	ctx := context.Background()
+	b.SetParallelism(benchParallelism)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := rdb.Incr(ctx, "counter").Err(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkReserve is one reserve script call per attempt, every attempt
+// a success (the expensive path: seven writes and a stream entry).
+func BenchmarkReserve(b *testing.B) {
+	s, _, _ := newTestStore(b)
+	mustGrant(b, s, "bench", 1, 1<<40)
+	benchReserve(b, s, "bench", s.Reserve, quota.Reserved)
+}
+
+// BenchmarkReserveBatched is BenchmarkReserve through the Batcher.
+func BenchmarkReserveBatched(b *testing.B) {
+	s, _, _ := newTestStore(b)
+	mustGrant(b, s, "bench", 1, 1<<40)
+	bt := NewBatcher(s, DefaultMaxBatch)
+	defer bt.Close()
+	countBatches(b, bt)
+	benchReserve(b, s, "bench", bt.Reserve, quota.Reserved)
+}
+
+// BenchmarkReserveSoldOut is the common case in a flash sale: the attempt
+// is refused (no writes).
+func BenchmarkReserveSoldOut(b *testing.B) {
+	s, _, _ := newTestStore(b)
+	benchReserve(b, s, "bench", s.Reserve, quota.SoldOut)
+}
+
+// BenchmarkReserveSoldOutBatched is the refusal through the Batcher.
+func BenchmarkReserveSoldOutBatched(b *testing.B) {
+	s, _, _ := newTestStore(b)
+	bt := NewBatcher(s, DefaultMaxBatch)
+	defer bt.Close()
+	countBatches(b, bt)
+	benchReserve(b, s, "bench", bt.Reserve, quota.SoldOut)
+}
+
+// countBatches reports the mean batch size as reserves/call.
+func countBatches(b *testing.B, bt *Batcher) {
+	var calls, reqs atomic.Int64
+	bt.onBatch = func(_ string, n int) {
+		calls.Add(1)
+		reqs.Add(int64(n))
+	}
+	b.Cleanup(func() {
+		if c := calls.Load(); c > 0 {
+			b.ReportMetric(float64(reqs.Load())/float64(c), "reserves/call")
+		}
+	})
+}
