@@ -103,6 +103,7 @@ type Report struct {
 	Mode     string        `json:"mode"` // "open" or "closed"
 	Rate     float64       `json:"rate,omitempty"`
 	Workers  int           `json:"workers"`
+	Warmup   time.Duration `json:"warmup_ns"` // left out of the figures
 	Window   time.Duration `json:"window_ns"` // measured time, after warmup
 	Attempts int           `json:"attempts"`  // measured attempts
 	Dropped  int           `json:"dropped"`   // open loop: arrivals over the in-flight cap
@@ -290,7 +291,7 @@ func (r *runner) open(ctx context.Context) {
 func (r *runner) report() *Report {
 	samples := r.rec.all()
 	rep := &Report{
-		Mode: "closed", Rate: r.plan.Rate, Workers: r.plan.Workers,
+		Mode: "closed", Rate: r.plan.Rate, Workers: r.plan.Workers, Warmup: r.plan.Warmup,
 		Dropped: int(r.dropped.Load()), Reserved: int(r.reserved.Load()),
 		ByOutcome: map[string]Latency{}, Errors: r.errs, Samples: samples,
 	}
@@ -328,6 +329,11 @@ func (r *runner) report() *Report {
 		rep.ByOutcome[k] = Summarize(by[k])
 	}
 	rep.Window = end - r.plan.Warmup
+	if r.plan.Rate > 0 {
+		// Open loop: the rate is what arrived over the arrival period; the
+		// tail of slow answers after it is latency, not lost throughput.
+		rep.Window = min(r.plan.Duration, time.Since(r.start)) - r.plan.Warmup
+	}
 	if rep.Window > 0 {
 		rep.Throughput = float64(rep.Attempts) / rep.Window.Seconds()
 	}

@@ -1,0 +1,555 @@
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"flashsale/internal/redisproc"
+	"flashsale/regional"
+	"flashsale/simulations/loadgen"
+)
+
+// Config says how long and how hard to run the baselines.
+type Config struct {
+	// Quick runs every scenario briefly (the whole run in under a minute).
+	Quick bool
+	// Duration of each scenario and the warmup left out of its figures;
+	// zero picks 2.5 s / 0.5 s (quick) or 10 s / 2 s.
+	Duration, Warmup time.Duration
+	// Workers is the closed-loop concurrency of the throughput rows.
+	Workers int
+	// Rate is the open-loop arrival rate of the latency rows (the regional
+	// seller against the global counter): equal offered load, well below
+	// saturation, so the rows compare paths, not queues.
+	Rate float64
+	// Delays are the one-way delays to the global counter.
+	Delays []time.Duration
+	// SkipPostgres leaves out the hot-row baseline.
+	SkipPostgres bool
+	// ResultsDir receives the JSON results ("" writes none).
+	ResultsDir string
+	// Out receives the table and ratio lines; Log the progress.
+	Out io.Writer
+	Log *slog.Logger
+}
+
+// QuickConfig and FullConfig are the presets of `make bench-quick` and
+// `make bench`.
+func QuickConfig() Config {
+	return Config{Quick: true, Duration: 2 * time.Second, Warmup: 400 * time.Millisecond,
+		Workers: 32, Rate: 300, Delays: []time.Duration{20 * time.Millisecond, 80 * time.Millisecond, 217 * time.Millisecond},
+		ResultsDir: "results"}
+}
+
+// FullConfig is the longer run: steadier figures.
+func FullConfig() Config {
+	c := QuickConfig()
+	c.Quick, c.Duration, c.Warmup = false, 10*time.Second, 2*time.Second
+	return c
+}
+
+func (c *Config) check() error {
+	switch {
+	case c.Duration <= 0 || c.Warmup < 0 || c.Warmup >= c.Duration:
+		return fmt.Errorf("bench: duration %v / warmup %v: want 0 <= warmup < duration", c.Duration, c.Warmup)
+	case c.Workers < 1 || c.Workers > 4096:
+		return fmt.Errorf("bench: workers %d: want 1..4096", c.Workers)
+	case c.Rate <= 0 || c.Rate > 100_000:
+		return fmt.Errorf("bench: rate %v: want (0, 100000]", c.Rate)
+	}
+	for _, d := range c.Delays {
+		if d <= 0 || d > 2*time.Second {
+			return fmt.Errorf("bench: delay %v: want (0, 2s]", d)
+		}
+	}
+	if c.Out == nil {
+		c.Out = io.Discard
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Row is one line of the table.
+type Row struct {
+	Name        string         `json:"name"`
+	Kind        string         `json:"kind"` // http or direct (no HTTP: the store alone)
+	Mode        string         `json:"mode"` // closed (throughput) or open (latency at a fixed rate)
+	Throughput  float64        `json:"throughput"`
+	P50         time.Duration  `json:"p50_ns"`
+	P99         time.Duration  `json:"p99_ns"`
+	P999        time.Duration  `json:"p999_ns"`
+	Attempts    int            `json:"attempts"`
+	Dropped     int            `json:"dropped,omitempty"`
+	Outcomes    map[string]int `json:"outcomes"`
+	RatioToBare float64        `json:"ratio_to_bare"`
+	Note        string         `json:"note"`
+}
+
+// Ratio is one key ratio with the target it is held to.
+type Ratio struct {
+	Name   string  `json:"name"`
+	Value  float64 `json:"value"`
+	Target float64 `json:"target"` // the ratio must be at least this
+	Met    bool    `json:"met"`
+}
+
+// Results is the whole run, as written to results/.
+type Results struct {
+	Started  time.Time       `json:"started"`
+	Quick    bool            `json:"quick"`
+	Workers  int             `json:"workers"`
+	Rate     float64         `json:"rate"`
+	Duration time.Duration   `json:"duration_ns"`
+	Rows     []Row           `json:"rows"`
+	Ratios   []Ratio         `json:"ratios"`
+	Verdict  loadgen.Verdict `json:"verdict"` // the seller's Redis after the run
+	// GeneratorReserved is what the generator was told it reserved from
+	// the seller; the verdict's held units must equal it.
+	GeneratorReserved int `json:"generator_reserved"`
+}
+
+// row finds a row by name.
+func (r *Results) row(name string) *Row {
+	for i := range r.Rows {
+		if r.Rows[i].Name == name {
+			return &r.Rows[i]
+		}
+	}
+	return nil
+}
+
+type env struct {
+	cfg    Config
+	pop    *loadgen.Population
+	signer *loadgen.Signer
+	res    *Results
+	seed   uint64
+}
+
+// scenario is one row: an op driven closed-loop (rate 0) or open-loop.
+type scenario struct {
+	name, kind, note string
+	rate             float64
+	op               loadgen.Op
+	countsReserved   bool // its reservations land in saleOpen: checked by the verifier
+}
+
+// Run starts redis-server (and PostgreSQL), runs every scenario, prints
+// the table and the ratios and writes the JSON. It stops everything it
+// started before returning.
+//
+// Rows that are compared run in one group, interleaved in rounds (a, b, c,
+// a, b, c, ...) so that the drift of a shared machine hits them alike.
+func Run(ctx context.Context, cfg Config) (*Results, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	const region = "eu"
+	pop, err := loadgen.NewPopulation(1_000_000, []loadgen.RegionWeight{{Name: region, Weight: 1}}, 7)
+	if err != nil {
+		return nil, err
+	}
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	signer, err := loadgen.NewSigner(secret, time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	e := &env{cfg: cfg, pop: pop, signer: signer, res: &Results{
+		Started: time.Now().UTC(), Quick: cfg.Quick, Workers: cfg.Workers, Rate: cfg.Rate, Duration: cfg.Duration,
+	}}
+	var closers []func()
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
+
+	dir, err := os.MkdirTemp("", "bench-redis-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: temp dir: %w", err)
+	}
+	closers = append(closers, func() { _ = os.RemoveAll(dir) })
+	// The seller's production setting (DESIGN I4): every write fsynced.
+	rp, err := redisproc.Start(ctx, redisproc.Options{Dir: dir})
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	closers = append(closers, func() { _ = rp.Close() })
+	rdb := redis.NewClient(&redis.Options{Addr: rp.Addr, PoolSize: cfg.Workers + 16})
+	closers = append(closers, func() { _ = rdb.Close() })
+
+	// PostgreSQL's initdb takes seconds: start it now, alongside the
+	// first group.
+	type pgStart struct {
+		pg  *PG
+		err error
+	}
+	pgc := make(chan pgStart, 1)
+	if !cfg.SkipPostgres {
+		go func() {
+			pg, err := StartPG(ctx)
+			pgc <- pgStart{pg, err}
+		}()
+		closers = append(closers, func() {
+			if s, ok := <-pgc; ok && s.pg != nil {
+				_ = s.pg.Close()
+			}
+		})
+	}
+
+	bare, err := serve(bareHandler())
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { _ = bare.Close() })
+	seller, sellerURL, err := startSeller(ctx, rdb, region, secret, cfg.Log)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { _ = seller.Close() })
+
+	// Group 1, throughput through HTTP: the ceiling and the seller.
+	bareOp, err := e.httpOp(bare.URL, "bench-bare")
+	if err != nil {
+		return nil, err
+	}
+	beforeOp, err := e.httpOp(sellerURL, saleOpen)
+	if err != nil {
+		return nil, err
+	}
+	afterOp, err := e.httpOp(sellerURL, saleSoldOut)
+	if err != nil {
+		return nil, err
+	}
+	closers = append(closers, bareOp.Close, beforeOp.Close, afterOp.Close)
+	if err := e.group(ctx, []scenario{
+		{name: "bare", kind: "http", op: bareOp, note: "Go HTTP handler decoding the buy JSON: the ceiling"},
+		{name: "buy_before_sellout", kind: "http", op: beforeOp, countsReserved: true, note: "real seller: JWT, funnel, batched reserve script, AOF fsync always"},
+		{name: "buy_after_sellout", kind: "http", op: afterOp, note: "real seller, sold out: answered from memory"},
+	}); err != nil {
+		return nil, err
+	}
+
+	// Group 2, store cost with no HTTP: the floor, the script, the script
+	// batched, the PostgreSQL hot row.
+	store := regional.NewStore(rdb, region)
+	if _, err := store.ApplyGrant(ctx, "bench-direct", 0, openStock); err != nil {
+		return nil, fmt.Errorf("bench: grant: %w", err)
+	}
+	batcher := regional.NewBatcher(store, regional.DefaultMaxBatch)
+	closers = append(closers, func() { _ = batcher.Close() })
+	direct := []scenario{
+		{name: "redis_incr", kind: "direct", op: incrOp(rdb, "bench:incr"), note: "bare INCR: the floor of any Redis counter"},
+		{name: "redis_reserve_evalsha", kind: "direct", op: reserveOp(store, "bench-direct"), note: "reserve script, one EVALSHA per attempt"},
+		{name: "redis_reserve_batcher", kind: "direct", op: reserveOp(batcher, "bench-direct"), note: "reserve script through the Batcher"},
+	}
+	if !cfg.SkipPostgres {
+		s := <-pgc
+		close(pgc)
+		if s.err != nil {
+			return nil, fmt.Errorf("bench: %w (-skip-postgres runs without it)", s.err)
+		}
+		closers = append(closers, func() { _ = s.pg.Close() })
+		hot, err := newPGHotRow(ctx, s.pg.DSN, cfg.Workers, openStock)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, hot.Close)
+		direct = append(direct, scenario{name: "postgres_hot_row", kind: "direct", op: hot,
+			note: "one row: SELECT ... FOR UPDATE, decrement, order row; fsync on"})
+	}
+	if err := e.group(ctx, direct); err != nil {
+		return nil, err
+	}
+
+	// Group 3, latency at equal offered load (open loop): the regional
+	// design, whose buyer's Redis is local, against one global counter
+	// across each delay.
+	latency := []scenario{{name: "regional", kind: "http", rate: cfg.Rate, op: beforeOp, countsReserved: true,
+		note: "real seller, buyer's region local"}}
+	for _, d := range append([]time.Duration{0}, cfg.Delays...) {
+		op, closeFn, err := e.counter(ctx, rp.Addr, d)
+		if err != nil {
+			return nil, err
+		}
+		closers = append(closers, closeFn)
+		note := fmt.Sprintf("one global counter script across a %v one-way delay", d)
+		if d == 0 {
+			note = "the global counter handler with its Redis local"
+		}
+		latency = append(latency, scenario{name: fmt.Sprintf("global_%dms", d.Milliseconds()), kind: "http", rate: cfg.Rate, op: op, note: note})
+	}
+	if err := e.group(ctx, latency); err != nil {
+		return nil, err
+	}
+
+	_ = seller.Close()
+	v, err := loadgen.Verify(ctx, []loadgen.RegionRedis{{Region: region, Client: rdb}}, saleOpen, openStock, 1)
+	if err != nil {
+		return nil, fmt.Errorf("bench: verify: %w", err)
+	}
+	if held := v.Sold + v.Reserved; held != int64(e.res.GeneratorReserved) {
+		v.Violations = append(v.Violations, fmt.Sprintf("the generator was told of %d reservations, Redis holds %d", e.res.GeneratorReserved, held))
+	}
+	e.res.Verdict = v
+	e.finish()
+	e.print()
+	if err := e.write(); err != nil {
+		return e.res, err
+	}
+	if !v.OK() {
+		return e.res, fmt.Errorf("bench: invariant violated: %v", v.Violations)
+	}
+	return e.res, nil
+}
+
+// rounds is how many slices each scenario's time is cut into.
+const rounds = 4
+
+// group warms every scenario up (figures discarded), then runs them in
+// interleaved rounds and merges each one's slices into its row.
+func (e *env) group(ctx context.Context, scs []scenario) error {
+	reps := make([][]*loadgen.Report, len(scs))
+	slice := e.cfg.Duration / rounds
+	for round := -1; round < rounds; round++ {
+		for i, sc := range scs {
+			d := slice
+			if round < 0 {
+				if e.cfg.Warmup == 0 {
+					continue
+				}
+				d = e.cfg.Warmup
+			}
+			e.cfg.Log.Info("bench: running", "scenario", sc.name, "round", round, "for", d)
+			rep, err := loadgen.Run(ctx, e.plan(sc.rate, d), e.pop, sc.op, nil)
+			if err != nil {
+				return fmt.Errorf("bench %s: %w", sc.name, err)
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if sc.countsReserved {
+				e.res.GeneratorReserved += rep.Reserved
+			}
+			if round >= 0 {
+				reps[i] = append(reps[i], rep)
+			}
+		}
+	}
+	for i, sc := range scs {
+		rep := loadgen.Merge(reps[i]...)
+		for msg, n := range rep.Errors {
+			e.cfg.Log.Warn("bench: errors", "scenario", sc.name, "count", n, "err", msg)
+		}
+		e.add(sc.name, sc.kind, rep, sc.note)
+	}
+	return nil
+}
+
+func (e *env) plan(rate float64, d time.Duration) loadgen.Plan {
+	e.seed++
+	p := loadgen.Plan{
+		Workers: e.cfg.Workers, Duration: d, MaxRequests: e.pop.N, Seed: e.seed,
+		RunID: fmt.Sprintf("b%d-%x", e.seed, time.Now().UnixNano()&0xffffff),
+	}
+	if rate > 0 {
+		// Enough slots that the open-loop rate is never clipped by the
+		// slowest target (217 ms each way: rate x 0.5 s in flight).
+		p.Rate, p.Workers = rate, max(256, int(rate))
+	}
+	return p
+}
+
+func (e *env) httpOp(url, sale string) (*loadgen.HTTPOp, error) {
+	return loadgen.NewHTTPOp(loadgen.HTTPConfig{
+		Endpoints: map[string]string{"eu": url}, Sale: sale, Signer: e.signer,
+		Timeout: 5 * time.Second, Retries: 0,
+	})
+}
+
+// counter serves the single global counter, its Redis reached through a
+// delay proxy (none for 0).
+func (e *env) counter(ctx context.Context, redisAddr string, delay time.Duration) (loadgen.Op, func(), error) {
+	var closers []func()
+	closeAll := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	addr := redisAddr
+	if delay > 0 {
+		px, err := NewDelayProxy(redisAddr, delay)
+		if err != nil {
+			return nil, nil, err
+		}
+		closers = append(closers, func() { _ = px.Close() })
+		addr = px.Addr
+	}
+	// Connections enough for the requests in flight at the open-loop rate
+	// (one round trip each), so that the pool never queues them.
+	inflight := int(e.cfg.Rate*2*(delay.Seconds()+0.005)) + 8
+	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 2 * inflight, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second})
+	closers = append(closers, func() { _ = rdb.Close() })
+	// Open the connections now: a new one pays extra round trips (HELLO,
+	// CLIENT SETINFO) across the delay.
+	var wg sync.WaitGroup
+	for range 2 * inflight {
+		wg.Go(func() { _ = rdb.Ping(ctx).Err() })
+	}
+	wg.Wait()
+	t, err := serve(counterHandler(rdb, "bench:global", openStock))
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	closers = append(closers, func() { _ = t.Close() })
+	op, err := e.httpOp(t.URL, "bench-global")
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	closers = append(closers, op.Close)
+	return op, closeAll, nil
+}
+
+func (e *env) add(name, kind string, rep *loadgen.Report, note string) {
+	row := Row{
+		Name: name, Kind: kind, Mode: rep.Mode, Throughput: rep.Throughput,
+		P50: rep.All.P50, P99: rep.All.P99, P999: rep.All.P999,
+		Attempts: rep.Attempts, Dropped: rep.Dropped, Outcomes: map[string]int{}, Note: note,
+	}
+	for k, l := range rep.ByOutcome {
+		row.Outcomes[k] = l.Count
+	}
+	e.res.Rows = append(e.res.Rows, row)
+}
+
+// finish fills the ratios to the bare handler and the key ratios.
+func (e *env) finish() {
+	r := e.res
+	bare := 0.0
+	if b := r.row("bare"); b != nil {
+		bare = b.Throughput
+	}
+	for i := range r.Rows {
+		if bare > 0 && r.Rows[i].Mode == "closed" {
+			r.Rows[i].RatioToBare = r.Rows[i].Throughput / bare
+		}
+	}
+	tput := func(n string) float64 {
+		if x := r.row(n); x != nil {
+			return x.Throughput
+		}
+		return 0
+	}
+	p99 := func(n string) float64 {
+		if x := r.row(n); x != nil {
+			return float64(x.P99)
+		}
+		return 0
+	}
+	p50 := func(n string) float64 {
+		if x := r.row(n); x != nil {
+			return float64(x.P50)
+		}
+		return 0
+	}
+	div := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	add := func(name string, v, target float64) {
+		r.Ratios = append(r.Ratios, Ratio{Name: name, Value: v, Target: target, Met: target == 0 || v >= target})
+	}
+	add("buy_before_sellout/bare", div(tput("buy_before_sellout"), bare), 0.5)
+	add("buy_after_sellout/bare", div(tput("buy_after_sellout"), bare), 0.9)
+	add("global_80ms_p99/regional_p99", div(p99("global_80ms"), p99("regional")), 10)
+	if r.row("postgres_hot_row") != nil {
+		add("redis/postgres", div(tput("redis_reserve_evalsha"), tput("postgres_hot_row")), 20)
+	}
+	add("global_80ms_p50/regional_p50", div(p50("global_80ms"), p50("regional")), 0)
+	add("reserve_evalsha/incr", div(tput("redis_reserve_evalsha"), tput("redis_incr")), 0)
+	add("reserve_batcher/evalsha", div(tput("redis_reserve_batcher"), tput("redis_reserve_evalsha")), 0)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/1e6) }
+
+func (e *env) print() {
+	r := e.res
+	w := tabwriter.NewWriter(e.cfg.Out, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "name\tkind\tmode\treq/s\tp50\tp99\tp99.9\tx bare\tattempts\tnote\n")
+	for _, row := range r.Rows {
+		ratio := "-"
+		if row.RatioToBare > 0 {
+			ratio = fmt.Sprintf("%.3f", row.RatioToBare)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%d\t%s\n", row.Name, row.Kind, row.Mode, row.Throughput,
+			ms(row.P50), ms(row.P99), ms(row.P999), ratio, row.Attempts, row.Note)
+	}
+	_ = w.Flush()
+	mode := "full"
+	if r.Quick {
+		mode = "quick"
+	}
+	fmt.Fprintf(e.cfg.Out, "\n%s run: closed loop %d workers, open loop %.0f req/s, %v per scenario (first %v left out); 2 shared cores: compare ratios, not absolutes\n",
+		mode, r.Workers, r.Rate, r.Duration, e.cfg.Warmup)
+	v := r.Verdict
+	if v.OK() {
+		fmt.Fprintf(e.cfg.Out, "verify %s: ok (sold %d + reserved %d = generator's %d reservations; max per user %d; stream agrees)\n",
+			saleOpen, v.Sold, v.Reserved, r.GeneratorReserved, v.MaxPerUser)
+	} else {
+		fmt.Fprintf(e.cfg.Out, "verify %s: FAILED: %s\n", saleOpen, strings.Join(v.Violations, "; "))
+	}
+	for _, x := range r.Ratios {
+		if x.Target == 0 {
+			continue
+		}
+		state := "met"
+		if !x.Met {
+			state = "NOT MET"
+		}
+		fmt.Fprintf(e.cfg.Out, "target %s >= %g: %s\n", x.Name, x.Target, state)
+	}
+	for _, x := range r.Ratios {
+		fmt.Fprintf(e.cfg.Out, "ratio %s %.3f\n", x.Name, x.Value)
+	}
+}
+
+func (e *env) write() error {
+	if e.cfg.ResultsDir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(e.cfg.ResultsDir, 0o755); err != nil {
+		return fmt.Errorf("bench: results dir: %w", err)
+	}
+	b, err := json.MarshalIndent(e.res, "", "  ")
+	if err != nil {
+		return fmt.Errorf("bench: results: %w", err)
+	}
+	name := "bench-" + e.res.Started.Format("20060102T150405Z") + ".json"
+	var errs []error
+	for _, n := range []string{name, "bench-latest.json"} {
+		if err := os.WriteFile(filepath.Join(e.cfg.ResultsDir, n), b, 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("bench: write %s: %w", n, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,158 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"flashsale/internal/layout"
+	"flashsale/regional"
+)
+
+// httpTarget is an HTTP server on a loopback port.
+type httpTarget struct {
+	URL string
+	srv *http.Server
+	ln  net.Listener
+}
+
+func serve(h http.Handler) (*httpTarget, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)}
+	go func() { _ = srv.Serve(ln) }()
+	return &httpTarget{URL: "http://" + ln.Addr().String(), srv: srv, ln: ln}, nil
+}
+
+// Close stops the server. Safe on nil.
+func (t *httpTarget) Close() error {
+	if t == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := t.srv.Shutdown(ctx); err != nil {
+		return t.srv.Close()
+	}
+	return nil
+}
+
+// buyBody is the seller's buy request (regional/openapi.yaml), decoded as
+// strictly as the seller does.
+type buyBody struct {
+	ItemID    string `json:"itemId"`
+	UserID    string `json:"userId"`
+	RequestID string `json:"requestId"`
+}
+
+type resvBody struct {
+	ReservationID string `json:"reservationId"`
+	ItemID        string `json:"itemId"`
+	UserID        string `json:"userId"`
+	RequestID     string `json:"requestId"`
+	State         string `json:"state"`
+}
+
+func decodeBuy(w http.ResponseWriter, r *http.Request) (buyBody, bool) {
+	var in buyBody
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil || in.ItemID == "" || in.RequestID == "" {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"code": "bad_json", "message": fmt.Sprint(err)})
+		return in, false
+	}
+	return in, true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// bareHandler decodes the buy JSON and answers a reservation: no identity,
+// no state, no I/O. The ceiling any seller is measured against.
+func bareHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/flash-sale/buy", func(w http.ResponseWriter, r *http.Request) {
+		in, ok := decodeBuy(w, r)
+		if !ok {
+			return
+		}
+		writeJSON(w, http.StatusCreated, resvBody{ReservationID: in.RequestID, ItemID: in.ItemID, UserID: in.UserID, RequestID: in.RequestID, State: "active"})
+	})
+	return mux
+}
+
+// counterScript is the whole of the single-global-counter design: check
+// the stock and take a unit, atomically.
+var counterScript = redis.NewScript(`
+local sold = tonumber(redis.call('GET', KEYS[1]) or '0')
+if sold >= tonumber(ARGV[1]) then return 0 end
+redis.call('INCR', KEYS[1])
+return 1`)
+
+// counterHandler sells from one global counter in rdb (reached through a
+// delay proxy to play a Redis in another region).
+func counterHandler(rdb redis.UniversalClient, key string, total int64) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/flash-sale/buy", func(w http.ResponseWriter, r *http.Request) {
+		in, ok := decodeBuy(w, r)
+		if !ok {
+			return
+		}
+		n, err := counterScript.Run(r.Context(), rdb, []string{key}, total).Int64()
+		switch {
+		case err != nil:
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"code": "unavailable", "message": err.Error()})
+		case n == 0:
+			writeJSON(w, http.StatusGone, map[string]string{"code": "sold_out"})
+		default:
+			writeJSON(w, http.StatusCreated, resvBody{ReservationID: in.RequestID, ItemID: in.ItemID, UserID: in.UserID, RequestID: in.RequestID, State: "active"})
+		}
+	})
+	return mux
+}
+
+// Sales the seller is started with.
+const (
+	saleOpen    = "bench-open"    // stock for every attempt of the run
+	saleSoldOut = "bench-soldout" // no stock: answered from memory
+	openStock   = 1 << 40
+)
+
+// startSeller runs the real regional seller (JWT identity, batcher on)
+// against rdb with the two bench sales.
+func startSeller(ctx context.Context, rdb redis.UniversalClient, region string, secret []byte, log *slog.Logger) (*regional.Server, string, error) {
+	cfg := regional.DevConfig()
+	cfg.Region = region
+	cfg.JWT.HS256Secret = secret
+	start := time.Now().Add(-time.Minute)
+	cfg.Sales = []layout.SaleSpec{
+		{ID: saleOpen, Total: openStock, PerUserLimit: 1, StartsAt: start, ReservationTTL: time.Hour},
+		{ID: saleSoldOut, Total: 1000, PerUserLimit: 1, StartsAt: start, ReservationTTL: time.Hour},
+	}
+	cfg.StaticGrants = map[string]int64{saleOpen: openStock, saleSoldOut: 0}
+	srv, err := regional.New(cfg, regional.Deps{Redis: rdb, Logger: log})
+	if err != nil {
+		return nil, "", fmt.Errorf("seller: %w", err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		return nil, "", fmt.Errorf("seller: %w", err)
+	}
+	rd := srv.CheckReady(ctx)
+	if !rd.Ready {
+		_ = srv.Close()
+		return nil, "", errors.New("seller not ready: " + fmt.Sprintf("%+v", rd))
+	}
+	return srv, "http://" + srv.Addr(), nil
+}

@@ -1,0 +1,88 @@
+// Command bench runs the flash-sale baselines side by side in one run and
+// prints one table and the key ratios (`make bench`, `make bench-quick`).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"flashsale/simulations/bench"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "short scenarios: the whole run in under a minute")
+	dur := fs.Duration("duration", 0, "length of each scenario (default 2.5s quick, 10s full)")
+	warm := fs.Duration("warmup", 0, "start of each scenario left out of its figures (default 0.5s quick, 2s full)")
+	workers := fs.Int("workers", 0, "closed-loop concurrency (default 32)")
+	rate := fs.Float64("rate", 0, "open-loop rate of the latency rows, req/s (default 300)")
+	delays := fs.String("delays", "", "one-way delays to the global counter (default 20ms,80ms,217ms)")
+	skipPG := fs.Bool("skip-postgres", false, "leave out the PostgreSQL hot-row baseline")
+	out := fs.String("results", "results", "directory for the JSON results (empty: none)")
+	verbose := fs.Bool("v", false, "log progress to stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg := bench.FullConfig()
+	if *quick {
+		cfg = bench.QuickConfig()
+	}
+	if *dur > 0 {
+		cfg.Duration = *dur
+		if *warm == 0 {
+			cfg.Warmup = *dur / 5
+		}
+	}
+	if *warm > 0 {
+		cfg.Warmup = *warm
+	}
+	if *workers > 0 {
+		cfg.Workers = *workers
+	}
+	if *rate > 0 {
+		cfg.Rate = *rate
+	}
+	if *delays != "" {
+		cfg.Delays = nil
+		for _, s := range strings.Split(*delays, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(s))
+			if err != nil {
+				return fmt.Errorf("-delays %q: %w", *delays, err)
+			}
+			cfg.Delays = append(cfg.Delays, d)
+		}
+	}
+	cfg.SkipPostgres = *skipPG
+	cfg.ResultsDir = *out
+	cfg.Out = stdout
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	cfg.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	start := time.Now()
+	_, err := bench.Run(ctx, cfg)
+	fmt.Fprintf(stderr, "bench: done in %v\n", time.Since(start).Round(100*time.Millisecond))
+	return err
+}
