@@ -24,12 +24,15 @@ type agent struct {
 	lastRelease string // last release id it executed, repeated in reports (the ack)
 	needReport  bool
 	lastReport  int
+	reported    quota.Report // counters of its last report
 }
 
 const (
-	reportEvery = 10 // steps between reports when nothing changed
-	resyncEvery = 20 // steps between reads of etcd (a watch reconnect)
-	getTimeout  = 10 // steps before a read is asked again
+	reportEvery    = 20 // steps between reports while counters change
+	heartbeat      = 50 // steps between reports when nothing changed
+	lowReportEvery = 5  // steps between reports while stock is low and counters change
+	resyncEvery    = 20 // steps between reads of etcd (a watch reconnect)
+	getTimeout     = 10 // steps before a read is asked again
 )
 
 // current is the region's agent that holds the election, or nil.
@@ -82,7 +85,7 @@ func (s *Sim) agentTick(rg *region, a *agent) {
 			return
 		}
 		if s.step-a.lastReport >= reportEvery {
-			s.sendReport(rg, a) // etcd must refuse it
+			s.sendReport(rg, a) // etcd must refuse it: the stale agent's term is over
 		}
 		return
 	}
@@ -102,9 +105,16 @@ func (s *Sim) agentTick(rg *region, a *agent) {
 	if s.step-a.lastGet >= resyncEvery {
 		s.sendGet(rg, a)
 	}
-	if a.needReport || s.step-a.lastReport >= reportEvery {
+	since := s.step - a.lastReport
+	low := rg.ledger.Available() < s.cfg.Chunk // running out: the leader should hear soon
+	if a.needReport || since >= heartbeat || s.changed(rg, a) && (since >= reportEvery || low && since >= lowReportEvery) {
 		s.sendReport(rg, a)
 	}
+}
+
+func (s *Sim) changed(rg *region, a *agent) bool {
+	l, r := rg.ledger, a.reported
+	return l.Sold != r.Sold || l.Reserved != r.Reserved || l.ReleasedLocal != r.ReleasedLocal || l.GrantedSeen != r.GrantedSeen
 }
 
 func (s *Sim) sendReport(rg *region, a *agent) {
@@ -116,7 +126,7 @@ func (s *Sim) sendReport(rg *region, a *agent) {
 		},
 		Region: rg.name, Sale: saleID, ReleaseID: a.lastRelease, Fence: a.fence, Halted: l.Halted,
 	}
-	a.needReport, a.lastReport = false, s.step
+	a.needReport, a.lastReport, a.reported = false, s.step, rep.Report
 	s.net.send(int64(s.step), msg{kind: mReport, region: rg.name, report: rep})
 }
 

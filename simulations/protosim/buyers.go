@@ -23,22 +23,30 @@ type purchase struct {
 
 // Buyer behaviour.
 const (
-	demandShiftEvery = 60 // steps between demand changes in the main phase
+	demandShiftEvery = 40 // steps between demand changes in the main phase
 	healRate         = 1.5
 	sweepEvery       = 10 // steps between expiry sweeps
 	quietSteps       = 25 // the last steps: no sweeps, so the end state is settled
 )
 
-var mainRates = []float64{0, 0.1, 0.3, 0.6, 1.2}
-
-func (s *Sim) shiftDemand(rg *region) {
-	rg.rate = mainRates[s.rng.IntN(len(mainRates))]
+// shiftDemand moves the crowd: one region gets hot, the others get a
+// trickle or nothing, so quota has to follow demand.
+func (s *Sim) shiftDemand() {
+	hot := s.rng.IntN(len(s.regions))
+	for i, rg := range s.regions {
+		switch {
+		case i == hot:
+			rg.rate = 0.5 + s.rng.Float64()
+		case s.rng.IntN(2) == 0:
+			rg.rate = 0
+		default:
+			rg.rate = 0.1 * s.rng.Float64()
+		}
+	}
+	s.tracef("demand shifts: %s is hot", s.regions[hot].name)
 }
 
 func (s *Sim) buyers(rg *region) {
-	if !s.heal && s.step%demandShiftEvery == 0 {
-		s.shiftDemand(rg)
-	}
 	n := int(rg.rate)
 	if s.rng.Float64() < rg.rate-float64(n) {
 		n++

@@ -9,10 +9,16 @@ type decision struct {
 	move   *quota.ReleaseRequest
 }
 
-// plan is a deliberately small stand-in for quota's planners: half the stock
+// openingPct of the stock is split evenly at the opening. All of it: the rest
+// of the sale then exercises moves (release, ack, regrant), the path the
+// simulation exists to check, instead of grants from a pool.
+const openingPct = 100
+
+// plan is a deliberately small stand-in for quota's planners: the stock
 // split evenly at the opening, then chunks from the pool to the busiest
 // region that runs low, then moves from the region with most spare stock to
-// the busiest one that runs low. It reads reports that may be stale; safety
+// the busiest one that runs low; idle regions give stock back to the pool
+// when it runs low. It reads reports that may be stale; safety
 // never depends on it.
 func plan(a *quota.Allocation, reports map[string]storedReport, chunk int64) decision {
 	names := a.RegionNames()
@@ -23,7 +29,7 @@ func plan(a *quota.Allocation, reports map[string]storedReport, chunk int64) dec
 		}
 	}
 	if opening {
-		per := max(1, a.Total/int64(2*len(names)))
+		per := max(1, a.Total*openingPct/100/int64(len(names)))
 		var d decision
 		left := a.Unallocated()
 		for _, n := range names {
@@ -49,6 +55,16 @@ func plan(a *quota.Allocation, reports map[string]storedReport, chunk int64) dec
 		}
 		if r.Pending != nil && r.Pending.To != "" {
 			incoming[r.Pending.To] = true
+		}
+	}
+
+	// An idle region (under one attempt a second) holding stock gives half of it back while the pool
+	// runs low, so the stock can follow demand.
+	if a.Unallocated() < chunk {
+		for _, n := range names {
+			if demand[n] < 1 && free[n] >= chunk && a.Regions[n].Pending == nil {
+				return decision{move: &quota.ReleaseRequest{Region: n, Units: free[n] / 2}}
+			}
 		}
 	}
 

@@ -85,6 +85,9 @@ func Run(cfg Config) (Result, error) {
 				s.agentTick(rg, a)
 			}
 		}
+		if !s.heal && s.step%demandShiftEvery == 0 {
+			s.shiftDemand()
+		}
 		for _, rg := range s.regions {
 			s.buyers(rg)
 		}
@@ -120,7 +123,6 @@ func newSim(cfg Config) *Sim {
 	s.electLeader()
 	for _, rg := range s.regions {
 		s.startTerm(rg, nil)
-		s.shiftDemand(rg)
 	}
 	return s
 }
