@@ -1,8 +1,8 @@
 package quota
 
 import (
-	"fmt"
 	"sort"
+	"strconv"
 )
 
 // Report is what a region agent last told the coordinator about one sale.
@@ -98,13 +98,13 @@ func (a *Allocation) Unallocated() int64 { return a.Total - a.SumNet() }
 func (a *Allocation) Grant(region string, n int64) error {
 	r, ok := a.Regions[region]
 	if !ok {
-		return fmt.Errorf("grant %d to %s: %w", n, region, ErrUnknownRgn)
+		return errorf("grant %d to %s: %w", n, region, ErrUnknownRgn)
 	}
 	if n < 0 {
-		return fmt.Errorf("grant %d to %s: %w", n, region, ErrNegative)
+		return errorf("grant %d to %s: %w", n, region, ErrNegative)
 	}
 	if n > a.Unallocated() {
-		return fmt.Errorf("grant %d to %s with %d unallocated: %w", n, region, a.Unallocated(), ErrOverTotal)
+		return errorf("grant %d to %s with %d unallocated: %w", n, region, a.Unallocated(), ErrOverTotal)
 	}
 	r.Granted += n
 	return nil
@@ -116,11 +116,11 @@ func (a *Allocation) Check() error {
 	for _, n := range a.RegionNames() {
 		r := a.Regions[n]
 		if r.Granted < 0 || r.Released < 0 || r.Released > r.Granted {
-			return fmt.Errorf("region %s: granted %d released %d", n, r.Granted, r.Released)
+			return errorf("region %s: granted %d released %d", n, r.Granted, r.Released)
 		}
 	}
 	if s := a.SumNet(); s > a.Total {
-		return fmt.Errorf("I2: sum of net grants %d > total %d", s, a.Total)
+		return errorf("I2: sum of net grants %d > total %d", s, a.Total)
 	}
 	return nil
 }
@@ -137,23 +137,23 @@ func (a *Allocation) RequestRelease(region string, units int64, to string) (Rele
 func (a *Allocation) requestRelease(req ReleaseRequest) (ReleaseRequest, error) {
 	region, units, to := req.Region, req.Units, req.To
 	if to != "" && req.Spread {
-		return ReleaseRequest{}, fmt.Errorf("release from %s: both to %s and spread: %w", region, to, ErrBadMove)
+		return ReleaseRequest{}, errorf("release from %s: both to %s and spread: %w", region, to, ErrBadMove)
 	}
 	r, ok := a.Regions[region]
 	if !ok {
-		return ReleaseRequest{}, fmt.Errorf("release from %s: %w", region, ErrUnknownRgn)
+		return ReleaseRequest{}, errorf("release from %s: %w", region, ErrUnknownRgn)
 	}
 	if _, ok := a.Regions[to]; to != "" && !ok {
-		return ReleaseRequest{}, fmt.Errorf("release to %s: %w", to, ErrUnknownRgn)
+		return ReleaseRequest{}, errorf("release to %s: %w", to, ErrUnknownRgn)
 	}
 	if units < 0 {
-		return ReleaseRequest{}, fmt.Errorf("release %d from %s: %w", units, region, ErrNegative)
+		return ReleaseRequest{}, errorf("release %d from %s: %w", units, region, ErrNegative)
 	}
 	if r.Pending != nil {
-		return ReleaseRequest{}, fmt.Errorf("release from %s: %w (%s)", region, ErrReleaseBusy, r.Pending.ID)
+		return ReleaseRequest{}, errorf("release from %s: %w (%s)", region, ErrReleaseBusy, r.Pending.ID)
 	}
 	a.NextRelease++
-	req.ID = fmt.Sprintf("%s-%d", a.Sale, a.NextRelease)
+	req.ID = a.Sale + "-" + strconv.FormatInt(a.NextRelease, 10)
 	r.Pending = &req
 	return req, nil
 }
@@ -165,13 +165,13 @@ func (a *Allocation) requestRelease(req ReleaseRequest) (ReleaseRequest, error) 
 func (a *Allocation) AckRelease(region, id string, releasedLocal int64) ([]Grant, error) {
 	r, ok := a.Regions[region]
 	if !ok {
-		return nil, fmt.Errorf("ack from %s: %w", region, ErrUnknownRgn)
+		return nil, errorf("ack from %s: %w", region, ErrUnknownRgn)
 	}
 	if r.Pending == nil || r.Pending.ID != id {
-		return nil, fmt.Errorf("ack %s from %s: %w", id, region, ErrNotPending)
+		return nil, errorf("ack %s from %s: %w", id, region, ErrNotPending)
 	}
 	if releasedLocal > r.Granted {
-		return nil, fmt.Errorf("ack %s from %s: released_local %d above granted %d", id, region, releasedLocal, r.Granted)
+		return nil, errorf("ack %s from %s: released_local %d above granted %d", id, region, releasedLocal, r.Granted)
 	}
 	req := *r.Pending
 	freed := max(0, releasedLocal-r.Released)

@@ -11,10 +11,11 @@ import (
 	"flashsale/quota"
 )
 
-// TestData replays the scenarios under testdata/. Regenerate expectations
+// TestData replays the scenarios under testdata/scenarios/ (rapid keeps
+// its failure files in testdata/rapid/). Regenerate expectations
 // with `go test ./quota -run TestData -rewrite` and review the diff.
 func TestData(t *testing.T) {
-	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
+	datadriven.Walk(t, "testdata/scenarios", func(t *testing.T, path string) {
 		e := &env{}
 		datadriven.RunTest(t, path, e.run)
 	})

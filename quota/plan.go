@@ -2,7 +2,6 @@ package quota
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"sort"
 )
@@ -83,17 +82,17 @@ func DefaultPolicy() Policy {
 func (p Policy) Validate() error {
 	switch {
 	case p.SplitPercent < 0 || p.SplitPercent > 100:
-		return fmt.Errorf("splitPercent %d not in 0..100: %w", p.SplitPercent, ErrBadPolicy)
+		return errorf("splitPercent %d not in 0..100: %w", p.SplitPercent, ErrBadPolicy)
 	case p.Chunk < 0:
-		return fmt.Errorf("chunk %d negative: %w", p.Chunk, ErrBadPolicy)
+		return errorf("chunk %d negative: %w", p.Chunk, ErrBadPolicy)
 	case p.HorizonMs <= 0:
-		return fmt.Errorf("horizonMs %d not positive: %w", p.HorizonMs, ErrBadPolicy)
+		return errorf("horizonMs %d not positive: %w", p.HorizonMs, ErrBadPolicy)
 	case p.StaleAfterMs <= 0:
-		return fmt.Errorf("staleAfterMs %d not positive: %w", p.StaleAfterMs, ErrBadPolicy)
+		return errorf("staleAfterMs %d not positive: %w", p.StaleAfterMs, ErrBadPolicy)
 	case p.MinKeep < 0:
-		return fmt.Errorf("minKeep %d negative: %w", p.MinKeep, ErrBadPolicy)
+		return errorf("minKeep %d negative: %w", p.MinKeep, ErrBadPolicy)
 	case p.IdleMultiple < 1:
-		return fmt.Errorf("idleMultiple %d below 1: %w", p.IdleMultiple, ErrBadPolicy)
+		return errorf("idleMultiple %d below 1: %w", p.IdleMultiple, ErrBadPolicy)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package quota
 
 import (
-	"fmt"
 	"sort"
 )
 
@@ -22,12 +21,12 @@ func (a *Allocation) InitialSplit(p Policy) (Plan, error) {
 	for _, n := range a.RegionNames() {
 		r := a.Regions[n]
 		if r.Max > 0 && r.Min > r.Max {
-			return Plan{}, fmt.Errorf("initial split: region %s min %d above max %d: %w", n, r.Min, r.Max, ErrAboveMax)
+			return Plan{}, errorf("initial split: region %s min %d above max %d: %w", n, r.Min, r.Max, ErrAboveMax)
 		}
 		mins += max(0, r.Min-r.Net())
 	}
 	if mins > pool {
-		return Plan{}, fmt.Errorf("initial split: region minimums %d above the %d unallocated: %w", mins, pool, ErrOverTotal)
+		return Plan{}, errorf("initial split: region minimums %d above the %d unallocated: %w", mins, pool, ErrOverTotal)
 	}
 	return Plan{Grants: a.share(max(pool*p.SplitPercent/100, mins), a.RegionNames())}, nil
 }
@@ -111,10 +110,10 @@ func (a *Allocation) EndSweep(p Policy, now int64) (Plan, error) {
 func (a *Allocation) Drain(region string, spread bool) (Plan, error) {
 	r, ok := a.Regions[region]
 	if !ok {
-		return Plan{}, fmt.Errorf("drain %s: %w", region, ErrUnknownRgn)
+		return Plan{}, errorf("drain %s: %w", region, ErrUnknownRgn)
 	}
 	if r.Pending != nil {
-		return Plan{}, fmt.Errorf("drain %s: %w (%s)", region, ErrReleaseBusy, r.Pending.ID)
+		return Plan{}, errorf("drain %s: %w (%s)", region, ErrReleaseBusy, r.Pending.ID)
 	}
 	if r.Net() <= 0 {
 		return Plan{}, nil
@@ -128,22 +127,22 @@ func (a *Allocation) Drain(region string, spread bool) (Plan, error) {
 func (a *Allocation) Move(from, to string, n int64) (Plan, error) {
 	fr, ok := a.Regions[from]
 	if !ok {
-		return Plan{}, fmt.Errorf("move %d from %s: %w", n, from, ErrUnknownRgn)
+		return Plan{}, errorf("move %d from %s: %w", n, from, ErrUnknownRgn)
 	}
 	tr, ok := a.Regions[to]
 	switch {
 	case !ok:
-		return Plan{}, fmt.Errorf("move %d to %s: %w", n, to, ErrUnknownRgn)
+		return Plan{}, errorf("move %d to %s: %w", n, to, ErrUnknownRgn)
 	case n <= 0:
-		return Plan{}, fmt.Errorf("move %d from %s to %s: %w", n, from, to, ErrBadAmount)
+		return Plan{}, errorf("move %d from %s to %s: %w", n, from, to, ErrBadAmount)
 	case from == to:
-		return Plan{}, fmt.Errorf("move %d from %s to itself: %w", n, from, ErrBadMove)
+		return Plan{}, errorf("move %d from %s to itself: %w", n, from, ErrBadMove)
 	case fr.Pending != nil:
-		return Plan{}, fmt.Errorf("move from %s: %w (%s)", from, ErrReleaseBusy, fr.Pending.ID)
+		return Plan{}, errorf("move from %s: %w (%s)", from, ErrReleaseBusy, fr.Pending.ID)
 	case n > fr.Net():
-		return Plan{}, fmt.Errorf("move %d from %s with net grant %d: %w", n, from, fr.Net(), ErrAboveNet)
+		return Plan{}, errorf("move %d from %s with net grant %d: %w", n, from, fr.Net(), ErrAboveNet)
 	case tr.Max > 0 && tr.Net()+n > tr.Max:
-		return Plan{}, fmt.Errorf("move %d to %s with net grant %d and max %d: %w", n, to, tr.Net(), tr.Max, ErrAboveMax)
+		return Plan{}, errorf("move %d to %s with net grant %d and max %d: %w", n, to, tr.Net(), tr.Max, ErrAboveMax)
 	}
 	return Plan{Releases: []ReleaseRequest{{Region: from, Units: n, To: to}}}, nil
 }

@@ -1,7 +1,5 @@
 package quota
 
-import "fmt"
-
 // Event is a fact told to Step: RegionReported, ReleaseAcked or Tick.
 type Event interface{ isEvent() }
 
@@ -41,7 +39,7 @@ func (a *Allocation) Step(ev Event) (Actions, error) {
 	case RegionReported:
 		r, ok := a.Regions[e.Region]
 		if !ok {
-			return Actions{}, fmt.Errorf("report from %s: %w", e.Region, ErrUnknownRgn)
+			return Actions{}, errorf("report from %s: %w", e.Region, ErrUnknownRgn)
 		}
 		if r.Report == nil || e.Report.At >= r.Report.At { // reports may arrive out of order
 			rep := e.Report
@@ -60,7 +58,7 @@ func (a *Allocation) Step(ev Event) (Actions, error) {
 		}
 		return a.Apply(p)
 	}
-	return Actions{}, fmt.Errorf("step: unknown event %T", ev)
+	return Actions{}, errorf("step: unknown event")
 }
 
 func (a *Allocation) ack(region, id string, releasedLocal int64) (Actions, error) {
