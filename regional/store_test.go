@@ -418,9 +418,20 @@ func TestGrantReleaseFence(t *testing.T) {
 // it restarts from its AOF every acknowledged reservation is there and the
 // counters still agree with the reservations (I1, I4).
 func TestCrashKeepsAcknowledged(t *testing.T) {
+	t.Run("store", func(t *testing.T) { crashMidLoad(t, false) })
+	t.Run("batcher", func(t *testing.T) { crashMidLoad(t, true) })
+}
+
+func crashMidLoad(t *testing.T, batched bool) {
 	s, srv, rdb := newTestStore(t)
 	ctx := context.Background()
 	mustGrant(t, s, "x", 1, 100_000)
+	reserve := s.Reserve
+	if batched {
+		b := NewBatcher(s, 16)
+		defer b.Close()
+		reserve = b.Reserve
+	}
 	var (
 		mu    sync.Mutex
 		acked []quota.Reservation
@@ -431,7 +442,7 @@ func TestCrashKeepsAcknowledged(t *testing.T) {
 		wg.Go(func() {
 			for i := 0; ; i++ {
 				u := fmt.Sprintf("w%d-%d", w, i)
-				res, err := s.Reserve(ctx, "x", buy(u, u, t0))
+				res, err := reserve(ctx, "x", buy(u, u, t0))
 				if err != nil {
 					return // Redis is gone: the answer is unknown, so nothing was acknowledged
 				}
@@ -473,7 +484,9 @@ func TestCrashKeepsAcknowledged(t *testing.T) {
 	}
 	t.Logf("%d acknowledged, %d in Redis after kill -9", len(acked), c.Reserved)
 	// Selling goes on after the restart; the script is sent again on NOSCRIPT.
-	mustReserve(t, s, "x", buy("after", "after", t0), quota.Reserved)
+	if res, err := reserve(ctx, "x", buy("after", "after", t0)); err != nil || res.Outcome != quota.Reserved {
+		t.Fatalf("reserve after restart: %+v, %v", res, err)
+	}
 	if err := s.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
