@@ -71,13 +71,14 @@ local function reserve(user, req, now, ttl, limit)
     local r = redis.call('HMGET', resv_key(old), 'user', 'req', 'expiresAt', 'state')
     return {'duplicate', old, r[1] or '', r[2] or req, r[3] or '0', r[4] or ''}
   end
-  if redis.call('HGET', LEDGER, 'halted') == '1' then
+  local l = redis.call('HMGET', LEDGER, 'halted', 'granted_seen', 'released_local', 'sold', 'reserved')
+  if l[1] == '1' then
     return {'halted'}
   end
   if num(redis.call('HGET', USERS, user)) >= limit then
     return {'user_limit'}
   end
-  if available() <= 0 then
+  if num(l[2]) - num(l[3]) - num(l[4]) - num(l[5]) <= 0 then
     return {'sold_out'}
   end
   local id = fmt(redis.call('HINCRBY', LEDGER, 'seq', 1))
