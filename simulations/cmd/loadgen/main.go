@@ -1,0 +1,282 @@
+// Command loadgen drives running regional sellers (e.g. `flashsale dev`)
+// with a flash-sale crowd, prints the figures by outcome and then checks
+// the regions' Redis for oversell and users above the limit. It only
+// talks to loopback addresses.
+//
+//	loadgen -endpoints eu=http://127.0.0.1:8081,us=http://127.0.0.1:8082 \
+//	  -redis eu=127.0.0.1:6379,us=127.0.0.1:6380 -sale demo -total 100 \
+//	  -rate 2000 -duration 20s
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"flashsale/simulations/loadgen"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	endpoints, redisAddrs, regions, sale, secret, jsonOut, plotDir string
+	users, workers, maxRequests, retries                           int
+	rate, misroute, confirm, cancel                                float64
+	duration, timeout, warmup                                      time.Duration
+	total, limit                                                   int64
+	seed                                                           uint64
+	progress, noVerify                                             bool
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.endpoints, "endpoints", "", "region=base URL of each seller, comma-separated (loopback only), e.g. eu=http://127.0.0.1:8081")
+	fs.StringVar(&o.redisAddrs, "redis", "", "region=host:port of each region's Redis, for the after-run check (loopback only)")
+	fs.StringVar(&o.regions, "regions", "", "users' home regions with weights, e.g. eu=5,us=3,ap=2 (default: the endpoints' regions, equal)")
+	fs.StringVar(&o.sale, "sale", "", "sale id (itemId) to buy; required")
+	fs.StringVar(&o.secret, "secret", "", "HS256 secret for shopper tokens (default env FLASHSALE_JWT_SECRET or FLASHSALE_JWT_HS256_SECRET; none: no token, for an insecure-dev seller)")
+	fs.IntVar(&o.users, "users", 1_000_000, "distinct users; each buys at most once")
+	fs.Float64Var(&o.rate, "rate", 0, "open loop: Poisson arrivals per second (0: closed loop with -workers)")
+	fs.IntVar(&o.workers, "workers", 64, "closed-loop workers, or the open-loop cap on attempts in flight")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "run length (at most 1h)")
+	fs.DurationVar(&o.warmup, "warmup", 0, "start of the run left out of the figures")
+	fs.IntVar(&o.maxRequests, "max-requests", 100_000, "attempts at most (at most 10,000,000)")
+	fs.DurationVar(&o.timeout, "timeout", 2*time.Second, "timeout of one try")
+	fs.IntVar(&o.retries, "retries", 2, "extra tries of a timed-out attempt, with the same requestId")
+	fs.Float64Var(&o.misroute, "misroute", 0.05, "fraction of attempts sent to a region other than the user's home (expects a 307)")
+	fs.Float64Var(&o.confirm, "confirm", 0.5, "fraction of reservations confirmed")
+	fs.Float64Var(&o.cancel, "cancel", 0.2, "fraction of reservations cancelled (the rest expire)")
+	fs.Int64Var(&o.total, "total", -1, "the sale's total, for the oversell check (required with -redis)")
+	fs.Int64Var(&o.limit, "limit", 1, "the sale's per-user limit, for the check")
+	fs.Uint64Var(&o.seed, "seed", 1, "seed of users' regions, visiting order and arrivals")
+	fs.BoolVar(&o.progress, "progress", false, "show progress on stderr")
+	fs.BoolVar(&o.noVerify, "no-verify", false, "skip the after-run Redis check")
+	fs.StringVar(&o.jsonOut, "json", "", "write the report and verdict as JSON to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return o.run(ctx, stdout, stderr)
+}
+
+func parsePairs(flagName, s string) (map[string]string, []string, error) {
+	m := map[string]string{}
+	var order []string
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok || k == "" || v == "" {
+			return nil, nil, fmt.Errorf("-%s %q: want region=value pairs", flagName, s)
+		}
+		if _, dup := m[k]; dup {
+			return nil, nil, fmt.Errorf("-%s: region %s twice", flagName, k)
+		}
+		m[k] = v
+		order = append(order, k)
+	}
+	return m, order, nil
+}
+
+func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
+	switch {
+	case o.sale == "":
+		return errors.New("-sale is required")
+	case o.duration <= 0 || o.duration > time.Hour:
+		return fmt.Errorf("-duration %v: want (0, 1h]", o.duration)
+	case o.maxRequests < 1 || o.maxRequests > 10_000_000:
+		return fmt.Errorf("-max-requests %d: want 1..10,000,000", o.maxRequests)
+	case o.workers < 1 || o.workers > 100_000:
+		return fmt.Errorf("-workers %d: want 1..100,000", o.workers)
+	}
+	endpoints, epOrder, err := parsePairs("endpoints", o.endpoints)
+	if err != nil {
+		return err
+	}
+	if len(endpoints) == 0 {
+		return errors.New("-endpoints is required, e.g. eu=http://127.0.0.1:8081")
+	}
+	regionSpec := o.regions
+	if regionSpec == "" {
+		regionSpec = strings.Join(epOrder, ",")
+	}
+	regions, err := loadgen.ParseRegions(regionSpec)
+	if err != nil {
+		return fmt.Errorf("-regions: %w", err)
+	}
+	for _, r := range regions {
+		if _, ok := endpoints[r.Name]; !ok {
+			return fmt.Errorf("-regions: region %s has users but no entry in -endpoints", r.Name)
+		}
+	}
+	pop, err := loadgen.NewPopulation(o.users, regions, o.seed)
+	if err != nil {
+		return fmt.Errorf("-users: %w", err)
+	}
+	secret := o.secret
+	if secret == "" {
+		secret = os.Getenv("FLASHSALE_JWT_SECRET")
+	}
+	if secret == "" {
+		secret = os.Getenv("FLASHSALE_JWT_HS256_SECRET")
+	}
+	var signer *loadgen.Signer
+	if secret != "" {
+		if signer, err = loadgen.NewSigner([]byte(secret), time.Hour); err != nil {
+			return fmt.Errorf("-secret: %w", err)
+		}
+	} else {
+		fmt.Fprintln(stderr, "loadgen: no token secret: sending no tokens (only an insecure-dev seller accepts that)")
+	}
+	op, err := loadgen.NewHTTPOp(loadgen.HTTPConfig{
+		Endpoints: endpoints, Sale: o.sale, Signer: signer, Timeout: o.timeout, Retries: o.retries,
+		MisrouteFrac: o.misroute, ConfirmFrac: o.confirm, CancelFrac: o.cancel,
+	})
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+
+	var check []loadgen.RegionRedis
+	if !o.noVerify && o.redisAddrs != "" {
+		addrs, order, err := parsePairs("redis", o.redisAddrs)
+		if err != nil {
+			return err
+		}
+		if o.total < 0 {
+			return errors.New("-total is required with -redis (the sale's total, to check for oversell)")
+		}
+		for _, r := range order {
+			host, _, err := net.SplitHostPort(addrs[r])
+			if err != nil {
+				return fmt.Errorf("-redis %s=%s: %w", r, addrs[r], err)
+			}
+			if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+				return fmt.Errorf("-redis %s=%s: only loopback addresses", r, addrs[r])
+			}
+			c := redis.NewClient(&redis.Options{Addr: addrs[r]})
+			defer c.Close()
+			check = append(check, loadgen.RegionRedis{Region: r, Client: c})
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
+	plan := loadgen.Plan{Rate: o.rate, Workers: o.workers, Duration: o.duration, MaxRequests: o.maxRequests, Warmup: o.warmup, Seed: o.seed}
+	var progress loadgen.Progress
+	if o.progress {
+		var done atomic.Int64
+		progress = func(n int) { done.Store(int64(n)) }
+		stopBar := startBar(stderr, &done, min(o.maxRequests, o.users), o.duration)
+		defer stopBar()
+	}
+	rep, err := loadgen.Run(ctx, plan, pop, op, progress)
+	if err != nil {
+		return err
+	}
+	printReport(stdout, rep)
+
+	out := struct {
+		Report  *loadgen.Report  `json:"report"`
+		Verdict *loadgen.Verdict `json:"verdict,omitempty"`
+	}{Report: rep}
+	var verr error
+	if len(check) > 0 {
+		v, err := loadgen.Verify(context.Background(), check, o.sale, o.total, o.limit)
+		if err != nil {
+			return err
+		}
+		out.Verdict = &v
+		printVerdict(stdout, v)
+		if !v.OK() {
+			verr = fmt.Errorf("invariants violated: %s", strings.Join(v.Violations, "; "))
+		}
+	} else {
+		fmt.Fprintln(stdout, "verify: skipped (give -redis and -total to check for oversell)")
+	}
+	if o.jsonOut != "" {
+		b, err := json.MarshalIndent(out, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.jsonOut, b, 0o644); err != nil {
+			return fmt.Errorf("-json: %w", err)
+		}
+	}
+	return verr
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/1e6) }
+
+func printReport(w io.Writer, rep *loadgen.Report) {
+	fmt.Fprintf(w, "%s loop, %d workers", rep.Mode, rep.Workers)
+	if rep.Mode == "open" {
+		fmt.Fprintf(w, ", target %.0f req/s, %d dropped over the in-flight cap", rep.Rate, rep.Dropped)
+	}
+	fmt.Fprintf(w, "\nattempts %d in %v: %.0f req/s; reserved %d", rep.Attempts, rep.Window.Round(time.Millisecond), rep.Throughput, rep.Reserved)
+	if rep.SoldOutAfter > 0 {
+		fmt.Fprintf(w, "; sold out after %v", rep.SoldOutAfter.Round(time.Millisecond))
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "outcome\tcount\tp50\tp99\tp99.9\tmax")
+	names := make([]string, 0, len(rep.ByOutcome))
+	for k := range rep.ByOutcome {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	row := func(name string, l loadgen.Latency) {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", name, l.Count, ms(l.P50), ms(l.P99), ms(l.P999), ms(l.Max))
+	}
+	row("(all attempts)", rep.All)
+	for _, k := range names {
+		row(k, rep.ByOutcome[k])
+	}
+	_ = tw.Flush()
+	if len(rep.Errors) > 0 {
+		fmt.Fprintln(w, "errors:")
+		for msg, n := range rep.Errors {
+			fmt.Fprintf(w, "  %d x %s\n", n, msg)
+		}
+	}
+}
+
+func printVerdict(w io.Writer, v loadgen.Verdict) {
+	for _, r := range v.Regions {
+		fmt.Fprintf(w, "region %s: ceiling %d, sold %d, reserved %d, users holding %d, order stream holds %d\n",
+			r.Region, r.GrantedSeen-r.ReleasedLocal, r.Sold, r.Reserved, r.Users, r.StreamHeld)
+	}
+	if v.OK() {
+		fmt.Fprintf(w, "verify: ok: sold %d + reserved %d <= total %d; max per user %d <= limit %d\n",
+			v.Sold, v.Reserved, v.Total, v.MaxPerUser, v.Limit)
+		return
+	}
+	fmt.Fprintln(w, "verify: FAILED")
+	for _, s := range v.Violations {
+		fmt.Fprintln(w, "  "+s)
+	}
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"flashsale/internal/layout"
+	"flashsale/internal/redistest"
+	"flashsale/regional"
+)
+
+const testSecret = "0123456789abcdef0123456789abcdef-loadgen"
+
+// startRegions runs a real seller per region, each on its own redis-server,
+// knowing the others' endpoints for redirects, with the sale's units split
+// between them as static grants.
+func startRegions(t *testing.T, sale string, grants map[string]int64) (endpoints, redisAddrs string) {
+	t.Helper()
+	ports := map[string]int{}
+	urls := map[string]string{}
+	for r := range grants {
+		ports[r] = redistest.FreePort(t)
+		urls[r] = fmt.Sprintf("http://127.0.0.1:%d", ports[r])
+	}
+	var eps, rds []string
+	for r, g := range grants {
+		rs := redistest.Start(t)
+		cfg := regional.DevConfig()
+		cfg.Region = r
+		cfg.ListenAddr = fmt.Sprintf("127.0.0.1:%d", ports[r])
+		cfg.JWT.HS256Secret = []byte(testSecret)
+		cfg.Regions = map[string]string{}
+		for o, u := range urls {
+			if o != r {
+				cfg.Regions[o] = u
+			}
+		}
+		cfg.Sales = []layout.SaleSpec{{ID: sale, Total: 40, PerUserLimit: 1, ReservationTTL: time.Hour, StartsAt: time.Now().Add(-time.Minute)}}
+		cfg.StaticGrants = map[string]int64{sale: g}
+		srv, err := regional.New(cfg, regional.Deps{Redis: rs.Client()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = srv.Close() })
+		eps = append(eps, r+"="+urls[r])
+		rds = append(rds, r+"="+rs.Addr)
+	}
+	return strings.Join(eps, ","), strings.Join(rds, ",")
+}
+
+// The whole flow against two real sellers: tokens, misrouted attempts
+// redirected home, confirms and cancels, a sellout, and the Redis check.
+func TestLoadgenAgainstTwoRegions(t *testing.T) {
+	eps, rds := startRegions(t, "phone", map[string]int64{"eu": 25, "us": 15})
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{
+		"-endpoints", eps, "-redis", rds, "-regions", "eu=2,us=1", "-sale", "phone", "-total", "40",
+		"-secret", testSecret, "-users", "300", "-workers", "8", "-max-requests", "300", "-duration", "1m",
+		"-misroute", "0.3", "-confirm", "0.5", "-cancel", "0.3", "-timeout", "5s",
+	}, &out, &errOut)
+	t.Log(out.String(), errOut.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	for _, want := range []string{"verify: ok", "attempts 300 ", "reserved ", "sold_out ", "confirm:ok ", "cancel:ok "} {
+		if !strings.Contains(s, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	// Misrouted attempts must have been followed to the home region, and
+	// every token accepted.
+	for _, bad := range []string{"wrong_region", "invalid_token", "unauthenticated", "redirect_", "error ", "timeout"} {
+		if strings.Contains(s, bad) {
+			t.Errorf("output has outcome %q", bad)
+		}
+	}
+}
+
+func TestLoadgenRefusesBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"-sale", "s", "-endpoints", "eu=http://10.0.0.1:8080"},
+		{"-sale", "s", "-endpoints", "eu=http://example.com"},
+		{"-endpoints", "eu=http://127.0.0.1:1"},
+		{"-sale", "s", "-endpoints", "eu=http://127.0.0.1:1", "-regions", "us=1"},
+		{"-sale", "s", "-endpoints", "eu=http://127.0.0.1:1", "-redis", "eu=127.0.0.1:1"},
+		{"-sale", "s", "-endpoints", "eu=http://127.0.0.1:1", "-redis", "eu=10.1.1.1:6379", "-total", "5"},
+		{"-sale", "s", "-endpoints", "eu=http://127.0.0.1:1", "-duration", "2h"},
+		{"-sale", "s", "-endpoints", "eu=http://127.0.0.1:1", "-secret", "short"},
+	} {
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), args, &out, &errOut); err == nil {
+			t.Errorf("run(%q) accepted", args)
+		}
+	}
+}
