@@ -21,7 +21,7 @@ func eachStore(t *testing.T, f func(t *testing.T, s Store)) {
 	})
 }
 
-func openTestStore(t *testing.T, dsn string) Store {
+func openTestStore(t testing.TB, dsn string) Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
