@@ -46,6 +46,9 @@ func Start(ctx context.Context, opts Options) (*Proc, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("redisproc: Options.Dir is required")
 	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("redis data dir: %w", err)
+	}
 	if opts.Port == 0 {
 		p, err := FreePort()
 		if err != nil {
