@@ -161,7 +161,8 @@ func (a *Allocation) requestRelease(req ReleaseRequest) (ReleaseRequest, error) 
 // AckRelease applies a region's acknowledgement of its pending release id
 // with its cumulative released_local: released = max(released, ack). Only
 // then are the units it freed granted elsewhere: to the request's target
-// region, if any, in the grants returned (already applied to a).
+// region, or with Spread over the other regions by weight (see share), in
+// the grants returned (already applied to a).
 func (a *Allocation) AckRelease(region, id string, releasedLocal int64) ([]Grant, error) {
 	r, ok := a.Regions[region]
 	if !ok {
