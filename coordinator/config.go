@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"flashsale/internal/layout"
+	"flashsale/quota"
 )
 
 // Config is the coordinator's configuration. Start from DefaultConfig or
@@ -38,6 +39,12 @@ type Config struct {
 	// SplitLead is how long before a sale opens the initial split is made,
 	// so regions hold quota at the opening second.
 	SplitLead time.Duration
+	// SweepBefore is how long before a sale ends the loop switches from
+	// Rebalance to EndSweep (leftovers go where buyers still are).
+	SweepBefore time.Duration
+	// Policy tunes the planners; it is stored in each new sale's allocation,
+	// so every leader plans that sale alike.
+	Policy quota.Policy
 	// WriteTimeout bounds one etcd write.
 	WriteTimeout time.Duration
 
@@ -57,6 +64,8 @@ func DefaultConfig() Config {
 		ReportStale:   3 * time.Second,
 		LearningGrace: 5 * time.Second,
 		SplitLead:     5 * time.Second,
+		SweepBefore:   30 * time.Second,
+		Policy:        quota.DefaultPolicy(),
 		WriteTimeout:  5 * time.Second,
 	}
 }
@@ -71,6 +80,7 @@ func DevConfig() Config {
 	c.ReportStale = 2 * time.Second
 	c.LearningGrace = time.Second
 	c.SplitLead = time.Second
+	c.SweepBefore = 5 * time.Second
 	return c
 }
 
@@ -89,10 +99,15 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("coordinator config: LearningGrace %v must not be negative", c.LearningGrace)
 	case c.SplitLead < 0:
 		return fmt.Errorf("coordinator config: SplitLead %v must not be negative", c.SplitLead)
+	case c.SweepBefore < 0:
+		return fmt.Errorf("coordinator config: SweepBefore %v must not be negative", c.SweepBefore)
 	case c.WriteTimeout <= 0:
 		return fmt.Errorf("coordinator config: WriteTimeout %v must be positive", c.WriteTimeout)
 	case c.Token == "" && !c.InsecureNoAuth:
 		return errors.New("coordinator config: Token is empty (set a token, or InsecureNoAuth for dev)")
+	}
+	if err := c.Policy.Validate(); err != nil {
+		return fmt.Errorf("coordinator config: Policy: %w", err)
 	}
 	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 		return fmt.Errorf("coordinator config: ListenAddr %q: %w", c.ListenAddr, err)

@@ -40,19 +40,16 @@ func TestCreateSaleWritesInitialSplit(t *testing.T) {
 	if got.State != "active" || got.PerUserLimit != 1 {
 		t.Fatalf("defaults not filled: %+v", got)
 	}
-	waitFor(t, "initial split", func() bool {
-		a, _ := readAlloc(t, cli, "s1")
-		return a.Regions["eu"].Granted > 0
-	})
-	a, _ := readAlloc(t, cli, "s1")
-	want := map[string]int64{"eu": 500, "us": 250, "ap": 250}
+	// DefaultPolicy splits 80% by weight; the rest waits for demand.
+	a := waitSplit(t, cli, "s1")
+	want := map[string]int64{"eu": 400, "us": 200, "ap": 200}
 	for r, n := range want {
 		if a.Regions[r].Granted != n || a.Regions[r].Released != 0 {
 			t.Errorf("region %s: granted %d released %d, want %d granted", r, a.Regions[r].Granted, a.Regions[r].Released, n)
 		}
 	}
-	if a.SumNet() != 1000 {
-		t.Errorf("sum net %d, want 1000", a.SumNet())
+	if a.SumNet() != 800 || a.Policy == nil || a.Policy.SplitPercent != 80 {
+		t.Errorf("sum net %d, policy %+v: want 800 granted and the policy stored", a.SumNet(), a.Policy)
 	}
 
 	sale, err := api1.GetSale(ctx, &api.GetSaleRequest{Id: "s1"})
@@ -67,7 +64,7 @@ func TestCreateSaleWritesInitialSplit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.Open || st.Totals.Net != 1000 || st.Unallocated != 0 || len(st.Regions) != 3 {
+	if !st.Open || st.Totals.Net != 800 || st.Unallocated != 200 || len(st.Regions) != 3 {
 		t.Fatalf("status: %+v", st)
 	}
 	_, err = api1.CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 5, regions3()...)})
@@ -141,8 +138,9 @@ func TestAuthAndInvalidArguments(t *testing.T) {
 	if _, err := cl.CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 100, regions3()...)}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "split", func() bool { a, _ := readAlloc(t, cli, "s1"); return a.SumNet() == 100 })
+	split := waitSplit(t, cli, "s1")
 	_, rev := readAlloc(t, cli, "s1")
+	euNet, pool := split.Regions["eu"].Net(), split.Unallocated()
 	moves := []struct {
 		req  *api.MoveRequest
 		code codes.Code
@@ -153,10 +151,10 @@ func TestAuthAndInvalidArguments(t *testing.T) {
 		{&api.MoveRequest{Sale: "s1", From: "eu", To: "mars", Units: 1}, codes.InvalidArgument, "to:"},
 		{&api.MoveRequest{Sale: "", From: "eu", To: "us", Units: 1}, codes.InvalidArgument, "sale:"},
 		{&api.MoveRequest{Sale: "nope", From: "eu", To: "us", Units: 1}, codes.NotFound, ""},
-		// eu holds 50: asking for 51 is refused, not clipped to 50.
-		{&api.MoveRequest{Sale: "s1", From: "eu", To: "us", Units: 51}, codes.FailedPrecondition, "refused: units:"},
-		// Nothing is unallocated: a grant from the pool would pass the total.
-		{&api.MoveRequest{Sale: "s1", From: "", To: "us", Units: 1}, codes.FailedPrecondition, "refused: units:"},
+		// Asking eu for one more than it holds is refused, not clipped.
+		{&api.MoveRequest{Sale: "s1", From: "eu", To: "us", Units: euNet + 1}, codes.FailedPrecondition, "move"},
+		// One more than the pool holds would pass the total.
+		{&api.MoveRequest{Sale: "s1", From: "", To: "us", Units: pool + 1}, codes.FailedPrecondition, "refused: units:"},
 	}
 	for _, m := range moves {
 		_, err := cl.Move(ctx, m.req)
@@ -189,9 +187,9 @@ func TestDeposedLeaderWriteIsRejected(t *testing.T) {
 	e := etcdtest.Start(t)
 	cli := etcdtest.Client(t, e)
 	startChecker(t, cli)
-	a := startCoord(t, e)
+	a := startCoord(t, e, quiet)
 	waitLeader(t, a)
-	b := startCoord(t, e)
+	b := startCoord(t, e, quiet)
 	ctx := authed(t.Context())
 
 	// A follower does not write; it says where the leader is.
@@ -202,7 +200,7 @@ func TestDeposedLeaderWriteIsRejected(t *testing.T) {
 	if _, err := dial(t, a.Addr()).CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 100, regions3()...)}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "split", func() bool { al, _ := readAlloc(t, cli, "s1"); return al.SumNet() == 100 })
+	waitSplit(t, cli, "s1")
 
 	oldFence, ok := a.currentFence()
 	if !ok {
@@ -244,9 +242,9 @@ func TestFailoverMidMoveNewLeaderContinues(t *testing.T) {
 	e := etcdtest.Start(t)
 	cli := etcdtest.Client(t, e)
 	startChecker(t, cli)
-	a := startCoord(t, e)
+	a := startCoord(t, e, quiet)
 	waitLeader(t, a)
-	b := startCoord(t, e)
+	b := startCoord(t, e, quiet)
 	ctx := authed(t.Context())
 	eu, us := newFakeRegion(t, cli, "eu"), newFakeRegion(t, cli, "us")
 	regions := []*api.RegionSpec{{Name: "eu", Weight: 1}, {Name: "us", Weight: 1}}
@@ -255,7 +253,7 @@ func TestFailoverMidMoveNewLeaderContinues(t *testing.T) {
 	}
 	eu.report("s1", layout.RegionReport{})
 	us.report("s1", layout.RegionReport{})
-	waitFor(t, "split", func() bool { al, _ := readAlloc(t, cli, "s1"); return al.SumNet() == 200 })
+	waitSplit(t, cli, "s1") // 80 and 80, 40 in the pool
 
 	plan, err := dial(t, a.Addr()).Move(ctx, &api.MoveRequest{Sale: "s1", From: "eu", To: "us", Units: 40})
 	if err != nil {
@@ -271,17 +269,17 @@ func TestFailoverMidMoveNewLeaderContinues(t *testing.T) {
 	}
 	waitLeader(t, b)
 	// The region executes the release (its Redis gave up 40) and acks.
-	eu.report("s1", layout.RegionReport{ReleaseID: id, Report: quotaReport(100, 40)})
+	eu.report("s1", layout.RegionReport{ReleaseID: id, Report: quotaReport(80, 40)})
 	waitFor(t, "new leader to apply the ack", func() bool {
 		al, _ := readAlloc(t, cli, "s1")
 		return al.Regions["eu"].Pending == nil
 	})
 	al, _ := readAlloc(t, cli, "s1")
-	if al.Regions["eu"].Released != 40 || al.Regions["eu"].Net() != 60 || al.Regions["us"].Granted != 140 {
+	if al.Regions["eu"].Released != 40 || al.Regions["eu"].Net() != 40 || al.Regions["us"].Granted != 120 {
 		t.Fatalf("after ack: eu %+v us %+v", *al.Regions["eu"], *al.Regions["us"])
 	}
-	if al.SumNet() != 200 {
-		t.Fatalf("sum net %d, want 200 (no unit lost or doubled)", al.SumNet())
+	if al.SumNet() != 160 {
+		t.Fatalf("sum net %d, want 160 (no unit lost or doubled)", al.SumNet())
 	}
 	// The same ack seen again changes nothing.
 	_, rev := readAlloc(t, cli, "s1")
@@ -293,7 +291,7 @@ func TestFailoverMidMoveNewLeaderContinues(t *testing.T) {
 		t.Fatalf("release id %s reused after failover", id)
 	}
 	al2, rev2 := readAlloc(t, cli, "s1")
-	if rev2 == rev || al2.Regions["eu"].Released != 40 || al2.Regions["us"].Granted != 140 {
+	if rev2 == rev || al2.Regions["eu"].Released != 40 || al2.Regions["us"].Granted != 120 {
 		t.Fatalf("replayed ack moved units again: eu %+v us %+v", *al2.Regions["eu"], *al2.Regions["us"])
 	}
 }

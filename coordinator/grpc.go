@@ -67,9 +67,11 @@ func (c *Coordinator) grpcErr(ctx context.Context, err error) error {
 	case errors.Is(err, ErrConflict):
 		return status.Error(codes.Aborted, "allocation changed concurrently; read it again and retry")
 	case errors.Is(err, errPrecondition), errors.Is(err, quota.ErrOverTotal),
-		errors.Is(err, quota.ErrReleaseBusy), errors.Is(err, quota.ErrNegative):
+		errors.Is(err, quota.ErrReleaseBusy), errors.Is(err, quota.ErrAboveNet),
+		errors.Is(err, quota.ErrAboveMax):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, quota.ErrUnknownRgn):
+	case errors.Is(err, quota.ErrUnknownRgn), errors.Is(err, quota.ErrBadAmount),
+		errors.Is(err, quota.ErrBadMove), errors.Is(err, quota.ErrNegative):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
@@ -106,7 +108,7 @@ func (s *server) CreateSale(ctx context.Context, req *api.CreateSaleRequest) (*a
 	if err != nil {
 		return nil, c.grpcErr(ctx, err)
 	}
-	a := newAllocation(spec)
+	a := newAllocation(spec, c.cfg.Policy)
 	sb, err := json.Marshal(spec)
 	if err != nil {
 		return nil, c.grpcErr(ctx, err)
@@ -131,7 +133,7 @@ func (s *server) CreateSale(ctx context.Context, req *api.CreateSaleRequest) (*a
 
 // newAllocation is a sale's allocation before the initial split: its
 // regions with their weights and bounds, nothing granted.
-func newAllocation(spec layout.SaleSpec) *quota.Allocation {
+func newAllocation(spec layout.SaleSpec, pol quota.Policy) *quota.Allocation {
 	names := make([]string, len(spec.Regions))
 	for i, r := range spec.Regions {
 		names[i] = r.Name
@@ -141,6 +143,7 @@ func newAllocation(spec layout.SaleSpec) *quota.Allocation {
 		ra := a.Regions[r.Name]
 		ra.Weight, ra.Min, ra.Max = r.Weight, r.Min, r.Max
 	}
+	a.Policy = &pol
 	return a
 }
 
@@ -283,19 +286,24 @@ func (s *server) SaleStatus(ctx context.Context, req *api.SaleRef) (*api.SaleSta
 		Unallocated:   a.Unallocated(),
 		AllocRevision: v.doc.modRev,
 	}
+	view := planView(a, v.reports)
+	for r, rep := range v.reports {
+		if ra, ok := view.Regions[r]; ok {
+			rp := rep.Report
+			ra.Report = &rp
+		}
+	}
+	qs := view.Status(now.UnixMilli(), policyOf(a))
 	tot := &api.RegionStatus{Region: "total"}
-	for _, name := range a.RegionNames() {
-		ra := a.Regions[name]
-		rs := &api.RegionStatus{Region: name, Granted: ra.Granted, Released: ra.Released, Net: ra.Net()}
-		if p := ra.Pending; p != nil {
+	for _, q := range qs.Regions {
+		rs := &api.RegionStatus{Region: q.Region, Granted: q.Granted, Released: q.Released, Net: q.Net,
+			Sold: q.Sold, Reserved: q.Reserved, Available: q.Available, Demand: q.Demand}
+		if p := q.Pending; p != nil {
 			rs.PendingReleaseId, rs.PendingUnits, rs.PendingTo = p.ID, p.Units, p.To
 		}
-		if rep, ok := v.reports[name]; ok {
-			rs.Reported = true
-			rs.Sold, rs.Reserved, rs.Demand, rs.Halted = rep.Sold, rep.Reserved, rep.Demand, rep.Halted
-			// What the region's Redis can still sell, by its own counters.
-			rs.Available = max(0, rep.GrantedSeen-rep.ReleasedLocal-rep.Sold-rep.Reserved)
+		if rep, ok := v.reports[q.Region]; ok {
 			age := max(0, now.Sub(time.UnixMilli(rep.At)))
+			rs.Reported, rs.Halted = true, rep.Halted
 			rs.ReportAge = durationpb.New(age)
 			rs.Fresh = age <= c.cfg.ReportStale
 		}
@@ -330,11 +338,12 @@ func (s *server) PlanRebalance(ctx context.Context, req *api.SaleRef) (*api.Plan
 		return nil, c.grpcErr(ctx, err)
 	}
 	a := cloneAlloc(v.doc.alloc)
-	p, err := c.planRebalance(a, v, c.cfg.Now())
+	c.takeReports(a, v.reports)
+	plan, err := planView(a, v.reports).Rebalance(policyOf(a), c.cfg.Now().UnixMilli())
 	if err != nil {
 		return nil, c.grpcErr(ctx, err)
 	}
-	return planToProto(v.spec.ID, v.doc.modRev, p, false), nil
+	return planToProto(v.spec.ID, v.doc.modRev, fromPlan(plan, "not applied"), false), nil
 }
 
 // mutate runs one operator change of a sale's allocation on the leader:
@@ -355,7 +364,7 @@ func (c *Coordinator) mutate(ctx context.Context, id string, change func(v *sale
 	if err != nil {
 		return nil, err
 	}
-	if p.empty() {
+	if !countersChanged(v.doc.alloc, a) {
 		return planToProto(id, v.doc.modRev, p, false), nil
 	}
 	if err := c.writeAlloc(ctx, f, a, v.doc.modRev); err != nil {
@@ -372,7 +381,13 @@ func (s *server) ApplyRebalance(ctx context.Context, req *api.ApplyRebalanceRequ
 		if rev := req.GetAllocRevision(); rev != 0 && rev != v.doc.modRev {
 			return planResult{}, refused("alloc_revision: the allocation is now at %d, not %d; plan again", v.doc.modRev, rev)
 		}
-		return c.planRebalance(a, v, c.cfg.Now())
+		c.takeReports(a, v.reports)
+		plan, err := planView(a, v.reports).Rebalance(policyOf(a), c.cfg.Now().UnixMilli())
+		if err != nil {
+			return planResult{}, err
+		}
+		acts, err := a.Apply(plan)
+		return fromActions(acts, "operator rebalance"), err
 	})
 	return p, c.grpcErr(ctx, err)
 }
@@ -437,7 +452,7 @@ func (s *server) Drain(ctx context.Context, req *api.DrainRequest) (*api.DrainRe
 				}
 				return planResult{}, nil // draining everywhere: skip sales without it
 			}
-			return planDrain(a, req.GetRegion())
+			return planDrain(a, req.GetRegion(), req.GetSpread())
 		})
 		if err != nil {
 			return out, c.grpcErr(ctx, fmt.Errorf("drain %s in sale %s: %w", req.GetRegion(), id, err))

@@ -205,3 +205,22 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// quiet keeps the rebalancer from asking idle regions for releases, so a
+// test's moves are the only releases.
+func quiet(c *Config) { c.Policy.MinKeep = 1 << 40 }
+
+// waitSplit waits for the sale's initial split and returns the allocation.
+func waitSplit(t *testing.T, cli *clientv3.Client, sale string) *quota.Allocation {
+	t.Helper()
+	var a *quota.Allocation
+	waitFor(t, "initial split of "+sale, func() bool {
+		resp, err := cli.Get(t.Context(), layout.Keys{Prefix: layout.DefaultPrefix}.Alloc(sale))
+		if err != nil || len(resp.Kvs) == 0 {
+			return false
+		}
+		a, err = decodeAlloc(resp.Kvs[0].Value)
+		return err == nil && isSplit(a)
+	})
+	return a
+}

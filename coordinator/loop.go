@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"flashsale/internal/layout"
@@ -151,63 +152,55 @@ func (c *Coordinator) stepSale(ctx context.Context, f fence, snap *snapshot, id 
 }
 
 // decide applies to a what the loop must do for one sale now: take the
-// acks the reports carry, then (unless learning, paused or ended) the
-// initial split or a demand-driven rebalance, or the end-of-sale sweep.
+// reports (and the acks they carry), then, unless learning, paused or
+// ended: the initial split, a demand-driven rebalance, or near the end the
+// sweep that sends leftovers where buyers still are.
 func (c *Coordinator) decide(a *quota.Allocation, v *saleView, now time.Time, learning bool) (planResult, error) {
-	var p planResult
-	attachReports(a, v.reports)
-	for _, r := range a.RegionNames() {
-		ra := a.Regions[r]
-		rep, ok := v.reports[r]
-		if ra.Pending == nil || !ok || rep.ReleaseID != ra.Pending.ID {
-			continue
-		}
-		id := ra.Pending.ID
-		grants, err := a.AckRelease(r, id, rep.ReleasedLocal)
-		if err != nil {
-			// A malformed ack (released_local above granted) is the agent's
-			// bug; the release stays pending and the rest goes on.
-			c.log.Error("refusing ack", "sale", a.Sale, "region", r, "release", id, "err", err)
-			continue
-		}
-		p.grants = append(p.grants, grants...)
-		p.add(planResult{note: "ack " + id})
-	}
+	p := c.takeReports(a, v.reports)
 	spec := v.spec
+	pol := policyOf(a)
+	nowMs := now.UnixMilli()
 	switch {
-	case learning:
+	case learning,
+		spec.State == layout.SaleEnded || !now.Before(spec.EndsAt),
+		spec.State == layout.SalePaused,
+		now.Before(spec.StartsAt.Add(-c.cfg.SplitLead)):
 		return p, nil
-	case spec.State == layout.SaleEnded || !now.Before(spec.EndsAt):
-		q, err := planEndSweep(a, v, now)
-		p.add(q)
-		return p, err
-	case spec.State == layout.SalePaused:
-		return p, nil
-	case now.Before(spec.StartsAt.Add(-c.cfg.SplitLead)):
-		return p, nil
+	}
+	view := planView(a, v.reports)
+	var plan quota.Plan
+	var err error
+	note := ""
+	switch {
 	case !isSplit(a):
-		q, err := planInitialSplit(a, v, now)
-		p.add(q)
-		return p, err
+		plan, err = view.InitialSplit(pol)
+		note = "initial split"
+		if err == nil && plan.Empty() && !now.Before(spec.StartsAt) {
+			// A split that grants nothing (SplitPercent 0, no minimums)
+			// leaves everything to demand once the sale is open.
+			plan, err = view.Rebalance(pol, nowMs)
+			note = ""
+		}
 	case now.Before(spec.StartsAt):
 		return p, nil
+	case !now.Before(spec.EndsAt.Add(-c.cfg.SweepBefore)):
+		plan, err = view.EndSweep(pol, nowMs)
+		note = "end sweep"
+	default:
+		plan, err = view.Rebalance(pol, nowMs)
 	}
-	q, err := c.planRebalance(a, v, now)
-	p.add(q)
-	return p, err
-}
-
-// attachReports copies the regions' latest reports into the allocation the
-// planners read. They are stored with the next write, for operators.
-func attachReports(a *quota.Allocation, reps map[string]layout.RegionReport) {
-	for name, ra := range a.Regions {
-		if rep, ok := reps[name]; ok {
-			r := rep.Report
-			ra.Report = &r
-		} else {
-			ra.Report = nil // lease gone: the region is dead to the planners
-		}
+	if err != nil {
+		return p, fmt.Errorf("plan sale %s: %w", a.Sale, err)
 	}
+	if plan.Empty() {
+		return p, nil
+	}
+	acts, err := a.Apply(plan)
+	if err != nil {
+		return p, fmt.Errorf("apply plan to sale %s: %w", a.Sale, err)
+	}
+	p.add(fromActions(acts, note))
+	return p, nil
 }
 
 // countersChanged compares everything but the reports.

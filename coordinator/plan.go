@@ -1,18 +1,27 @@
 package coordinator
 
 import (
-	"encoding/json"
-	"time"
+	"fmt"
 
+	"flashsale/internal/layout"
 	"flashsale/quota"
 )
 
-// planResult is what a planner did to an allocation: the grants it made and
-// the release requests it recorded.
+// planResult is what was applied to an allocation: grants and release
+// requests (with their ids), as quota.Apply and acks report them.
 type planResult struct {
 	grants   []quota.Grant
 	releases []quota.ReleaseRequest
 	note     string
+}
+
+func fromActions(a quota.Actions, note string) planResult {
+	return planResult{grants: a.Grants, releases: a.Releases, note: note}
+}
+
+// fromPlan is a plan not applied yet (its releases have no id).
+func fromPlan(p quota.Plan, note string) planResult {
+	return planResult{grants: p.Grants, releases: p.Releases, note: note}
 }
 
 func (p planResult) empty() bool { return len(p.grants) == 0 && len(p.releases) == 0 }
@@ -40,19 +49,61 @@ func (c *Coordinator) countPlan(p planResult) {
 // cloneAlloc deep-copies an allocation, so a plan is made on a copy and the
 // original stays what etcd holds.
 func cloneAlloc(a *quota.Allocation) *quota.Allocation {
-	b, err := json.Marshal(a)
-	if err != nil {
-		panic(err) // plain data: cannot fail
-	}
-	out, err := decodeAlloc(b)
-	if err != nil {
-		panic(err)
+	out := a.Clone()
+	if out.Regions == nil {
+		out.Regions = map[string]*quota.RegionAlloc{}
 	}
 	return out
 }
 
-// The planners below are thin adapters over quota/: they apply a plan to a
-// (a copy the caller writes back) and say what they did.
+// policyOf is the sale's policy: stored in its allocation at creation, so
+// every leader plans a sale the same way.
+func policyOf(a *quota.Allocation) quota.Policy {
+	if a.Policy != nil {
+		return *a.Policy
+	}
+	return quota.DefaultPolicy()
+}
+
+// takeReports feeds the regions' current reports to the allocation
+// (quota.Step keeps the newest and applies an ack naming the pending
+// release) and returns the grants acks made.
+func (c *Coordinator) takeReports(a *quota.Allocation, reps map[string]layout.RegionReport) planResult {
+	var p planResult
+	for _, r := range a.RegionNames() {
+		rep, ok := reps[r]
+		if !ok {
+			continue
+		}
+		pending := a.Regions[r].Pending
+		acts, err := a.Step(quota.RegionReported{Region: r, Report: rep.Report, ReleaseID: rep.ReleaseID})
+		if err != nil {
+			// A malformed ack (released_local above granted) is the agent's
+			// bug; the release stays pending and the rest goes on.
+			c.log.Error("refusing report", "sale", a.Sale, "region", r, "release", rep.ReleaseID, "err", err)
+			continue
+		}
+		note := ""
+		if pending != nil && a.Regions[r].Pending == nil {
+			note = fmt.Sprintf("ack %s (released_local %d)", pending.ID, rep.ReleasedLocal)
+		}
+		p.add(fromActions(acts, note))
+	}
+	return p
+}
+
+// planView is the copy of a the planners read: a region without a report
+// key has no lease, so it is dead to them whatever its last stored report
+// says (the stored report stays in a: agents use it as a floor).
+func planView(a *quota.Allocation, reps map[string]layout.RegionReport) *quota.Allocation {
+	v := cloneAlloc(a)
+	for name, r := range v.Regions {
+		if _, ok := reps[name]; !ok {
+			r.Report = nil
+		}
+	}
+	return v
+}
 
 // isSplit says whether the initial split was made: any grant ever.
 func isSplit(a *quota.Allocation) bool {
@@ -64,124 +115,44 @@ func isSplit(a *quota.Allocation) bool {
 	return false
 }
 
-// planInitialSplit grants the total by weight (largest remainder), within
-// each region's maximum.
-func planInitialSplit(a *quota.Allocation, _ *saleView, _ time.Time) (planResult, error) {
-	var p planResult
-	var wsum int64
-	names := a.RegionNames()
-	for _, n := range names {
-		wsum += max(a.Regions[n].Weight, 0)
-	}
-	if wsum == 0 {
-		return p, nil
-	}
-	left := a.Unallocated()
-	for _, n := range names {
-		ra := a.Regions[n]
-		u := left * max(ra.Weight, 0) / wsum
-		if ra.Max > 0 {
-			u = min(u, ra.Max-ra.Net())
-		}
-		u = min(u, a.Unallocated())
-		if u <= 0 {
-			continue
-		}
-		if err := a.Grant(n, u); err != nil {
-			return p, err
-		}
-		p.grants = append(p.grants, quota.Grant{Region: n, Units: u})
-	}
-	// The floor division leaves up to len(names)-1 units: one each, in
-	// name order, to regions with weight and room.
-	for _, n := range names {
-		ra := a.Regions[n]
-		if a.Unallocated() == 0 {
-			break
-		}
-		if ra.Weight <= 0 || (ra.Max > 0 && ra.Net() >= ra.Max) || left*ra.Weight%wsum == 0 {
-			continue
-		}
-		if err := a.Grant(n, 1); err != nil {
-			return p, err
-		}
-		p.grants = append(p.grants, quota.Grant{Region: n, Units: 1})
-	}
-	p.note = "initial split"
-	return p, nil
-}
-
-// planRebalance hands unallocated units to the live region with the most
-// demand.
-func (c *Coordinator) planRebalance(a *quota.Allocation, v *saleView, _ time.Time) (planResult, error) {
-	attachReports(a, v.reports)
-	var p planResult
-	best, bestDemand := "", -1.0
-	for _, n := range a.RegionNames() {
-		ra := a.Regions[n]
-		if ra.Report == nil || (ra.Max > 0 && ra.Net() >= ra.Max) {
-			continue
-		}
-		if ra.Report.Demand > bestDemand {
-			best, bestDemand = n, ra.Report.Demand
-		}
-	}
-	u := a.Unallocated()
-	if best == "" || u <= 0 {
-		return p, nil
-	}
-	if m := a.Regions[best].Max; m > 0 {
-		u = min(u, m-a.Regions[best].Net())
-	}
-	if err := a.Grant(best, u); err != nil {
-		return p, err
-	}
-	p.grants = append(p.grants, quota.Grant{Region: best, Units: u})
-	return p, nil
-}
-
-// planEndSweep does nothing yet: regions keep what they hold at the end.
-func planEndSweep(_ *quota.Allocation, _ *saleView, _ time.Time) (planResult, error) {
-	return planResult{}, nil
-}
-
 // planMove moves units from one region to another through a release
-// request, or grants them from the pool when from is empty. It refuses,
-// never clips, a move above the source's net grant or above the total.
+// request (granted to to on the ack), or grants them from the pool when
+// from is empty. It refuses, never clips, a move above the source's net
+// grant, above the target's maximum or above the total.
 func planMove(a *quota.Allocation, from, to string, units int64) (planResult, error) {
-	var p planResult
+	var plan quota.Plan
 	if from == "" {
 		if units > a.Unallocated() {
-			return p, refused("units: %d above the %d unallocated would pass the total %d", units, a.Unallocated(), a.Total)
+			return planResult{}, refused("units: %d above the %d unallocated would pass the total %d", units, a.Unallocated(), a.Total)
 		}
-		if err := a.Grant(to, units); err != nil {
-			return p, err
+		if r := a.Regions[to]; r.Max > 0 && r.Net()+units > r.Max {
+			return planResult{}, refused("units: %d would take region %s's net grant %d above its max %d", units, to, r.Net(), r.Max)
 		}
-		p.grants = append(p.grants, quota.Grant{Region: to, Units: units})
-		return p, nil
+		plan.Grants = []quota.Grant{{Region: to, Units: units}}
+	} else {
+		var err error
+		if plan, err = a.Move(from, to, units); err != nil {
+			return planResult{}, err
+		}
 	}
-	if net := a.Regions[from].Net(); units > net {
-		return p, refused("units: %d above region %s's net grant %d", units, from, net)
-	}
-	req, err := a.RequestRelease(from, units, to)
+	acts, err := a.Apply(plan)
 	if err != nil {
-		return p, err
+		return planResult{}, err
 	}
-	p.releases = append(p.releases, req)
-	return p, nil
+	return fromActions(acts, "operator move"), nil
 }
 
-// planDrain asks region for all of its net grant back.
-func planDrain(a *quota.Allocation, region string) (planResult, error) {
-	var p planResult
-	net := a.Regions[region].Net()
-	if net <= 0 {
-		return p, nil
-	}
-	req, err := a.RequestRelease(region, net, "")
+// planDrain sets region's weight to 0 (so the planners grant it nothing
+// more) and asks it for its whole net grant.
+func planDrain(a *quota.Allocation, region string, spread bool) (planResult, error) {
+	plan, err := a.Drain(region, spread)
 	if err != nil {
-		return p, err
+		return planResult{}, err
 	}
-	p.releases = append(p.releases, req)
-	return p, nil
+	a.Regions[region].Weight = 0
+	acts, err := a.Apply(plan)
+	if err != nil {
+		return planResult{}, err
+	}
+	return fromActions(acts, "drain "+region), nil
 }

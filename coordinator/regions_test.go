@@ -24,7 +24,7 @@ func TestDeadRegionKeepsItsQuota(t *testing.T) {
 	e := etcdtest.Start(t)
 	cli := etcdtest.Client(t, e)
 	startChecker(t, cli)
-	c := startCoord(t, e)
+	c := startCoord(t, e, quiet)
 	waitLeader(t, c)
 	cl := dial(t, c.Addr())
 	ctx := authed(t.Context())
@@ -33,9 +33,9 @@ func TestDeadRegionKeepsItsQuota(t *testing.T) {
 	if _, err := cl.CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 100, regions...)}); err != nil {
 		t.Fatal(err)
 	}
-	eu.report("s1", layout.RegionReport{Report: quotaReport(50, 0)})
-	us.report("s1", layout.RegionReport{Report: quotaReport(50, 0)})
-	waitFor(t, "split", func() bool { a, _ := readAlloc(t, cli, "s1"); return a.SumNet() == 100 })
+	eu.report("s1", layout.RegionReport{})
+	us.report("s1", layout.RegionReport{})
+	waitSplit(t, cli, "s1") // 40 and 40, 20 in the pool
 	rd, err := cl.Readiness(ctx, &api.ReadinessRequest{})
 	if err != nil || !rd.Ready || rd.Leader != c.Addr() {
 		t.Fatalf("readiness with both regions fresh: %v %+v", err, rd)
@@ -49,7 +49,7 @@ func TestDeadRegionKeepsItsQuota(t *testing.T) {
 	waitTicks(t, c, 10)
 
 	a, _ := readAlloc(t, cli, "s1")
-	if a.Regions["eu"].Net() != 50 || a.Regions["us"].Net() != 50 {
+	if a.Regions["eu"].Net() != 40 || a.Regions["us"].Net() != 40 {
 		t.Fatalf("dead region's quota moved: eu %+v us %+v", *a.Regions["eu"], *a.Regions["us"])
 	}
 	if p := a.Regions["eu"].Pending; p == nil || p.ID != move.Releases[0].Id {
@@ -60,7 +60,7 @@ func TestDeadRegionKeepsItsQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range st.Regions {
-		if r.Region == "eu" && (r.Reported || r.Net != 50 || r.PendingReleaseId == "") {
+		if r.Region == "eu" && (r.Reported || r.Net != 40 || r.PendingReleaseId == "") {
 			t.Errorf("status of dead eu: %+v", r)
 		}
 		if r.Region == "us" && (!r.Reported || !r.Fresh) {
@@ -86,10 +86,10 @@ func TestDeadRegionKeepsItsQuota(t *testing.T) {
 
 	// The region comes back with a new lease and acks the release it ran.
 	eu2 := newFakeRegion(t, cli, "eu")
-	eu2.report("s1", layout.RegionReport{ReleaseID: move.Releases[0].Id, Report: quotaReport(50, 20)})
+	eu2.report("s1", layout.RegionReport{ReleaseID: move.Releases[0].Id, Report: quotaReport(40, 20)})
 	waitFor(t, "ack after return", func() bool { a, _ := readAlloc(t, cli, "s1"); return a.Regions["eu"].Pending == nil })
 	a, _ = readAlloc(t, cli, "s1")
-	if a.Regions["eu"].Net() != 30 || a.Regions["us"].Net() != 70 || a.SumNet() != 100 {
+	if a.Regions["eu"].Net() != 20 || a.Regions["us"].Net() != 60 || a.SumNet() != 80 {
 		t.Fatalf("after ack: eu %+v us %+v", *a.Regions["eu"], *a.Regions["us"])
 	}
 }
@@ -125,7 +125,7 @@ func TestNewLeaderLearnsBeforeGranting(t *testing.T) {
 		t.Fatalf("learning leader granted: %+v", al.Regions)
 	}
 	eu.report("s1", layout.RegionReport{}) // fresh: learning can end
-	waitFor(t, "split after learning", func() bool { al, _ := readAlloc(t, cli, "s1"); return al.SumNet() == 100 })
+	waitSplit(t, cli, "s1")
 	if b.isLearning() {
 		t.Fatal("still learning after every live region reported")
 	}
@@ -151,7 +151,7 @@ func TestSaleLifecycle(t *testing.T) {
 	if s, err := cl.ResumeSale(ctx, &api.SaleRef{Id: "s1"}); err != nil || s.State != "active" {
 		t.Fatalf("resume: %v %v", err, s)
 	}
-	waitFor(t, "split", func() bool { al, _ := readAlloc(t, cli, "s1"); return al.SumNet() == 90 })
+	waitSplit(t, cli, "s1")
 
 	before, _ := readAlloc(t, cli, "s1")
 	dr, err := cl.Drain(ctx, &api.DrainRequest{Region: "ap"})
@@ -160,6 +160,9 @@ func TestSaleLifecycle(t *testing.T) {
 	}
 	if len(dr.Plans) != 1 || len(dr.Plans[0].Releases) != 1 || dr.Plans[0].Releases[0].Units != before.Regions["ap"].Net() {
 		t.Fatalf("drain plan: %+v", dr.Plans)
+	}
+	if al, _ := readAlloc(t, cli, "s1"); al.Regions["ap"].Weight != 0 {
+		t.Fatalf("drained region keeps weight %d", al.Regions["ap"].Weight)
 	}
 	// A second request while the release is pending is refused.
 	if _, err := cl.Move(ctx, &api.MoveRequest{Sale: "s1", From: "ap", To: "eu", Units: 1}); status.Code(err) != codes.FailedPrecondition {
@@ -187,7 +190,7 @@ func TestStaleAllocationWriteConflicts(t *testing.T) {
 	if _, err := dial(t, c.Addr()).CreateSale(authed(t.Context()), &api.CreateSaleRequest{Sale: testSale("s1", 10, regions3()...)}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "split", func() bool { al, _ := readAlloc(t, cli, "s1"); return al.SumNet() == 10 })
+	waitSplit(t, cli, "s1")
 	f, _ := c.currentFence()
 	al, rev := readAlloc(t, cli, "s1")
 	al.Regions["eu"].Released++
@@ -203,7 +206,7 @@ func TestStaleAllocationWriteConflicts(t *testing.T) {
 	}
 	// An allocation above the total is never written, whatever the fence.
 	al.Regions["eu"].Released--
-	al.Regions["eu"].Granted++
+	al.Regions["eu"].Granted += al.Unallocated() + 1
 	if err := c.writeAlloc(t.Context(), f, al, rev); err == nil || !strings.Contains(err.Error(), "I2") {
 		t.Fatalf("over-total write: %v, want an I2 refusal", err)
 	}

@@ -976,7 +976,8 @@ func (x *MoveRequest) GetUnits() int64 {
 type DrainRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Region        string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
-	Sale          string                 `protobuf:"bytes,2,opt,name=sale,proto3" json:"sale,omitempty"` // empty: every sale the region is in
+	Sale          string                 `protobuf:"bytes,2,opt,name=sale,proto3" json:"sale,omitempty"`      // empty: every sale the region is in
+	Spread        bool                   `protobuf:"varint,3,opt,name=spread,proto3" json:"spread,omitempty"` // grant the units freed to the other regions by weight (else: back to the pool)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1023,6 +1024,13 @@ func (x *DrainRequest) GetSale() string {
 		return x.Sale
 	}
 	return ""
+}
+
+func (x *DrainRequest) GetSpread() bool {
+	if x != nil {
+		return x.Spread
+	}
+	return false
 }
 
 type DrainResponse struct {
@@ -1302,10 +1310,11 @@ const file_coordinator_proto_rawDesc = "" +
 	"\x04sale\x18\x01 \x01(\tR\x04sale\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x03 \x01(\tR\x02to\x12\x14\n" +
-	"\x05units\x18\x04 \x01(\x03R\x05units\":\n" +
+	"\x05units\x18\x04 \x01(\x03R\x05units\"R\n" +
 	"\fDrainRequest\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12\x12\n" +
-	"\x04sale\x18\x02 \x01(\tR\x04sale\"E\n" +
+	"\x04sale\x18\x02 \x01(\tR\x04sale\x12\x16\n" +
+	"\x06spread\x18\x03 \x01(\bR\x06spread\"E\n" +
 	"\rDrainResponse\x124\n" +
 	"\x05plans\x18\x01 \x03(\v2\x1e.flashsale.coordinator.v1.PlanR\x05plans\"\x12\n" +
 	"\x10ReadinessRequest\"C\n" +

@@ -68,7 +68,7 @@ type CoordinatorClient interface {
 	// total is refused, never clipped.
 	Move(ctx context.Context, in *MoveRequest, opts ...grpc.CallOption) (*Plan, error)
 	// Drain releases a region's unsold quota, for one sale or all sales, and
-	// keeps the rebalancer from granting it more.
+	// keeps the rebalancer from granting it more (its weight becomes 0).
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 	// Readiness says whether the coordinator can serve: a leader is present,
 	// every live region reports fresh, and every allocation holds I2.
@@ -232,7 +232,7 @@ type CoordinatorServer interface {
 	// total is refused, never clipped.
 	Move(context.Context, *MoveRequest) (*Plan, error)
 	// Drain releases a region's unsold quota, for one sale or all sales, and
-	// keeps the rebalancer from granting it more.
+	// keeps the rebalancer from granting it more (its weight becomes 0).
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	// Readiness says whether the coordinator can serve: a leader is present,
 	// every live region reports fresh, and every allocation holds I2.
