@@ -1,0 +1,103 @@
+package regional
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Demand is how the rebalancer learns where buyers are. Each seller counts
+// buy attempts per sale in memory, including those answered sold-out from
+// memory (a sold-out region with buyers is exactly where quota should go),
+// and adds its counts to the sale's `attempts` counter in the region's Redis
+// a few times a second. The region agent reads that counter and turns it
+// into a rate (DemandMeter). Counting costs one atomic add on the hot path.
+type Demand struct {
+	counts sync.Map // sale -> *atomic.Int64
+}
+
+// Count records one buy attempt for sale.
+func (d *Demand) Count(sale string) {
+	c, ok := d.counts.Load(sale)
+	if !ok {
+		c, _ = d.counts.LoadOrStore(sale, new(atomic.Int64))
+	}
+	c.(*atomic.Int64).Add(1)
+}
+
+// Flush adds the attempts counted since the last flush to Redis. Counts
+// that fail to flush are kept for the next one.
+func (d *Demand) Flush(ctx context.Context, rdb redis.UniversalClient) error {
+	var firstErr error
+	d.counts.Range(func(k, v any) bool {
+		c := v.(*atomic.Int64)
+		n := c.Swap(0)
+		if n == 0 {
+			return true
+		}
+		if err := rdb.IncrBy(ctx, SaleKey(k.(string), "attempts"), n).Err(); err != nil {
+			c.Add(n)
+			if firstErr == nil {
+				firstErr = err
+			}
+		}
+		return true
+	})
+	return firstErr
+}
+
+// DemandMeter turns a region's per-sale attempts counters into rates: the
+// attempts per second between two readings, smoothed. The agent calls Rate
+// once per report.
+type DemandMeter struct {
+	rdb redis.UniversalClient
+	now func() time.Time
+
+	mu   sync.Mutex
+	last map[string]meterSample
+}
+
+type meterSample struct {
+	count int64
+	at    time.Time
+	rate  float64
+}
+
+// demandSmoothing weighs the newest interval's rate against the history.
+const demandSmoothing = 0.5
+
+// NewDemandMeter reads attempts counters from rdb; now nil means time.Now.
+func NewDemandMeter(rdb redis.UniversalClient, now func() time.Time) *DemandMeter {
+	if now == nil {
+		now = time.Now
+	}
+	return &DemandMeter{rdb: rdb, now: now, last: map[string]meterSample{}}
+}
+
+// Rate returns sale's recent attempts per second; 0 on the first reading or
+// when Redis cannot be read (the agent's report then shows no demand, which
+// the rebalancer treats as idle: safe, since it only moves unsold quota).
+func (m *DemandMeter) Rate(sale string) float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	v, err := m.rdb.Get(ctx, SaleKey(sale, "attempts")).Result()
+	if err != nil && err != redis.Nil {
+		return 0
+	}
+	count, _ := strconv.ParseInt(v, 10, 64)
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	prev, ok := m.last[sale]
+	s := meterSample{count: count, at: now}
+	if ok && now.After(prev.at) && count >= prev.count {
+		r := float64(count-prev.count) / now.Sub(prev.at).Seconds()
+		s.rate = demandSmoothing*r + (1-demandSmoothing)*prev.rate
+	}
+	m.last[sale] = s
+	return s.rate
+}
