@@ -30,6 +30,7 @@ func TestPropertyNoOversell(t *testing.T) {
 			"reserve":        s.reserve,
 			"confirm/cancel": s.endReservation,
 			"expire":         s.expire,
+			"halt/reconcile": s.haltReconcile,
 			"advance":        func(t *rapid.T) { s.now += rapid.Int64Range(0, 3000).Draw(t, "ms") },
 			"":               s.check,
 		})
@@ -232,6 +233,22 @@ func (s *sim) endReservation(t *rapid.T) {
 func (s *sim) expire(t *rapid.T) {
 	l := s.ledgers[s.region(t)]
 	s.ref += int64(len(l.Expire(s.now, rapid.IntRange(-1, 5).Draw(t, "limit"))))
+}
+
+// haltReconcile stops or resumes a region's selling, raising its floors
+// to what etcd knows on resume, as the agent does after a restart.
+func (s *sim) haltReconcile(t *rapid.T) {
+	r := s.region(t)
+	l := s.ledgers[r]
+	halt := rapid.Bool().Draw(t, "halt")
+	if !halt {
+		if err := l.RaiseFloor(1, s.a.Regions[r].Released, l.Sold); err != nil {
+			t.Fatalf("raise floor: %v", err)
+		}
+	}
+	if err := l.SetHalted(1, halt); err != nil {
+		t.Fatalf("set halted: %v", err)
+	}
 }
 
 // check holds after every step: I2 in etcd and across to each region's
