@@ -76,6 +76,10 @@ func DefaultConfig() Config {
 	}
 }
 
+// DefaultSeeds is how many seeds the command runs unless told otherwise;
+// every negative control must be caught within it.
+const DefaultSeeds = 1000
+
 var regionNames = []string{"ap", "eu", "us", "sa", "af", "me", "oc", "ca"}
 
 func (c Config) validate() error {

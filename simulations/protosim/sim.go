@@ -2,8 +2,10 @@ package protosim
 
 import (
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
+	"strings"
 
 	"flashsale/quota"
 )
@@ -93,6 +95,7 @@ func Run(cfg Config) (Result, error) {
 		}
 		s.prune()
 		s.check()
+		s.traceState()
 	}
 	if s.fail == nil {
 		s.step = total
@@ -180,6 +183,41 @@ func (s *Sim) crashPoint(name string) bool {
 	s.stats.CrashPoints++
 	s.tracef("crash point %s", name)
 	return true
+}
+
+// traceState writes one line of the state after the step: per region the
+// etcd counters (granted g, released x) and the store's (ceiling c, sold s,
+// reserved r, available a), and flags: L lost writes, H halted, C cut off.
+func (s *Sim) traceState() {
+	if s.cfg.Trace == nil {
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%4d %6dms  state", s.step, s.now)
+	if c := s.leader(); c != nil {
+		fmt.Fprintf(&b, " leader=c%d", c.id)
+	} else {
+		b.WriteString(" leader=none")
+	}
+	fmt.Fprintf(&b, " pool=%d", s.etcd.alloc.Unallocated())
+	for _, rg := range s.regions {
+		r, l := s.etcd.alloc.Regions[rg.name], rg.ledger
+		fmt.Fprintf(&b, " | %s g=%d x=%d c=%d s=%d r=%d a=%d", rg.name, r.Granted, r.Released, l.Ceiling(), l.Sold, l.Reserved, l.Available())
+		if r.Pending != nil {
+			fmt.Fprintf(&b, " pending=%s:%d", r.Pending.ID, r.Pending.Units)
+		}
+		if rg.lost {
+			b.WriteString(" L")
+		}
+		if l.Halted {
+			b.WriteString(" H")
+		}
+		if s.net.cut[rg.name] {
+			b.WriteString(" C")
+		}
+	}
+	b.WriteByte('\n')
+	io.WriteString(s.cfg.Trace, b.String())
 }
 
 func (s *Sim) tracef(format string, args ...any) {

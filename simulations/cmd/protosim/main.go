@@ -33,7 +33,7 @@ func main() {
 func run(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("protosim", flag.ContinueOnError)
 	fs.SetOutput(out)
-	seeds := fs.Int("seeds", 1000, "number of seeds to run (1..N)")
+	seeds := fs.Int("seeds", protosim.DefaultSeeds, "number of seeds to run (1..N)")
 	seed := fs.Uint64("seed", 0, "run only this seed (with -trace, print every step)")
 	regions := fs.Int("regions", protosim.DefaultConfig().Regions, "number of regions")
 	trace := fs.Bool("trace", false, "print every step of each seed (use with -seed)")
