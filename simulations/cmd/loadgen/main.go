@@ -37,13 +37,13 @@ func main() {
 }
 
 type options struct {
-	endpoints, redisAddrs, regions, sale, secret, jsonOut, plotDir string
-	users, workers, maxRequests, retries                           int
-	rate, misroute, confirm, cancel                                float64
-	duration, timeout, warmup                                      time.Duration
-	total, limit                                                   int64
-	seed                                                           uint64
-	progress, noVerify                                             bool
+	endpoints, redisAddrs, regions, sale, secret, jsonOut string
+	users, workers, maxRequests, retries                  int
+	rate, misroute, confirm, cancel                       float64
+	duration, timeout, warmup                             time.Duration
+	total, limit                                          int64
+	seed                                                  uint64
+	progress, noVerify, verifyOnly                        bool
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -71,6 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of users' regions, visiting order and arrivals")
 	fs.BoolVar(&o.progress, "progress", false, "show progress on stderr")
 	fs.BoolVar(&o.noVerify, "no-verify", false, "skip the after-run Redis check")
+	fs.BoolVar(&o.verifyOnly, "verify-only", false, "send no load: only check -redis for the sale (e.g. after a k6 run)")
 	fs.StringVar(&o.jsonOut, "json", "", "write the report and verdict as JSON to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -112,6 +113,16 @@ func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-max-requests %d: want 1..10,000,000", o.maxRequests)
 	case o.workers < 1 || o.workers > 100_000:
 		return fmt.Errorf("-workers %d: want 1..100,000", o.workers)
+	case o.verifyOnly && (o.noVerify || o.redisAddrs == ""):
+		return errors.New("-verify-only needs -redis (and -total), without -no-verify")
+	}
+	check, closeCheck, err := o.checkClients()
+	if err != nil {
+		return err
+	}
+	defer closeCheck()
+	if o.verifyOnly {
+		return verify(stdout, check, o.sale, o.total, o.limit, o.jsonOut, nil)
 	}
 	endpoints, epOrder, err := parsePairs("endpoints", o.endpoints)
 	if err != nil {
@@ -161,29 +172,6 @@ func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
 	}
 	defer op.Close()
 
-	var check []loadgen.RegionRedis
-	if !o.noVerify && o.redisAddrs != "" {
-		addrs, order, err := parsePairs("redis", o.redisAddrs)
-		if err != nil {
-			return err
-		}
-		if o.total < 0 {
-			return errors.New("-total is required with -redis (the sale's total, to check for oversell)")
-		}
-		for _, r := range order {
-			host, _, err := net.SplitHostPort(addrs[r])
-			if err != nil {
-				return fmt.Errorf("-redis %s=%s: %w", r, addrs[r], err)
-			}
-			if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-				return fmt.Errorf("-redis %s=%s: only loopback addresses", r, addrs[r])
-			}
-			c := redis.NewClient(&redis.Options{Addr: addrs[r]})
-			defer c.Close()
-			check = append(check, loadgen.RegionRedis{Region: r, Client: c})
-		}
-	}
-
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
 	plan := loadgen.Plan{Rate: o.rate, Workers: o.workers, Duration: o.duration, MaxRequests: o.maxRequests, Warmup: o.warmup, Seed: o.seed}
@@ -200,30 +188,71 @@ func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
 	}
 	printReport(stdout, rep)
 
+	if len(check) == 0 {
+		fmt.Fprintln(stdout, "verify: skipped (give -redis and -total to check for oversell)")
+	}
+	return verify(stdout, check, o.sale, o.total, o.limit, o.jsonOut, rep)
+}
+
+// checkClients opens a client per region's Redis for the check (none
+// without -redis or with -no-verify).
+func (o options) checkClients() ([]loadgen.RegionRedis, func(), error) {
+	var check []loadgen.RegionRedis
+	closeAll := func() {
+		for _, c := range check {
+			_ = c.Client.Close()
+		}
+	}
+	if o.noVerify || o.redisAddrs == "" {
+		return nil, closeAll, nil
+	}
+	addrs, order, err := parsePairs("redis", o.redisAddrs)
+	if err != nil {
+		return nil, closeAll, err
+	}
+	if o.total < 0 {
+		return nil, closeAll, errors.New("-total is required with -redis (the sale's total, to check for oversell)")
+	}
+	for _, r := range order {
+		host, _, err := net.SplitHostPort(addrs[r])
+		if err != nil {
+			closeAll()
+			return nil, func() {}, fmt.Errorf("-redis %s=%s: %w", r, addrs[r], err)
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			closeAll()
+			return nil, func() {}, fmt.Errorf("-redis %s=%s: only loopback addresses", r, addrs[r])
+		}
+		check = append(check, loadgen.RegionRedis{Region: r, Client: redis.NewClient(&redis.Options{Addr: addrs[r]})})
+	}
+	return check, closeAll, nil
+}
+
+// verify checks the regions' Redis (if any), prints the verdict, writes
+// the JSON, and fails on a violation.
+func verify(w io.Writer, check []loadgen.RegionRedis, sale string, total, limit int64, jsonOut string, rep *loadgen.Report) error {
 	out := struct {
-		Report  *loadgen.Report  `json:"report"`
+		Report  *loadgen.Report  `json:"report,omitempty"`
 		Verdict *loadgen.Verdict `json:"verdict,omitempty"`
 	}{Report: rep}
 	var verr error
 	if len(check) > 0 {
-		v, err := loadgen.Verify(context.Background(), check, o.sale, o.total, o.limit)
+		v, err := loadgen.Verify(context.Background(), check, sale, total, limit)
 		if err != nil {
 			return err
 		}
 		out.Verdict = &v
-		printVerdict(stdout, v)
+		printVerdict(w, v)
 		if !v.OK() {
 			verr = fmt.Errorf("invariants violated: %s", strings.Join(v.Violations, "; "))
 		}
-	} else {
-		fmt.Fprintln(stdout, "verify: skipped (give -redis and -total to check for oversell)")
 	}
-	if o.jsonOut != "" {
+	if jsonOut != "" {
 		b, err := json.MarshalIndent(out, "", "  ")
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(o.jsonOut, b, 0o644); err != nil {
+		if err := os.WriteFile(jsonOut, b, 0o644); err != nil {
 			return fmt.Errorf("-json: %w", err)
 		}
 	}

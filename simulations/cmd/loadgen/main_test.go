@@ -82,6 +82,18 @@ func TestLoadgenAgainstTwoRegions(t *testing.T) {
 			t.Errorf("output has outcome %q", bad)
 		}
 	}
+
+	// The check alone (as after a k6 run) agrees; with a total below what
+	// was sold (a negative control) it must report the oversell and fail.
+	out.Reset()
+	if err := run(context.Background(), []string{"-verify-only", "-redis", rds, "-sale", "phone", "-total", "40"}, &out, &errOut); err != nil {
+		t.Fatalf("verify-only: %v\n%s", err, out.String())
+	}
+	out.Reset()
+	err = run(context.Background(), []string{"-verify-only", "-redis", rds, "-sale", "phone", "-total", "1"}, &out, &errOut)
+	if err == nil || !strings.Contains(out.String(), "I1 oversell") {
+		t.Fatalf("verify-only with total 1 after selling dozens: err %v, output:\n%s", err, out.String())
+	}
 }
 
 func TestLoadgenRefusesBadFlags(t *testing.T) {
