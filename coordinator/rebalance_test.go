@@ -1,0 +1,72 @@
+package coordinator
+
+import (
+	"testing"
+	"time"
+
+	"flashsale/coordinator/api"
+	"flashsale/internal/etcdtest"
+	"flashsale/internal/layout"
+	"flashsale/quota"
+)
+
+// A busy region gets quota from the pool in chunks, an idle one is asked to
+// release its excess, and once it acks the busy one gets those units too;
+// the checker sees Σ net <= total at every poll throughout.
+func TestBusyRegionGetsQuotaFromIdleOne(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	polls := startChecker(t, cli)
+	c := startCoord(t, e)
+	waitLeader(t, c)
+	ctx := authed(t.Context())
+	eu, us := newFakeRegion(t, cli, "eu"), newFakeRegion(t, cli, "us")
+	regions := []*api.RegionSpec{{Name: "eu", Weight: 1}, {Name: "us", Weight: 1}}
+	if _, err := dial(t, c.Addr()).CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 1000, regions...)}); err != nil {
+		t.Fatal(err)
+	}
+	split := waitSplit(t, cli, "s1") // 400 and 400, 200 in the pool
+	if split.Regions["eu"].Net() != 400 || split.Regions["us"].Net() != 400 {
+		t.Fatalf("split: eu %d us %d", split.Regions["eu"].Net(), split.Regions["us"].Net())
+	}
+
+	// eu sells fast: 390 gone, 200 attempts/s (wants 1000 over the 5 s
+	// horizon); us sells nothing.
+	shift := time.Now()
+	eu.report("s1", layout.RegionReport{Report: quota.Report{GrantedSeen: 400, Sold: 390, Demand: 200}})
+	us.report("s1", layout.RegionReport{Report: quota.Report{GrantedSeen: 400}})
+	var firstGrant time.Duration
+	waitFor(t, "a grant to eu", func() bool {
+		a, _ := readAlloc(t, cli, "s1")
+		if a.Regions["eu"].Granted > 400 && firstGrant == 0 {
+			firstGrant = time.Since(shift)
+		}
+		return a.Regions["eu"].Granted > 400
+	})
+	var req *quota.ReleaseRequest
+	waitFor(t, "a release request to idle us", func() bool {
+		a, _ := readAlloc(t, cli, "s1")
+		req = a.Regions["us"].Pending
+		return req != nil
+	})
+	if req.Units != 398 || req.To != "" { // keeps MinKeep=2 for late buyers
+		t.Fatalf("release request %+v, want 398 back to the pool", req)
+	}
+	waitFor(t, "the pool to drain into eu", func() bool { a, _ := readAlloc(t, cli, "s1"); return a.Unallocated() == 0 })
+	if a, _ := readAlloc(t, cli, "s1"); a.Regions["eu"].Net() != 600 {
+		t.Fatalf("eu net %d, want 600 (all of the pool)", a.Regions["eu"].Net())
+	}
+
+	// us runs the release script and acks; the freed units follow demand.
+	us.report("s1", layout.RegionReport{ReleaseID: req.ID, Report: quota.Report{GrantedSeen: 400, ReleasedLocal: 398}})
+	waitFor(t, "us's units to reach eu", func() bool {
+		a, _ := readAlloc(t, cli, "s1")
+		return a.Regions["us"].Released == 398 && a.Regions["eu"].Net() > 600
+	})
+	a, _ := readAlloc(t, cli, "s1")
+	if a.SumNet() > a.Total || a.Regions["us"].Net() != 2 {
+		t.Fatalf("after the move: eu %+v us %+v", *a.Regions["eu"], *a.Regions["us"])
+	}
+	t.Logf("demand shift -> first grant to the busy region: %v (loop interval %v); checker polls: %d; etcd writes: %v",
+		firstGrant, c.cfg.Interval, polls.Load(), counterValue(c.m.writes.WithLabelValues("alloc")))
+}
