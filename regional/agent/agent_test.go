@@ -532,6 +532,8 @@ func TestReportsSkippedWhenUnchanged(t *testing.T) {
 
 	// Every tick builds a report (and asks for demand); with the clock
 	// frozen and nothing changed, none is written.
+	// The metric counts after the commit, so the report may show first.
+	waitFor(t, "first write counted", func() bool { return value(a.m.reportWrites) == 1 })
 	writes := value(a.m.reportWrites)
 	calls := demandCalls.Load()
 	waitFor(t, "20 quiet ticks", func() bool { return demandCalls.Load() >= calls+20 })

@@ -288,11 +288,13 @@ func (t *term) sync(ctx context.Context, names []string) error {
 	var reps []*layout.RegionReport
 	var gone []string
 	now := t.a.cfg.Now()
+	done := make(map[string]bool, len(names))
 	for _, name := range names {
 		s, ok := t.sales[name]
-		if !ok {
+		if !ok || done[name] {
 			continue
 		}
+		done[name] = true
 		if s.region(t.a.cfg.Region) == nil {
 			if s.reported {
 				gone = append(gone, name)
