@@ -69,12 +69,16 @@ func New(cfg Config, cli *clientv3.Client, reg prometheus.Registerer) (*Coordina
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	return &Coordinator{
 		cfg:  cfg,
 		cli:  cli,
 		keys: layout.Keys{Prefix: cfg.Prefix},
 		log:  cfg.Logger.With("component", "coordinator"),
-		m:    newMetrics(reg),
+		m:    m,
 	}, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -119,6 +120,10 @@ func TestAuthAndInvalidArguments(t *testing.T) {
 		{mut(func(s *api.Sale) { s.StartsAt = nil }), "sale.starts_at"},
 		{mut(func(s *api.Sale) { s.EndsAt = timestamppb.New(s.StartsAt.AsTime().Add(-time.Minute)) }), "sale.ends_at"},
 		{mut(func(s *api.Sale) { s.Regions = nil }), "sale.regions"},
+		{mut(func(s *api.Sale) {
+			s.StartsAt = timestamppb.New(time.Now().Add(-2 * time.Hour))
+			s.EndsAt = timestamppb.New(time.Now().Add(-time.Hour))
+		}), "sale.ends_at"},
 		{mut(func(s *api.Sale) { s.Regions[1].Name = "eu" }), "sale.regions[1].name"},
 		{mut(func(s *api.Sale) { s.Regions[2].Weight = -3 }), "sale.regions[2].weight"},
 		{mut(func(s *api.Sale) { s.Regions[0].Min, s.Regions[0].Max = 10, 5 }), "sale.regions[0].max"},
@@ -293,5 +298,51 @@ func TestFailoverMidMoveNewLeaderContinues(t *testing.T) {
 	al2, rev2 := readAlloc(t, cli, "s1")
 	if rev2 == rev || al2.Regions["eu"].Released != 40 || al2.Regions["us"].Granted != 120 {
 		t.Fatalf("replayed ack moved units again: eu %+v us %+v", *al2.Regions["eu"], *al2.Regions["us"])
+	}
+}
+
+func TestNewRefusesBadConfigAndCloseIsIdempotent(t *testing.T) {
+	var nilC *Coordinator
+	if err := nilC.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	bad := DevConfig()
+	if _, err := New(bad, cli, nil); err == nil || !strings.Contains(err.Error(), "Token") {
+		t.Fatalf("no token: %v", err)
+	}
+	bad.Token, bad.Interval = "x", 0
+	if _, err := New(bad, cli, nil); err == nil || !strings.Contains(err.Error(), "Interval") {
+		t.Fatalf("zero interval: %v", err)
+	}
+	bad.Interval, bad.Policy.SplitPercent = time.Second, 101
+	if _, err := New(bad, cli, nil); err == nil || !strings.Contains(err.Error(), "Policy") {
+		t.Fatalf("bad policy: %v", err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg := DevConfig()
+	cfg.Token = "x"
+	if _, err := New(cfg, cli, reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(cfg, cli, reg); err == nil {
+		t.Fatal("second coordinator on one registry: want a registration error")
+	}
+	c := startCoord(t, e)
+	waitLeader(t, c)
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if c.IsLeader() {
+		t.Fatal("closed coordinator still leads")
+	}
+	// Close revoked the session: the leader key is gone at once.
+	resp, err := cli.Get(t.Context(), layout.Keys{Prefix: layout.DefaultPrefix}.Leader(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || resp.Count != 0 {
+		t.Fatalf("leader keys after Close: %v %d", err, resp.Count)
 	}
 }

@@ -104,6 +104,9 @@ func (s *server) CreateSale(ctx context.Context, req *api.CreateSaleRequest) (*a
 	if err != nil {
 		return nil, c.grpcErr(ctx, err)
 	}
+	if now := c.cfg.Now(); !spec.EndsAt.After(now) {
+		return nil, c.grpcErr(ctx, badArg("sale.ends_at: %s is not in the future", spec.EndsAt.Format(time.RFC3339)))
+	}
 	f, err := c.leaderFence()
 	if err != nil {
 		return nil, c.grpcErr(ctx, err)

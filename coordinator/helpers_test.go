@@ -3,6 +3,8 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,6 +32,7 @@ func startCoord(t *testing.T, e *etcdembed.Etcd, mod ...func(*Config)) *Coordina
 	cfg := DevConfig()
 	cfg.Token = testToken
 	cfg.Interval = 20 * time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	for _, m := range mod {
 		m(&cfg)
 	}

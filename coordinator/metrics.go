@@ -1,6 +1,10 @@
 package coordinator
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 type metrics struct {
 	writes    *prometheus.CounterVec // committed etcd write transactions, by what they wrote
@@ -14,7 +18,7 @@ type metrics struct {
 	requested prometheus.Counter   // units asked back in release requests
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "flashsale", Subsystem: "coordinator", Name: "etcd_writes_total",
@@ -61,7 +65,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rejected.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.writes, m.rejected, m.leader, m.learning, m.ticks, m.tickErrs, m.granted, m.requested, m.sold)
+		for _, col := range []prometheus.Collector{m.writes, m.rejected, m.leader, m.learning, m.ticks, m.tickErrs, m.granted, m.requested, m.sold} {
+			if err := reg.Register(col); err != nil {
+				return nil, fmt.Errorf("register coordinator metrics: %w", err)
+			}
+		}
 	}
-	return m
+	return m, nil
 }
