@@ -29,6 +29,9 @@ type Config struct {
 	// Duration of each scenario and the warmup left out of its figures;
 	// zero picks 2.5 s / 0.5 s (quick) or 10 s / 2 s.
 	Duration, Warmup time.Duration
+	// Rounds cuts each scenario's time into slices run in turn with the
+	// other scenarios of its group: more rounds, less drift between rows.
+	Rounds int
 	// Workers is the closed-loop concurrency of the throughput rows.
 	Workers int
 	// Rate is the open-loop arrival rate of the latency rows (the regional
@@ -49,7 +52,7 @@ type Config struct {
 // QuickConfig and FullConfig are the presets of `make bench-quick` and
 // `make bench`.
 func QuickConfig() Config {
-	return Config{Quick: true, Duration: 2 * time.Second, Warmup: 400 * time.Millisecond,
+	return Config{Quick: true, Duration: 2 * time.Second, Warmup: 400 * time.Millisecond, Rounds: 8,
 		Workers: 32, Rate: 300, Delays: []time.Duration{20 * time.Millisecond, 80 * time.Millisecond, 217 * time.Millisecond},
 		ResultsDir: "results"}
 }
@@ -57,7 +60,7 @@ func QuickConfig() Config {
 // FullConfig is the longer run: steadier figures.
 func FullConfig() Config {
 	c := QuickConfig()
-	c.Quick, c.Duration, c.Warmup = false, 10*time.Second, 2*time.Second
+	c.Quick, c.Duration, c.Warmup, c.Rounds = false, 10*time.Second, 2*time.Second, 10
 	return c
 }
 
@@ -65,6 +68,8 @@ func (c *Config) check() error {
 	switch {
 	case c.Duration <= 0 || c.Warmup < 0 || c.Warmup >= c.Duration:
 		return fmt.Errorf("bench: duration %v / warmup %v: want 0 <= warmup < duration", c.Duration, c.Warmup)
+	case c.Rounds < 1 || c.Duration/time.Duration(c.Rounds) < 50*time.Millisecond:
+		return fmt.Errorf("bench: %d rounds of %v: want at least one round of 50ms or more", c.Rounds, c.Duration)
 	case c.Workers < 1 || c.Workers > 4096:
 		return fmt.Errorf("bench: workers %d: want 1..4096", c.Workers)
 	case c.Rate <= 0 || c.Rate > 100_000:
@@ -319,15 +324,12 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	return e.res, nil
 }
 
-// rounds is how many slices each scenario's time is cut into.
-const rounds = 4
-
 // group warms every scenario up (figures discarded), then runs them in
 // interleaved rounds and merges each one's slices into its row.
 func (e *env) group(ctx context.Context, scs []scenario) error {
 	reps := make([][]*loadgen.Report, len(scs))
-	slice := e.cfg.Duration / rounds
-	for round := -1; round < rounds; round++ {
+	slice := e.cfg.Duration / time.Duration(e.cfg.Rounds)
+	for round := -1; round < e.cfg.Rounds; round++ {
 		for i, sc := range scs {
 			d := slice
 			if round < 0 {
@@ -509,8 +511,8 @@ func (e *env) print() {
 	if r.Quick {
 		mode = "quick"
 	}
-	fmt.Fprintf(e.cfg.Out, "\n%s run: closed loop %d workers, open loop %.0f req/s, %v per scenario (first %v left out); 2 shared cores: compare ratios, not absolutes\n",
-		mode, r.Workers, r.Rate, r.Duration, e.cfg.Warmup)
+	fmt.Fprintf(e.cfg.Out, "\n%s run: closed loop %d workers, open loop %.0f req/s, %v per scenario in %d interleaved slices after a %v warmup; shared cores: compare ratios, not absolutes\n",
+		mode, r.Workers, r.Rate, r.Duration, e.cfg.Rounds, e.cfg.Warmup)
 	v := r.Verdict
 	if v.OK() {
 		fmt.Fprintf(e.cfg.Out, "verify %s: ok (sold %d + reserved %d = generator's %d reservations; max per user %d; stream agrees)\n",

@@ -169,3 +169,25 @@ func TestPercentile(t *testing.T) {
 		t.Errorf("summary %+v", l)
 	}
 }
+
+func TestMergeAddsSlices(t *testing.T) {
+	a := &Report{Mode: "closed", Window: time.Second, Reserved: 2, SoldOutAfter: 3 * time.Second, Samples: []Sample{
+		{Outcome: OutcomeReserved, Latency: 1 * time.Millisecond},
+		{Outcome: OutcomeReserved, Latency: 3 * time.Millisecond},
+		{Outcome: ConfirmPrefix + "ok", Latency: 50 * time.Millisecond},
+	}}
+	b := &Report{Mode: "closed", Window: time.Second, SoldOutAfter: time.Second, Warmup: time.Second, Samples: []Sample{
+		{Outcome: OutcomeSoldOut, At: 2 * time.Second, Latency: 2 * time.Millisecond},
+		{Outcome: OutcomeSoldOut, At: 0, Latency: time.Hour}, // in b's warmup: left out
+	}}
+	m := Merge(a, nil, b)
+	if m.Attempts != 3 || m.Throughput != 1.5 || m.Reserved != 2 || m.SoldOutAfter != time.Second {
+		t.Errorf("merged %+v", m)
+	}
+	if m.All.Max != 3*time.Millisecond || m.All.P50 != 2*time.Millisecond {
+		t.Errorf("merged latency %+v: the follow-up and b's warmup must not count", m.All)
+	}
+	if m.ByOutcome[ConfirmPrefix+"ok"].Count != 1 || m.ByOutcome[OutcomeSoldOut].Count != 1 {
+		t.Errorf("by outcome %+v", m.ByOutcome)
+	}
+}

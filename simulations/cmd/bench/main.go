@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -30,11 +31,13 @@ func run(args []string, stdout, stderr io.Writer) error {
 	dur := fs.Duration("duration", 0, "length of each scenario (default 2.5s quick, 10s full)")
 	warm := fs.Duration("warmup", 0, "start of each scenario left out of its figures (default 0.5s quick, 2s full)")
 	workers := fs.Int("workers", 0, "closed-loop concurrency (default 32)")
+	rounds := fs.Int("rounds", 0, "interleaved slices per scenario (default 8 quick, 10 full)")
 	rate := fs.Float64("rate", 0, "open-loop rate of the latency rows, req/s (default 300)")
 	delays := fs.String("delays", "", "one-way delays to the global counter (default 20ms,80ms,217ms)")
 	skipPG := fs.Bool("skip-postgres", false, "leave out the PostgreSQL hot-row baseline")
 	out := fs.String("results", "results", "directory for the JSON results (empty: none)")
 	verbose := fs.Bool("v", false, "log progress to stderr")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (generator, targets, clients) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,6 +56,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	if *warm > 0 {
 		cfg.Warmup = *warm
+	}
+	if *rounds > 0 {
+		cfg.Rounds = *rounds
 	}
 	if *workers > 0 {
 		cfg.Workers = *workers
@@ -79,6 +85,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	start := time.Now()
