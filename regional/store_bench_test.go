@@ -6,6 +6,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
+	"flashsale/internal/redistest"
 	"flashsale/quota"
 )
 
@@ -14,10 +17,29 @@ import (
 // even where absolute speeds do not (DESIGN §7):
 //
 //	go test ./regional -run '^$' -bench 'Incr|Reserve' -benchtime 20000x
+//
+// Each runs twice: fsync=always is production (writes wait for the disk,
+// which Redis group-commits across clients); fsync=no shows the CPU cost of
+// the script itself next to a bare INCR.
 
 const benchParallelism = 8 // goroutines per GOMAXPROCS
 
 var benchUser atomic.Int64
+
+// benchRedis runs f as sub-benchmarks against a Redis with appendfsync
+// always and one with appendfsync no.
+func benchRedis(b *testing.B, f func(b *testing.B, s *Store, rdb *redis.Client)) {
+	for _, fsync := range []string{"always", "no"} {
+		b.Run("fsync="+fsync, func(b *testing.B) {
+			rdb := redistest.Start(b, "--appendfsync", fsync).Client()
+			s := NewStore(rdb, "eu")
+			if err := s.Load(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			f(b, s, rdb)
+		})
+	}
+}
 
 // benchReserve runs b.N reserves, each a new user, through reserve.
 func benchReserve(b *testing.B, s *Store, sale string, reserve reserveFunc, want quota.Outcome) {
@@ -42,52 +64,57 @@ func benchReserve(b *testing.B, s *Store, sale string, reserve reserveFunc, want
 
 // BenchmarkIncr is the floor: a bare INCR, what one global counter costs.
 func BenchmarkIncr(b *testing.B) {
-	_, _, rdb := newTestStore(b)
-	ctx := context.Background()
-	b.SetParallelism(benchParallelism)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if err := rdb.Incr(ctx, "counter").Err(); err != nil {
-				b.Error(err)
-				return
+	benchRedis(b, func(b *testing.B, _ *Store, rdb *redis.Client) {
+		ctx := context.Background()
+		b.SetParallelism(benchParallelism)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := rdb.Incr(ctx, "counter").Err(); err != nil {
+					b.Error(err)
+					return
+				}
 			}
-		}
+		})
 	})
 }
 
 // BenchmarkReserve is one reserve script call per attempt, every attempt
 // a success (the expensive path: seven writes and a stream entry).
 func BenchmarkReserve(b *testing.B) {
-	s, _, _ := newTestStore(b)
-	mustGrant(b, s, "bench", 1, 1<<40)
-	benchReserve(b, s, "bench", s.Reserve, quota.Reserved)
+	benchRedis(b, func(b *testing.B, s *Store, _ *redis.Client) {
+		mustGrant(b, s, "bench", 1, 1<<40)
+		benchReserve(b, s, "bench", s.Reserve, quota.Reserved)
+	})
 }
 
 // BenchmarkReserveBatched is BenchmarkReserve through the Batcher.
 func BenchmarkReserveBatched(b *testing.B) {
-	s, _, _ := newTestStore(b)
-	mustGrant(b, s, "bench", 1, 1<<40)
-	bt := NewBatcher(s, DefaultMaxBatch)
-	defer bt.Close()
-	countBatches(b, bt)
-	benchReserve(b, s, "bench", bt.Reserve, quota.Reserved)
+	benchRedis(b, func(b *testing.B, s *Store, _ *redis.Client) {
+		mustGrant(b, s, "bench", 1, 1<<40)
+		bt := NewBatcher(s, DefaultMaxBatch)
+		defer bt.Close()
+		countBatches(b, bt)
+		benchReserve(b, s, "bench", bt.Reserve, quota.Reserved)
+	})
 }
 
 // BenchmarkReserveSoldOut is the common case in a flash sale: the attempt
 // is refused (no writes).
 func BenchmarkReserveSoldOut(b *testing.B) {
-	s, _, _ := newTestStore(b)
-	benchReserve(b, s, "bench", s.Reserve, quota.SoldOut)
+	benchRedis(b, func(b *testing.B, s *Store, _ *redis.Client) {
+		benchReserve(b, s, "bench", s.Reserve, quota.SoldOut)
+	})
 }
 
 // BenchmarkReserveSoldOutBatched is the refusal through the Batcher.
 func BenchmarkReserveSoldOutBatched(b *testing.B) {
-	s, _, _ := newTestStore(b)
-	bt := NewBatcher(s, DefaultMaxBatch)
-	defer bt.Close()
-	countBatches(b, bt)
-	benchReserve(b, s, "bench", bt.Reserve, quota.SoldOut)
+	benchRedis(b, func(b *testing.B, s *Store, _ *redis.Client) {
+		bt := NewBatcher(s, DefaultMaxBatch)
+		defer bt.Close()
+		countBatches(b, bt)
+		benchReserve(b, s, "bench", bt.Reserve, quota.SoldOut)
+	})
 }
 
 // countBatches reports the mean batch size as reserves/call.
