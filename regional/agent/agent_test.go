@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -778,4 +779,77 @@ func TestCeilingNeverAboveNetGrant(t *testing.T) {
 	}
 	t.Logf("checker polls: %d; allocation: eu net %d, us net %d, unallocated %d",
 		polls.Load(), a.Regions["eu"].Net(), a.Regions["us"].Net(), a.Unallocated())
+}
+
+func TestRedisDownThenBackWithoutFalseAlarm(t *testing.T) {
+	w := newWorld(t, nil, "eu")
+	w.newSale("s1", 1000, map[string]int64{"eu": 100})
+	a := w.start(w.config("eu"), nil)
+	w.waitReport("eu", "s1", "first report", func(r layout.RegionReport) bool { return r.GrantedSeen == 100 })
+	fence := a.Fence()
+
+	w.redis["eu"].Kill()
+	errs := value(a.m.errors)
+	waitFor(t, "a failed tick", func() bool { return value(a.m.errors) >= errs+1 })
+	w.update("s1", func(a *quota.Allocation) { _ = a.Grant("eu", 50) })
+	w.redis["eu"].Restart() // reloads its AOF: nothing lost
+
+	w.waitReport("eu", "s1", "grant applied after the outage", func(r layout.RegionReport) bool { return r.GrantedSeen == 150 })
+	if c := w.counters("eu", "s1"); c.GrantedSeen != 150 || c.Halted {
+		t.Errorf("counters %+v", c)
+	}
+	if n := value(a.m.lostWrites); n != 0 {
+		t.Errorf("a Redis that lost nothing was reconciled %v times", n)
+	}
+	if a.Fence() != fence || value(a.m.terms) != 1 {
+		t.Errorf("the outage cost the leadership: fence %d -> %d, terms %v", fence, a.Fence(), value(a.m.terms))
+	}
+}
+
+func TestLifecycle(t *testing.T) {
+	w := newWorld(t, nil, "eu")
+	w.newSale("s1", 1000, map[string]int64{"eu": 100})
+	a, err := New(w.config("eu"), w.cli, w.store["eu"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err == nil {
+		t.Error("second Start: no error")
+	}
+	waitFor(t, "grant applied", func() bool { return w.counters("eu", "s1").GrantedSeen == 100 })
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if a.Leader() {
+		t.Error("leader after Close")
+	}
+	if err := a.Start(context.Background()); err == nil {
+		t.Error("Start after Close: no error")
+	}
+	// Nothing of the agent outlives Close.
+	buf := make([]byte, 1<<20)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	for _, frame := range []string{"agent.(*Agent).run", "agent.(*term)"} {
+		if strings.Contains(stacks, frame) {
+			t.Errorf("goroutine in %s still running after Close", frame)
+		}
+	}
+	// A context ending stops it too.
+	b, err := New(w.config("eu"), w.cli, w.store["eu"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := b.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b leads", b.Leader)
+	cancel()
+	<-b.done
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
