@@ -30,6 +30,7 @@ const (
 	// BugNoReconcile makes the agent resume selling after its store lost
 	// writes without raising the floors to what etcd and the order store know.
 	BugNoReconcile Bug = "no-reconcile"
+
 )
 
 // Bugs lists every negative control.
@@ -120,6 +121,9 @@ type Stats struct {
 	Grants       int64
 	Moves        int64 // release requests written
 	Acks         int64 // release acknowledgements applied
+	// AckReportMoved counts acks refused because the report they came from
+	// was overwritten in etcd meanwhile.
+	AckReportMoved int64
 
 	LeaderChanges  int64
 	LeaderCrashes  int64
@@ -152,6 +156,7 @@ func (s *Stats) Add(o Stats) {
 	s.Grants += o.Grants
 	s.Moves += o.Moves
 	s.Acks += o.Acks
+	s.AckReportMoved += o.AckReportMoved
 	s.LeaderChanges += o.LeaderChanges
 	s.LeaderCrashes += o.LeaderCrashes
 	s.FencedWrites += o.FencedWrites

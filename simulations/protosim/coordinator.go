@@ -84,7 +84,8 @@ func (s *Sim) coordTick(c *coordinator) {
 // coordAcks applies every pending release the region's latest report
 // acknowledges. It returns false if the coordinator crashed.
 func (s *Sim) coordAcks(c *coordinator) bool {
-	for _, name := range c.alloc.RegionNames() {
+	for _, rg := range s.regions { // sorted by name, as RegionNames would be
+		name := rg.name
 		r := c.alloc.Regions[name]
 		sr, ok := c.reports[name]
 		if r.Pending == nil || !ok || sr.rep.ReleaseID != r.Pending.ID {
@@ -102,6 +103,7 @@ func (s *Sim) coordAcks(c *coordinator) bool {
 		}
 		err = s.writeAlloc(c, next, &reportCond{region: name, modRev: sr.modRev})
 		if errors.Is(err, errReportMoved) {
+			s.stats.AckReportMoved++
 			// Read the report etcd holds now; a later round acks from it.
 			c.reports[name] = s.etcd.reports[name]
 			continue

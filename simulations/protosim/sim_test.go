@@ -65,7 +65,7 @@ func TestFaultsHappen(t *testing.T) {
 		s.Add(r.Stats)
 	}
 	for name, v := range map[string]int64{
-		"moves": s.Moves, "acks": s.Acks, "leader changes": s.LeaderChanges, "leader crashes": s.LeaderCrashes,
+		"moves": s.Moves, "acks": s.Acks, "acks from overwritten reports refused": s.AckReportMoved, "leader changes": s.LeaderChanges, "leader crashes": s.LeaderCrashes,
 		"deposed leader writes refused": s.FencedWrites, "agent crashes": s.AgentCrashes,
 		"stale agent writes refused by the ledger fence": s.StaleRefused, "stale reports refused by etcd": s.FencedReports,
 		"partitions": s.Partitions, "failovers": s.Failovers, "lost writes detected": s.LostDetected,

@@ -95,9 +95,9 @@ func run(args []string, out io.Writer) error {
 	}
 
 	st := sum
-	fmt.Fprintf(out, "per seed (mean): sold=%.1f stranded=%.2f alloc_writes=%.1f report_writes=%.1f grants=%.1f moves=%.1f acks=%.1f\n",
+	fmt.Fprintf(out, "per seed (mean): sold=%.1f stranded=%.2f alloc_writes=%.1f report_writes=%.1f grants=%.1f moves=%.1f acks=%.1f; acks_from_overwritten_reports_refused=%d (total)\n",
 		mean(st.Sold, n), mean(st.Stranded, n), mean(st.AllocWrites, n), mean(st.ReportWrites, n),
-		mean(st.Grants, n), mean(st.Moves, n), mean(st.Acks, n))
+		mean(st.Grants, n), mean(st.Moves, n), mean(st.Acks, n), st.AckReportMoved)
 	fmt.Fprintf(out, "faults (total): leader_changes=%d leader_crashes=%d fenced_leader_writes=%d agent_crashes=%d agent_terms=%d stale_agent_refused=%d fenced_reports=%d partitions=%d failovers=%d lost_detected=%d reconciles=%d erased_reservations=%d crash_points=%d\n",
 		st.LeaderChanges, st.LeaderCrashes, st.FencedWrites, st.AgentCrashes, st.AgentTerms, st.StaleRefused,
 		st.FencedReports, st.Partitions, st.Failovers, st.LostDetected, st.Reconciles, st.LostResv, st.CrashPoints)
