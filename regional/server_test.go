@@ -257,7 +257,9 @@ func expect(t testing.TB, a answer, status int, code string) {
 // are reserved, to 100 different users, everyone else hears sold_out, and
 // Redis agrees.
 func TestHTTPConcurrentBuyers(t *testing.T) {
-	e := newEnv(t, nil)
+	// Correctness, not latency: on 2 shared cores under -race a burst of
+	// 2,000 can queue for seconds, which must not turn into 503s here.
+	e := newEnv(t, func(c *Config) { c.RedisTimeout = time.Minute })
 	const buyers = 2000
 	// Tokens are signed up front so the buyers hit the server together.
 	toks := make([]string, buyers)
@@ -277,8 +279,17 @@ func TestHTTPConcurrentBuyers(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			a, err := e.try(context.Background(), "POST", "/v1/flash-sale/buy", toks[i],
-				map[string]string{"itemId": testSale, "requestId": fmt.Sprintf("req-%d", i)})
+			// As a real client does: a lost connection or a 503 is retried
+			// with the same requestId, which can never reserve twice.
+			var a answer
+			var err error
+			for range 5 {
+				a, err = e.try(context.Background(), "POST", "/v1/flash-sale/buy", toks[i],
+					map[string]string{"itemId": testSale, "requestId": fmt.Sprintf("req-%d", i)})
+				if err == nil && a.status != http.StatusServiceUnavailable {
+					break
+				}
+			}
 			results[i] = result{fmt.Sprintf("user-%d", i), a, err}
 		}()
 	}
@@ -292,7 +303,7 @@ func TestHTTPConcurrentBuyers(t *testing.T) {
 			t.Fatalf("%s: %v", r.user, r.err)
 		}
 		statuses[fmt.Sprintf("%d %s", r.a.status, r.a.code())]++
-		if r.a.status != http.StatusCreated {
+		if r.a.status != http.StatusCreated && r.a.status != http.StatusOK {
 			continue
 		}
 		rv := r.a.resv(t)
@@ -301,8 +312,9 @@ func TestHTTPConcurrentBuyers(t *testing.T) {
 		}
 		users[r.user], ids[rv.ReservationID] = true, true
 	}
-	if statuses["201 "] != 100 || statuses["410 sold_out"] != buyers-100 {
-		t.Fatalf("answers %v: want 100 201s and %d 410 sold_out", statuses, buyers-100)
+	// A retry of a request whose first answer was lost answers 200.
+	if statuses["201 "]+statuses["200 "] != 100 || statuses["410 sold_out"] != buyers-100 {
+		t.Fatalf("answers %v: want 100 reservations and %d 410 sold_out", statuses, buyers-100)
 	}
 	c := e.counters()
 	if c.Reserved != 100 || c.Sold != 0 || c.Available() != 0 || c.Seq != 100 {
