@@ -30,7 +30,6 @@ const (
 	// BugNoReconcile makes the agent resume selling after its store lost
 	// writes without raising the floors to what etcd and the order store know.
 	BugNoReconcile Bug = "no-reconcile"
-
 )
 
 // Bugs lists every negative control.
