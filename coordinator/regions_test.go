@@ -11,6 +11,7 @@ import (
 	"flashsale/coordinator/api"
 	"flashsale/internal/etcdtest"
 	"flashsale/internal/layout"
+	"flashsale/quota"
 )
 
 // waitTicks lets c's loop run n more iterations.
@@ -209,5 +210,48 @@ func TestStaleAllocationWriteConflicts(t *testing.T) {
 	al.Regions["eu"].Granted += al.Unallocated() + 1
 	if err := c.writeAlloc(t.Context(), f, al, rev); err == nil || !strings.Contains(err.Error(), "I2") {
 		t.Fatalf("over-total write: %v, want an I2 refusal", err)
+	}
+}
+
+// A region whose report lease really expires (no revoke: its keepalives
+// just stop) is dead to the planners: its last report showed demand, yet
+// it gets nothing more, and its quota stays where it is.
+func TestExpiredReportLeaseStopsGrants(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	startChecker(t, cli)
+	c := startCoord(t, e, func(c *Config) { c.Policy.Chunk = 1 }) // the pool lasts 200 ticks
+	waitLeader(t, c)
+	us := newFakeRegion(t, cli, "us")
+	l, err := cli.Grant(t.Context(), 1) // never kept alive
+	if err != nil {
+		t.Fatal(err)
+	}
+	eu := &fakeRegion{t: t, cli: cli, name: "eu", lease: l.ID}
+	regions := []*api.RegionSpec{{Name: "eu", Weight: 1}, {Name: "us", Weight: 1}}
+	if _, err := dial(t, c.Addr()).CreateSale(authed(t.Context()), &api.CreateSaleRequest{Sale: testSale("s1", 1000, regions...)}); err != nil {
+		t.Fatal(err)
+	}
+	waitSplit(t, cli, "s1")
+	eu.report("s1", layout.RegionReport{Report: quotaReport(400, 0)})
+	eu.report("s1", layout.RegionReport{Report: quota.Report{GrantedSeen: 400, Sold: 399, Demand: 500}})
+	us.report("s1", layout.RegionReport{Report: quotaReport(400, 0)})
+	waitFor(t, "a grant to busy eu", func() bool { a, _ := readAlloc(t, cli, "s1"); return a.Regions["eu"].Granted > 400 })
+	waitFor(t, "eu's report to expire with its lease", func() bool {
+		resp, err := cli.Get(t.Context(), layout.Keys{Prefix: layout.DefaultPrefix}.Report("eu", "s1"))
+		return err == nil && len(resp.Kvs) == 0
+	})
+	waitTicks(t, c, 2) // a tick that read the report before it vanished may still write
+	before, _ := readAlloc(t, cli, "s1")
+	waitTicks(t, c, 10)
+	after, _ := readAlloc(t, cli, "s1")
+	if after.Regions["eu"].Granted != before.Regions["eu"].Granted {
+		t.Fatalf("dead eu still granted: %d -> %d", before.Regions["eu"].Granted, after.Regions["eu"].Granted)
+	}
+	if after.Regions["eu"].Net() != before.Regions["eu"].Net() || after.Unallocated() == 0 {
+		t.Fatalf("dead eu's quota moved or the pool went elsewhere: eu %+v, pool %d", *after.Regions["eu"], after.Unallocated())
+	}
+	if after.Regions["eu"].Report == nil || after.Regions["eu"].Report.Sold != 399 {
+		t.Fatalf("eu's last report left the allocation (agents use it as a floor): %+v", after.Regions["eu"].Report)
 	}
 }
