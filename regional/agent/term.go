@@ -247,8 +247,8 @@ func (t *term) follow(ctx context.Context, rev int64) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case wr, ok := <-allocs:
-			if !ok || wr.Err() != nil {
-				return fmt.Errorf("watch allocations: closed=%v: %w", !ok, wr.Err())
+			if err := watchErr(ok, wr); err != nil {
+				return fmt.Errorf("watch allocations: %w", err)
 			}
 			for _, ev := range wr.Events {
 				sale := layout.Last(string(ev.Kv.Key))
@@ -260,8 +260,8 @@ func (t *term) follow(ctx context.Context, rev int64) error {
 				changed = append(changed, sale)
 			}
 		case wr, ok := <-sales:
-			if !ok || wr.Err() != nil {
-				return fmt.Errorf("watch sales: closed=%v: %w", !ok, wr.Err())
+			if err := watchErr(ok, wr); err != nil {
+				return fmt.Errorf("watch sales: %w", err)
 			}
 			for _, ev := range wr.Events {
 				sale := layout.Last(string(ev.Kv.Key))
@@ -279,6 +279,13 @@ func (t *term) follow(ctx context.Context, rev int64) error {
 			return err
 		}
 	}
+}
+
+func watchErr(ok bool, wr clientv3.WatchResponse) error {
+	if !ok {
+		return errors.New("watch channel closed")
+	}
+	return wr.Err()
 }
 
 // sync reconciles the named sales and writes their due reports in one
