@@ -46,6 +46,7 @@ type reserver interface {
 // reservation sweeper.
 type Server struct {
 	cfg     Config
+	demand  Demand // buy attempts per sale, flushed to Redis for the agent
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	m       *metrics
@@ -59,11 +60,13 @@ type Server struct {
 	sweeper *Sweeper
 	handler http.Handler
 
-	ready   atomic.Bool
-	kick    chan struct{} // asks the refresh loop for an early pass
-	healthM sync.Mutex    // serialises maintain
-	pending map[string]int64
-	last    Readiness
+	ready     atomic.Bool
+	refreshMu sync.Mutex      // serialises refreshAll
+	gauged    map[string]bool // sales with a remaining-units gauge; guarded by refreshMu
+	kick      chan struct{}   // asks the refresh loop for an early pass
+	healthM   sync.Mutex      // serialises maintain
+	pending   map[string]int64
+	last      Readiness
 
 	mu       sync.Mutex
 	started  bool
@@ -123,6 +126,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		ipLim:   newLimiter(cfg.IPRate, cfg.IPBurst),
 		kick:    make(chan struct{}, 1),
 		pending: map[string]int64{},
+		gauged:  map[string]bool{},
 		done:    make(chan struct{}),
 	}
 	for sale, ceiling := range cfg.StaticGrants {
@@ -217,9 +221,10 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.sweeper.Start(ctx); err != nil {
 		return err
 	}
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.loop(ctx, s.cfg.HealthInterval, nil, func(ctx context.Context) { s.maintain(ctx) })
 	go s.loop(ctx, s.cfg.RefreshInterval, s.kick, s.refreshAll)
+	go s.loop(ctx, s.cfg.RefreshInterval, nil, s.flushDemand)
 	go func() {
 		defer s.wg.Done()
 		<-ctx.Done()
@@ -254,6 +259,14 @@ func (s *Server) loop(ctx context.Context, every time.Duration, kick <-chan stru
 		case <-kick:
 		}
 		f(ctx)
+	}
+}
+
+func (s *Server) flushDemand(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
+	defer cancel()
+	if err := s.demand.Flush(ctx, s.store.rdb); err != nil {
+		s.log.Debug("demand flush failed; kept for the next one", "err", err)
 	}
 }
 
@@ -372,11 +385,17 @@ func (s *Server) maintain(ctx context.Context) Readiness {
 // refreshAll reads every sale's counters, so cached stock flags follow
 // grants, cancels and expiries made by anyone.
 func (s *Server) refreshAll(ctx context.Context) {
-	for _, id := range s.sales.IDs() {
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	ids := s.sales.IDs()
+	known := make(map[string]bool, len(ids))
+	for _, id := range ids {
 		sale := s.sales.Get(id)
 		if sale == nil {
 			continue
 		}
+		known[id] = true
+		sale.sampleDemand(time.Now())
 		marks := sale.marksNow()
 		cctx, cancel := context.WithTimeout(ctx, max(s.cfg.RedisTimeout, time.Second))
 		c, err := s.store.Counters(cctx, id)
@@ -389,7 +408,24 @@ func (s *Server) refreshAll(ctx context.Context) {
 		}
 		sale.observe(c.Available(), c.Halted, marks)
 		s.m.remaining.WithLabelValues(id).Set(float64(c.Available()))
+		s.gauged[id] = true
 	}
+	// A removed sale must not linger in the metrics with its last value.
+	for id := range s.gauged {
+		if !known[id] {
+			s.m.remaining.DeleteLabelValues(id)
+			delete(s.gauged, id)
+		}
+	}
+}
+
+// Demand is the recent rate of buy attempts per second for a sale at this
+// seller (0 for an unknown sale): the region agent's Config.Demand.
+func (s *Server) Demand(sale string) float64 {
+	if sl := s.sales.Get(sale); sl != nil {
+		return sl.Demand()
+	}
+	return 0
 }
 
 // kickRefresh asks for an early counter read, without waiting.

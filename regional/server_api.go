@@ -95,7 +95,11 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 		return fail(http.StatusNotFound, CodeUnknownSale, "no sale %s", in.ItemID)
 	}
 	spec := sale.Spec()
-	if rep, ok := phaseReply(in.ItemID, sale.Phase(now), spec.StartsAt, now); !ok {
+	phase := sale.Phase(now)
+	if phase == PhaseOpen || phase == PhaseSoldOut {
+		sale.attempts.Add(1)
+	}
+	if rep, ok := phaseReply(in.ItemID, phase, spec.StartsAt, now); !ok {
 		return rep
 	}
 	if rep, ok := s.admit(r, p.User, now); !ok {

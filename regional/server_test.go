@@ -669,3 +669,30 @@ func TestInsecureDevIdentity(t *testing.T) {
 		t.Fatalf("status %+v does not warn about the insecure identity", s)
 	}
 }
+
+// TestDemandAndRemove: buy attempts show as demand for the region agent;
+// a removed sale answers 404 and leaves the metrics.
+func TestDemandAndRemove(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.RefreshInterval = time.Hour })
+	e.srv.refreshAll(context.Background())
+	if d := e.srv.Demand(testSale); d != 0 {
+		t.Fatalf("demand %v before any attempt", d)
+	}
+	for i := range 5 {
+		e.buy(fmt.Sprint("u", i), fmt.Sprint("r", i))
+	}
+	e.srv.refreshAll(context.Background())
+	if d := e.srv.Demand(testSale); d <= 0 {
+		t.Fatalf("demand %v after 5 attempts", d)
+	}
+	if metric(t, e.reg, "flashsale_seller_remaining_units", map[string]string{"sale": testSale}) != 95 {
+		t.Fatal("remaining gauge is not 95 after 5 reservations")
+	}
+	e.srv.Sales().Remove(testSale)
+	expect(t, e.buy("u9", "r9"), http.StatusNotFound, CodeUnknownSale)
+	e.srv.refreshAll(context.Background())
+	m := e.do("GET", "/metrics", "", nil)
+	if bytes.Contains(m.body, []byte(`sale="phone"} 95`)) {
+		t.Fatal("removed sale still in the remaining gauge")
+	}
+}
