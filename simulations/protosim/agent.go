@@ -144,6 +144,12 @@ func (s *Sim) onView(rg *region, a *agent, v view) {
 			return
 		}
 	}
+	if rg.epoch != rg.sellerEpoch {
+		// Redis changed primary and may have lost writes: the scripts
+		// refuse the old epoch until this agent reconciles. A release
+		// computed on lost counters could give up units already sold.
+		return
+	}
 	l := rg.ledger
 	if v.Granted > l.GrantedSeen && s.crashPoint("agent-before-apply-grant") {
 		s.crashAgent(rg, a)

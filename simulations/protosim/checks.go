@@ -47,6 +47,12 @@ func (s *Sim) check() {
 				s.prevGranted[rg.name], r.Granted, s.prevReleased[rg.name], r.Released)
 		}
 		s.prevGranted[rg.name], s.prevReleased[rg.name] = r.Granted, r.Released
+		if rg.held > r.Net() {
+			// Units are sold under a ceiling within the net grant, and a
+			// release only gives up unused units: buyers in a region can
+			// never hold more than its net grant, lost writes or not.
+			s.violate("I1-region", "%s buyers hold %d units > net grant %d", rg.name, rg.held, r.Net())
+		}
 		if rg.lost {
 			continue
 		}
