@@ -221,7 +221,7 @@ func TestDeposedLeaderWriteIsRejected(t *testing.T) {
 	before, rev := readAlloc(t, cli, "s1")
 	stolen := cloneAlloc(before)
 	stolen.Regions["us"].Released++
-	err = a.writeAlloc(t.Context(), oldFence, stolen, rev)
+	_, err = a.writeAlloc(t.Context(), oldFence, stolen, rev)
 	if !errors.Is(err, ErrDeposed) {
 		t.Fatalf("deposed leader's write: %v, want ErrDeposed", err)
 	}

@@ -120,7 +120,7 @@ func (s *server) CreateSale(ctx context.Context, req *api.CreateSaleRequest) (*a
 	if err != nil {
 		return nil, c.grpcErr(ctx, err)
 	}
-	err = c.fencedTxn(ctx, f, "sale", []clientv3.Cmp{
+	_, err = c.fencedTxn(ctx, f, "sale", []clientv3.Cmp{
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Sale(spec.ID)), "=", 0),
 		clientv3.Compare(clientv3.CreateRevision(c.keys.Alloc(spec.ID)), "=", 0),
 	}, clientv3.OpPut(c.keys.Sale(spec.ID), string(sb)), clientv3.OpPut(c.keys.Alloc(spec.ID), string(ab)))
@@ -221,7 +221,7 @@ func (s *server) setState(ctx context.Context, id string, to layout.SaleState) (
 	if err != nil {
 		return nil, c.grpcErr(ctx, err)
 	}
-	err = c.fencedTxn(ctx, f, "sale",
+	_, err = c.fencedTxn(ctx, f, "sale",
 		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(c.keys.Sale(id)), "=", resp.Kvs[0].ModRevision)},
 		clientv3.OpPut(c.keys.Sale(id), string(b)))
 	if err != nil {
@@ -370,12 +370,13 @@ func (c *Coordinator) mutate(ctx context.Context, id string, change func(v *sale
 	if !countersChanged(v.doc.alloc, a) {
 		return planToProto(id, v.doc.modRev, p, false), nil
 	}
-	if err := c.writeAlloc(ctx, f, a, v.doc.modRev); err != nil {
+	rev, err := c.writeAlloc(ctx, f, a, v.doc.modRev)
+	if err != nil {
 		return nil, err
 	}
 	c.countPlan(p)
 	c.log.Info("allocation changed by operator", "sale", id, "grants", p.grants, "releases", p.releases, "note", p.note)
-	return planToProto(id, v.doc.modRev, p, true), nil
+	return planToProto(id, rev, p, true), nil
 }
 
 func (s *server) ApplyRebalance(ctx context.Context, req *api.ApplyRebalanceRequest) (*api.Plan, error) {

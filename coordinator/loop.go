@@ -141,7 +141,7 @@ func (c *Coordinator) stepSale(ctx context.Context, f fence, snap *snapshot, id 
 	if !countersChanged(doc.alloc, a) {
 		return nil
 	}
-	if err := c.writeAlloc(ctx, f, a, doc.modRev); err != nil {
+	if _, err := c.writeAlloc(ctx, f, a, doc.modRev); err != nil {
 		return err
 	}
 	c.countPlan(p)

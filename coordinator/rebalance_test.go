@@ -4,6 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"flashsale/coordinator/api"
 	"flashsale/internal/etcdtest"
 	"flashsale/internal/layout"
@@ -69,4 +72,51 @@ func TestBusyRegionGetsQuotaFromIdleOne(t *testing.T) {
 	}
 	t.Logf("demand shift -> first grant to the busy region: %v (loop interval %v); checker polls: %d; etcd writes: %v",
 		firstGrant, c.cfg.Interval, polls.Load(), counterValue(c.m.writes.WithLabelValues("alloc")))
+}
+
+// An operator plans, sees the plan, and applies exactly that plan by
+// naming the allocation revision it was made from.
+func TestPlanThenApplyRebalance(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	startChecker(t, cli)
+	c := startCoord(t, e)
+	waitLeader(t, c)
+	cl := dial(t, c.Addr())
+	ctx := authed(t.Context())
+	eu, us := newFakeRegion(t, cli, "eu"), newFakeRegion(t, cli, "us")
+	regions := []*api.RegionSpec{{Name: "eu", Weight: 1}, {Name: "us", Weight: 1}}
+	if _, err := cl.CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 1000, regions...)}); err != nil {
+		t.Fatal(err)
+	}
+	waitSplit(t, cli, "s1")
+	// Paused, the loop leaves the sale to the operator.
+	if _, err := cl.PauseSale(ctx, &api.SaleRef{Id: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	eu.report("s1", layout.RegionReport{Report: quota.Report{GrantedSeen: 400, Sold: 400, Demand: 100}})
+	us.report("s1", layout.RegionReport{Report: quota.Report{GrantedSeen: 400, Sold: 399, Demand: 100}})
+	waitTicks(t, c, 3)
+	plan, err := cl.PlanRebalance(ctx, &api.SaleRef{Id: "s1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Applied || len(plan.Grants) != 2 || plan.Grants[0].Units != 20 || plan.Grants[1].Units != 20 {
+		t.Fatalf("plan: %+v", plan)
+	}
+	if _, rev := readAlloc(t, cli, "s1"); rev != plan.AllocRevision {
+		t.Fatalf("plan made from revision %d, etcd holds %d", plan.AllocRevision, rev)
+	}
+	got, err := cl.ApplyRebalance(ctx, &api.ApplyRebalanceRequest{Id: "s1", AllocRevision: plan.AllocRevision})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, rev := readAlloc(t, cli, "s1")
+	if !got.Applied || got.AllocRevision != rev || a.Regions["eu"].Granted != 420 || a.Regions["us"].Granted != 420 {
+		t.Fatalf("applied %+v; etcd rev %d eu %+v us %+v", got, rev, *a.Regions["eu"], *a.Regions["us"])
+	}
+	// Applying the old plan again is refused: the allocation moved on.
+	if _, err := cl.ApplyRebalance(ctx, &api.ApplyRebalanceRequest{Id: "s1", AllocRevision: plan.AllocRevision}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("stale apply: %v", err)
+	}
 }

@@ -195,7 +195,7 @@ func TestStaleAllocationWriteConflicts(t *testing.T) {
 	f, _ := c.currentFence()
 	al, rev := readAlloc(t, cli, "s1")
 	al.Regions["eu"].Released++
-	err := c.writeAlloc(t.Context(), f, al, rev-1)
+	_, err := c.writeAlloc(t.Context(), f, al, rev-1)
 	if !errors.Is(err, ErrConflict) {
 		t.Fatalf("stale write: %v, want ErrConflict", err)
 	}
@@ -208,7 +208,7 @@ func TestStaleAllocationWriteConflicts(t *testing.T) {
 	// An allocation above the total is never written, whatever the fence.
 	al.Regions["eu"].Released--
 	al.Regions["eu"].Granted += al.Unallocated() + 1
-	if err := c.writeAlloc(t.Context(), f, al, rev); err == nil || !strings.Contains(err.Error(), "I2") {
+	if _, err := c.writeAlloc(t.Context(), f, al, rev); err == nil || !strings.Contains(err.Error(), "I2") {
 		t.Fatalf("over-total write: %v, want an I2 refusal", err)
 	}
 }

@@ -176,8 +176,9 @@ var errNoSale = errors.New("no such sale")
 
 // fencedTxn commits ops only while f is still the leader fence and every
 // extra compare holds. A failed leader compare is ErrDeposed; any other
-// failed compare is ErrConflict. kind labels the write metric.
-func (c *Coordinator) fencedTxn(ctx context.Context, f fence, kind string, cmps []clientv3.Cmp, ops ...clientv3.Op) error {
+// failed compare is ErrConflict. kind labels the write metric. It returns
+// the revision the write committed at.
+func (c *Coordinator) fencedTxn(ctx context.Context, f fence, kind string, cmps []clientv3.Cmp, ops ...clientv3.Op) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.WriteTimeout)
 	defer cancel()
 	resp, err := c.cli.Txn(ctx).
@@ -188,32 +189,33 @@ func (c *Coordinator) fencedTxn(ctx context.Context, f fence, kind string, cmps 
 		Else(clientv3.OpGet(f.key)).
 		Commit()
 	if err != nil {
-		return fmt.Errorf("etcd txn (%s): %w", kind, err)
+		return 0, fmt.Errorf("etcd txn (%s): %w", kind, err)
 	}
 	if resp.Succeeded {
 		c.m.writes.WithLabelValues(kind).Inc()
-		return nil
+		return resp.Header.Revision, nil
 	}
 	kvs := resp.Responses[0].GetResponseRange().Kvs
 	if len(kvs) == 0 || kvs[0].CreateRevision != f.rev {
 		c.m.rejected.WithLabelValues("deposed").Inc()
 		c.deposed(f)
-		return ErrDeposed
+		return 0, ErrDeposed
 	}
 	c.m.rejected.WithLabelValues("conflict").Inc()
-	return ErrConflict
+	return 0, ErrConflict
 }
 
 // writeAlloc writes a as the sale's allocation if it is still at modRev
 // (0: it must not exist yet). It checks I2 first: an allocation whose net
-// grants pass the total is never written.
-func (c *Coordinator) writeAlloc(ctx context.Context, f fence, a *quota.Allocation, modRev int64, extra ...clientv3.Op) error {
+// grants pass the total is never written. It returns the allocation's new
+// mod revision.
+func (c *Coordinator) writeAlloc(ctx context.Context, f fence, a *quota.Allocation, modRev int64, extra ...clientv3.Op) (int64, error) {
 	if err := a.Check(); err != nil {
-		return fmt.Errorf("refusing to write allocation of %s: %w", a.Sale, err)
+		return 0, fmt.Errorf("refusing to write allocation of %s: %w", a.Sale, err)
 	}
 	b, err := json.Marshal(a)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	key := c.keys.Alloc(a.Sale)
 	ops := append([]clientv3.Op{clientv3.OpPut(key, string(b))}, extra...)
