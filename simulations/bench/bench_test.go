@@ -16,7 +16,7 @@ func TestBenchSmoke(t *testing.T) {
 	cfg := QuickConfig()
 	cfg.Duration, cfg.Warmup, cfg.Rounds = 200*time.Millisecond, 50*time.Millisecond, 2
 	cfg.Workers, cfg.Rate = 4, 100
-	cfg.Delays = []time.Duration{5 * time.Millisecond}
+	cfg.Delays = []time.Duration{80 * time.Millisecond}
 	cfg.SkipPostgres = true
 	cfg.ResultsDir = t.TempDir()
 	cfg.Out = &out
@@ -27,7 +27,7 @@ func TestBenchSmoke(t *testing.T) {
 	want := map[string]string{
 		"bare": "reserved", "buy_before_sellout": "reserved", "buy_after_sellout": "sold_out",
 		"redis_incr": "reserved", "redis_reserve_evalsha": "reserved", "redis_reserve_batcher": "reserved",
-		"regional": "reserved", "global_0ms": "reserved", "global_5ms": "reserved",
+		"regional": "reserved", "global_0ms": "reserved", "global_80ms": "reserved", "buy_before_sellout_everysec": "reserved",
 	}
 	for name, outcome := range want {
 		row := res.row(name)

@@ -113,11 +113,12 @@ func (p *DelayProxy) pipe(dst, src net.Conn) {
 	})
 	defer wg.Wait()
 	defer close(q)
+	buf := make([]byte, 32<<10)
 	for {
-		buf := make([]byte, 32<<10)
 		n, err := src.Read(buf)
 		if n > 0 {
-			q <- chunk{b: buf[:n], due: time.Now().Add(p.delay)}
+			// A copy of just the bytes read: the buffer is reused at once.
+			q <- chunk{b: append([]byte(nil), buf[:n]...), due: time.Now().Add(p.delay)}
 		}
 		if err != nil {
 			if !errors.Is(err, io.EOF) {

@@ -131,10 +131,12 @@ const (
 )
 
 // startSeller runs the real regional seller (JWT identity, batcher on)
-// against rdb with the two bench sales.
-func startSeller(ctx context.Context, rdb redis.UniversalClient, region string, secret []byte, log *slog.Logger) (*regional.Server, string, error) {
+// against rdb with the two bench sales. weakDurability lets it sell from a
+// Redis that does not fsync every write.
+func startSeller(ctx context.Context, rdb redis.UniversalClient, region string, secret []byte, log *slog.Logger, weakDurability bool) (*regional.Server, string, error) {
 	cfg := regional.DevConfig()
 	cfg.Region = region
+	cfg.AllowWeakDurability = weakDurability
 	cfg.JWT.HS256Secret = secret
 	start := time.Now().Add(-time.Minute)
 	cfg.Sales = []layout.SaleSpec{

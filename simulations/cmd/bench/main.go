@@ -34,6 +34,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	rounds := fs.Int("rounds", 0, "interleaved slices per scenario (default 8 quick, 10 full)")
 	rate := fs.Float64("rate", 0, "open-loop rate of the latency rows, req/s (default 300)")
 	delays := fs.String("delays", "", "one-way delays to the global counter (default 20ms,80ms,217ms)")
+	only := fs.String("only", "", "run just these rows, comma-separated (e.g. bare,buy_before_sellout)")
 	skipPG := fs.Bool("skip-postgres", false, "leave out the PostgreSQL hot-row baseline")
 	out := fs.String("results", "results", "directory for the JSON results (empty: none)")
 	verbose := fs.Bool("v", false, "log progress to stderr")
@@ -77,6 +78,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	cfg.SkipPostgres = *skipPG
+	if *only != "" {
+		cfg.Only = strings.Split(*only, ",")
+	}
 	cfg.ResultsDir = *out
 	cfg.Out = stdout
 	level := slog.LevelWarn
