@@ -61,6 +61,7 @@ type Server struct {
 	handler http.Handler
 
 	ready     atomic.Bool
+	lastWarn  atomic.Int64    // unix nanos of the last per-request warning logged
 	refreshMu sync.Mutex      // serialises refreshAll
 	gauged    map[string]bool // sales with a remaining-units gauge; guarded by refreshMu
 	kick      chan struct{}   // asks the refresh loop for an early pass
@@ -481,4 +482,16 @@ func (s *Server) shopper(mux *http.ServeMux, method, path, route string, h func(
 		w.Header().Set("Allow", method)
 		writeReply(w, fail(http.StatusMethodNotAllowed, "method_not_allowed", "%s %s: use %s", r.Method, r.URL.Path, method))
 	})
+}
+
+// warnThrottled logs a per-request failure at most once a second: during
+// a Redis outage every request fails, and the log must not become the
+// next outage.
+func (s *Server) warnThrottled(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := s.lastWarn.Load()
+	if now-last < int64(time.Second) || !s.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn(msg+" (similar warnings suppressed for 1s)", args...)
 }

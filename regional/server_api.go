@@ -116,7 +116,7 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 	})
 	if err != nil {
 		s.m.storeErrors.WithLabelValues("reserve").Inc()
-		s.log.Warn("reserve failed", "sale", in.ItemID, "user", p.User, "err", err)
+		s.warnThrottled("reserve failed", "sale", in.ItemID, "user", p.User, "err", err)
 		return fail(http.StatusServiceUnavailable, CodeUnavailable,
 			"could not reach this region's stock: retry with the same requestId (it will not reserve twice)").after(time.Second)
 	}
@@ -260,19 +260,20 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, confirm bool) re
 	}
 	if err != nil {
 		s.m.storeErrors.WithLabelValues("reservation").Inc()
+		s.warnThrottled("read reservation failed", "sale", item, "reservation", id, "err", err)
 		return fail(http.StatusServiceUnavailable, CodeUnavailable, "could not read the reservation: retry").after(time.Second)
 	}
 	if resv.User != p.User {
 		return fail(http.StatusForbidden, CodeNotYours, "reservation %s belongs to another user", id)
 	}
-	op, outcome, state := s.store.Cancel, "cancelled", quota.Cancelled
+	op, opName, outcome, state := s.store.Cancel, "cancel", "cancelled", quota.Cancelled
 	if confirm {
 		// The sweeper may lag behind the clock: a reservation past its
 		// time is over even if its unit has not been returned yet.
 		if resv.State == quota.Active && resv.ExpiresAt <= now.UnixMilli() {
 			return fail(http.StatusConflict, CodeNotActive, "reservation %s expired at %s", id, time.UnixMilli(resv.ExpiresAt).UTC().Format(time.RFC3339Nano))
 		}
-		op, outcome, state = s.store.Confirm, "confirmed", quota.Confirmed
+		op, opName, outcome, state = s.store.Confirm, "confirm", "confirmed", quota.Confirmed
 	}
 	switch err := op(ctx, item, id, now); {
 	case errors.Is(err, quota.ErrNotActive):
@@ -280,7 +281,8 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, confirm bool) re
 	case errors.Is(err, quota.ErrNoSuchResv):
 		return fail(http.StatusNotFound, CodeUnknownResv, "no reservation %s in sale %s in this region", id, item)
 	case err != nil:
-		s.m.storeErrors.WithLabelValues(outcome).Inc()
+		s.m.storeErrors.WithLabelValues(opName).Inc()
+		s.warnThrottled(opName+" failed", "sale", item, "reservation", id, "err", err)
 		return fail(http.StatusServiceUnavailable, CodeUnavailable, "could not reach this region's stock: retry (it is idempotent)").after(time.Second)
 	}
 	if !confirm {

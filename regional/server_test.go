@@ -35,7 +35,7 @@ func (c *fakeClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) 
 func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 type testEnv struct {
-	t      *testing.T
+	t      testing.TB
 	redis  *redistest.Server
 	rdb    *redis.Client
 	srv    *Server
@@ -67,7 +67,7 @@ func testConfig(clock *fakeClock) Config {
 }
 
 // newEnv starts redis-server and a seller on a real listener.
-func newEnv(t *testing.T, mutate func(*Config), redisArgs ...string) *testEnv {
+func newEnv(t testing.TB, mutate func(*Config), redisArgs ...string) *testEnv {
 	t.Helper()
 	e := &testEnv{t: t, clock: newFakeClock(), reg: prometheus.NewRegistry()}
 	e.redis = redistest.Start(t, redisArgs...)
