@@ -178,13 +178,27 @@ func (c *Coordinator) deposed(f fence) {
 // campaignLoop campaigns, leads until deposed or the session ends, and
 // campaigns again, until ctx ends.
 func (c *Coordinator) campaignLoop(ctx context.Context) {
+	backoff := c.cfg.Interval
 	for ctx.Err() == nil {
-		if err := c.leadOnce(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("leadership attempt ended", "err", err)
+		err := c.leadOnce(ctx)
+		if c.cli.Ctx().Err() != nil {
+			// The etcd client was closed under us: nothing can succeed.
+			c.log.Error("etcd client closed; not campaigning any more")
+			return
+		}
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("leadership attempt ended", "err", err, "retryIn", backoff)
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(c.cfg.Interval):
+		case <-time.After(backoff):
+		}
+		// Back off while attempts keep failing (etcd down), up to a few
+		// seconds; a clean term starts again from Interval.
+		if err != nil {
+			backoff = min(2*backoff, 5*time.Second)
+		} else {
+			backoff = c.cfg.Interval
 		}
 	}
 }
@@ -198,7 +212,13 @@ func (c *Coordinator) leadOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("election session: %w", err)
 	}
-	defer sess.Close()
+	defer func() {
+		if c.cli.Ctx().Err() != nil {
+			sess.Orphan() // a closed client cannot revoke; the lease expires
+			return
+		}
+		_ = sess.Close()
+	}()
 
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()

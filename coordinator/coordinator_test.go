@@ -346,3 +346,44 @@ func TestNewRefusesBadConfigAndCloseIsIdempotent(t *testing.T) {
 		t.Fatalf("leader keys after Close: %v %d", err, resp.Count)
 	}
 }
+
+// The leader crashes (its etcd connection just goes away, nothing is
+// revoked) with a move pending: the follower takes over once the lease
+// expires and completes the move from what etcd holds.
+func TestLeaderCrashFollowerTakesOverAfterLease(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	startChecker(t, cli)
+	ttl1 := func(c *Config) { c.SessionTTL = 1 }
+	a := startCoord(t, e, quiet, ttl1)
+	waitLeader(t, a)
+	b := startCoord(t, e, quiet, ttl1)
+	ctx := authed(t.Context())
+	eu, us := newFakeRegion(t, cli, "eu"), newFakeRegion(t, cli, "us")
+	regions := []*api.RegionSpec{{Name: "eu", Weight: 1}, {Name: "us", Weight: 1}}
+	if _, err := dial(t, a.Addr()).CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 100, regions...)}); err != nil {
+		t.Fatal(err)
+	}
+	eu.report("s1", layout.RegionReport{})
+	us.report("s1", layout.RegionReport{})
+	waitSplit(t, cli, "s1") // 40 and 40
+	plan, err := dial(t, a.Addr()).Move(ctx, &api.MoveRequest{Sale: "s1", From: "us", To: "eu", Units: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease := leaderLease(t, cli)
+	_ = a.cli.Close() // the crash: no resign, no revoke
+	waitLeader(t, b)
+	if ttl, err := cli.TimeToLive(t.Context(), lease); err != nil || ttl.TTL > 0 {
+		t.Fatalf("b leads while a's lease lives: %v %+v", err, ttl)
+	}
+	us.report("s1", layout.RegionReport{ReleaseID: plan.Releases[0].Id, Report: quotaReport(40, 30)})
+	waitFor(t, "b to finish a's move", func() bool {
+		al, _ := readAlloc(t, cli, "s1")
+		return al.Regions["us"].Pending == nil
+	})
+	al, _ := readAlloc(t, cli, "s1")
+	if al.Regions["eu"].Net() != 70 || al.Regions["us"].Net() != 10 || al.SumNet() != 80 {
+		t.Fatalf("after takeover: eu %+v us %+v", *al.Regions["eu"], *al.Regions["us"])
+	}
+}
