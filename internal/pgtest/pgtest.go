@@ -52,9 +52,19 @@ type Server struct {
 // the binaries are missing.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := findBin()
+	s, err := launch(t.Cleanup, t)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return s
+}
+
+// launch does Start's work; cleanups go to cleanup, so a server can also
+// outlive one test (RunShared).
+func launch(cleanup func(func()), t testing.TB) (*Server, error) {
+	bin, err := findBin()
+	if err != nil {
+		return nil, err
 	}
 	s := &Server{t: t, bin: bin}
 	// Our own directory under the system temp dir rather than t.TempDir():
@@ -62,51 +72,58 @@ func Start(t testing.TB) *Server {
 	// are private to root.
 	dir, err := os.MkdirTemp("", "pgtest-")
 	if err != nil {
-		t.Fatalf("pgtest: temp dir: %v", err)
+		return nil, fmt.Errorf("pgtest: temp dir: %w", err)
 	}
 	s.Dir = dir
-	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	cleanup(func() { _ = os.RemoveAll(dir) })
 	if os.Geteuid() == 0 {
 		cred, err := postgresUser()
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		s.cred = cred
 		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-			t.Fatalf("pgtest: chown %s: %v", dir, err)
+			return nil, fmt.Errorf("pgtest: chown %s: %w", dir, err)
 		}
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
-		t.Fatalf("pgtest: chmod %s: %v", dir, err)
+		return nil, fmt.Errorf("pgtest: chmod %s: %w", dir, err)
 	}
 	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", filepath.Join(dir, "data"),
 		"-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync")
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
 	initdb.Dir = dir
 	if out, err := initdb.CombinedOutput(); err != nil {
-		t.Fatalf("pgtest: initdb: %v\n%s", err, out)
+		return nil, fmt.Errorf("pgtest: initdb: %w\n%s", err, out)
 	}
 	port, err := freePort()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	s.Port = port
 	s.DSN = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", port, Database)
-	t.Cleanup(s.stop)
+	cleanup(s.stop)
 	if err := s.start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port))
+	if err := s.createDatabase(ctx, Database); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) createDatabase(ctx context.Context, name string) error {
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", s.Port))
 	if err != nil {
-		t.Fatalf("pgtest: connect: %v", err)
+		return fmt.Errorf("pgtest: connect: %w", err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+Database); err != nil {
-		t.Fatalf("pgtest: create database: %v", err)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return fmt.Errorf("pgtest: create database %s: %w", name, err)
 	}
-	return s
+	return nil
 }
 
 func (s *Server) start() error {

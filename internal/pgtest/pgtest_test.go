@@ -2,6 +2,7 @@ package pgtest
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -36,5 +37,31 @@ func TestStartKillRestartKeepsCommittedData(t *testing.T) {
 	}
 	if v != 42 {
 		t.Fatalf("v = %d after restart, want 42", v)
+	}
+}
+
+func TestMain(m *testing.M) { os.Exit(RunShared(m)) }
+
+func TestFreshDatabasesAreSeparate(t *testing.T) {
+	ctx := context.Background()
+	a, b := Fresh(t), Fresh(t)
+	if a == b {
+		t.Fatalf("Fresh returned %s twice", a)
+	}
+	ca, err := pgx.Connect(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ca.Close(ctx)
+	if _, err := ca.Exec(ctx, "CREATE TABLE only_in_a (v int)"); err != nil {
+		t.Fatal(err)
+	}
+	cb, err := pgx.Connect(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close(ctx)
+	if _, err := cb.Exec(ctx, "CREATE TABLE only_in_a (v int)"); err != nil {
+		t.Fatalf("database b sees a's table: %v", err)
 	}
 }

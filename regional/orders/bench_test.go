@@ -22,7 +22,7 @@ func BenchmarkDrain(b *testing.B) {
 			benchDrain(b, openTestStore(b, "sqlite://"+filepath.Join(b.TempDir(), "orders.db")), batch)
 		})
 		b.Run("postgres/batch="+strconv.FormatInt(batch, 10), func(b *testing.B) {
-			benchDrain(b, openTestStore(b, pgtest.Start(b).DSN), batch)
+			benchDrain(b, openTestStore(b, pgtest.Fresh(b)), batch)
 		})
 	}
 }

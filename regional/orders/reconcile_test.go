@@ -163,7 +163,7 @@ func TestReconcileFindsAndRepairsByReplay(t *testing.T) {
 func TestScriptsToSQLEndToEnd(t *testing.T) {
 	for name, dsn := range map[string]func(t *testing.T) string{
 		"sqlite":   func(t *testing.T) string { return "sqlite://" + filepath.Join(t.TempDir(), "orders.db") },
-		"postgres": func(t *testing.T) string { return pgtest.Start(t).DSN },
+		"postgres": func(t *testing.T) string { return pgtest.Fresh(t) },
 	} {
 		t.Run(name, func(t *testing.T) {
 			rdb := redistest.Start(t).Client()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,13 +12,17 @@ import (
 	"flashsale/internal/pgtest"
 )
 
+// One PostgreSQL server for the package (pgtest.Fresh); the restart test
+// starts its own.
+func TestMain(m *testing.M) { os.Exit(pgtest.RunShared(m)) }
+
 // eachStore runs f against a fresh SQLite file and a fresh real PostgreSQL.
 func eachStore(t *testing.T, f func(t *testing.T, s Store)) {
 	t.Run("sqlite", func(t *testing.T) {
 		f(t, openTestStore(t, "sqlite://"+filepath.Join(t.TempDir(), "orders.db")))
 	})
 	t.Run("postgres", func(t *testing.T) {
-		f(t, openTestStore(t, pgtest.Start(t).DSN))
+		f(t, openTestStore(t, pgtest.Fresh(t)))
 	})
 }
 
