@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -695,4 +696,63 @@ func TestDemandAndRemove(t *testing.T) {
 	if bytes.Contains(m.body, []byte(`sale="phone"} 95`)) {
 		t.Fatal("removed sale still in the remaining gauge")
 	}
+}
+
+// TestLifecycle: Close is safe on nil, before Start and twice; cancelling
+// Start's context stops serving; nothing is left running afterwards.
+func TestLifecycle(t *testing.T) {
+	var nilSrv *Server
+	if err := nilSrv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rs := redistest.Start(t)
+	rdb := rs.Client()
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	clock := newFakeClock()
+	baseline := runtime.NumGoroutine()
+
+	unstarted, err := New(testConfig(clock), Deps{Redis: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unstarted.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unstarted.Start(context.Background()); err == nil {
+		t.Fatal("Start after Close succeeded")
+	}
+
+	srv, err := New(testConfig(clock), Deps{Redis: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(ctx); err == nil {
+		t.Fatal("second Start succeeded")
+	}
+	tr := &http.Transport{}
+	resp, err := (&http.Client{Transport: tr}).Get("http://" + srv.Addr() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	tr.CloseIdleConnections()
+
+	cancel()
+	select {
+	case <-srv.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("still serving 10s after its context ended")
+	}
+	for range 2 {
+		if err := srv.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= baseline })
 }
