@@ -43,6 +43,12 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	insecure := fs.Bool("insecure-dev-identity", false, "take userId from the request body with no proof (local development only)")
 	weak := fs.Bool("allow-weak-durability", false, "be ready even if Redis does not fsync every write (benchmarks only)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: flashsale regional [-config file] [flags]")
+		fmt.Fprintln(fs.Output(), "Settings apply in order: preset, config file, FLASHSALE_* environment, flags.")
+		fmt.Fprintln(fs.Output(), "See cmd/flashsale/regional.example.yaml for every config file key.")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil

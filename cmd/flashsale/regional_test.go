@@ -15,6 +15,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"flashsale/internal/redistest"
+	"flashsale/regional"
 )
 
 const testJWTSecret = "cmd-test-secret-cmd-test-secret-0123456789"
@@ -162,5 +163,21 @@ func TestRegionalRoleBadConfig(t *testing.T) {
 		for k := range tc.env {
 			os.Unsetenv(k)
 		}
+	}
+}
+
+// TestRegionalExampleConfig: the example file shipped next to the binary
+// parses with every key known.
+func TestRegionalExampleConfig(t *testing.T) {
+	b, err := os.ReadFile("regional.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := regional.ParseFile(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Region != "eu" || len(f.Sales) != 1 || f.Sales[0].Ceiling == nil || f.Identity.Ed25519PublicKeyFile == "" {
+		t.Fatalf("example parsed to %+v", f)
 	}
 }
