@@ -267,3 +267,21 @@ func TestExtensionIsBoundedByTwiceTheTTL(t *testing.T) {
 		}
 	}
 }
+
+func TestDevDefaultsAreValid(t *testing.T) {
+	d := newDev(t, DevDefaults(1))
+	b, err := NewBreaker(d, DefaultBreakerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewBreaker(d, BreakerConfig{}); err == nil {
+		t.Fatal("NewBreaker accepted an empty config")
+	}
+	res, err := b.Pay(context.Background(), req("1"))
+	if err != nil && !errors.Is(err, ErrProvider) {
+		t.Fatal(err)
+	}
+	if err == nil && res.Status != Paid && res.Status != Declined {
+		t.Fatalf("status %q", res.Status)
+	}
+}
