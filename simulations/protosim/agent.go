@@ -158,7 +158,7 @@ func (s *Sim) onView(rg *region, a *agent, v view) {
 	if !s.applyGrant(rg, a, v) {
 		return
 	}
-	if !a.stale && (l.ReleasedLocal < v.Released || l.Sold < v.Report.Sold) {
+	if !a.stale && (l.ReleasedLocal < max(v.Released, v.Report.ReleasedLocal) || l.Sold < v.Report.Sold) {
 		// Redis shows less than etcd already knows: it lost writes.
 		s.tracef("%s agent term %d: counters below etcd (released_local %d < %d or sold %d < %d)",
 			rg.name, a.fence, l.ReleasedLocal, v.Released, l.Sold, v.Report.Sold)
@@ -169,7 +169,16 @@ func (s *Sim) onView(rg *region, a *agent, v view) {
 		return // an old event: its grant was max-merged, its release is history
 	}
 	a.viewRev = v.Rev
-	if p := v.Pending; p != nil {
+	if p := v.Pending; p != nil && p.ID == v.ReportReleaseID {
+		// It ran already (maybe in a store that lost the record since): the
+		// report etcd holds counts it, and the floor covers that. Running it
+		// again would give up more units than asked, stranded until the next
+		// release. Acknowledge it.
+		if a.lastRelease != p.ID {
+			a.lastRelease = p.ID
+			a.needReport = true
+		}
+	} else if p != nil {
 		m, rl, err := l.Release(a.fence, p.ID, p.Units)
 		if err != nil {
 			s.refused(rg, a, "release", err)

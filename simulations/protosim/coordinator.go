@@ -34,7 +34,7 @@ func (s *Sim) electLeader() {
 		id:      s.nextCoord,
 		fence:   s.etcd.campaign(),
 		alive:   true,
-		alloc:   cloneAlloc(s.etcd.alloc),
+		alloc:   s.etcd.alloc.Clone(),
 		reports: maps.Clone(s.etcd.reports),
 	}
 	s.coords = append(s.coords, c)
@@ -81,8 +81,9 @@ func (s *Sim) coordTick(c *coordinator) {
 	}
 }
 
-// coordAcks applies every pending release the region's latest report
-// acknowledges. It returns false if the coordinator crashed.
+// coordAcks tells quota.Step each region's latest report that names its
+// pending release, and writes the acks. It returns false if the coordinator
+// crashed.
 func (s *Sim) coordAcks(c *coordinator) bool {
 	for _, rg := range s.regions { // sorted by name, as RegionNames would be
 		name := rg.name
@@ -91,8 +92,8 @@ func (s *Sim) coordAcks(c *coordinator) bool {
 		if r.Pending == nil || !ok || sr.rep.ReleaseID != r.Pending.ID {
 			continue
 		}
-		next := cloneAlloc(c.alloc)
-		grants, err := next.AckRelease(name, r.Pending.ID, sr.rep.ReleasedLocal)
+		next := c.alloc.Clone()
+		acts, err := next.Step(quota.RegionReported{Region: name, Report: sr.rep.Report, ReleaseID: sr.rep.ReleaseID})
 		if err != nil {
 			s.tracef("c%d ack %s from %s refused: %v", c.id, r.Pending.ID, name, err)
 			continue
@@ -110,53 +111,60 @@ func (s *Sim) coordAcks(c *coordinator) bool {
 		}
 		if err == nil {
 			s.stats.Acks++
-			s.stats.Grants += int64(len(grants))
-			s.tracef("c%d ack %s from %s released_local=%d grants=%v", c.id, sr.rep.ReleaseID, name, sr.rep.ReleasedLocal, grants)
+			s.stats.Grants += int64(len(acts.Grants))
+			s.tracef("c%d ack %s from %s released_local=%d grants=%v", c.id, sr.rep.ReleaseID, name, sr.rep.ReleasedLocal, acts.Grants)
 		}
 	}
 	return true
 }
 
+// coordPlan runs quota's planners on the leader's copy with the latest
+// reports: the initial split at the opening, then Rebalance (a Tick).
 func (s *Sim) coordPlan(c *coordinator) {
-	d := plan(c.alloc, c.reports, s.cfg.Chunk)
-	if len(d.grants) == 0 && d.move == nil {
+	next := c.alloc.Clone()
+	opening := true
+	for _, rg := range s.regions {
+		r := next.Regions[rg.name]
+		if sr, ok := c.reports[rg.name]; ok {
+			rep := sr.rep.Report
+			r.Report = &rep
+		}
+		if r.Granted > 0 {
+			opening = false
+		}
+	}
+	var acts quota.Actions
+	var err error
+	if opening {
+		var p quota.Plan
+		if p, err = next.InitialSplit(*next.Policy); err == nil {
+			acts, err = next.Apply(p)
+		}
+	} else {
+		acts, err = next.Step(quota.Tick{Now: s.now})
+	}
+	if err != nil {
+		s.tracef("c%d plan refused: %v", c.id, err)
 		return
 	}
-	next := cloneAlloc(c.alloc)
-	for _, g := range d.grants {
-		if err := next.Grant(g.Region, g.Units); err != nil {
-			s.tracef("c%d grant refused: %v", c.id, err)
-			return
-		}
+	if len(acts.Grants) == 0 && len(acts.Releases) == 0 {
+		return
 	}
-	if m := d.move; m != nil {
-		req, err := next.RequestRelease(m.Region, m.Units, m.To)
-		if err != nil {
-			s.tracef("c%d release refused: %v", c.id, err)
-			return
+	if s.cfg.Bug == BugGrantBeforeAck {
+		// The mistake: count the units as released before the region's
+		// Redis has given them up; the next round regrants them.
+		for _, req := range acts.Releases {
+			next.Regions[req.Region].Released += req.Units
 		}
-		if s.cfg.Bug == BugGrantBeforeAck {
-			// The mistake: count the units as released and regrant them
-			// before the region's Redis has given them up.
-			next.Regions[m.Region].Released += m.Units
-			if err := next.Grant(m.To, m.Units); err != nil {
-				return
-			}
-		}
-		d.move = &req
 	}
 	if s.writeAlloc(c, next, nil) != nil {
 		return
 	}
-	s.stats.Grants += int64(len(d.grants))
-	if d.move != nil {
-		s.stats.Moves++
-		s.tracef("c%d release request %s: %d from %s to %s", c.id, d.move.ID, d.move.Units, d.move.Region, d.move.To)
-		if s.crashPoint("leader-after-release-request") {
-			s.crashLeader(c)
-		}
-	} else {
-		s.tracef("c%d grants %v", c.id, d.grants)
+	s.stats.Grants += int64(len(acts.Grants))
+	s.stats.Moves += int64(len(acts.Releases))
+	s.tracef("c%d grants %v releases %v", c.id, acts.Grants, acts.Releases)
+	if len(acts.Releases) > 0 && s.crashPoint("leader-after-release-request") {
+		s.crashLeader(c)
 	}
 }
 

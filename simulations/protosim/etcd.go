@@ -77,7 +77,7 @@ func (e *etcd) putAlloc(leaderRev int64, a *quota.Allocation, cond *reportCond) 
 		return errReportMoved
 	}
 	e.rev++
-	e.alloc = cloneAlloc(a)
+	e.alloc = a.Clone()
 	e.allocRev = e.rev
 	return nil
 }
@@ -96,7 +96,8 @@ func (e *etcd) putReport(rep layout.RegionReport) (int64, error) {
 // view reads what region's agent needs: its counters, its pending release
 // and its last report.
 func (e *etcd) view(region string) view {
-	v := view{Rev: e.allocRev, Report: e.reports[region].rep.Report}
+	rep := e.reports[region].rep
+	v := view{Rev: e.allocRev, Report: rep.Report, ReportReleaseID: rep.ReleaseID}
 	if r := e.alloc.Regions[region]; r != nil {
 		v.Granted, v.Released = r.Granted, r.Released
 		if r.Pending != nil && r.Pending.Region == region {
@@ -105,22 +106,4 @@ func (e *etcd) view(region string) view {
 		}
 	}
 	return v
-}
-
-func cloneAlloc(a *quota.Allocation) *quota.Allocation {
-	c := *a
-	c.Regions = make(map[string]*quota.RegionAlloc, len(a.Regions))
-	for n, r := range a.Regions {
-		rc := *r
-		if r.Pending != nil {
-			p := *r.Pending
-			rc.Pending = &p
-		}
-		if r.Report != nil {
-			rp := *r.Report
-			rc.Report = &rp
-		}
-		c.Regions[n] = &rc
-	}
-	return &c
 }

@@ -30,8 +30,11 @@ type view struct {
 	Pending  *quota.ReleaseRequest // this region's pending release, if any
 	Delta    int64                 // grant increment of the write that made a watch event (0 on reads)
 	Report   quota.Report          // the region's last report etcd holds
-	GetID    int64                 // the read this answers; 0 for watch events
-	Fence    int64                 // the agent term that asked the read
+	// ReportReleaseID is the release that report names: it ran already,
+	// and the report's ReleasedLocal counts it.
+	ReportReleaseID string
+	GetID           int64 // the read this answers; 0 for watch events
+	Fence           int64 // the agent term that asked the read
 }
 
 type msg struct {

@@ -115,7 +115,16 @@ func newSim(cfg Config) *Sim {
 	s.net = newNetwork(s.rng, &s.stats)
 	names := slices.Clone(regionNames[:cfg.Regions])
 	slices.Sort(names)
-	s.etcd = newEtcd(quota.NewAllocation(saleID, cfg.Total, names...))
+	alloc := quota.NewAllocation(saleID, cfg.Total, names...)
+	alloc.Policy = &quota.Policy{
+		SplitPercent: 80,
+		Chunk:        cfg.Chunk,
+		HorizonMs:    20 * cfg.StepMillis, // the sale is short: hold 20 steps of demand
+		StaleAfterMs: 100 * cfg.StepMillis,
+		MinKeep:      2,
+		IdleMultiple: 2,
+	}
+	s.etcd = newEtcd(alloc)
 	s.etcd.noFence = cfg.Bug == BugNoFence
 	for _, n := range names {
 		rg := &region{name: n, ledger: quota.NewLedger(), byReq: map[string]*purchase{}}
