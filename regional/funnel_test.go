@@ -145,3 +145,25 @@ func TestWrongRegionRedirect(t *testing.T) {
 		t.Fatal("a redirected request changed Redis")
 	}
 }
+
+// TestChunkedBodyLimit: a body without Content-Length is cut at the limit
+// while it is read, not after.
+func TestChunkedBodyLimit(t *testing.T) {
+	e := newEnv(t, nil)
+	big := `{"itemId":"phone","requestId":"` + strings.Repeat("r", 8000) + `"}`
+	req, err := http.NewRequest("POST", e.url+"/v1/flash-sale/buy", io.MultiReader(strings.NewReader(big)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token(t, testSecret, "bob", "eu", e.clock.Now().Add(time.Hour)))
+	resp, err := e.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if req.ContentLength != 0 && req.ContentLength != -1 {
+		t.Fatalf("request was not chunked (Content-Length %d)", req.ContentLength)
+	}
+	expect(t, answer{status: resp.StatusCode, body: body}, http.StatusRequestEntityTooLarge, CodeBodyTooLarge)
+}
