@@ -102,7 +102,8 @@ func Verify(ctx context.Context, regions []RegionRedis, sale string, total, limi
 	return v, nil
 }
 
-func readRegion(ctx context.Context, rr RegionRedis, sale string, perUser, perUserStream map[string]int64) (RegionCounts, error) {
+// readLedger reads a region's counters of sale.
+func readLedger(ctx context.Context, rr RegionRedis, sale string) (RegionCounts, error) {
 	rc := RegionCounts{Region: rr.Region}
 	vals, err := rr.Client.HMGet(ctx, saleKey(sale, "ledger"), "granted_seen", "released_local", "sold", "reserved").Result()
 	if err != nil {
@@ -119,6 +120,14 @@ func readRegion(ctx context.Context, rr RegionRedis, sale string, perUser, perUs
 		}
 	}
 	rc.GrantedSeen, rc.ReleasedLocal, rc.Sold, rc.Reserved = n[0], n[1], n[2], n[3]
+	return rc, nil
+}
+
+func readRegion(ctx context.Context, rr RegionRedis, sale string, perUser, perUserStream map[string]int64) (RegionCounts, error) {
+	rc, err := readLedger(ctx, rr, sale)
+	if err != nil {
+		return rc, err
+	}
 
 	var cursor uint64
 	for {

@@ -37,13 +37,13 @@ func main() {
 }
 
 type options struct {
-	endpoints, redisAddrs, regions, sale, secret, jsonOut string
-	users, workers, maxRequests, retries                  int
-	rate, misroute, confirm, cancel                       float64
-	duration, timeout, warmup                             time.Duration
-	total, limit                                          int64
-	seed                                                  uint64
-	progress, noVerify, verifyOnly                        bool
+	endpoints, redisAddrs, regions, sale, secret, jsonOut, timeline string
+	users, workers, maxRequests, retries                            int
+	rate, misroute, confirm, cancel                                 float64
+	duration, timeout, warmup, bucket                               time.Duration
+	total, limit                                                    int64
+	seed                                                            uint64
+	progress, noVerify, verifyOnly                                  bool
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -73,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.noVerify, "no-verify", false, "skip the after-run Redis check")
 	fs.BoolVar(&o.verifyOnly, "verify-only", false, "send no load: only check -redis for the sale (e.g. after a k6 run)")
 	fs.StringVar(&o.jsonOut, "json", "", "write the report and verdict as JSON to this file")
+	fs.StringVar(&o.timeline, "timeline", "", "write latency and stock over time as CSV to this file (stock needs -redis)")
+	fs.DurationVar(&o.bucket, "bucket", 100*time.Millisecond, "width of a -timeline row")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -113,6 +115,8 @@ func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-max-requests %d: want 1..10,000,000", o.maxRequests)
 	case o.workers < 1 || o.workers > 100_000:
 		return fmt.Errorf("-workers %d: want 1..100,000", o.workers)
+	case o.bucket <= 0:
+		return fmt.Errorf("-bucket %v: want > 0", o.bucket)
 	case o.verifyOnly && (o.noVerify || o.redisAddrs == ""):
 		return errors.New("-verify-only needs -redis (and -total), without -no-verify")
 	}
@@ -182,11 +186,21 @@ func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
 		stopBar := startBar(stderr, &done, min(o.maxRequests, o.users), o.duration)
 		defer stopBar()
 	}
+	var sampler *loadgen.StockSampler
+	if o.timeline != "" && len(check) > 0 {
+		sampler = loadgen.StartStockSampler(ctx, check, o.sale, o.bucket/2)
+	}
 	rep, err := loadgen.Run(ctx, plan, pop, op, progress)
+	stock := sampler.Stop()
 	if err != nil {
 		return err
 	}
 	printReport(stdout, rep)
+	if o.timeline != "" {
+		if err := writeTimeline(o.timeline, loadgen.Timeline(rep.Samples, o.bucket, stock)); err != nil {
+			return err
+		}
+	}
 
 	if len(check) == 0 {
 		fmt.Fprintln(stdout, "verify: skipped (give -redis and -total to check for oversell)")
@@ -257,6 +271,21 @@ func verify(w io.Writer, check []loadgen.RegionRedis, sale string, total, limit 
 		}
 	}
 	return verr
+}
+
+func writeTimeline(path string, bs []loadgen.Bucket) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("-timeline: %w", err)
+	}
+	if err := loadgen.WriteTimelineCSV(f, bs); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("-timeline: %w", err)
+	}
+	return nil
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/1e6) }

@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,11 +63,13 @@ func startRegions(t *testing.T, sale string, grants map[string]int64) (endpoints
 // redirected home, confirms and cancels, a sellout, and the Redis check.
 func TestLoadgenAgainstTwoRegions(t *testing.T) {
 	eps, rds := startRegions(t, "phone", map[string]int64{"eu": 25, "us": 15})
+	csvPath := filepath.Join(t.TempDir(), "timeline.csv")
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{
 		"-endpoints", eps, "-redis", rds, "-regions", "eu=2,us=1", "-sale", "phone", "-total", "40",
 		"-secret", testSecret, "-users", "300", "-workers", "8", "-max-requests", "300", "-duration", "1m",
 		"-misroute", "0.3", "-confirm", "0.5", "-cancel", "0.3", "-timeout", "5s",
+		"-timeline", csvPath, "-bucket", "10ms",
 	}, &out, &errOut)
 	t.Log(out.String(), errOut.String())
 	if err != nil {
@@ -81,6 +87,29 @@ func TestLoadgenAgainstTwoRegions(t *testing.T) {
 		if strings.Contains(s, bad) {
 			t.Errorf("output has outcome %q", bad)
 		}
+	}
+
+	// The timeline accounts for every attempt, and the stock it sampled
+	// starts at the 40 units granted and never goes below zero.
+	b, err := os.ReadFile(csvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(bytes.NewReader(b)).ReadAll()
+	if err != nil || len(rows) < 2 || rows[0][1] != "attempts" || rows[0][7] != "remaining" {
+		t.Fatalf("timeline: %v\n%s", err, b)
+	}
+	attempts := 0
+	for _, r := range rows[1:] {
+		n, _ := strconv.Atoi(r[1])
+		attempts += n
+		left, _ := strconv.ParseInt(r[7], 10, 64)
+		if left < -1 || left > 40 {
+			t.Errorf("timeline row %v: remaining out of [0, 40]", r)
+		}
+	}
+	if attempts != 300 {
+		t.Errorf("timeline counts %d attempts, want 300", attempts)
 	}
 
 	// The check alone (as after a k6 run) agrees; with a total below what
