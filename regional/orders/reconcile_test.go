@@ -81,6 +81,11 @@ func sell(t *testing.T, rdb *redis.Client) (*regional.Store, []string) {
 			active = append(active, id)
 		}
 	}
+	// Payment down: the first active reservation is extended (an
+	// "extended" event carrying the new expiry).
+	if _, err := st.Extend(ctx, "s1", active[0], now.Add(3*time.Minute), now.Add(4*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
 	return st, active
 }
 
@@ -117,9 +122,9 @@ func TestReconcileFindsAndRepairsByReplay(t *testing.T) {
 	if len(rep.Diffs) != 0 || rep.Rows != 60 || len(rep.DiffsBefore) == 0 {
 		t.Fatalf("after repair: diffs %v, %d rows, %d diffs before", rep.Diffs, rep.Rows, len(rep.DiffsBefore))
 	}
-	// 60 reserved + 20 confirmed + 10 cancelled + 10 expired events.
-	if rep.Replayed != 100 {
-		t.Fatalf("replayed %d entries, want 100", rep.Replayed)
+	// 60 reserved + 20 confirmed + 10 cancelled + 10 expired + 1 extended.
+	if rep.Replayed != 101 {
+		t.Fatalf("replayed %d entries, want 101", rep.Replayed)
 	}
 
 	// Redis moves on while SQL does not: five confirms are behind.
@@ -167,7 +172,7 @@ func TestScriptsToSQLEndToEnd(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			rdb := redistest.Start(t).Client()
-			_, _ = sell(t, rdb)
+			st, active := sell(t, rdb)
 			s := open(t, dsn(t))
 			cfg := orders.DefaultConfig()
 			cfg.Redis, cfg.Store, cfg.Consumer = rdb, s, "e2e"
@@ -196,6 +201,19 @@ func TestScriptsToSQLEndToEnd(t *testing.T) {
 			rep := reconcile(t, rdb, s, false)
 			if len(rep.Diffs) != 0 || rep.Rows != 60 || rep.Lag != 0 {
 				t.Fatalf("after drain: %d rows, lag %d, diffs %v", rep.Rows, rep.Lag, rep.Diffs)
+			}
+			r, err := st.Reservation(context.Background(), "s1", active[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := s.Orders(context.Background(), "s1", "eu")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range rows {
+				if o.Resv == active[0] && !o.ExpiresAt.Equal(time.UnixMilli(r.ExpiresAt)) {
+					t.Fatalf("extended reservation: SQL expires_at %v, Redis %v", o.ExpiresAt, time.UnixMilli(r.ExpiresAt))
+				}
 			}
 		})
 	}
