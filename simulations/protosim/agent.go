@@ -22,9 +22,13 @@ type agent struct {
 	lastGet     int
 	viewRev     int64  // newest allocation revision seen
 	lastRelease string // last release id it executed, repeated in reports (the ack)
-	needReport  bool
-	lastReport  int
-	reported    quota.Report // counters of its last report
+	// The release named by the newest report in etcd it has seen: that
+	// release ran already, whatever Redis remembers.
+	reportRev       int64
+	reportReleaseID string
+	needReport      bool
+	lastReport      int
+	reported        quota.Report // counters of its last report
 }
 
 const (
@@ -165,11 +169,14 @@ func (s *Sim) onView(rg *region, a *agent, v view) {
 		s.startTerm(rg, a)
 		return
 	}
+	if v.ReportRev > a.reportRev {
+		a.reportRev, a.reportReleaseID = v.ReportRev, v.ReportReleaseID
+	}
 	if v.Rev < a.viewRev {
 		return // an old event: its grant was max-merged, its release is history
 	}
 	a.viewRev = v.Rev
-	if p := v.Pending; p != nil && p.ID == v.ReportReleaseID {
+	if p := v.Pending; p != nil && p.ID == a.reportReleaseID {
 		// It ran already (maybe in a store that lost the record since): the
 		// report etcd holds counts it, and the floor covers that. Running it
 		// again would give up more units than asked, stranded until the next

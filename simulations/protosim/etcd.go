@@ -96,8 +96,8 @@ func (e *etcd) putReport(rep layout.RegionReport) (int64, error) {
 // view reads what region's agent needs: its counters, its pending release
 // and its last report.
 func (e *etcd) view(region string) view {
-	rep := e.reports[region].rep
-	v := view{Rev: e.allocRev, Report: rep.Report, ReportReleaseID: rep.ReleaseID}
+	sr := e.reports[region]
+	v := view{Rev: e.allocRev, Report: sr.rep.Report, ReportReleaseID: sr.rep.ReleaseID, ReportRev: sr.modRev}
 	if r := e.alloc.Regions[region]; r != nil {
 		v.Granted, v.Released = r.Granted, r.Released
 		if r.Pending != nil && r.Pending.Region == region {

@@ -33,6 +33,7 @@ type view struct {
 	// ReportReleaseID is the release that report names: it ran already,
 	// and the report's ReleasedLocal counts it.
 	ReportReleaseID string
+	ReportRev       int64 // etcd revision of that report
 	GetID           int64 // the read this answers; 0 for watch events
 	Fence           int64 // the agent term that asked the read
 }
