@@ -40,6 +40,13 @@ func (s *Sim) check() {
 	if err := a.Check(); err != nil {
 		s.violate("I2-sum", "%v", err)
 	}
+	var cutOff int64
+	for _, rg := range s.regions {
+		if s.net.cut[rg.name] {
+			cutOff += rg.ledger.Available()
+		}
+	}
+	s.stats.CutOffPeak = max(s.stats.CutOffPeak, cutOff)
 	for _, rg := range s.regions {
 		r := a.Regions[rg.name]
 		if r.Granted < s.prevGranted[rg.name] || r.Released < s.prevReleased[rg.name] {

@@ -113,7 +113,10 @@ func (v *Violation) String() string {
 // Stats counts what happened in a run.
 type Stats struct {
 	Sold     int64 // units held by buyers at the end (confirmed or reserved)
-	Stranded int64 // units never sold although demand was there
+	Stranded int64 // units not sold by the end of the healed phase, although demand was there
+	// CutOffPeak is the most unsold units held by cut-off regions at once:
+	// stock nobody else could sell until they came back (DESIGN §4).
+	CutOffPeak int64
 
 	AllocWrites  int64 // successful leader writes of the allocation
 	ReportWrites int64 // successful agent report writes
@@ -150,6 +153,7 @@ type Stats struct {
 func (s *Stats) Add(o Stats) {
 	s.Sold += o.Sold
 	s.Stranded += o.Stranded
+	s.CutOffPeak = max(s.CutOffPeak, o.CutOffPeak) // a peak, not a sum
 	s.AllocWrites += o.AllocWrites
 	s.ReportWrites += o.ReportWrites
 	s.Grants += o.Grants

@@ -98,6 +98,7 @@ func run(args []string, out io.Writer) error {
 	fmt.Fprintf(out, "per seed (mean): sold=%.1f stranded=%.2f alloc_writes=%.1f report_writes=%.1f grants=%.1f moves=%.1f acks=%.1f; acks_from_overwritten_reports_refused=%d (total)\n",
 		mean(st.Sold, n), mean(st.Stranded, n), mean(st.AllocWrites, n), mean(st.ReportWrites, n),
 		mean(st.Grants, n), mean(st.Moves, n), mean(st.Acks, n), st.AckReportMoved)
+	fmt.Fprintf(out, "stranding: at the end max=%d; held by cut-off regions at once max=%d units\n", strandedMax, st.CutOffPeak)
 	fmt.Fprintf(out, "faults (total): leader_changes=%d leader_crashes=%d fenced_leader_writes=%d agent_crashes=%d agent_terms=%d stale_agent_refused=%d fenced_reports=%d partitions=%d failovers=%d lost_detected=%d reconciles=%d erased_reservations=%d crash_points=%d\n",
 		st.LeaderChanges, st.LeaderCrashes, st.FencedWrites, st.AgentCrashes, st.AgentTerms, st.StaleRefused,
 		st.FencedReports, st.Partitions, st.Failovers, st.LostDetected, st.Reconciles, st.LostResv, st.CrashPoints)
@@ -128,8 +129,8 @@ func printSeed(out io.Writer, r protosim.Result) {
 		status = "VIOLATION " + r.Violation.String()
 	}
 	s := r.Stats
-	fmt.Fprintf(out, "seed %d: sold=%d stranded=%d alloc_writes=%d report_writes=%d moves=%d failovers=%d reconciles=%d fenced_leader_writes=%d: %s\n",
-		r.Seed, s.Sold, s.Stranded, s.AllocWrites, s.ReportWrites, s.Moves, s.Failovers, s.Reconciles, s.FencedWrites, status)
+	fmt.Fprintf(out, "seed %d: sold=%d stranded=%d cut_off_peak=%d alloc_writes=%d report_writes=%d moves=%d failovers=%d reconciles=%d fenced_leader_writes=%d: %s\n",
+		r.Seed, s.Sold, s.Stranded, s.CutOffPeak, s.AllocWrites, s.ReportWrites, s.Moves, s.Failovers, s.Reconciles, s.FencedWrites, status)
 }
 
 func mean(v int64, n int) float64 { return float64(v) / float64(n) }
