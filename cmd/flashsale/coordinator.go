@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"flashsale/coordinator"
 	"flashsale/internal/etcdembed"
@@ -44,7 +45,13 @@ func runCoordinator(ctx context.Context, args []string, stdout io.Writer) error 
 	fs.DurationVar(&cfg.ReportStale, "report-stale", cfg.ReportStale, "age after which a region report is stale")
 	fs.DurationVar(&cfg.LearningGrace, "learning-grace", cfg.LearningGrace, "longest a new leader waits for fresh reports before granting")
 	fs.DurationVar(&cfg.SplitLead, "split-lead", cfg.SplitLead, "how long before a sale opens the initial split is made")
-	if err := fs.Parse(args); err != nil {
+	fs.Int64Var(&cfg.Policy.SplitPercent, "split-percent", cfg.Policy.SplitPercent, "share of a new sale's stock the initial split grants; the rest follows demand")
+	fs.Int64Var(&cfg.Policy.Chunk, "chunk", cfg.Policy.Chunk, "most units one rebalance grants a region (0: 2% of the total)")
+	fs.Int64Var(&cfg.Policy.HorizonMs, "horizon-ms", cfg.Policy.HorizonMs, "a region should hold this many milliseconds of its recent demand")
+	fs.Int64Var(&cfg.Policy.MinKeep, "min-keep", cfg.Policy.MinKeep, "units an idle region keeps for late buyers")
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -71,7 +78,8 @@ func runCoordinator(ctx context.Context, args []string, stdout io.Writer) error 
 		eps = []string{e.Endpoint}
 		cfg.Logger.Warn("using embedded etcd (dev mode)", "dir", *embedded, "endpoint", e.Endpoint)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	// The client's own zap logs repeat what the coordinator logs with slog.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return fmt.Errorf("etcd client %v: %w", eps, err)
 	}
