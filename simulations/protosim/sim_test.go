@@ -57,6 +57,20 @@ func TestCleanRunHasNoViolations(t *testing.T) {
 	t.Logf("%d seeds: %+v", n, sum)
 }
 
+// TestOtherRegionCounts runs fewer seeds with one, two and five regions.
+func TestOtherRegionCounts(t *testing.T) {
+	for _, regions := range []int{1, 2, 5} {
+		cfg := protosim.DefaultConfig()
+		cfg.Regions = regions
+		for _, r := range runSeeds(t, cfg, 1, 300) {
+			if r.Violation != nil {
+				t.Fatalf("%d regions, seed %d: %v (replay: go run ./simulations/cmd/protosim -regions %d -seed %d -trace)",
+					regions, r.Seed, r.Violation, regions, r.Seed)
+			}
+		}
+	}
+}
+
 // TestFaultsHappen guards the clean run against passing vacuously: every
 // kind of fault and every fence must actually be exercised.
 func TestFaultsHappen(t *testing.T) {
