@@ -165,7 +165,7 @@ func (s *Sim) onView(rg *region, a *agent, v view) {
 	if !a.stale && (l.ReleasedLocal < max(v.Released, v.Report.ReleasedLocal) || l.Sold < v.Report.Sold) {
 		// Redis shows less than etcd already knows: it lost writes.
 		s.tracef("%s agent term %d: counters below etcd (released_local %d < %d or sold %d < %d)",
-			rg.name, a.fence, l.ReleasedLocal, v.Released, l.Sold, v.Report.Sold)
+			rg.name, a.fence, l.ReleasedLocal, max(v.Released, v.Report.ReleasedLocal), l.Sold, v.Report.Sold)
 		s.startTerm(rg, a)
 		return
 	}
