@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -206,6 +207,10 @@ func TestDeposedLeaderWriteIsRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSplit(t, cli, "s1")
+	// Followers serve reads.
+	if st, err := dial(t, b.Addr()).SaleStatus(ctx, &api.SaleRef{Id: "s1"}); err != nil || st.Totals.Net != 80 {
+		t.Fatalf("status from the follower: %v %+v", err, st)
+	}
 
 	oldFence, ok := a.currentFence()
 	if !ok {
@@ -339,6 +344,11 @@ func TestNewRefusesBadConfigAndCloseIsIdempotent(t *testing.T) {
 	}
 	if c.IsLeader() {
 		t.Fatal("closed coordinator still leads")
+	}
+	// No goroutine of the coordinator outlives Close.
+	buf := make([]byte, 1<<20)
+	if st := string(buf[:runtime.Stack(buf, true)]); strings.Contains(st, "(*Coordinator)") {
+		t.Fatalf("goroutines left after Close:\n%s", st)
 	}
 	// Close revoked the session: the leader key is gone at once.
 	resp, err := cli.Get(t.Context(), layout.Keys{Prefix: layout.DefaultPrefix}.Leader(), clientv3.WithPrefix(), clientv3.WithCountOnly())
