@@ -28,7 +28,7 @@ type Config struct {
 
 	BatchSize    int64         // entries per read and per SQL transaction
 	Block        time.Duration // how long a read waits for new entries
-	ClaimMinIdle time.Duration // pending entries idle this long belong to a dead consumer
+	ClaimMinIdle time.Duration // pending entries idle this long belong to a dead consumer; also the lease length
 	ClaimEvery   time.Duration // how often to look for such entries
 	SalesEvery   time.Duration
 	RetryMin     time.Duration // backoff after a Redis or SQL error, doubling...
@@ -203,7 +203,15 @@ func (c *Consumer) drain(ctx context.Context, sale string) {
 	claimCursor := "0-0"
 	var lastClaim, lastLag time.Time
 	groupReady := false
+	l := c.newLease(sale)
+	defer l.release()
 	for ctx.Err() == nil {
+		if !l.hold(ctx) {
+			// Another consumer drains this sale; it keeps the stream's
+			// order, which the per-user index relies on.
+			wait(ctx, c.cfg.Block)
+			continue
+		}
 		if !groupReady {
 			if err := c.ensureGroup(ctx, stream); err != nil {
 				c.m.errs.WithLabelValues("redis").Inc()
@@ -255,7 +263,7 @@ func (c *Consumer) drain(ctx context.Context, sale string) {
 		}
 		bo.reset()
 		if len(msgs) > 0 {
-			acked, stop := c.process(ctx, log, sale, stream, msgs)
+			acked, stop := c.process(ctx, log, l, sale, stream, msgs)
 			if stop {
 				return
 			}
@@ -302,10 +310,11 @@ func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Erro
 // process writes msgs to SQL, retrying until it succeeds or ctx ends, then
 // acknowledges them. It reports whether the ack went through and whether
 // the loop must stop.
-func (c *Consumer) process(ctx context.Context, log *slog.Logger, sale, stream string, msgs []redis.XMessage) (acked, stop bool) {
+func (c *Consumer) process(ctx context.Context, log *slog.Logger, l *lease, sale, stream string, msgs []redis.XMessage) (acked, stop bool) {
 	b, ids := toBatch(sale, msgs)
 	bo := c.backoff()
 	for {
+		l.hold(ctx) // keep the lease through a long SQL outage
 		start := time.Now()
 		err := c.cfg.Store.Apply(ctx, b)
 		if err == nil {
@@ -394,6 +403,84 @@ func Lag(ctx context.Context, rdb redis.UniversalClient, stream, group string) (
 	return 0, fmt.Errorf("XINFO GROUPS %s: no group %s", stream, group)
 }
 
+// A lease gives one consumer of the group a sale's stream at a time, so
+// the events of a sale are written in stream order (consumers sharing one
+// stream would interleave batches, and a user's new reservation could reach
+// SQL before the cancel of the old one and trip the per-user index). It
+// lasts ClaimMinIdle, the silence after which a consumer counts as dead
+// and its pending entries are claimed anyway; it is renewed after a third
+// of that. A lease is an efficiency and ordering aid, not a safety fence:
+// if two consumers overlap, the idempotent upserts still converge.
+type lease struct {
+	rdb        redis.UniversalClient
+	key, owner string
+	ttl        time.Duration
+	log        *slog.Logger
+	until      time.Time // when our lease ends at the latest, by our clock
+}
+
+var (
+	leaseAcquire = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0`)
+	leaseRelease = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`)
+)
+
+func (c *Consumer) newLease(sale string) *lease {
+	return &lease{
+		rdb: c.cfg.Redis, key: "{sale:" + sale + "}:orders:" + c.cfg.Group + ":owner",
+		owner: c.cfg.Consumer, ttl: c.cfg.ClaimMinIdle, log: c.log.With("sale", sale),
+	}
+}
+
+// hold takes or renews the lease when needed and says whether we hold it.
+func (l *lease) hold(ctx context.Context) bool {
+	if time.Until(l.until) > l.ttl*2/3 {
+		return true
+	}
+	start := time.Now()
+	ok, err := leaseAcquire.Run(ctx, l.rdb, []string{l.key}, l.owner, l.ttl.Milliseconds()).Bool()
+	if err != nil {
+		// Cannot tell: act on what we knew; a read will fail the same way.
+		return time.Now().Before(l.until)
+	}
+	if !ok {
+		l.until = time.Time{}
+		return false
+	}
+	if l.until.IsZero() {
+		l.log.Info("took the order stream lease")
+	}
+	l.until = start.Add(l.ttl)
+	return true
+}
+
+func (l *lease) release() {
+	if l.until.IsZero() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = leaseRelease.Run(ctx, l.rdb, []string{l.key}, l.owner).Err()
+}
+
+func wait(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
 type backoff struct {
 	min, max, cur time.Duration
 }
@@ -405,11 +492,6 @@ func (c *Consumer) backoff() *backoff {
 func (b *backoff) reset() { b.cur = b.min }
 
 func (b *backoff) wait(ctx context.Context) {
-	t := time.NewTimer(b.cur)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
+	wait(ctx, b.cur)
 	b.cur = min(2*b.cur, b.max)
 }

@@ -256,3 +256,42 @@ func stacks() string {
 	buf := make([]byte, 1<<20)
 	return string(buf[:runtime.Stack(buf, true)])
 }
+
+// Two sellers of a region run a consumer each: the lease gives the sale to
+// one at a time, so its events are written in stream order (users who
+// cancel and reserve again never trip the per-user index); when the holder
+// stops, the other takes over.
+func TestTwoConsumersOneSale(t *testing.T) {
+	s := openTestStore(t, "sqlite://"+filepath.Join(t.TempDir(), "orders.db"))
+	rdb := redistest.Start(t).Client()
+	evs, want := genEvents("s1", "eu", 6_000, 3)
+	third := len(evs) / 3
+	cfg1 := testConfig(rdb, s, "c1", "s1")
+	cfg1.BatchSize = 50
+	cfg2 := cfg1
+	cfg2.Consumer, cfg2.Registerer = "c2", prometheus.NewRegistry()
+
+	c1 := startConsumer(t, cfg1)
+	xaddAll(t, rdb, evs[:third])
+	eventually(t, "first third drained", func() bool { return lagOf(rdb, "s1") == 0 })
+	c2 := startConsumer(t, cfg2)
+	xaddAll(t, rdb, evs[third:2*third])
+	eventually(t, "second third drained", func() bool { return lagOf(rdb, "s1") == 0 })
+	if n := metricValue(c2.m.rows.WithLabelValues("s1")); n != 0 {
+		t.Fatalf("c2 wrote %v rows while c1 held the lease", n)
+	}
+	_ = c1.Close()
+	xaddAll(t, rdb, evs[2*third:])
+	eventually(t, "last third drained", func() bool { return lagOf(rdb, "s1") == 0 })
+	if n := metricValue(c2.m.rows.WithLabelValues("s1")); n == 0 {
+		t.Fatal("c2 did not take over after c1 stopped")
+	}
+	checkRows(t, s, "s1", want)
+	rej, err := s.Rejects(context.Background(), "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rej) != 0 {
+		t.Fatalf("%d rejects, first %+v", len(rej), rej[0])
+	}
+}
