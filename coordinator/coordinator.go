@@ -242,6 +242,9 @@ func (c *Coordinator) leadOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read own election key: %w", err)
 	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != f.rev {
+		return fmt.Errorf("election key %s lost right after winning: %w", f.key, ErrDeposed)
+	}
 	c.mu.Lock()
 	c.lead = &leadership{fence: f, electedRev: resp.Header.Revision, since: c.cfg.Now(), learning: true, cancel: cancel}
 	c.mu.Unlock()
