@@ -17,9 +17,10 @@ const (
 )
 
 // scheduleFailovers picks up to two steps at which region's store loses its
-// last writes, each restoring a snapshot taken 1-40 steps before (or, when
-// that is before the sale began, an empty store: a restart without AOF).
-// Snapshots are taken only when needed, so seeds stay cheap.
+// last writes, each restoring the latest snapshot, taken 1-40 steps before
+// for it (possibly before an earlier failover; when none was taken yet, an
+// empty store: a restart without AOF). Snapshots are taken only when
+// needed, so seeds stay cheap.
 func (s *Sim) scheduleFailovers(rg *region) {
 	if s.cfg.MainSteps < 40 {
 		return
