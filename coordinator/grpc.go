@@ -416,9 +416,9 @@ func (s *server) Move(ctx context.Context, req *api.MoveRequest) (*api.Plan, err
 		return nil, c.grpcErr(ctx, badArg("to: %q is also the source region", req.GetTo()))
 	}
 	p, err := c.mutate(ctx, req.GetSale(), func(v *saleView, a *quota.Allocation) (planResult, error) {
-		for field, r := range map[string]string{"from": req.GetFrom(), "to": req.GetTo()} {
-			if _, ok := a.Regions[r]; r != "" && !ok {
-				return planResult{}, badArg("%s: region %q is not in sale %s", field, r, a.Sale)
+		for _, f := range [][2]string{{"from", req.GetFrom()}, {"to", req.GetTo()}} {
+			if _, ok := a.Regions[f[1]]; f[1] != "" && !ok {
+				return planResult{}, badArg("%s: region %q is not in sale %s", f[0], f[1], a.Sale)
 			}
 		}
 		return planMove(a, req.GetFrom(), req.GetTo(), req.GetUnits())
