@@ -205,6 +205,7 @@ func (c *Consumer) drain(ctx context.Context, sale string) {
 	groupReady := false
 	l := c.newLease(sale)
 	defer l.release()
+	defer c.m.lag.DeleteLabelValues(sale) // another consumer reports it now
 	for ctx.Err() == nil {
 		if !l.hold(ctx) {
 			// Another consumer drains this sale; it keeps the stream's
@@ -335,6 +336,7 @@ func (c *Consumer) process(ctx context.Context, log *slog.Logger, l *lease, sale
 	}
 	if c.cfg.afterCommit != nil {
 		if err := c.cfg.afterCommit(sale, b); err != nil {
+			l.until = time.Time{} // a crash does not release its lease either
 			return false, true
 		}
 	}
