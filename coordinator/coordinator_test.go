@@ -73,8 +73,8 @@ func TestCreateSaleWritesInitialSplit(t *testing.T) {
 	if status.Code(err) != codes.AlreadyExists {
 		t.Fatalf("duplicate sale: %v, want AlreadyExists", err)
 	}
-	if counterValue(c.m.writes.WithLabelValues("alloc")) < 1 {
-		t.Error("etcd write counter did not count the split")
+	if counterValue(c.m.writes.WithLabelValues("alloc")) < 1 || c.EtcdWrites() < 2 {
+		t.Errorf("etcd write counter did not count the sale and its split: %d", c.EtcdWrites())
 	}
 }
 
