@@ -107,30 +107,34 @@ func StartStockSampler(ctx context.Context, regions []RegionRedis, sale string, 
 	ctx, cancel := context.WithCancel(ctx)
 	s := &StockSampler{cancel: cancel, done: make(chan struct{})}
 	start := time.Now()
+	sample := func() {
+		// Stamped with when the read began: the first point is at 0.
+		at := time.Since(start)
+		var left int64
+		for _, r := range regions {
+			rc, err := readLedger(ctx, r, sale)
+			if err != nil {
+				return // a missed point, not a failed run
+			}
+			left += max(0, rc.GrantedSeen-rc.ReleasedLocal-rc.Sold-rc.Reserved)
+		}
+		s.mu.Lock()
+		s.points = append(s.points, StockPoint{At: at, Remaining: left})
+		s.mu.Unlock()
+	}
+	// The first point before the run starts: the opening burst would
+	// delay it.
+	sample()
 	go func() {
 		defer close(s.done)
 		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
-			var left int64
-			ok := true
-			for _, r := range regions {
-				rc, err := readLedger(ctx, r, sale)
-				if err != nil {
-					ok = false
-					break
-				}
-				left += max(0, rc.GrantedSeen-rc.ReleasedLocal-rc.Sold-rc.Reserved)
-			}
-			if ok {
-				s.mu.Lock()
-				s.points = append(s.points, StockPoint{At: time.Since(start), Remaining: left})
-				s.mu.Unlock()
-			}
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
+				sample()
 			}
 		}
 	}()

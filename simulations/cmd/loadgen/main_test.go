@@ -104,9 +104,12 @@ func TestLoadgenAgainstTwoRegions(t *testing.T) {
 		n, _ := strconv.Atoi(r[1])
 		attempts += n
 		left, _ := strconv.ParseInt(r[7], 10, 64)
-		if left < -1 || left > 40 {
+		if left < 0 || left > 40 {
 			t.Errorf("timeline row %v: remaining out of [0, 40]", r)
 		}
+	}
+	if rows[1][7] != "40" {
+		t.Errorf("first timeline row %v: want the 40 units granted before the run", rows[1])
 	}
 	if attempts != 300 {
 		t.Errorf("timeline counts %d attempts, want 300", attempts)
