@@ -2,7 +2,6 @@ package regional
 
 import (
 	"fmt"
-	"math"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -65,14 +64,6 @@ type Sale struct {
 	// marks counts sold-out answers from scripts; a counter read that
 	// started before one must not clear the flag that answer set.
 	marks atomic.Int64
-	// attempts counts buy attempts at an open or sold-out sale: the demand
-	// the region agent reports so the coordinator grants where buyers are.
-	attempts atomic.Int64
-	demand   atomic.Uint64 // float64 bits: attempts per second, smoothed
-
-	// Guarded by the refresher (Server.refreshMu).
-	lastAttempts int64
-	lastAt       time.Time
 }
 
 // NewSales returns an empty cache.
@@ -198,23 +189,6 @@ func (s *Sale) observe(available int64, halted bool, marksBefore int64) {
 }
 
 func (s *Sale) marksNow() int64 { return s.marks.Load() }
-
-// Demand is the smoothed rate of buy attempts per second at this seller
-// (open or sold out; not-started and ended attempts are not demand).
-func (s *Sale) Demand() float64 { return math.Float64frombits(s.demand.Load()) }
-
-// sampleDemand folds the attempts since the last sample into the smoothed
-// rate. Half-life: one sample, so a burst shows within two refreshes.
-func (s *Sale) sampleDemand(now time.Time) {
-	n := s.attempts.Load()
-	if !s.lastAt.IsZero() {
-		if dt := now.Sub(s.lastAt).Seconds(); dt > 0 {
-			rate := float64(n-s.lastAttempts) / dt
-			s.demand.Store(math.Float64bits(0.5*s.Demand() + 0.5*rate))
-		}
-	}
-	s.lastAttempts, s.lastAt = n, now
-}
 
 // checkSpec validates a spec and fills its defaults in place.
 func checkSpec(spec *layout.SaleSpec) error {

@@ -396,7 +396,6 @@ func (s *Server) refreshAll(ctx context.Context) {
 			continue
 		}
 		known[id] = true
-		sale.sampleDemand(time.Now())
 		marks := sale.marksNow()
 		cctx, cancel := context.WithTimeout(ctx, max(s.cfg.RedisTimeout, time.Second))
 		c, err := s.store.Counters(cctx, id)
@@ -418,15 +417,6 @@ func (s *Server) refreshAll(ctx context.Context) {
 			delete(s.gauged, id)
 		}
 	}
-}
-
-// Demand is the recent rate of buy attempts per second for a sale at this
-// seller (0 for an unknown sale): the region agent's Config.Demand.
-func (s *Server) Demand(sale string) float64 {
-	if sl := s.sales.Get(sale); sl != nil {
-		return sl.Demand()
-	}
-	return 0
 }
 
 // kickRefresh asks for an early counter read, without waiting.

@@ -97,7 +97,7 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 	spec := sale.Spec()
 	phase := sale.Phase(now)
 	if phase == PhaseOpen || phase == PhaseSoldOut {
-		sale.attempts.Add(1)
+		s.demand.Count(in.ItemID)
 	}
 	if rep, ok := phaseReply(in.ItemID, phase, spec.StartsAt, now); !ok {
 		return rep

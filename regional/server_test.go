@@ -671,21 +671,26 @@ func TestInsecureDevIdentity(t *testing.T) {
 	}
 }
 
-// TestDemandAndRemove: buy attempts show as demand for the region agent;
-// a removed sale answers 404 and leaves the metrics.
+// TestDemandAndRemove: buy attempts reach the region's Redis as demand for
+// the region agent; a removed sale answers 404 and leaves the metrics.
 func TestDemandAndRemove(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.RefreshInterval = time.Hour })
 	e.srv.refreshAll(context.Background())
-	if d := e.srv.Demand(testSale); d != 0 {
-		t.Fatalf("demand %v before any attempt", d)
+	attempts := func() int64 {
+		e.srv.flushDemand(context.Background())
+		n, _ := e.srv.store.rdb.Get(context.Background(), SaleKey(testSale, "attempts")).Int64()
+		return n
+	}
+	if n := attempts(); n != 0 {
+		t.Fatalf("%d attempts before any attempt", n)
 	}
 	for i := range 5 {
 		e.buy(fmt.Sprint("u", i), fmt.Sprint("r", i))
 	}
-	e.srv.refreshAll(context.Background())
-	if d := e.srv.Demand(testSale); d <= 0 {
-		t.Fatalf("demand %v after 5 attempts", d)
+	if n := attempts(); n != 5 {
+		t.Fatalf("%d attempts published after 5 buys", n)
 	}
+	e.srv.refreshAll(context.Background())
 	if metric(t, e.reg, "flashsale_seller_remaining_units", map[string]string{"sale": testSale}) != 95 {
 		t.Fatal("remaining gauge is not 95 after 5 reservations")
 	}

@@ -182,6 +182,7 @@ func (s *Stack) startRegion(ctx context.Context, name string, addrs []string, en
 	acfg.Endpoint = r.Endpoint
 	acfg.RedisAddr = r.Redis.Addr
 	acfg.Logger = log.With("role", "agent")
+	acfg.Demand = regional.NewDemandMeter(r.rdb, nil).Rate
 	if r.Agent, err = agent.New(acfg, s.Etcdcli, r.Store, prometheus.NewRegistry()); err != nil {
 		return nil, err
 	}

@@ -36,27 +36,66 @@ type Region struct {
 
 // Check reads every sale under prefix and every region, and returns every
 // violation found (nil when all hold).
+//
+// The allocation and the Redis ledgers cannot be read at one instant, so the
+// grant bound is checked in the monotone form of DESIGN §4, with reads
+// ordered so that a change between them can never look like a violation:
+// released_local (read second) >= released_r (read first), and granted_seen
+// (read second) <= granted_r (read third). Together they give ceiling <= net
+// grant.
 func Check(ctx context.Context, cli *clientv3.Client, prefix string, regions []Region) error {
 	keys := layout.Keys{Prefix: prefix}
-	resp, err := cli.Get(ctx, keys.Allocs(), clientv3.WithPrefix())
+	before, err := readAllocs(ctx, cli, keys)
 	if err != nil {
-		return fmt.Errorf("read allocations: %w", err)
+		return err
 	}
 	var errs []error
-	for _, kv := range resp.Kvs {
-		var a quota.Allocation
-		if err := json.Unmarshal(kv.Value, &a); err != nil {
-			errs = append(errs, fmt.Errorf("allocation %s: %w", kv.Key, err))
-			continue
+	states := map[string]map[string]regionState{} // sale -> region -> state
+	for sale := range before {
+		states[sale] = map[string]regionState{}
+		for _, r := range regions {
+			if _, ok := before[sale].Regions[r.Name]; !ok {
+				continue
+			}
+			st, err := readRegion(ctx, r.Redis, sale)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("sale %s region %s: %w", sale, r.Name, err))
+				continue
+			}
+			states[sale][r.Name] = st
 		}
-		spec, err := readSpec(ctx, cli, keys, a.Sale)
+	}
+	after, err := readAllocs(ctx, cli, keys)
+	if err != nil {
+		return err
+	}
+	for sale, a := range before {
+		spec, err := readSpec(ctx, cli, keys, sale)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		errs = append(errs, CheckSale(ctx, &a, spec.PerUserLimit, regions))
+		if b, ok := after[sale]; ok {
+			errs = append(errs, checkSale(a, b, spec.PerUserLimit, states[sale]))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+func readAllocs(ctx context.Context, cli *clientv3.Client, keys layout.Keys) (map[string]*quota.Allocation, error) {
+	resp, err := cli.Get(ctx, keys.Allocs(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("read allocations: %w", err)
+	}
+	m := map[string]*quota.Allocation{}
+	for _, kv := range resp.Kvs {
+		var a quota.Allocation
+		if err := json.Unmarshal(kv.Value, &a); err != nil {
+			return nil, fmt.Errorf("allocation %s: %w", kv.Key, err)
+		}
+		m[a.Sale] = &a
+	}
+	return m, nil
 }
 
 func readSpec(ctx context.Context, cli *clientv3.Client, keys layout.Keys, sale string) (layout.SaleSpec, error) {
@@ -71,46 +110,48 @@ func readSpec(ctx context.Context, cli *clientv3.Client, keys layout.Keys, sale 
 	return spec, json.Unmarshal(r.Kvs[0].Value, &spec)
 }
 
-// CheckSale checks one sale's allocation a against the regions' Redis.
-func CheckSale(ctx context.Context, a *quota.Allocation, perUserLimit int64, regions []Region) error {
+// checkSale checks one sale: before and after are its allocation read before
+// and after the regions' states.
+func checkSale(before, after *quota.Allocation, perUserLimit int64, states map[string]regionState) error {
 	var errs []error
-	if err := a.Check(); err != nil {
-		errs = append(errs, fmt.Errorf("sale %s: %w", a.Sale, err))
+	for _, a := range []*quota.Allocation{before, after} {
+		if err := a.Check(); err != nil {
+			errs = append(errs, fmt.Errorf("sale %s: %w", a.Sale, err))
+		}
 	}
 	var used int64
 	users := map[string]int64{}
-	for _, r := range regions {
-		ra, ok := a.Regions[r.Name]
+	for _, name := range before.RegionNames() {
+		st, ok := states[name]
 		if !ok {
 			continue
 		}
-		st, err := readRegion(ctx, r.Redis, a.Sale)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("sale %s region %s: %w", a.Sale, r.Name, err))
-			continue
-		}
 		used += st.sold + st.reserved
-		if !st.halted && st.grantedSeen-st.releasedLocal > ra.Net() {
-			errs = append(errs, fmt.Errorf("I2: sale %s region %s: ceiling %d (granted_seen %d - released_local %d) > net grant %d",
-				a.Sale, r.Name, st.grantedSeen-st.releasedLocal, st.grantedSeen, st.releasedLocal, ra.Net()))
+		released, granted := before.Regions[name].Released, before.Regions[name].Granted
+		if ra, ok := after.Regions[name]; ok {
+			granted = ra.Granted
+		}
+		if !st.halted && (st.releasedLocal < released || st.grantedSeen > granted) {
+			errs = append(errs, fmt.Errorf("I2: sale %s region %s: granted_seen %d (granted_r %d), released_local %d (released_r %d): ceiling %d above net grant",
+				before.Sale, name, st.grantedSeen, granted, st.releasedLocal, released, st.grantedSeen-st.releasedLocal))
 		}
 		if st.active != st.reserved || st.confirmed != st.sold {
 			errs = append(errs, fmt.Errorf("I4: sale %s region %s: counters reserved %d sold %d, reservations active %d confirmed %d",
-				a.Sale, r.Name, st.reserved, st.sold, st.active, st.confirmed))
+				before.Sale, name, st.reserved, st.sold, st.active, st.confirmed))
 		}
 		if len(st.userMismatch) > 0 {
-			errs = append(errs, fmt.Errorf("I3: sale %s region %s: per-user hash disagrees with reservations: %v", a.Sale, r.Name, st.userMismatch))
+			errs = append(errs, fmt.Errorf("I3: sale %s region %s: per-user hash disagrees with reservations: %v", before.Sale, name, st.userMismatch))
 		}
 		for u, n := range st.holdings {
 			users[u] += n
 		}
 	}
-	if used > a.Total {
-		errs = append(errs, fmt.Errorf("I1: sale %s: sold + reserved %d > total %d", a.Sale, used, a.Total))
+	if used > before.Total {
+		errs = append(errs, fmt.Errorf("I1: sale %s: sold + reserved %d > total %d", before.Sale, used, before.Total))
 	}
 	for u, n := range users {
 		if n > perUserLimit {
-			errs = append(errs, fmt.Errorf("I3: sale %s: user %s holds %d > limit %d", a.Sale, u, n, perUserLimit))
+			errs = append(errs, fmt.Errorf("I3: sale %s: user %s holds %d > limit %d", before.Sale, u, n, perUserLimit))
 		}
 	}
 	return errors.Join(errs...)
@@ -124,42 +165,45 @@ type regionState struct {
 	userMismatch                               []string         // users hash disagreeing with the reservations
 }
 
-// readRegion reads the ledger and every reservation of sale. It scans the
-// reservation hashes, so it is for tests and checks, not the hot path.
+// snapshot reads a sale's ledger, per-user hash and every reservation's
+// state and user in one script, so the checker sees one consistent moment
+// even while buyers are buying. It scans every reservation: for tests and
+// checks, not the hot path.
+var snapshot = redis.NewScript(`
+local ledger = redis.call('HGETALL', KEYS[1])
+local users = redis.call('HGETALL', KEYS[2])
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local resv = {}
+for i = 1, seq do
+  local r = redis.call('HMGET', ARGV[1] .. i, 'state', 'user')
+  resv[#resv + 1] = r[1] or ''
+  resv[#resv + 1] = r[2] or ''
+end
+return {ledger, users, resv}
+`)
+
 func readRegion(ctx context.Context, rdb redis.UniversalClient, sale string) (regionState, error) {
 	st := regionState{holdings: map[string]int64{}}
-	h, err := rdb.HGetAll(ctx, regional.SaleKey(sale, "ledger")).Result()
+	prefix := regional.ResvKey(sale, "")
+	v, err := snapshot.Run(ctx, rdb, []string{regional.SaleKey(sale, "ledger"), regional.SaleKey(sale, "users")}, prefix).Slice()
 	if err != nil {
 		return st, err
 	}
+	h, users := pairs(v[0]), pairs(v[1])
 	num := func(f string) int64 { n, _ := strconv.ParseInt(h[f], 10, 64); return n }
 	st.grantedSeen, st.releasedLocal = num("granted_seen"), num("released_local")
 	st.sold, st.reserved, st.halted = num("sold"), num("reserved"), num("halted") == 1
-	const batch = 500
-	for from := int64(1); from <= num("seq"); from += batch {
-		pipe := rdb.Pipeline()
-		var cmds []*redis.MapStringStringCmd
-		for id := from; id < from+batch && id <= num("seq"); id++ {
-			cmds = append(cmds, pipe.HGetAll(ctx, regional.ResvKey(sale, strconv.FormatInt(id, 10))))
+	resv, _ := v[2].([]any)
+	for i := 0; i+1 < len(resv); i += 2 {
+		state, user := resv[i].(string), resv[i+1].(string)
+		switch state {
+		case "active":
+			st.active++
+			st.holdings[user]++
+		case "confirmed":
+			st.confirmed++
+			st.holdings[user]++
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return st, err
-		}
-		for _, c := range cmds {
-			r := c.Val()
-			switch r["state"] {
-			case "active":
-				st.active++
-				st.holdings[r["user"]]++
-			case "confirmed":
-				st.confirmed++
-				st.holdings[r["user"]]++
-			}
-		}
-	}
-	users, err := rdb.HGetAll(ctx, regional.SaleKey(sale, "users")).Result()
-	if err != nil {
-		return st, err
 	}
 	for u, v := range users {
 		if n, _ := strconv.ParseInt(v, 10, 64); n != st.holdings[u] {
@@ -172,4 +216,16 @@ func readRegion(ctx context.Context, rdb redis.UniversalClient, sale string) (re
 		}
 	}
 	return st, nil
+}
+
+// pairs turns a flat HGETALL reply from a script into a map.
+func pairs(v any) map[string]string {
+	flat, _ := v.([]any)
+	m := make(map[string]string, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		val, _ := flat[i+1].(string)
+		m[k] = val
+	}
+	return m
 }
