@@ -55,7 +55,7 @@ type Config struct {
 // QuickConfig and FullConfig are the presets of `make bench-quick` and
 // `make bench`.
 func QuickConfig() Config {
-	return Config{Quick: true, Duration: 2 * time.Second, Warmup: 400 * time.Millisecond, Rounds: 8,
+	return Config{Quick: true, Duration: 1600 * time.Millisecond, Warmup: 300 * time.Millisecond, Rounds: 6,
 		Workers: 32, Rate: 300, Delays: []time.Duration{20 * time.Millisecond, 80 * time.Millisecond, 217 * time.Millisecond},
 		ResultsDir: "results"}
 }
