@@ -75,6 +75,9 @@ func (c *Config) validate() error {
 	case c.Block <= 0 || c.ClaimMinIdle <= 0 || c.ClaimEvery <= 0 || c.SalesEvery <= 0:
 		return fmt.Errorf("order consumer: Block (%v), ClaimMinIdle (%v), ClaimEvery (%v), SalesEvery (%v) must be positive",
 			c.Block, c.ClaimMinIdle, c.ClaimEvery, c.SalesEvery)
+	case c.ClaimMinIdle < 3*c.Block:
+		// The lease (ClaimMinIdle long) is renewed between reads.
+		return fmt.Errorf("order consumer: ClaimMinIdle (%v) must be at least 3 x Block (%v)", c.ClaimMinIdle, c.Block)
 	case c.RetryMin <= 0 || c.RetryMax < c.RetryMin:
 		return fmt.Errorf("order consumer: need 0 < RetryMin (%v) <= RetryMax (%v)", c.RetryMin, c.RetryMax)
 	}

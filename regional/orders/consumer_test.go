@@ -22,7 +22,7 @@ func testConfig(rdb *redis.Client, s Store, name string, sales ...string) Config
 	cfg.Redis, cfg.Store, cfg.Consumer = rdb, s, name
 	cfg.Sales = func() []string { return sales }
 	cfg.Block = 100 * time.Millisecond
-	cfg.ClaimMinIdle = 200 * time.Millisecond
+	cfg.ClaimMinIdle = 300 * time.Millisecond
 	cfg.ClaimEvery = 50 * time.Millisecond
 	cfg.SalesEvery = 50 * time.Millisecond
 	cfg.RetryMin, cfg.RetryMax = 10*time.Millisecond, 200*time.Millisecond
@@ -60,6 +60,17 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	cfg := testConfig(rdb, nil, "c")
 	if _, err := New(cfg); err == nil {
 		t.Fatal("New without Store succeeded")
+	}
+	mem := sqliteMem(t)
+	cfg = testConfig(rdb, mem, "c")
+	cfg.Block, cfg.ClaimMinIdle = time.Second, time.Second
+	if _, err := New(cfg); err == nil {
+		t.Fatal("New accepted a lease shorter than 3 reads")
+	}
+	cfg = testConfig(rdb, mem, "c")
+	cfg.BatchSize = 0
+	if _, err := New(cfg); err == nil {
+		t.Fatal("New accepted BatchSize 0")
 	}
 	var c *Consumer
 	if err := c.Close(); err != nil {
@@ -268,6 +279,7 @@ func TestTwoConsumersOneSale(t *testing.T) {
 	third := len(evs) / 3
 	cfg1 := testConfig(rdb, s, "c1", "s1")
 	cfg1.BatchSize = 50
+	cfg1.ClaimMinIdle = 5 * time.Second // a loaded test machine must not lapse c1's lease
 	cfg2 := cfg1
 	cfg2.Consumer, cfg2.Registerer = "c2", prometheus.NewRegistry()
 
@@ -294,4 +306,8 @@ func TestTwoConsumersOneSale(t *testing.T) {
 	if len(rej) != 0 {
 		t.Fatalf("%d rejects, first %+v", len(rej), rej[0])
 	}
+}
+
+func sqliteMem(t *testing.T) Store {
+	return openTestStore(t, "sqlite://"+filepath.Join(t.TempDir(), "orders.db"))
 }
