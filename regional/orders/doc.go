@@ -9,4 +9,20 @@
 // them, and every write is an idempotent, forward-only upsert so a replay or
 // an out-of-order event converges to the same row. It must never delete an
 // order or move a row out of a terminal state.
+//
+// Wiring, for a seller process:
+//
+//	store, err := orders.Open(ctx, dsn) // "postgres://..." or "sqlite:///var/lib/flashsale/orders.db"
+//	cfg := orders.DefaultConfig()
+//	cfg.Redis, cfg.Store, cfg.Registerer, cfg.Logger = rdb, store, reg, log
+//	cfg.Sales = func() []string { return saleIDs() } // polled; sales may come and go
+//	c, err := orders.New(cfg)
+//	err = c.Start(ctx)
+//	defer c.Close()
+//
+// Every seller of a region may run one: they share the consumer group, a
+// lease gives each sale to one consumer at a time (stream order), and a
+// dead consumer's lease and pending entries are taken over after
+// ClaimMinIdle. Reconcile (with Repair) is the operator's tool to compare
+// and re-sync one sale.
 package orders

@@ -7,4 +7,13 @@
 // It must never charge twice for one payment id: callers retry a confirm
 // whose result they did not record with the same payment id, and providers
 // answer such a retry with the first result.
+//
+// In the confirm handler:
+//
+//	res, err := breaker.Pay(ctx, payment.PaymentRequest{..., PaymentID: stableIDForThisReservation})
+//	if errors.Is(err, payment.ErrUnavailable) {
+//		until, ok := payment.Extension(reservedAt, ttl, expiresAt, now, breaker.RetryAfter())
+//		// if ok: store.Extend(ctx, sale, id, until, reservedAt.Add(2*ttl))
+//		// answer 503 with Retry-After: breaker.RetryAfter()
+//	}
 package payment
