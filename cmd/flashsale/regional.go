@@ -9,12 +9,18 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
+	"flashsale/internal/layout"
 	"flashsale/regional"
+	"flashsale/regional/agent"
 )
 
 // Environment variables of the regional role. They override the config
@@ -43,6 +49,10 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	insecure := fs.Bool("insecure-dev-identity", false, "take userId from the request body with no proof (local development only)")
 	weak := fs.Bool("allow-weak-durability", false, "be ready even if Redis does not fsync every write (benchmarks only)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	etcdEndpoints := fs.String("etcd", os.Getenv("FLASHSALE_ETCD"), "etcd endpoints, comma-separated (env FLASHSALE_ETCD): follow the sales there instead of only the config file")
+	prefix := fs.String("prefix", layout.DefaultPrefix, "etcd key prefix")
+	runAgent := fs.Bool("agent", false, "also run a candidate for this region's agent (needs -etcd): applies grants and releases to Redis, reports to the coordinator")
+	endpoint := fs.String("endpoint", "", "this region's shopper base URL, registered by the agent for redirects (default: http://<listen address>)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: flashsale regional [-config file] [flags]")
 		fmt.Fprintln(fs.Output(), "Settings apply in order: preset, config file, FLASHSALE_* environment, flags.")
@@ -111,6 +121,15 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer srv.Close()
+	if *etcdEndpoints != "" {
+		stop, err := followEtcd(ctx, log, srv, rdb, cfg, strings.Split(*etcdEndpoints, ","), *prefix, *runAgent, *endpoint, reg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	} else if *runAgent {
+		return errors.New("regional: -agent needs -etcd")
+	}
 	rd := srv.CheckReady(ctx)
 	fmt.Fprintf(stdout, "regional region=%s http=%s redis=%s ready=%t identity=%s\n",
 		cfg.Region, srv.Addr(), cfg.RedisAddr, rd.Ready, rd.Identity)
@@ -121,6 +140,44 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	case <-srv.Done():
 	}
 	return srv.Close()
+}
+
+// followEtcd keeps the seller's sales equal to etcd's and, with agent,
+// runs a candidate for the region's agent. stop undoes both.
+func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb *redis.Client, cfg regional.Config,
+	endpoints []string, prefix string, withAgent bool, endpoint string, reg *prometheus.Registry) (stop func(), err error) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, fmt.Errorf("etcd %v: %w", endpoints, err)
+	}
+	w := regional.NewSaleWatcher(cli, prefix, cfg.Region, srv.Sales(), log)
+	if err := w.Start(ctx); err != nil {
+		cli.Close()
+		return nil, err
+	}
+	var a *agent.Agent
+	if withAgent {
+		acfg := agent.DefaultConfig()
+		acfg.Region, acfg.Prefix, acfg.RedisAddr, acfg.Logger = cfg.Region, prefix, cfg.RedisAddr, log
+		acfg.Endpoint = endpoint
+		if acfg.Endpoint == "" {
+			acfg.Endpoint = "http://" + srv.Addr()
+		}
+		acfg.Demand = regional.NewDemandMeter(rdb, nil).Rate
+		if a, err = agent.New(acfg, cli, srv.Store(), reg); err == nil {
+			err = a.Start(ctx)
+		}
+		if err != nil {
+			w.Close()
+			cli.Close()
+			return nil, fmt.Errorf("region agent: %w", err)
+		}
+	}
+	return func() {
+		_ = a.Close()
+		_ = w.Close()
+		_ = cli.Close()
+	}, nil
 }
 
 func applyRegionalEnv(cfg *regional.Config) error {
