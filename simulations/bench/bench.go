@@ -147,6 +147,7 @@ type env struct {
 	signer *loadgen.Signer
 	res    *Results
 	seed   uint64
+	visit  int // the next user's turn in the visiting order
 }
 
 // scenario is one row: an op driven closed-loop (rate 0) or open-loop.
@@ -168,7 +169,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		return nil, err
 	}
 	const region = "eu"
-	pop, err := loadgen.NewPopulation(1_000_000, []loadgen.RegionWeight{{Name: region, Weight: 1}}, 7)
+	// Every attempt of the whole run is a different user: enough of them
+	// for the longest run at the fastest rows.
+	pop, err := loadgen.NewPopulation(50_000_000, []loadgen.RegionWeight{{Name: region, Weight: 1}}, 7)
 	if err != nil {
 		return nil, err
 	}
@@ -395,6 +398,7 @@ func (e *env) group(ctx context.Context, all []scenario) error {
 			if err != nil {
 				return fmt.Errorf("bench %s: %w", sc.name, err)
 			}
+			e.visit = rep.NextVisit
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -423,8 +427,11 @@ func (e *env) wanted(name string) bool {
 
 func (e *env) plan(rate float64, d time.Duration) loadgen.Plan {
 	e.seed++
+	// One visiting order for the whole run, each slice starting where the
+	// last one stopped: no user is met twice, so every attempt at the
+	// open sale is a first attempt.
 	p := loadgen.Plan{
-		Workers: e.cfg.Workers, Duration: d, MaxRequests: e.pop.N, Seed: e.seed,
+		Workers: e.cfg.Workers, Duration: d, MaxRequests: e.pop.N - e.visit, Seed: 1, FirstVisit: e.visit,
 		RunID: fmt.Sprintf("b%d-%x", e.seed, time.Now().UnixNano()&0xffffff),
 	}
 	if rate > 0 {

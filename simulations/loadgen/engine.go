@@ -33,6 +33,10 @@ type Plan struct {
 	Warmup time.Duration
 	// Seed fixes the visiting order of users and the arrival times.
 	Seed uint64
+	// FirstVisit is where in the visiting order this run starts: runs
+	// with the same Seed and successive FirstVisit (the previous report's
+	// NextVisit) never share a user.
+	FirstVisit int
 	// RunID prefixes request ids so that two runs against the same Redis
 	// never collide; empty picks a random one.
 	RunID string
@@ -49,6 +53,8 @@ func (p Plan) Check() error {
 		return fmt.Errorf("duration %v: want > 0", p.Duration)
 	case p.MaxRequests < 1:
 		return fmt.Errorf("max requests %d: want >= 1", p.MaxRequests)
+	case p.FirstVisit < 0:
+		return fmt.Errorf("first visit %d: want >= 0", p.FirstVisit)
 	case p.Warmup < 0 || p.Warmup >= p.Duration:
 		return fmt.Errorf("warmup %v: want 0 <= warmup < duration %v", p.Warmup, p.Duration)
 	}
@@ -116,7 +122,10 @@ type Report struct {
 	// start of the run; zero if none did.
 	SoldOutAfter time.Duration  `json:"sold_out_after_ns"`
 	Errors       map[string]int `json:"errors,omitempty"` // distinct error texts, capped
-	Samples      []Sample       `json:"-"`                // every sample, for plots
+	// NextVisit is the FirstVisit for a following run that must meet
+	// only new users.
+	NextVisit int      `json:"next_visit"`
+	Samples   []Sample `json:"-"` // every sample, for plots
 }
 
 // Progress, if set on Run's options, is told of every finished attempt.
@@ -134,7 +143,10 @@ func Run(ctx context.Context, plan Plan, pop *Population, op Op, progress Progre
 	if op == nil {
 		return nil, errors.New("run: nil op")
 	}
-	max := min(plan.MaxRequests, pop.N)
+	if plan.FirstVisit >= pop.N {
+		return nil, fmt.Errorf("run: first visit %d: every one of the %d users has had a turn", plan.FirstVisit, pop.N)
+	}
+	max := plan.FirstVisit + min(plan.MaxRequests, pop.N-plan.FirstVisit)
 	runID := plan.RunID
 	if runID == "" {
 		runID = strconv.FormatUint(rand.Uint64()&0xffffffffff, 36)
@@ -173,6 +185,7 @@ type runner struct {
 	dropped         atomic.Int64
 	reserved        atomic.Int64
 	soldOutAt       atomic.Int64 // ns since start + 1; 0 = not yet
+	nextVisit       int          // set when the run ends
 
 	errMu sync.Mutex
 	errs  map[string]int
@@ -232,13 +245,17 @@ func (r *runner) noteErr(err error) {
 
 func (r *runner) closed(ctx context.Context) {
 	var next atomic.Int64
+	next.Store(int64(r.plan.FirstVisit))
 	var wg sync.WaitGroup
 	for range r.plan.Workers {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				seq := int(next.Add(1) - 1)
 				now := time.Now()
-				if seq >= r.max || now.After(r.deadline) {
+				if now.After(r.deadline) {
+					return
+				}
+				seq := int(next.Add(1) - 1)
+				if seq >= r.max {
 					return
 				}
 				r.one(ctx, r.attempt(seq, now))
@@ -246,6 +263,9 @@ func (r *runner) closed(ctx context.Context) {
 		})
 	}
 	wg.Wait()
+	// Workers that found the deadline passed took no turn; one that did
+	// take a turn over the bound used no user.
+	r.nextVisit = min(int(next.Load()), r.max)
 }
 
 func (r *runner) open(ctx context.Context) {
@@ -256,7 +276,10 @@ func (r *runner) open(ctx context.Context) {
 	next := r.start
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	for seq := 0; seq < r.max; seq++ {
+	seq := r.plan.FirstVisit
+	// Dropped arrivals used their user's turn too: it stays used.
+	defer func() { r.nextVisit = seq }()
+	for ; seq < r.max; seq++ {
 		next = next.Add(time.Duration(rng.ExpFloat64() / r.plan.Rate * float64(time.Second)))
 		if next.After(r.deadline) {
 			return
@@ -293,7 +316,7 @@ func (r *runner) report() *Report {
 	rep := &Report{
 		Mode: "closed", Rate: r.plan.Rate, Workers: r.plan.Workers, Warmup: r.plan.Warmup,
 		Dropped: int(r.dropped.Load()), Reserved: int(r.reserved.Load()),
-		ByOutcome: map[string]Latency{}, Errors: r.errs, Samples: samples,
+		ByOutcome: map[string]Latency{}, Errors: r.errs, Samples: samples, NextVisit: r.nextVisit,
 	}
 	if r.plan.Rate > 0 {
 		rep.Mode = "open"

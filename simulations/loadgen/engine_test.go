@@ -126,6 +126,44 @@ func TestRunBoundsAndEachUserOnce(t *testing.T) {
 	}
 }
 
+// Runs chained by NextVisit meet only new users, whatever their mode and
+// wherever the previous one stopped (bound, deadline or drops).
+func TestRunsChainedByNextVisitShareNoUser(t *testing.T) {
+	pop, err := NewPopulation(1_000_000, []RegionWeight{{"eu", 1}}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := &countingOp{stock: 1 << 30, users: map[string]int{}, reqs: map[string]bool{}}
+	visit, attempts := 0, 0
+	for i, p := range []Plan{
+		{Workers: 3, Duration: time.Minute, MaxRequests: 100},
+		{Rate: 1e6, Workers: 5, Duration: time.Minute, MaxRequests: 300}, // few slots: many drops
+		{Workers: 7, Duration: 20 * time.Millisecond, MaxRequests: 1 << 20},
+		{Rate: 1e6, Workers: 10_000, Duration: time.Minute, MaxRequests: 100},
+	} {
+		p.Seed, p.FirstVisit = 9, visit
+		rep, err := Run(context.Background(), p, pop, op, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.NextVisit < visit+rep.Attempts+rep.Dropped || rep.NextVisit > pop.N {
+			t.Fatalf("run %d: next visit %d after %d + %d attempts + %d dropped", i, rep.NextVisit, visit, rep.Attempts, rep.Dropped)
+		}
+		visit, attempts = rep.NextVisit, attempts+rep.Attempts
+	}
+	if len(op.users) != attempts {
+		t.Errorf("%d attempts reached %d users", attempts, len(op.users))
+	}
+	for u, n := range op.users {
+		if n != 1 {
+			t.Errorf("user %s tried %d times across runs", u, n)
+		}
+	}
+	if _, err := Run(context.Background(), Plan{Workers: 1, Duration: time.Second, MaxRequests: 1, FirstVisit: pop.N}, pop, op, nil); err == nil {
+		t.Error("a run past the last user was accepted")
+	}
+}
+
 func TestRunStopsWhenUsersRunOut(t *testing.T) {
 	pop, err := NewPopulation(50, []RegionWeight{{"eu", 1}}, 3)
 	if err != nil {

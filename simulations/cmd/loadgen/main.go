@@ -38,7 +38,7 @@ func main() {
 
 type options struct {
 	endpoints, redisAddrs, regions, sale, secret, jsonOut, timeline string
-	users, workers, maxRequests, retries                            int
+	users, first, workers, maxRequests, retries                     int
 	rate, misroute, confirm, cancel                                 float64
 	duration, timeout, warmup, bucket                               time.Duration
 	total, limit                                                    int64
@@ -56,6 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.sale, "sale", "", "sale id (itemId) to buy; required")
 	fs.StringVar(&o.secret, "secret", "", "HS256 secret for shopper tokens (default env FLASHSALE_JWT_SECRET or FLASHSALE_JWT_HS256_SECRET; none: no token, for an insecure-dev seller)")
 	fs.IntVar(&o.users, "users", 1_000_000, "distinct users; each buys at most once")
+	fs.IntVar(&o.first, "first", 0, "start this far into the users' visiting order (a second run with the same -seed and -first set to the first run's next_visit meets only new users)")
 	fs.Float64Var(&o.rate, "rate", 0, "open loop: Poisson arrivals per second (0: closed loop with -workers)")
 	fs.IntVar(&o.workers, "workers", 64, "closed-loop workers, or the open-loop cap on attempts in flight")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "run length (at most 1h)")
@@ -178,7 +179,7 @@ func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
-	plan := loadgen.Plan{Rate: o.rate, Workers: o.workers, Duration: o.duration, MaxRequests: o.maxRequests, Warmup: o.warmup, Seed: o.seed}
+	plan := loadgen.Plan{Rate: o.rate, Workers: o.workers, Duration: o.duration, MaxRequests: o.maxRequests, Warmup: o.warmup, Seed: o.seed, FirstVisit: o.first}
 	var progress loadgen.Progress
 	if o.progress {
 		var done atomic.Int64
@@ -295,7 +296,7 @@ func printReport(w io.Writer, rep *loadgen.Report) {
 	if rep.Mode == "open" {
 		fmt.Fprintf(w, ", target %.0f req/s, %d dropped over the in-flight cap", rep.Rate, rep.Dropped)
 	}
-	fmt.Fprintf(w, "\nattempts %d in %v: %.0f req/s; reserved %d", rep.Attempts, rep.Window.Round(time.Millisecond), rep.Throughput, rep.Reserved)
+	fmt.Fprintf(w, "\nattempts %d in %v: %.0f req/s; reserved %d; next -first %d", rep.Attempts, rep.Window.Round(time.Millisecond), rep.Throughput, rep.Reserved, rep.NextVisit)
 	if rep.SoldOutAfter > 0 {
 		fmt.Fprintf(w, "; sold out after %v", rep.SoldOutAfter.Round(time.Millisecond))
 	}
