@@ -56,7 +56,7 @@ type Config struct {
 // `make bench`.
 func QuickConfig() Config {
 	return Config{Quick: true, Duration: 1600 * time.Millisecond, Warmup: 300 * time.Millisecond, Rounds: 6,
-		Workers: 32, Rate: 300, Delays: []time.Duration{20 * time.Millisecond, 80 * time.Millisecond, 217 * time.Millisecond},
+		Workers: 128, Rate: 300, Delays: []time.Duration{20 * time.Millisecond, 80 * time.Millisecond, 217 * time.Millisecond},
 		ResultsDir: "results"}
 }
 
@@ -243,24 +243,25 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	// seller costs when the disk is not in the way (not a production
 	// setting: a crash may lose a second of reservations).
 	var weakURL string
+	var weakStop []func() // once group 1 is done: its fsyncs must not disturb the later groups
 	if e.wanted("buy_before_sellout_everysec") {
 		wdir, err := os.MkdirTemp("", "bench-redis-weak-")
 		if err != nil {
 			return nil, fmt.Errorf("bench: temp dir: %w", err)
 		}
-		closers = append(closers, func() { _ = os.RemoveAll(wdir) })
+		weakStop = append(weakStop, func() { _ = os.RemoveAll(wdir) })
 		wp, err := redisproc.Start(ctx, redisproc.Options{Dir: wdir, Args: []string{"--appendfsync", "everysec"}})
 		if err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
-		closers = append(closers, func() { _ = wp.Close() })
+		weakStop = append(weakStop, func() { _ = wp.Close() })
 		wdb := redis.NewClient(&redis.Options{Addr: wp.Addr, PoolSize: cfg.Workers + 16})
-		closers = append(closers, func() { _ = wdb.Close() })
+		weakStop = append(weakStop, func() { _ = wdb.Close() })
 		weak, u, err := startSeller(ctx, wdb, region, secret, cfg.Log, true)
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, func() { _ = weak.Close() })
+		weakStop = append(weakStop, func() { _ = weak.Close() })
 		weakURL = u
 	}
 
@@ -287,14 +288,17 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, weakOp.Close)
+		weakStop = append(weakStop, weakOp.Close)
 		group1 = append(group1, scenario{name: "buy_before_sellout_everysec", kind: "http", op: weakOp,
 			note: "the same on a Redis with appendfsync everysec: the seller's cost without the disk"})
 	}
 	group1 = append(group1, scenario{name: "buy_after_sellout", kind: "http", op: afterOp, note: "real seller, sold out: answered from memory"})
+	stopWeak := onceAll(weakStop)
+	closers = append(closers, stopWeak)
 	if err := e.group(ctx, group1); err != nil {
 		return nil, err
 	}
+	stopWeak()
 
 	// Group 2, store cost with no HTTP: the floor, the script, the script
 	// batched, the PostgreSQL hot row.
@@ -309,24 +313,30 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		{name: "redis_reserve_evalsha", kind: "direct", op: reserveOp(store, "bench-direct"), note: "reserve script, one EVALSHA per attempt"},
 		{name: "redis_reserve_batcher", kind: "direct", op: reserveOp(batcher, "bench-direct"), note: "reserve script through the Batcher"},
 	}
+	var pgStop []func() // once group 2 is done: PostgreSQL's checkpoints must not disturb group 3
 	if !cfg.SkipPostgres {
 		s := <-pgc
 		close(pgc)
 		if s.err != nil {
 			return nil, fmt.Errorf("bench: %w (-skip-postgres runs without it)", s.err)
 		}
-		closers = append(closers, func() { _ = s.pg.Close() })
-		hot, err := newPGHotRow(ctx, s.pg.DSN, cfg.Workers, openStock)
+		pgStop = append(pgStop, func() { _ = s.pg.Close() })
+		// An application's pool, not one connection per worker: the
+		// server allows 100.
+		hot, err := newPGHotRow(ctx, s.pg.DSN, min(cfg.Workers, 64), openStock)
 		if err != nil {
 			return nil, err
 		}
-		closers = append(closers, hot.Close)
+		pgStop = append(pgStop, hot.Close)
 		direct = append(direct, scenario{name: "postgres_hot_row", kind: "direct", op: hot,
 			note: "one row: SELECT ... FOR UPDATE, decrement, order row; fsync on"})
 	}
+	stopPG := onceAll(pgStop)
+	closers = append(closers, stopPG)
 	if err := e.group(ctx, direct); err != nil {
 		return nil, err
 	}
+	stopPG()
 
 	// Group 3, latency at equal offered load (open loop): the regional
 	// design, whose buyer's Redis is local, against one global counter
@@ -418,6 +428,18 @@ func (e *env) group(ctx context.Context, all []scenario) error {
 		e.add(sc.name, sc.kind, rep, sc.note)
 	}
 	return nil
+}
+
+// onceAll runs fs in reverse order, once, however often it is called.
+func onceAll(fs []func()) func() {
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			for i := len(fs) - 1; i >= 0; i-- {
+				fs[i]()
+			}
+		})
+	}
 }
 
 // wanted says whether a row is to run (Config.Only).
