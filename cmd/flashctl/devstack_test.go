@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"flashsale/internal/devstack"
+)
+
+// The real commands against a real dev stack (etcd, coordinator, three
+// regions with redis-server, agents and sellers): readiness passes, a move
+// waits for the source region's acknowledgement, a drain empties a region,
+// rebalance plan/apply and the sale lifecycle work, and every answer can be
+// read as JSON.
+func TestAgainstDevStack(t *testing.T) {
+	s, err := devstack.Start(t.Context(), devstack.Options{Regions: []string{"us", "eu", "ap"}, Sellers: 1,
+		AdminToken: token, DemoTotal: 900, DemoStart: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conn := []string{"--addr", s.Coord.Addr(), "--token", token}
+	run1 := func(args ...string) (string, string, error) {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), append(conn, args...), &out, &errOut)
+		return out.String(), errOut.String(), err
+	}
+	must := func(args ...string) string {
+		t.Helper()
+		out, errOut, err := run1(args...)
+		if err != nil {
+			t.Fatalf("flashctl %v: %v\n%s%s", args, err, out, errOut)
+		}
+		return out
+	}
+	type region struct {
+		Region    string `json:"region"`
+		Net       string `json:"net"`
+		Fresh     bool   `json:"fresh"`
+		Available string `json:"available"`
+	}
+	status := func() (regs map[string]region, unallocated string) {
+		var st struct {
+			Regions     []region `json:"regions"`
+			Unallocated string   `json:"unallocated"`
+		}
+		if err := json.Unmarshal([]byte(must("status", "demo", "-o", "json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		regs = map[string]region{}
+		for _, r := range st.Regions {
+			regs[r.Region] = r
+		}
+		return regs, st.Unallocated
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		regs, _ := status()
+		if regs["us"].Fresh && regs["eu"].Fresh && regs["ap"].Fresh && regs["ap"].Net != "0" && regs["ap"].Net != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("regions never reported fresh with quota: %+v", regs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	out := must("readiness")
+	if !strings.Contains(out, "READY") || strings.Contains(out, "NOT READY") {
+		t.Fatalf("readiness of a healthy stack:\n%s", out)
+	}
+
+	// A move waits (with a progress bar on stderr) until ap acknowledged.
+	regs, _ := status()
+	before := regs["ap"].Net
+	out, progress, err := run1("move", "demo", "--from", "ap", "--to", "us", "--units", "5", "--wait", "20s")
+	if err != nil {
+		t.Fatalf("move: %v\n%s", err, out)
+	}
+	if !strings.Contains(progress, "releases acknowledged") {
+		t.Fatalf("no progress shown while waiting: %q", progress)
+	}
+	regs, _ = status()
+	if regs["ap"].Net == before {
+		t.Fatalf("ap's net grant still %s after an acknowledged move", before)
+	}
+
+	// Drain ap for this sale: once acknowledged it holds nothing unsold.
+	must("drain", "ap", "--sale", "demo", "--wait", "20s")
+	regs, _ = status()
+	if regs["ap"].Available != "0" {
+		t.Fatalf("ap still has %s available after a drain", regs["ap"].Available)
+	}
+
+	var plan struct {
+		Sale string `json:"sale"`
+	}
+	if err := json.Unmarshal([]byte(must("rebalance", "plan", "demo", "-o", "json")), &plan); err != nil || plan.Sale != "demo" {
+		t.Fatalf("rebalance plan JSON: %v %+v", err, plan)
+	}
+	must("rebalance", "apply", "demo", "--dry-run")
+	must("rebalance", "apply", "demo", "--wait", "20s")
+
+	if out := must("sale", "pause", "demo"); !strings.Contains(out, "paused") {
+		t.Fatalf("pause: %s", out)
+	}
+	must("sale", "resume", "demo")
+	if out := must("sale", "end", "demo"); !strings.Contains(out, "ended") {
+		t.Fatalf("end: %s", out)
+	}
+}
