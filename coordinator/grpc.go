@@ -490,6 +490,7 @@ func (s *server) Readiness(ctx context.Context, _ *api.ReadinessRequest) (*api.R
 		return nil, c.grpcErr(ctx, err)
 	}
 	now := c.cfg.Now()
+	regionsInSales := map[string]bool{}
 	for _, id := range snap.saleIDs() {
 		spec := snap.sales[id]
 		doc, ok := snap.allocs[id]
@@ -515,7 +516,38 @@ func (s *server) Readiness(ctx context.Context, _ *api.ReadinessRequest) (*api.R
 			default:
 				add("report/"+id+"/"+r, true, "fresh")
 			}
+			if ok && rep.At-now.UnixMilli() > maxClockAhead.Milliseconds() {
+				// A report cannot come from the future: the region's clock
+				// runs ahead of ours (one that runs behind shows as stale).
+				add("clock/"+id+"/"+r, false, "region %s's clock is %v ahead of the coordinator's", r,
+					time.Duration(rep.At-now.UnixMilli())*time.Millisecond)
+			}
+			regionsInSales[r] = true
 		}
 	}
+	for _, r := range sortedKeys(regionsInSales) {
+		info, ok := snap.regions[r]
+		if !ok {
+			add("agent/"+r, false, "region %s has no live agent (no region info on a lease)", r)
+			continue
+		}
+		add("agent/"+r, true, "agent at fence %d, endpoint %s", info.Fence, info.Endpoint)
+		add("durable/"+r, info.Durable, "redis %s appendfsync always: %v", info.RedisAddr, info.Durable)
+		add("scripts/"+r, info.ScriptsLoaded, "Lua scripts loaded: %v", info.ScriptsLoaded)
+	}
 	return out, nil
+}
+
+// maxClockAhead is the most a region's clock may run ahead of the
+// coordinator's before readiness fails: reservation expiry and sale
+// opening are judged on each region's clock.
+const maxClockAhead = 500 * time.Millisecond
+
+func sortedKeys(m map[string]bool) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -122,7 +122,7 @@ func newFakeRegion(t *testing.T, cli *clientv3.Client, name string) *fakeRegion 
 		t.Fatal(err)
 	}
 	r := &fakeRegion{t: t, cli: cli, name: name, lease: l.ID}
-	b, _ := json.Marshal(layout.RegionInfo{Name: name, Endpoint: "http://" + name + ".invalid", Fence: 1})
+	b, _ := json.Marshal(layout.RegionInfo{Name: name, Endpoint: "http://" + name + ".invalid", Fence: 1, Durable: true, ScriptsLoaded: true})
 	if _, err := cli.Put(t.Context(), layout.Keys{Prefix: layout.DefaultPrefix}.Region(name), string(b), clientv3.WithLease(l.ID)); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"flashsale/internal/devstack"
 )
 
@@ -74,10 +76,33 @@ func TestAgainstDevStack(t *testing.T) {
 		t.Fatalf("readiness of a healthy stack:\n%s", out)
 	}
 
+	// A region whose Redis stops fsyncing every write makes readiness fail,
+	// naming the region, until it is durable again.
+	rdb := redis.NewClient(&redis.Options{Addr: s.Regions[2].Redis.Addr})
+	defer rdb.Close()
+	readiness := func() (string, error) { out, _, err := run1("readiness", "demo"); return out, err }
+	rdb.ConfigSet(context.Background(), "appendfsync", "everysec")
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("gave up waiting for %s", what)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitFor("readiness to flag ap's durability", func() bool {
+		out, err := readiness()
+		return err != nil && strings.Contains(out, "durable/ap") && strings.Contains(out, "FAIL")
+	})
+	rdb.ConfigSet(context.Background(), "appendfsync", "always")
+	waitFor("readiness to pass again", func() bool { _, err := readiness(); return err == nil })
+
 	// A move waits (with a progress bar on stderr) until ap acknowledged.
 	regs, _ := status()
 	before := regs["ap"].Net
-	out, progress, err := run1("move", "demo", "--from", "ap", "--to", "us", "--units", "5", "--wait", "20s")
+	out, progress, err := run1("move", "demo", "--from", "ap", "--to", "us", "--units", "1", "--wait", "20s")
 	if err != nil {
 		t.Fatalf("move: %v\n%s", err, out)
 	}

@@ -79,6 +79,12 @@ type RegionInfo struct {
 	Endpoint  string `json:"endpoint"` // shopper base URL, for 307 redirects
 	RedisAddr string `json:"redisAddr,omitempty"`
 	Fence     int64  `json:"fence"` // the agent's election revision
+
+	// What readiness needs to know about the region's Redis, as the agent
+	// last checked it, at CheckedAt (unix ms on the agent's clock).
+	Durable       bool  `json:"durable"`       // appendonly yes and appendfsync always
+	ScriptsLoaded bool  `json:"scriptsLoaded"` // the Lua scripts are in Redis' cache
+	CheckedAt     int64 `json:"checkedAt"`
 }
 
 // RegionReport is a region agent's report for one sale. ReleaseID names the

@@ -303,7 +303,8 @@ func TestGrantAppliedAndStaleGrantHarmless(t *testing.T) {
 	if err := json.Unmarshal(resp.Kvs[0].Value, &info); err != nil {
 		t.Fatal(err)
 	}
-	if info != (layout.RegionInfo{Name: "eu", Endpoint: "http://eu.example", RedisAddr: w.redis["eu"].Addr, Fence: a.Fence()}) || resp.Kvs[0].Lease == 0 {
+	if info.Name != "eu" || info.Endpoint != "http://eu.example" || info.RedisAddr != w.redis["eu"].Addr || info.Fence != a.Fence() ||
+		!info.Durable || !info.ScriptsLoaded || info.CheckedAt == 0 || resp.Kvs[0].Lease == 0 {
 		t.Errorf("region info %+v lease %x", info, resp.Kvs[0].Lease)
 	}
 

@@ -28,6 +28,8 @@ type term struct {
 	key   string // the election key; its create revision is the fence
 	fence int64
 	sales map[string]*saleState
+	// infoAt is when the region info was last written.
+	infoAt time.Time
 }
 
 // saleState is what the term knows about one sale.
@@ -122,16 +124,45 @@ func (t *term) commit(ctx context.Context, what string, ops []clientv3.Op) error
 	return nil
 }
 
-// register publishes how the region is reached and its fence, on the lease.
+// register publishes how the region is reached, its fence and its Redis
+// health (for the coordinator's readiness), on the lease.
 func (t *term) register(ctx context.Context) error {
 	c := t.a.cfg
-	info, err := json.Marshal(layout.RegionInfo{Name: c.Region, Endpoint: c.Endpoint, RedisAddr: c.RedisAddr, Fence: t.fence})
+	octx, cancel := t.op(ctx)
+	durable := t.a.store.Durability(octx) == nil
+	loaded, _ := t.a.store.ScriptsLoaded(octx)
+	if !loaded { // a restarted Redis forgets them; EVALSHA would reload them one by one
+		loaded = t.a.store.Load(octx) == nil
+	}
+	cancel()
+	now := c.Now()
+	info := layout.RegionInfo{Name: c.Region, Endpoint: c.Endpoint, RedisAddr: c.RedisAddr, Fence: t.fence,
+		Durable: durable, ScriptsLoaded: loaded, CheckedAt: now.UnixMilli()}
+	b, err := json.Marshal(info)
 	if err != nil {
 		return err
 	}
-	return t.commit(ctx, "region info", []clientv3.Op{
-		clientv3.OpPut(t.a.keys.Region(c.Region), string(info), clientv3.WithLease(t.sess.Lease())),
-	})
+	if err := t.commit(ctx, "region info", []clientv3.Op{
+		clientv3.OpPut(t.a.keys.Region(c.Region), string(b), clientv3.WithLease(t.sess.Lease())),
+	}); err != nil {
+		return err
+	}
+	t.infoAt = now
+	return nil
+}
+
+// reregister refreshes the region info every ReportRefresh, so readiness
+// sees a Redis that lost durability or its scripts.
+func (t *term) reregister(ctx context.Context) error {
+	if t.a.cfg.Now().Sub(t.infoAt) < t.a.cfg.ReportRefresh {
+		return nil
+	}
+	err := t.register(ctx)
+	if err != nil && !errors.Is(err, errDeposed) {
+		t.a.log.Warn("refreshing region info failed; retrying next tick", "err", err)
+		return nil
+	}
+	return err
 }
 
 // load reads sales, allocations and this region's reports at one revision,
@@ -274,6 +305,9 @@ func (t *term) follow(ctx context.Context, rev int64) error {
 			}
 		case <-tick.C:
 			changed = t.names()
+			if err := t.reregister(ctx); err != nil {
+				return err
+			}
 		}
 		if err := t.sync(ctx, changed); err != nil {
 			return err
