@@ -128,7 +128,7 @@ type Report struct {
 	Samples   []Sample `json:"-"` // every sample, for plots
 }
 
-// Progress, if set on Run's options, is told of every finished attempt.
+// Progress, if given to Run, is told of every finished attempt.
 type Progress func(done int)
 
 // Run drives op with plan over the population and returns the figures. It
