@@ -86,6 +86,14 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful drain of in-flight requests.
 	ShutdownTimeout time.Duration
 
+	// PaymentAmount is what confirming one reservation charges, in minor
+	// units (cents), when Deps.Payment is set: a sale spec carries no price.
+	PaymentAmount int64
+	// PaymentTimeout bounds one payment call; a call that runs out is
+	// treated as the provider being unavailable (the retry reuses the
+	// payment id, so a charge that did go through is not repeated).
+	PaymentTimeout time.Duration
+
 	// Now is the clock; tests inject one. Nil: time.Now.
 	Now func() time.Time
 }
@@ -121,6 +129,8 @@ func DefaultConfig() Config {
 		IPRate:          50,
 		IPBurst:         100,
 		ShutdownTimeout: 10 * time.Second,
+		PaymentAmount:   100,
+		PaymentTimeout:  3 * time.Second,
 		JWT:             JWTConfig{Leeway: 5 * time.Second},
 	}
 }
@@ -164,6 +174,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("regional config: IPRate %v / IPBurst %d: want rate >= 0 and, with a rate, burst >= 1", c.IPRate, c.IPBurst)
 	case c.ShutdownTimeout <= 0:
 		return fmt.Errorf("regional config: ShutdownTimeout %v: want > 0", c.ShutdownTimeout)
+	case c.PaymentAmount <= 0:
+		return fmt.Errorf("regional config: PaymentAmount %d: want > 0 (minor units charged per confirmed reservation)", c.PaymentAmount)
+	case c.PaymentTimeout <= 0:
+		return fmt.Errorf("regional config: PaymentTimeout %v: want > 0", c.PaymentTimeout)
 	}
 	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 		return fmt.Errorf("regional config: ListenAddr %q: %w", c.ListenAddr, err)

@@ -50,6 +50,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		CodeUnknownHomeRegion, CodeWrongRegion, CodeUnknownSale, CodeUnknownResv, CodeAlreadyBought,
 		CodeRequestIDConflict, CodeNotActive, CodeSaleEnded, CodeSoldOut, CodeNotStarted, CodeRateLimited,
 		CodeNotReady, CodeHalted, CodePaused, CodeUnavailable, "not_found", "method_not_allowed",
+		CodePaymentUnavailable, CodePaymentDeclined, CodePaymentRejected,
 	}
 	enum := doc.Components.Schemas.Error.Properties.Code.Enum
 	for _, c := range codes {

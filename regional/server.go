@@ -17,6 +17,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"flashsale/quota"
+	"flashsale/regional/orders"
+	"flashsale/regional/payment"
 )
 
 //go:embed openapi.yaml
@@ -34,7 +36,20 @@ type Deps struct {
 	Identity Identity
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
+	// Payment, when set, is charged by confirm before the reservation is
+	// confirmed: a payment.Breaker around the provider, so an outage
+	// answers 503 fast and extends the reservation. Nil: confirm records
+	// the sale without payment.
+	Payment payment.Provider
+	// Orders, when set, receives this seller's sales' order streams: the
+	// server runs an orders.Consumer on it from Start to Close. The caller
+	// opens and closes the store.
+	Orders orders.Store
 }
+
+// consumerSeq keeps order consumer names unique when one process runs
+// several sellers (the dev stack).
+var consumerSeq atomic.Int64
 
 // reserver is Store.Reserve, or the Batcher that coalesces it.
 type reserver interface {
@@ -59,6 +74,9 @@ type Server struct {
 	ipLim   *limiter
 	sweeper *Sweeper
 	handler http.Handler
+	payment payment.Provider
+	pm      *payMetrics
+	orders  *orders.Consumer
 
 	ready     atomic.Bool
 	lastWarn  atomic.Int64    // unix nanos of the last per-request warning logged
@@ -101,6 +119,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	pm, err := newPayMetrics(reg, cfg.Region)
+	if err != nil {
+		return nil, err
+	}
 	ident := deps.Identity
 	if ident == nil {
 		if cfg.InsecureDevIdentity {
@@ -129,6 +151,17 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		pending: map[string]int64{},
 		gauged:  map[string]bool{},
 		done:    make(chan struct{}),
+		payment: deps.Payment,
+		pm:      pm,
+	}
+	if deps.Orders != nil {
+		ocfg := orders.DefaultConfig()
+		ocfg.Redis, ocfg.Store, ocfg.Registerer, ocfg.Logger = deps.Redis, deps.Orders, reg, log
+		ocfg.Sales = sales.IDs
+		ocfg.Consumer = fmt.Sprintf("%s-%s-%d", ocfg.Consumer, cfg.Region, consumerSeq.Add(1))
+		if s.orders, err = orders.New(ocfg); err != nil {
+			return nil, fmt.Errorf("regional: %w", err)
+		}
 	}
 	for sale, ceiling := range cfg.StaticGrants {
 		s.pending[sale] = ceiling
@@ -222,6 +255,11 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.sweeper.Start(ctx); err != nil {
 		return err
 	}
+	if s.orders != nil {
+		if err := s.orders.Start(ctx); err != nil {
+			return err
+		}
+	}
 	s.wg.Add(4)
 	go s.loop(ctx, s.cfg.HealthInterval, nil, func(ctx context.Context) { s.maintain(ctx) })
 	go s.loop(ctx, s.cfg.RefreshInterval, s.kick, s.refreshAll)
@@ -301,6 +339,7 @@ func (s *Server) Close() error {
 	}
 	_ = s.sweeper.Close()
 	_ = s.batcher.Close()
+	_ = s.orders.Close()
 	return s.Err()
 }
 

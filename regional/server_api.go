@@ -245,7 +245,8 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, confirm bool) re
 	if !ok {
 		return rep
 	}
-	if s.sales.Get(item) == nil {
+	sale := s.sales.Get(item)
+	if sale == nil {
 		return fail(http.StatusNotFound, CodeUnknownSale, "no sale %s", item)
 	}
 	now := s.cfg.now()
@@ -275,8 +276,33 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, confirm bool) re
 		}
 		op, opName, outcome, state = s.store.Confirm, "confirm", "confirmed", quota.Confirmed
 	}
+	// Pay first, then record: a confirm whose Pay went through but whose
+	// Confirm was not recorded is retried with the same payment id, which
+	// the provider answers without charging again. A confirmed reservation
+	// was paid already; a cancelled or expired one is refused below.
+	paid := false
+	if confirm && s.payment != nil && resv.State == quota.Active {
+		if rep, ok := s.takePayment(r, item, sale.Spec().ReservationTTL, resv, now); !ok {
+			return rep
+		}
+		paid = true
+		// The payment may have used up the Redis deadline.
+		cancel()
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.RedisTimeout)
+		defer cancel()
+	}
 	switch err := op(ctx, item, id, now); {
 	case errors.Is(err, quota.ErrNotActive):
+		if paid {
+			// Expired or cancelled while the payment ran: the money is
+			// taken for nothing. Rare (the reservation was active and
+			// unexpired just before), and it needs a person.
+			s.pm.orphans.WithLabelValues(item).Inc()
+			s.log.Error("payment taken but the reservation is no longer active: refund it", "sale", item,
+				"reservation", id, "payment", PaymentID(s.cfg.Region, item, id))
+			return fail(http.StatusConflict, CodeNotActive, "reservation %s ended while it was being paid: payment %s will be refunded",
+				id, PaymentID(s.cfg.Region, item, id))
+		}
 		return fail(http.StatusConflict, CodeNotActive, "reservation %s is %s", id, stateName(resv.State))
 	case errors.Is(err, quota.ErrNoSuchResv):
 		return fail(http.StatusNotFound, CodeUnknownResv, "no reservation %s in sale %s in this region", id, item)
@@ -286,9 +312,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, confirm bool) re
 		return fail(http.StatusServiceUnavailable, CodeUnavailable, "could not reach this region's stock: retry (it is idempotent)").after(time.Second)
 	}
 	if !confirm {
-		if sale := s.sales.Get(item); sale != nil {
-			sale.MaybeAvailable()
-		}
+		sale.MaybeAvailable()
 	}
 	resv.State = state
 	return success(http.StatusOK, outcome, s.resvJSON(item, resv))
