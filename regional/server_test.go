@@ -70,6 +70,13 @@ func testConfig(clock *fakeClock) Config {
 // newEnv starts redis-server and a seller on a real listener.
 func newEnv(t testing.TB, mutate func(*Config), redisArgs ...string) *testEnv {
 	t.Helper()
+	return newEnvDeps(t, mutate, nil, redisArgs...)
+}
+
+// newEnvDeps is newEnv with a hook that completes the Deps (Redis and
+// Registry are set already).
+func newEnvDeps(t testing.TB, mutate func(*Config), deps func(*Deps), redisArgs ...string) *testEnv {
+	t.Helper()
 	e := &testEnv{t: t, clock: newFakeClock(), reg: prometheus.NewRegistry()}
 	e.redis = redistest.Start(t, redisArgs...)
 	e.rdb = e.redis.Client()
@@ -77,7 +84,11 @@ func newEnv(t testing.TB, mutate func(*Config), redisArgs ...string) *testEnv {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	srv, err := New(cfg, Deps{Redis: e.rdb, Registry: e.reg})
+	d := Deps{Redis: e.rdb, Registry: e.reg}
+	if deps != nil {
+		deps(&d)
+	}
+	srv, err := New(cfg, d)
 	if err != nil {
 		t.Fatal(err)
 	}
