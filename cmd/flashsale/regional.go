@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -21,6 +22,8 @@ import (
 	"flashsale/internal/layout"
 	"flashsale/regional"
 	"flashsale/regional/agent"
+	"flashsale/regional/orders"
+	"flashsale/regional/payment"
 )
 
 // Environment variables of the regional role. They override the config
@@ -33,6 +36,8 @@ const (
 	envRedisPass    = "FLASHSALE_REDIS_PASSWORD"
 	envJWTSecret    = "FLASHSALE_JWT_HS256_SECRET"
 	envJWTPublicKey = "FLASHSALE_JWT_ED25519_PUBLIC_KEY"
+	envPayment      = "FLASHSALE_PAYMENT"
+	envOrdersDSN    = "FLASHSALE_ORDERS_DSN"
 )
 
 // runRegional is the `flashsale regional` role: one seller of one region.
@@ -53,6 +58,8 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	prefix := fs.String("prefix", layout.DefaultPrefix, "etcd key prefix")
 	runAgent := fs.Bool("agent", false, "also run a candidate for this region's agent (needs -etcd): applies grants and releases to Redis, reports to the coordinator")
 	endpoint := fs.String("endpoint", "", "this region's shopper base URL, registered by the agent for redirects (default: http://<listen address>)")
+	payMode := fs.String("payment", envOr(envPayment, "none"), "payment provider of confirm: none (confirm records the sale unpaid) or dev (simulated provider behind a circuit breaker) (env "+envPayment+")")
+	ordersDSN := fs.String("orders-dsn", os.Getenv(envOrdersDSN), "drain the order streams into this SQL store: sqlite:///path/orders.db or postgres://... (env "+envOrdersDSN+"; empty: no order consumer)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: flashsale regional [-config file] [flags]")
 		fmt.Fprintln(fs.Output(), "Settings apply in order: preset, config file, FLASHSALE_* environment, flags.")
@@ -113,7 +120,25 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	defer rdb.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv, err := regional.New(cfg, regional.Deps{Redis: rdb, Registry: reg, Logger: log})
+	deps := regional.Deps{Redis: rdb, Registry: reg, Logger: log}
+	switch *payMode {
+	case "none":
+	case "dev":
+		if deps.Payment, err = devPayment(reg, log); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("-payment %q: want none or dev", *payMode)
+	}
+	if *ordersDSN != "" {
+		store, err := orders.Open(ctx, *ordersDSN)
+		if err != nil {
+			return fmt.Errorf("-orders-dsn: %w", err)
+		}
+		defer store.Close() // after srv.Close, which stops the consumer
+		deps.Orders = store
+	}
+	srv, err := regional.New(cfg, deps)
 	if err != nil {
 		return err
 	}
@@ -131,8 +156,8 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 		return errors.New("regional: -agent needs -etcd")
 	}
 	rd := srv.CheckReady(ctx)
-	fmt.Fprintf(stdout, "regional region=%s http=%s redis=%s ready=%t identity=%s\n",
-		cfg.Region, srv.Addr(), cfg.RedisAddr, rd.Ready, rd.Identity)
+	fmt.Fprintf(stdout, "regional region=%s http=%s redis=%s ready=%t identity=%s payment=%s orders=%s\n",
+		cfg.Region, srv.Addr(), cfg.RedisAddr, rd.Ready, rd.Identity, *payMode, orEmpty(redactDSN(*ordersDSN), "none"))
 
 	select {
 	case <-ctx.Done():
@@ -178,6 +203,44 @@ func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb
 		_ = w.Close()
 		_ = cli.Close()
 	}, nil
+}
+
+// devPayment is the simulated provider behind the circuit breaker, its
+// metrics in the process registry.
+func devPayment(reg prometheus.Registerer, log *slog.Logger) (*payment.Breaker, error) {
+	dev, err := payment.NewDev(payment.DevDefaults(uint64(time.Now().UnixNano())))
+	if err != nil {
+		return nil, err
+	}
+	bc := payment.DefaultBreakerConfig()
+	bc.Name, bc.Registerer, bc.Logger = "dev", reg, log
+	return payment.NewBreaker(dev, bc)
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func orEmpty(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// redactDSN hides a password before the DSN is printed.
+func redactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.User == nil {
+		return dsn
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxx")
+	}
+	return u.String()
 }
 
 func applyRegionalEnv(cfg *regional.Config) error {
