@@ -188,6 +188,9 @@ func (c *Coordinator) decide(a *quota.Allocation, v *saleView, now time.Time, le
 		note = "end sweep"
 	default:
 		plan, err = view.Rebalance(pol, nowMs)
+		if now.Before(spec.StartsAt.Add(c.cfg.OpeningGrace)) {
+			plan.Releases = nil // grants only while the opening burst's demand is still being reported
+		}
 	}
 	if err != nil {
 		return p, fmt.Errorf("plan sale %s: %w", a.Sale, err)

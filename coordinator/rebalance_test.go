@@ -120,3 +120,33 @@ func TestPlanThenApplyRebalance(t *testing.T) {
 		t.Fatalf("stale apply: %v", err)
 	}
 }
+
+// During the opening grace the rebalancer grants from the pool but asks no
+// region to release, however idle its reports say it is: at the opening
+// second demand reports lag the burst. With no grace the same reports get
+// the idle region asked to release (TestBusyRegionGetsQuotaFromIdleOne).
+func TestOpeningGraceReleasesNothing(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	startChecker(t, cli)
+	c := startCoord(t, e, func(cfg *Config) { cfg.OpeningGrace = time.Hour })
+	waitLeader(t, c)
+	ctx := authed(t.Context())
+	eu, us := newFakeRegion(t, cli, "eu"), newFakeRegion(t, cli, "us")
+	regions := []*api.RegionSpec{{Name: "eu", Weight: 1}, {Name: "us", Weight: 1}}
+	if _, err := dial(t, c.Addr()).CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 1000, regions...)}); err != nil {
+		t.Fatal(err)
+	}
+	waitSplit(t, cli, "s1")
+	eu.report("s1", layout.RegionReport{Report: quota.Report{GrantedSeen: 400, Sold: 390, Demand: 200}})
+	us.report("s1", layout.RegionReport{Report: quota.Report{GrantedSeen: 400}})
+	// Draining the pool into eu takes several loop ticks (chunks), each of
+	// which would have asked us to release if the grace did not hold.
+	waitFor(t, "the pool to drain into eu", func() bool { a, _ := readAlloc(t, cli, "s1"); return a.Unallocated() == 0 })
+	for range 5 {
+		time.Sleep(c.cfg.Interval)
+		if a, _ := readAlloc(t, cli, "s1"); a.Regions["us"].Pending != nil || a.Regions["us"].Net() != 400 {
+			t.Fatalf("idle us asked to release during the opening grace: %+v", *a.Regions["us"])
+		}
+	}
+}

@@ -96,7 +96,8 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 	}
 	spec := sale.Spec()
 	phase := sale.Phase(now)
-	if phase == PhaseOpen || phase == PhaseSoldOut {
+	if phase == PhaseOpen || phase == PhaseSoldOut || phase == PhaseUpcoming {
+		// Buyers hammering before the opening are the opening's demand.
 		s.demand.Count(in.ItemID)
 	}
 	if rep, ok := phaseReply(in.ItemID, phase, spec.StartsAt, now); !ok {
