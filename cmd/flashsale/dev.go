@@ -80,6 +80,7 @@ func printEndpoints(w io.Writer, s *devstack.Stack) {
 		}
 		fmt.Fprintf(tw, "region %s sellers\t%s\n", r.Name, strings.Join(urls, " "))
 		fmt.Fprintf(tw, "region %s redis\t%s\n", r.Name, r.Redis.Addr)
+		fmt.Fprintf(tw, "region %s orders (SQL)\t%s\n", r.Name, r.OrdersDSN)
 	}
 	fmt.Fprintf(tw, "metrics, health\t%s/metrics  /healthz  /readyz  /openapi.yaml\n", s.Regions[0].Endpoint)
 	fmt.Fprintf(tw, "data dir\t%s\n", s.Dir)

@@ -35,6 +35,8 @@ import (
 	"flashsale/internal/redisproc"
 	"flashsale/regional"
 	"flashsale/regional/agent"
+	"flashsale/regional/orders"
+	"flashsale/regional/payment"
 )
 
 // Options shape the stack. Zero values take the defaults of DefaultOptions.
@@ -54,6 +56,10 @@ type Options struct {
 	DemoTotal int64         // units of the demo sale; 0: no demo sale
 	DemoStart time.Duration // the demo sale opens this long after start
 	DemoTTL   time.Duration // reservation TTL of the demo sale
+
+	// Payment tunes the simulated payment provider every seller's confirm
+	// charges through its own circuit breaker; nil: payment.DevDefaults.
+	Payment *payment.DevConfig
 
 	Logger *slog.Logger
 }
@@ -81,7 +87,11 @@ type Region struct {
 	Store    *regional.Store
 	Agent    *agent.Agent
 	Sellers  []*regional.Server
-	rdb      *redis.Client
+	// OrdersDSN is the region's SQLite order store (under the data dir):
+	// every seller of the region runs an order consumer into it.
+	OrdersDSN string
+	Orders    orders.Store
+	rdb       *redis.Client
 	watchers []*regional.SaleWatcher
 }
 
@@ -93,6 +103,9 @@ type Stack struct {
 	Etcdcli *clientv3.Client
 	Coord   *coordinator.Coordinator
 	Regions []*Region
+	// Payment is the simulated provider shared by every seller (each
+	// behind its own breaker); SetDown simulates an outage.
+	Payment *payment.Dev
 
 	closers []func() error // run in reverse order by Close
 	tempDir bool
@@ -138,6 +151,14 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	}
 	s.closers = append(s.closers, s.Coord.Close)
 
+	pc := payment.DevDefaults(uint64(time.Now().UnixNano()))
+	if o.Payment != nil {
+		pc = *o.Payment
+	}
+	if s.Payment, err = payment.NewDev(pc); err != nil {
+		return s, err
+	}
+
 	ports, err := sellerPorts(o)
 	if err != nil {
 		return s, err
@@ -177,6 +198,16 @@ func (s *Stack) startRegion(ctx context.Context, name string, addrs []string, en
 		return nil, err
 	}
 
+	dbPath, err := filepath.Abs(filepath.Join(s.Dir, "orders-"+name+".db"))
+	if err != nil {
+		return nil, err
+	}
+	r.OrdersDSN = "sqlite://" + dbPath
+	if r.Orders, err = orders.Open(ctx, r.OrdersDSN); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, r.Orders.Close) // closed after the sellers that write it
+
 	acfg := agent.DevConfig()
 	acfg.Region = name
 	acfg.Endpoint = r.Endpoint
@@ -200,7 +231,15 @@ func (s *Stack) startRegion(ctx context.Context, name string, addrs []string, en
 		cfg.InsecureDevIdentity = o.InsecureDevIdentity
 		cfg.JWT = regional.JWTConfig{HS256Secret: []byte(o.JWTSecret)}
 		cfg.BatchReserve = true
-		srv, err := regional.New(cfg, regional.Deps{Redis: r.rdb, Registry: prometheus.NewRegistry(), Logger: log.With("role", "seller", "addr", addr)})
+		reg := prometheus.NewRegistry()
+		sellerLog := log.With("role", "seller", "addr", addr)
+		bc := payment.DefaultBreakerConfig()
+		bc.Name, bc.Registerer, bc.Logger = "dev", reg, sellerLog
+		breaker, err := payment.NewBreaker(s.Payment, bc)
+		if err != nil {
+			return nil, err
+		}
+		srv, err := regional.New(cfg, regional.Deps{Redis: r.rdb, Registry: reg, Logger: sellerLog, Payment: breaker, Orders: r.Orders})
 		if err != nil {
 			return nil, err
 		}
