@@ -92,7 +92,7 @@ type Region struct {
 	OrdersDSN string
 	Orders    orders.Store
 	rdb       *redis.Client
-	watchers []*regional.SaleWatcher
+	watchers  []*regional.SaleWatcher
 }
 
 // Stack is a running dev deployment.
