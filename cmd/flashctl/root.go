@@ -46,7 +46,7 @@ func newRootCmd() *cobra.Command {
 	pf.StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	pf.DurationVar(&g.timeout, "timeout", 10*time.Second, "deadline of each call to the coordinator")
 	root.AddCommand(newSaleCmd(), newStatusCmd(), newRebalanceCmd(), newMoveCmd(), newDrainCmd(),
-		newReadinessCmd(), newTokenCmd())
+		newReadinessCmd(), newTokenCmd(), newOrdersCmd())
 	return root
 }
 
