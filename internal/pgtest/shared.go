@@ -7,17 +7,18 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"flashsale/internal/pgproc"
 )
 
 // One server per test binary for Fresh: starting PostgreSQL costs seconds,
 // a database costs milliseconds.
 var shared struct {
-	mu       sync.Mutex
-	enabled  bool
-	srv      *Server
-	err      error
-	cleanups []func()
-	n        int
+	mu      sync.Mutex
+	enabled bool
+	srv     *pgproc.Proc
+	err     error
+	n       int
 }
 
 // RunShared runs a package's tests with one PostgreSQL server shared by
@@ -32,10 +33,8 @@ func RunShared(m *testing.M) int {
 	code := m.Run()
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
-	for i := len(shared.cleanups) - 1; i >= 0; i-- {
-		shared.cleanups[i]()
-	}
-	shared.cleanups, shared.srv = nil, nil
+	_ = shared.srv.Close()
+	shared.srv = nil
 	return code
 }
 
@@ -50,7 +49,7 @@ func Fresh(t testing.TB) string {
 		t.Fatal(errors.New("pgtest.Fresh needs the package's TestMain to call pgtest.RunShared(m)"))
 	}
 	if shared.srv == nil && shared.err == nil {
-		shared.srv, shared.err = launch(func(f func()) { shared.cleanups = append(shared.cleanups, f) }, nil)
+		shared.srv, shared.err = launch()
 	}
 	if shared.err != nil {
 		t.Fatal(shared.err)
@@ -59,8 +58,8 @@ func Fresh(t testing.TB) string {
 	name := fmt.Sprintf("fresh_%d", shared.n)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := shared.srv.createDatabase(ctx, name); err != nil {
+	if err := shared.srv.CreateDatabase(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", shared.srv.Port, name)
+	return shared.srv.DatabaseDSN(name)
 }

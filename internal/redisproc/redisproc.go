@@ -5,7 +5,6 @@
 package redisproc
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"flashsale/internal/childproc"
 )
 
 // ErrNotInstalled means redis-server is not on PATH.
@@ -92,7 +93,7 @@ func (p *Proc) start(ctx context.Context) error {
 	p.mu.Unlock()
 	if err := waitReady(ctx, p.Addr, 10*time.Second, done); err != nil {
 		p.Kill()
-		return fmt.Errorf("redis-server on %s: %w (log: %s)", p.Addr, err, tail(filepath.Join(p.Dir, "redis.log")))
+		return fmt.Errorf("redis-server on %s: %w (log: %s)", p.Addr, err, childproc.Tail(filepath.Join(p.Dir, "redis.log")))
 	}
 	return nil
 }
@@ -167,28 +168,4 @@ func waitReady(ctx context.Context, addr string, within time.Duration, exited <-
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func tail(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return err.Error()
-	}
-	defer f.Close()
-	var lines []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > 10 {
-			lines = lines[1:]
-		}
-	}
-	return fmt.Sprint(lines)
-}
+func FreePort() (int, error) { return childproc.FreePort() }

@@ -21,6 +21,8 @@ import (
 	"flashsale/internal/redisproc"
 	"flashsale/regional"
 	"flashsale/simulations/loadgen"
+
+	"flashsale/internal/pgproc"
 )
 
 // Config says how long and how hard to run the baselines.
@@ -208,7 +210,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	// PostgreSQL's initdb takes seconds: start it now, alongside the
 	// first group.
 	type pgStart struct {
-		pg  *PG
+		pg  *pgproc.Proc
 		err error
 	}
 	pgc := make(chan pgStart, 1)
@@ -218,7 +220,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	if !cfg.SkipPostgres {
 		go func() {
-			pg, err := StartPG(ctx)
+			pg, err := pgproc.Start(ctx, pgproc.Options{Database: "bench"})
 			pgc <- pgStart{pg, err}
 		}()
 		closers = append(closers, func() {

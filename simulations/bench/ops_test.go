@@ -9,6 +9,8 @@ import (
 	"flashsale/internal/redistest"
 	"flashsale/regional"
 	"flashsale/simulations/loadgen"
+
+	"flashsale/internal/pgproc"
 )
 
 func smallPop(t *testing.T) *loadgen.Population {
@@ -24,7 +26,7 @@ func smallPop(t *testing.T) *loadgen.Population {
 // records one order per unit; the bench's server stops and leaves nothing.
 func TestPGHotRowSellsExactlyItsStock(t *testing.T) {
 	ctx := context.Background()
-	pg, err := StartPG(ctx)
+	pg, err := pgproc.Start(ctx, pgproc.Options{Database: "bench"})
 	if err != nil {
 		t.Fatal(err)
 	}
