@@ -8,16 +8,24 @@ import (
 	"testing"
 	"time"
 
+	"flashsale/internal/pgtest"
 	"flashsale/internal/redistest"
 	"flashsale/regional"
 	"flashsale/regional/orders"
 )
 
 // TestOrdersReconcile runs the real `flashctl orders reconcile` against a
-// real Redis (with the seller's scripts) and a SQLite order store: a
-// reservation the consumer never wrote is found, the exit status says so,
-// and --repair fixes it.
+// real Redis (with the seller's scripts) and a SQLite or PostgreSQL order
+// store: a reservation the consumer never wrote is found, the exit status
+// says so, and --repair fixes it.
 func TestOrdersReconcile(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		testReconcile(t, "sqlite://"+filepath.Join(t.TempDir(), "orders.db"))
+	})
+	t.Run("postgres", func(t *testing.T) { testReconcile(t, pgtest.Start(t).DSN) })
+}
+
+func testReconcile(t *testing.T, dsn string) {
 	ctx := context.Background()
 	rs := redistest.Start(t)
 	rdb := rs.Client()
@@ -43,7 +51,6 @@ func TestOrdersReconcile(t *testing.T) {
 	}
 	reserve("bob")
 
-	dsn := "sqlite://" + filepath.Join(t.TempDir(), "orders.db")
 	store, err := orders.Open(ctx, dsn)
 	if err != nil {
 		t.Fatal(err)
