@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"flashsale/internal/pgtest"
 	"flashsale/quota"
 	"flashsale/regional/orders"
 	"flashsale/regional/payment"
@@ -114,6 +115,23 @@ func TestConfirmPaysThenRecords(t *testing.T) {
 	if metric(t, e.reg, "flashsale_orders_rows_written_total", map[string]string{"sale": testSale}) < 4 {
 		t.Fatal("order consumer metrics are not in the seller's registry")
 	}
+}
+
+// TestConfirmRecordsToPostgres: the same path into PostgreSQL.
+func TestConfirmRecordsToPostgres(t *testing.T) {
+	store, err := orders.Open(context.Background(), pgtest.Start(t).DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	e := newPayEnv(t, quietDev(), payment.DefaultBreakerConfig(), store)
+	id := e.buy("alice", "r1").resv(t).ReservationID
+	expect(t, e.finish("confirm", "alice", id), 200, "")
+	id2 := e.buy("bob", "r2").resv(t).ReservationID
+	expect(t, e.finish("cancel", "bob", id2), 200, "")
+	waitFor(t, func() bool {
+		return sqlState(t, store, id) == orders.Confirmed && sqlState(t, store, id2) == orders.Cancelled
+	})
 }
 
 // TestConfirmPaymentDown: the provider fails; the breaker opens; confirm
