@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -258,5 +259,66 @@ func TestConfigRejectsBadPayment(t *testing.T) {
 	cfg.PaymentTimeout = 0
 	if err := cfg.Validate(); err == nil {
 		t.Fatal("PaymentTimeout 0 accepted")
+	}
+}
+
+// TestConfirmPaymentRejected: a payment id the provider already holds for
+// a different request (here: another amount) is a 409 payment_rejected,
+// not a second charge, and it does not trip the breaker.
+func TestConfirmPaymentRejected(t *testing.T) {
+	e := newPayEnv(t, quietDev(), payment.DefaultBreakerConfig(), nil)
+	id := e.buy("alice", "r1").resv(t).ReservationID
+	if _, err := e.dev.Pay(context.Background(), payment.PaymentRequest{
+		ReservationID: id, Sale: testSale, User: "alice", Amount: 999, PaymentID: PaymentID("eu", testSale, id)}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.finish("confirm", "alice", id), 409, CodePaymentRejected)
+	if amount, n := e.dev.Charged(); amount != 999 || n != 1 {
+		t.Fatalf("charged %d in %d payments, want only the first 999", amount, n)
+	}
+	if st := e.reservation(id).State; st != quota.Active {
+		t.Fatalf("reservation %v, want active", st)
+	}
+	if e.breaker.State() != "closed" {
+		t.Fatal("a rejected request tripped the breaker")
+	}
+}
+
+// cancelDuringPay is the real dev provider, except that the buyer cancels
+// the reservation (through the real store) while the payment runs.
+type cancelDuringPay struct {
+	*payment.Dev
+	store *Store
+	now   func() time.Time
+}
+
+func (p cancelDuringPay) Pay(ctx context.Context, req payment.PaymentRequest) (payment.PaymentResult, error) {
+	if err := p.store.Cancel(ctx, req.Sale, req.ReservationID, p.now()); err != nil {
+		return payment.PaymentResult{}, err
+	}
+	return p.Dev.Pay(ctx, req)
+}
+
+// TestConfirmPaidButEnded: a reservation that ends while it is being paid
+// answers 409 not_active naming the payment to refund, and is counted.
+func TestConfirmPaidButEnded(t *testing.T) {
+	dev, err := payment.NewDev(quietDev())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvDeps(t, nil, func(d *Deps) {
+		d.Payment = cancelDuringPay{Dev: dev, store: NewStore(d.Redis, "eu"), now: time.Now}
+	})
+	id := e.buy("alice", "r1").resv(t).ReservationID
+	got := e.finish("confirm", "alice", id)
+	expect(t, got, 409, CodeNotActive)
+	if !strings.Contains(string(got.body), PaymentID("eu", testSale, id)) {
+		t.Fatalf("answer does not name the payment to refund: %s", got.body)
+	}
+	if n := metric(t, e.reg, "flashsale_seller_payment_orphans_total", map[string]string{"sale": testSale}); n != 1 {
+		t.Fatalf("orphans metric %v, want 1", n)
+	}
+	if c := e.counters(); c.Sold != 0 {
+		t.Fatalf("sold %d, want 0", c.Sold)
 	}
 }
