@@ -282,7 +282,7 @@ func (s *Server) Start(ctx context.Context) error {
 		close(s.done)
 	}()
 	s.log.Info("seller started", "addr", ln.Addr().String(), "identity", s.ident.Mode(),
-		"sales", s.sales.IDs(), "ready", s.ready.Load())
+		"sales", s.sales.IDs(), "ready", s.ready.Load(), "payment", s.payment != nil, "orders", s.orders != nil)
 	return nil
 }
 
