@@ -287,6 +287,10 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, confirm bool) re
 			return rep
 		}
 		paid = true
+		paymentID := PaymentID(s.cfg.Region, item, resv.ID)
+		op = func(ctx context.Context, sale, id string, now time.Time) error {
+			return s.store.ConfirmPaid(ctx, sale, id, now, paymentID)
+		}
 		// The payment may have used up the Redis deadline.
 		cancel()
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.RedisTimeout)

@@ -91,6 +91,10 @@ func TestConfirmPaysThenRecords(t *testing.T) {
 		t.Fatalf("charged %d in %d payments, want 100 in 1", amount, n)
 	}
 	waitFor(t, func() bool { return sqlState(t, store, id) == orders.Confirmed })
+	rows, err := store.Orders(context.Background(), testSale, "eu")
+	if err != nil || len(rows) != 1 || rows[0].PaymentID != PaymentID("eu", testSale, id) {
+		t.Fatalf("order rows %+v (%v): want the payment id %s on the confirmed row", rows, err, PaymentID("eu", testSale, id))
+	}
 	// A repeat of a recorded confirm does not pay again.
 	expect(t, e.finish("confirm", "alice", id), 200, "")
 

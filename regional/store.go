@@ -306,23 +306,30 @@ func scriptStatus(s string) error {
 // a repeat succeeds; cancelled or expired answers quota.ErrNotActive,
 // unknown quota.ErrNoSuchResv. now stamps the order event.
 func (s *Store) Confirm(ctx context.Context, sale, id string, now time.Time) error {
-	return s.finish(ctx, scriptConfirm, "confirm", sale, id, now)
+	return s.finish(ctx, scriptConfirm, "confirm", sale, id, now, "")
+}
+
+// ConfirmPaid is Confirm for a reservation paid by paymentID, which is
+// recorded on the reservation and its confirmed event (so the order row
+// names the payment).
+func (s *Store) ConfirmPaid(ctx context.Context, sale, id string, now time.Time, paymentID string) error {
+	return s.finish(ctx, scriptConfirm, "confirm", sale, id, now, paymentID)
 }
 
 // Cancel returns an active reservation's unit to stock, as
 // quota.Ledger.Cancel.
 func (s *Store) Cancel(ctx context.Context, sale, id string, now time.Time) error {
-	return s.finish(ctx, scriptCancel, "cancel", sale, id, now)
+	return s.finish(ctx, scriptCancel, "cancel", sale, id, now, "")
 }
 
-func (s *Store) finish(ctx context.Context, sc *redis.Script, op, sale, id string, now time.Time) error {
+func (s *Store) finish(ctx context.Context, sc *redis.Script, op, sale, id string, now time.Time, payment string) error {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return err
 	}
 	if err := checkKeyPart("reservation id", id); err != nil {
 		return err
 	}
-	v, err := s.run(ctx, sc, sale, id, now.UnixMilli())
+	v, err := s.run(ctx, sc, sale, id, now.UnixMilli(), payment)
 	if err != nil {
 		return fmt.Errorf("%s %s/%s: %w", op, sale, id, err)
 	}

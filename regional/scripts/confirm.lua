@@ -1,6 +1,7 @@
--- confirm: ARGV 3 reservation id, 4 now (ms). Ledger.Confirm: a repeat
+-- confirm: ARGV 3 reservation id, 4 now (ms), 5 payment id (may be empty;
+-- recorded on the reservation and its event). Ledger.Confirm: a repeat
 -- succeeds and changes nothing; cancelled or expired answers not_active.
-local id, now = ARGV[3], tonumber(ARGV[4])
+local id, now, payment = ARGV[3], tonumber(ARGV[4]), ARGV[5] or ''
 local r = redis.call('HMGET', resv_key(id), 'user', 'req', 'state')
 if not r[3] then
   return 'no_such_reservation'
@@ -11,5 +12,8 @@ end
 if r[3] ~= 'active' then
   return 'not_active'
 end
-finish(id, r[1], r[2], 'confirmed', now)
+if payment ~= '' then
+  redis.call('HSET', resv_key(id), 'payment', payment)
+end
+finish(id, r[1], r[2], 'confirmed', now, payment)
 return 'ok'

@@ -24,14 +24,17 @@ local function resv_key(id)
   return PREFIX .. ':resv:' .. id
 end
 
-local function event(kind, id, user, req, at, expires_at)
+local function event(kind, id, user, req, at, expires_at, payment)
+  local f = {'type', kind, 'sale', SALE, 'region', REGION, 'resv', id, 'user', user, 'req', req, 'at', at}
   if expires_at then
-    redis.call('XADD', ORDERS, '*', 'type', kind, 'sale', SALE, 'region', REGION,
-      'resv', id, 'user', user, 'req', req, 'at', at, 'expiresAt', expires_at)
-  else
-    redis.call('XADD', ORDERS, '*', 'type', kind, 'sale', SALE, 'region', REGION,
-      'resv', id, 'user', user, 'req', req, 'at', at)
+    f[#f + 1] = 'expiresAt'
+    f[#f + 1] = expires_at
   end
+  if payment and payment ~= '' then
+    f[#f + 1] = 'payment'
+    f[#f + 1] = payment
+  end
+  redis.call('XADD', ORDERS, '*', unpack(f))
 end
 
 -- fence refuses an agent older than the newest one seen (Ledger.fence).
@@ -95,7 +98,7 @@ end
 -- finish ends an active reservation as confirmed, cancelled or expired
 -- (Ledger.Confirm and Ledger.end): exactly once, because callers check
 -- that the state is active first.
-local function finish(id, user, req, state, now)
+local function finish(id, user, req, state, now, payment)
   redis.call('HSET', resv_key(id), 'state', state)
   redis.call('HINCRBY', LEDGER, 'reserved', -1)
   if state == 'confirmed' then
@@ -104,5 +107,5 @@ local function finish(id, user, req, state, now)
     user_down(user)
   end
   redis.call('ZREM', EXPIRY, id)
-  event(state, id, user, req, fmt(now))
+  event(state, id, user, req, fmt(now), nil, payment)
 end
