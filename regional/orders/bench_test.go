@@ -54,3 +54,53 @@ func benchDrain(b *testing.B, s Store, batch int64) {
 	}
 	b.ReportMetric(float64(events)/elapsed.Seconds(), "rows/s")
 }
+
+// BenchmarkLagAt2000 appends order events at a steady 2,000/s (in 10 ms
+// ticks of 20) for 5 s while the consumer drains them, sampling the lag
+// (entries not yet written to SQL and acked) every 10 ms, just before the
+// next 20 arrive: it reports the
+// mean and largest lag seen, and the lag 1 s after the producer stops.
+//
+//	go test ./regional/orders -run '^$' -bench LagAt2000 -benchtime 1x
+func BenchmarkLagAt2000(b *testing.B) {
+	b.Run("sqlite", func(b *testing.B) {
+		benchLag(b, openTestStore(b, "sqlite://"+filepath.Join(b.TempDir(), "orders.db")))
+	})
+	b.Run("postgres", func(b *testing.B) {
+		benchLag(b, openTestStore(b, pgtest.Fresh(b)))
+	})
+}
+
+func benchLag(b *testing.B, s Store) {
+	rdb := redistest.Start(b).Client()
+	var worst, sum, samples int64
+	var after int64
+	for i := 0; b.Loop(); i++ {
+		sale := "lag" + strconv.Itoa(i)
+		evs, _ := genEvents(sale, "eu", 4_000, uint64(i))
+		evs = evs[:min(len(evs), 10_000)]
+		c, err := New(testConfig(rdb, s, "bench", sale))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Start(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		tick := time.NewTicker(10 * time.Millisecond)
+		for at := 0; at < len(evs); at += 20 {
+			<-tick.C
+			// Sampled just before the next 20 arrive: what the previous
+			// 10 ms left undrained.
+			lag := lagOf(rdb, sale)
+			worst, sum, samples = max(worst, lag), sum+lag, samples+1
+			xaddAll(b, rdb, evs[at:min(at+20, len(evs))])
+		}
+		tick.Stop()
+		time.Sleep(time.Second)
+		after = max(after, lagOf(rdb, sale))
+		_ = c.Close()
+	}
+	b.ReportMetric(float64(sum)/float64(samples), "mean-lag")
+	b.ReportMetric(float64(worst), "max-lag")
+	b.ReportMetric(float64(after), "lag-after-1s")
+}
