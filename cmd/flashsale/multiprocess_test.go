@@ -104,7 +104,7 @@ func TestMultiProcessSaleSurvivesSellerCrash(t *testing.T) {
 	startProc(t, bin, filepath.Join(dir, "coordinator.log"), nil, "coordinator",
 		"-embedded-etcd", filepath.Join(dir, "etcd"), "-embedded-etcd-addr", etcdAddr,
 		"-grpc-addr", grpcAddr, "-metrics-addr", "", "-token", token,
-		"-interval", "50ms", "-session-ttl", "2", "-report-stale", "2s", "-learning-grace", "1s", "-split-lead", "1s")
+		"-interval", "50ms", "-session-ttl", "2", "-report-stale", "2s", "-learning-grace", "1s", "-split-lead", "1s", "-opening-grace", "1s")
 
 	type region struct {
 		name, url string
@@ -277,8 +277,17 @@ func TestMultiProcessSaleSurvivesSellerCrash(t *testing.T) {
 		reserved += n
 	}
 	st := status()
+	nets := map[string]*api.RegionStatus{}
 	for _, r := range st.GetRegions() {
-		t.Logf("region %s: net %d reserved %d available %d demand %.1f", r.Region, r.Net, r.Reserved, r.Available, r.Demand)
+		t.Logf("region %s: granted %d released %d net %d reserved %d available %d demand %.1f",
+			r.Region, r.Granted, r.Released, r.Net, r.Reserved, r.Available, r.Demand)
+		nets[r.Region] = r
+	}
+	// The initial split gave each region 80 (80% of 200, by equal weights);
+	// buyers were 90% in us, so quota must have moved there: eu released
+	// some of its split and us holds more than its split.
+	if us, eu := nets["us"], nets["eu"]; us == nil || eu == nil || eu.Released == 0 || us.Net <= 80 || eu.Net >= 80 {
+		t.Fatalf("quota did not follow the buyers: us %+v eu %+v", us, eu)
 	}
 	// An idle region keeps the policy's MinKeep (2) units for late buyers
 	// until the end-of-sale sweep: at most that much is stranded here.
