@@ -17,7 +17,8 @@ type Bucket struct {
 	Start              time.Duration
 	Attempts, Reserved int
 	SoldOut            int
-	P50, P99, Max      time.Duration
+	P50, P99, P999     time.Duration
+	Max                time.Duration
 	Remaining          int64
 }
 
@@ -54,7 +55,7 @@ func Timeline(samples []Sample, d time.Duration, stock []StockPoint) []Bucket {
 	}
 	for i := range out {
 		l := Summarize(lat[i])
-		out[i].P50, out[i].P99, out[i].Max = l.P50, l.P99, l.Max
+		out[i].P50, out[i].P99, out[i].P999, out[i].Max = l.P50, l.P99, l.P999, l.Max
 	}
 	// Stock: the last sample taken before each bucket's end.
 	j := 0
@@ -87,10 +88,20 @@ func WriteTimelineCSV(w io.Writer, bs []Bucket) error {
 	return nil
 }
 
-// StockPoint is the stock left over all regions at a moment of a run.
+// StockPoint is the stock left over all regions at a moment of a run,
+// and each region's part of it.
 type StockPoint struct {
 	At        time.Duration
 	Remaining int64
+	Regions   []RegionStock
+}
+
+// RegionStock is one region's ledger at a sample: its ceiling
+// (granted_seen - released_local, the quota the coordinator has granted it
+// net of releases) and the stock left under it.
+type RegionStock struct {
+	Region             string
+	Ceiling, Remaining int64
 }
 
 // StockSampler reads the regions' ledgers every interval while a run goes
@@ -110,16 +121,19 @@ func StartStockSampler(ctx context.Context, regions []RegionRedis, sale string, 
 	sample := func() {
 		// Stamped with when the read began: the first point is at 0.
 		at := time.Since(start)
-		var left int64
+		p := StockPoint{At: at, Regions: make([]RegionStock, 0, len(regions))}
 		for _, r := range regions {
 			rc, err := readLedger(ctx, r, sale)
 			if err != nil {
 				return // a missed point, not a failed run
 			}
-			left += max(0, rc.GrantedSeen-rc.ReleasedLocal-rc.Sold-rc.Reserved)
+			ceil := rc.GrantedSeen - rc.ReleasedLocal
+			left := max(0, ceil-rc.Sold-rc.Reserved)
+			p.Remaining += left
+			p.Regions = append(p.Regions, RegionStock{Region: r.Region, Ceiling: ceil, Remaining: left})
 		}
 		s.mu.Lock()
-		s.points = append(s.points, StockPoint{At: at, Remaining: left})
+		s.points = append(s.points, p)
 		s.mu.Unlock()
 	}
 	// The first point before the run starts: the opening burst would

@@ -21,9 +21,9 @@ func TestTimelineBuckets(t *testing.T) {
 		t.Fatalf("%d buckets, want 3: %+v", len(bs), bs)
 	}
 	want := []Bucket{
-		{Start: 0, Attempts: 2, Reserved: 2, P50: 2 * ms, P99: 4 * ms, Max: 4 * ms, Remaining: 2},
+		{Start: 0, Attempts: 2, Reserved: 2, P50: 2 * ms, P99: 4 * ms, P999: 4 * ms, Max: 4 * ms, Remaining: 2},
 		{Start: 100 * ms, Remaining: 0},
-		{Start: 200 * ms, Attempts: 1, SoldOut: 1, P50: ms, P99: ms, Max: ms, Remaining: 0},
+		{Start: 200 * ms, Attempts: 1, SoldOut: 1, P50: ms, P99: ms, P999: ms, Max: ms, Remaining: 0},
 	}
 	for i := range want {
 		if bs[i] != want[i] {

@@ -37,13 +37,13 @@ func main() {
 }
 
 type options struct {
-	endpoints, redisAddrs, regions, sale, secret, jsonOut, timeline string
-	users, first, workers, maxRequests, retries                     int
-	rate, misroute, confirm, cancel                                 float64
-	duration, timeout, warmup, bucket                               time.Duration
-	total, limit                                                    int64
-	seed                                                            uint64
-	progress, noVerify, verifyOnly                                  bool
+	endpoints, redisAddrs, regions, sale, secret, jsonOut, timeline, plots string
+	users, first, workers, maxRequests, retries                            int
+	rate, misroute, confirm, cancel                                        float64
+	duration, timeout, warmup, bucket                                      time.Duration
+	total, limit                                                           int64
+	seed                                                                   uint64
+	progress, noVerify, verifyOnly                                         bool
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -75,7 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.verifyOnly, "verify-only", false, "send no load: only check -redis for the sale (e.g. after a k6 run)")
 	fs.StringVar(&o.jsonOut, "json", "", "write the report and verdict as JSON to this file")
 	fs.StringVar(&o.timeline, "timeline", "", "write latency and stock over time as CSV to this file (stock needs -redis)")
-	fs.DurationVar(&o.bucket, "bucket", 100*time.Millisecond, "width of a -timeline row")
+	fs.StringVar(&o.plots, "plots", "", "write latency.png, stock.png and quota.png into this directory after the run (needs -redis)")
+	fs.DurationVar(&o.bucket, "bucket", 100*time.Millisecond, "width of a -timeline row and of a -plots point")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -120,6 +121,8 @@ func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-bucket %v: want > 0", o.bucket)
 	case o.verifyOnly && (o.noVerify || o.redisAddrs == ""):
 		return errors.New("-verify-only needs -redis (and -total), without -no-verify")
+	case o.plots != "" && (o.verifyOnly || o.noVerify || o.redisAddrs == ""):
+		return errors.New("-plots needs -redis (stock and quota are read from the regions' ledgers), without -no-verify or -verify-only")
 	}
 	check, closeCheck, err := o.checkClients()
 	if err != nil {
@@ -188,7 +191,7 @@ func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
 		defer stopBar()
 	}
 	var sampler *loadgen.StockSampler
-	if o.timeline != "" && len(check) > 0 {
+	if (o.timeline != "" || o.plots != "") && len(check) > 0 {
 		sampler = loadgen.StartStockSampler(ctx, check, o.sale, o.bucket/2)
 	}
 	rep, err := loadgen.Run(ctx, plan, pop, op, progress)
@@ -197,10 +200,17 @@ func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	printReport(stdout, rep)
+	buckets := loadgen.Timeline(rep.Samples, o.bucket, stock)
 	if o.timeline != "" {
-		if err := writeTimeline(o.timeline, loadgen.Timeline(rep.Samples, o.bucket, stock)); err != nil {
+		if err := writeTimeline(o.timeline, buckets); err != nil {
 			return err
 		}
+	}
+	if o.plots != "" {
+		if err := loadgen.WritePlots(o.plots, buckets, stock); err != nil {
+			return fmt.Errorf("-plots: %w", err)
+		}
+		fmt.Fprintf(stdout, "plots: latency.png, stock.png, quota.png in %s\n", o.plots)
 	}
 
 	if len(check) == 0 {
