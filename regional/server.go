@@ -45,6 +45,11 @@ type Deps struct {
 	// server runs an orders.Consumer on it from Start to Close. The caller
 	// opens and closes the store.
 	Orders orders.Store
+	// Listener, when set, is served instead of listening on
+	// Config.ListenAddr: a caller that must know every seller's address
+	// before any starts (the dev stack's redirect table) binds first. The
+	// server closes it.
+	Listener net.Listener
 }
 
 // consumerSeq keeps order consumer names unique when one process runs
@@ -61,7 +66,8 @@ type reserver interface {
 // reservation sweeper.
 type Server struct {
 	cfg     Config
-	demand  Demand // buy attempts per sale, flushed to Redis for the agent
+	lnGiven net.Listener // Deps.Listener
+	demand  Demand       // buy attempts per sale, flushed to Redis for the agent
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	m       *metrics
@@ -152,6 +158,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		gauged:  map[string]bool{},
 		done:    make(chan struct{}),
 		payment: deps.Payment,
+		lnGiven: deps.Listener,
 		pm:      pm,
 	}
 	if deps.Orders != nil {
@@ -234,9 +241,12 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.started || s.closed {
 		return errors.New("regional: server already started or closed")
 	}
-	ln, err := net.Listen("tcp", s.cfg.ListenAddr)
-	if err != nil {
-		return fmt.Errorf("regional: listen %s: %w", s.cfg.ListenAddr, err)
+	ln := s.lnGiven
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", s.cfg.ListenAddr); err != nil {
+			return fmt.Errorf("regional: listen %s: %w", s.cfg.ListenAddr, err)
+		}
 	}
 	s.started, s.ln = true, ln
 	ctx, s.cancel = context.WithCancel(ctx)
@@ -336,6 +346,8 @@ func (s *Server) Close() error {
 		cancel() // the ctx watcher shuts HTTP down
 		s.wg.Wait()
 		<-s.done
+	} else if s.lnGiven != nil {
+		_ = s.lnGiven.Close()
 	}
 	_ = s.sweeper.Close()
 	_ = s.batcher.Close()

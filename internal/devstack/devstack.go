@@ -159,16 +159,22 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		return s, err
 	}
 
-	ports, err := sellerPorts(o)
+	// Every seller's listener is bound before any starts: each needs the
+	// others' addresses for its redirect table, and a port picked but not
+	// held could be taken meanwhile.
+	lns, err := sellerListeners(o)
 	if err != nil {
 		return s, err
 	}
+	for _, ln := range lns {
+		s.closers = append(s.closers, closeListener(ln))
+	}
 	endpoints := map[string]string{}
 	for i, name := range o.Regions {
-		endpoints[name] = "http://" + ports[i*o.Sellers]
+		endpoints[name] = "http://" + lns[i*o.Sellers].Addr().String()
 	}
 	for i, name := range o.Regions {
-		r, err := s.startRegion(ctx, name, ports[i*o.Sellers:(i+1)*o.Sellers], endpoints)
+		r, err := s.startRegion(ctx, name, lns[i*o.Sellers:(i+1)*o.Sellers], endpoints)
 		if err != nil {
 			return s, fmt.Errorf("region %s: %w", name, err)
 		}
@@ -182,7 +188,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	return s, nil
 }
 
-func (s *Stack) startRegion(ctx context.Context, name string, addrs []string, endpoints map[string]string) (*Region, error) {
+func (s *Stack) startRegion(ctx context.Context, name string, lns []net.Listener, endpoints map[string]string) (*Region, error) {
 	o := s.Opts
 	log := o.Logger.With("region", name)
 	r := &Region{Name: name, Endpoint: endpoints[name]}
@@ -222,7 +228,8 @@ func (s *Stack) startRegion(ctx context.Context, name string, addrs []string, en
 	}
 	s.closers = append(s.closers, r.Agent.Close)
 
-	for _, addr := range addrs {
+	for _, ln := range lns {
+		addr := ln.Addr().String()
 		cfg := regional.DevConfig()
 		cfg.Region = name
 		cfg.ListenAddr = addr
@@ -239,7 +246,7 @@ func (s *Stack) startRegion(ctx context.Context, name string, addrs []string, en
 		if err != nil {
 			return nil, err
 		}
-		srv, err := regional.New(cfg, regional.Deps{Redis: r.rdb, Registry: reg, Logger: sellerLog, Payment: breaker, Orders: r.Orders})
+		srv, err := regional.New(cfg, regional.Deps{Redis: r.rdb, Registry: reg, Logger: sellerLog, Payment: breaker, Orders: r.Orders, Listener: ln})
 		if err != nil {
 			return nil, err
 		}
@@ -342,23 +349,36 @@ func withDefaults(o Options) Options {
 	return o
 }
 
-// sellerPorts returns one listen address per seller: consecutive ports from
+// sellerListeners binds one listener per seller: consecutive ports from
 // HTTPPort, or free ports when it is 0.
-func sellerPorts(o Options) ([]string, error) {
-	n := len(o.Regions) * o.Sellers
-	addrs := make([]string, n)
-	for i := range addrs {
-		port := o.HTTPPort + i
-		if o.HTTPPort == 0 {
-			p, err := redisproc.FreePort()
-			if err != nil {
-				return nil, err
-			}
-			port = p
+func sellerListeners(o Options) ([]net.Listener, error) {
+	var lns []net.Listener
+	for i := range len(o.Regions) * o.Sellers {
+		port := 0
+		if o.HTTPPort != 0 {
+			port = o.HTTPPort + i
 		}
-		addrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, fmt.Errorf("seller port: %w (pick others with -http-port, or 0 for free ports)", err)
+		}
+		lns = append(lns, ln)
 	}
-	return addrs, nil
+	return lns, nil
+}
+
+// closeListener closes a listener no server took over (a server closes its
+// own); closing twice is harmless.
+func closeListener(ln net.Listener) func() error {
+	return func() error {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	}
 }
 
 func randomHex() string {

@@ -26,6 +26,23 @@ type Etcd struct {
 // Start starts a member with its data in dir, serving clients on
 // clientAddr (host:port; port 0 picks a free one).
 func Start(dir, clientAddr string) (*Etcd, error) {
+	// Free ports picked here can be taken by another process before etcd
+	// binds them: with free ports, try a few.
+	tries := 1
+	if _, port, _ := net.SplitHostPort(clientAddr); port == "0" {
+		tries = 3
+	}
+	var err error
+	for range tries {
+		var e *Etcd
+		if e, err = start(dir, clientAddr); err == nil {
+			return e, nil
+		}
+	}
+	return nil, err
+}
+
+func start(dir, clientAddr string) (*Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
 	// etcd logs expected shutdown errors at error level; the process's own

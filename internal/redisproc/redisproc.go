@@ -50,18 +50,26 @@ func Start(ctx context.Context, opts Options) (*Proc, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("redis data dir: %w", err)
 	}
+	// A free port picked here can be taken by another process before the
+	// server binds it: with no port asked for, try a few.
+	tries := 1
 	if opts.Port == 0 {
-		p, err := FreePort()
-		if err != nil {
-			return nil, err
+		tries = 3
+	}
+	var err error
+	for range tries {
+		o := opts
+		if o.Port == 0 {
+			if o.Port, err = FreePort(); err != nil {
+				return nil, err
+			}
 		}
-		opts.Port = p
+		p := &Proc{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(o.Port)), Dir: o.Dir, opts: o}
+		if err = p.start(ctx); err == nil {
+			return p, nil
+		}
 	}
-	p := &Proc{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(opts.Port)), Dir: opts.Dir, opts: opts}
-	if err := p.start(ctx); err != nil {
-		return nil, err
-	}
-	return p, nil
+	return nil, err
 }
 
 func (p *Proc) start(ctx context.Context) error {
