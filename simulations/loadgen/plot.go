@@ -107,12 +107,15 @@ func save(path, title, yLabel string, lines ...any) error {
 	p.X.Label.Text = "time since start (s)"
 	p.Y.Label.Text = yLabel
 	p.Y.Min = 0 // a flat line near its value would hide how far from zero it is
+	p.Title.Padding = vg.Points(6)
 	p.Legend.Top = true
+	p.Legend.Padding = vg.Points(3) // entries touch without it
+	p.Legend.XOffs = -vg.Points(6)
 	p.Add(plotter.NewGrid())
 	if err := plotutil.AddLines(p, lines...); err != nil {
 		return fmt.Errorf("plot %s: %w", filepath.Base(path), err)
 	}
-	if err := p.Save(20*vg.Centimeter, 12*vg.Centimeter, path); err != nil {
+	if err := p.Save(24*vg.Centimeter, 14*vg.Centimeter, path); err != nil {
 		return fmt.Errorf("plot %s: %w", filepath.Base(path), err)
 	}
 	return nil
