@@ -146,6 +146,11 @@ func newAllocation(spec layout.SaleSpec, pol quota.Policy) *quota.Allocation {
 		ra := a.Regions[r.Name]
 		ra.Weight, ra.Min, ra.Max = r.Weight, r.Min, r.Max
 	}
+	// An idle region keeps at least one grant chunk (2% of the total by
+	// default) rather than a couple of units: buyers who arrive after a lull
+	// are served at once while grants catch up, and a region cut off
+	// strands no more than that chunk.
+	pol.MinKeep = max(pol.MinKeep, pol.ChunkFor(spec.Total))
 	a.Policy = &pol
 	return a
 }

@@ -119,9 +119,9 @@ func TestThreeRegionLoadWritesPerThousandPurchases(t *testing.T) {
 		}
 		return s
 	}
-	// Idle regions keep MinKeep units each for late buyers: that is all
-	// that may stay unsold.
-	minKeep := c.cfg.Policy.MinKeep
+	// Idle regions keep MinKeep units (at least a grant chunk) each for
+	// late buyers: that is all that may stay unsold.
+	minKeep := max(c.cfg.Policy.MinKeep, c.cfg.Policy.ChunkFor(total))
 	waitFor(t, "the sale to sell out", func() bool { return soldNow() >= total-3*minKeep })
 	cancel()
 	<-done

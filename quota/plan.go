@@ -104,6 +104,10 @@ func (p Policy) chunk(total int64) int64 {
 	return max(1, total/50)
 }
 
+// ChunkFor is the most units one rebalance grants a region of a sale of
+// total units.
+func (p Policy) ChunkFor(total int64) int64 { return p.chunk(total) }
+
 // wanted is the stock a region should hold to meet demand (attempts per
 // second) for the horizon, at most total. NaN and negative demand are none.
 func (p Policy) wanted(demand float64, total int64) int64 {
