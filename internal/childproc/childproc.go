@@ -1,13 +1,17 @@
 // Package childproc holds what the launchers of real servers (redisproc,
-// pgproc) share: picking a free loopback port and reading the tail of a
-// child's log for an error message.
+// pgproc) share: a child process's start and stop, picking a free loopback
+// port, and reading the tail of a child's log for an error message.
 package childproc
 
 import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
+	"sync"
+	"syscall"
+	"time"
 )
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -31,4 +35,51 @@ func Tail(path string) string {
 		lines = lines[len(lines)-15:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Child is one running child process: started once, stopped at most once.
+// A Child can be started again after it stopped (a restart).
+type Child struct {
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start starts cmd and returns a channel closed when it exits. Its output
+// must go to files: a child left on our pipes hangs the parent.
+func (c *Child) Start(cmd *exec.Cmd) (exited <-chan struct{}, err error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	c.mu.Lock()
+	c.cmd, c.done = cmd, done
+	c.mu.Unlock()
+	return done, nil
+}
+
+// Stop sends sig and waits for the exit; after grace it kills the child
+// (and its process group, when it has its own) with SIGKILL. Stopping a
+// child that is not running does nothing.
+func (c *Child) Stop(sig os.Signal, grace time.Duration) {
+	c.mu.Lock()
+	cmd, done := c.cmd, c.done
+	c.cmd = nil
+	c.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+		return
+	case <-time.After(grace):
+	}
+	if a := cmd.SysProcAttr; a != nil && a.Setpgid {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	} else {
+		_ = cmd.Process.Kill()
+	}
+	<-done
 }

@@ -16,7 +16,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -47,9 +46,7 @@ type Proc struct {
 	bin  string
 	cred *syscall.Credential
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	child childproc.Child
 }
 
 // Start runs initdb and postgres and creates the database. On error
@@ -132,16 +129,11 @@ func (p *Proc) start(ctx context.Context) error {
 	}
 	cmd := exec.Command(filepath.Join(p.bin, "postgres"), args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Setpgid: true}
-	// Output goes to a file: a child left on our pipes hangs the parent.
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
+	done, err := p.child.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("pgproc: start postgres: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	p.mu.Lock()
-	p.cmd, p.done = cmd, done
-	p.mu.Unlock()
 	if err := p.waitReady(ctx, done); err != nil {
 		p.signal(syscall.SIGQUIT)
 		return fmt.Errorf("pgproc: postgres on port %d: %w\nlog:\n%s", p.Port, err, childproc.Tail(filepath.Join(p.Dir, "postgres.log")))
@@ -150,22 +142,7 @@ func (p *Proc) start(ctx context.Context) error {
 }
 
 // signal sends sig to the postmaster and waits for it to exit.
-func (p *Proc) signal(sig syscall.Signal) {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.cmd = nil
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
-}
+func (p *Proc) signal(sig syscall.Signal) { p.child.Stop(sig, 10*time.Second) }
 
 // Kill stops the server as a crash would ("immediate" shutdown: no
 // checkpoint, the next start runs crash recovery). Open connections break.

@@ -13,7 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -36,10 +36,8 @@ type Proc struct {
 	Addr string // 127.0.0.1:port
 	Dir  string
 
-	opts Options
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	opts  Options
+	child childproc.Child
 }
 
 // Start launches redis-server and waits until it answers PING.
@@ -89,16 +87,11 @@ func (p *Proc) start(ctx context.Context) error {
 		"--logfile", filepath.Join(p.Dir, "redis.log"),
 	}, p.opts.Args...)
 	cmd := exec.Command(bin, args...)
-	// Output goes to the log file: a child left on our pipes hangs the parent.
-	cmd.Stdout, cmd.Stderr = nil, nil
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = nil, nil // it writes its own log file
+	done, err := p.child.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	p.mu.Lock()
-	p.cmd, p.done = cmd, done
-	p.mu.Unlock()
 	if err := waitReady(ctx, p.Addr, 10*time.Second, done); err != nil {
 		p.Kill()
 		return fmt.Errorf("redis-server on %s: %w (log: %s)", p.Addr, err, childproc.Tail(filepath.Join(p.Dir, "redis.log")))
@@ -109,18 +102,9 @@ func (p *Proc) start(ctx context.Context) error {
 // Kill sends SIGKILL, as a crash would: nothing is flushed beyond what
 // appendfsync always already wrote.
 func (p *Proc) Kill() {
-	if p == nil {
-		return
+	if p != nil {
+		p.child.Stop(syscall.SIGKILL, time.Minute)
 	}
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.cmd = nil
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
 }
 
 // Restart kills the server and starts it again on the same port and data
@@ -133,22 +117,8 @@ func (p *Proc) Restart(ctx context.Context) error {
 // Close stops the server gracefully (SIGTERM, then SIGKILL after 5 s). Safe
 // to call twice or on nil.
 func (p *Proc) Close() error {
-	if p == nil {
-		return nil
-	}
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.cmd = nil
-	p.mu.Unlock()
-	if cmd == nil {
-		return nil
-	}
-	_ = cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
+	if p != nil {
+		p.child.Stop(syscall.SIGTERM, 5*time.Second)
 	}
 	return nil
 }
