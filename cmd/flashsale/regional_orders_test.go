@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"io"
@@ -42,26 +41,8 @@ sales:
 		}
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
+	line, cancel, done := startRole(t, []string{"regional", "-config", path, "-payment", "dev", "-orders-dsn", dsn})
 	defer cancel()
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"regional", "-config", path, "-payment", "dev", "-orders-dsn", dsn}, pw)
-		pw.Close()
-	}()
-	sc := bufio.NewScanner(pr)
-	var line string
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), "regional ") {
-			line = sc.Text()
-			break
-		}
-	}
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	if line == "" {
-		t.Fatalf("no startup line; run returned %v", <-done)
-	}
 	if field(line, "payment") != "dev" || field(line, "orders") != dsn {
 		t.Fatalf("startup line %q: want payment=dev orders=%s", line, dsn)
 	}

@@ -45,26 +45,8 @@ sales:
 		t.Fatal(err)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
+	line, cancel, done := startRole(t, []string{"regional", "-config", path})
 	defer cancel()
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"regional", "-config", path}, pw)
-		pw.Close()
-	}()
-	sc := bufio.NewScanner(pr)
-	var line string
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), "regional ") {
-			line = sc.Text()
-			break
-		}
-	}
-	go func() { _, _ = io.Copy(io.Discard, pr) }()
-	if line == "" {
-		t.Fatalf("no startup line; run returned %v", <-done)
-	}
 	if !strings.Contains(line, "ready=true") || !strings.Contains(line, "identity=jwt") {
 		t.Fatalf("startup line %q: want ready=true identity=jwt", line)
 	}
@@ -180,4 +162,31 @@ func TestRegionalExampleConfig(t *testing.T) {
 	if f.Region != "eu" || len(f.Sales) != 1 || f.Sales[0].Ceiling == nil || f.Identity.Ed25519PublicKeyFile == "" {
 		t.Fatalf("example parsed to %+v", f)
 	}
+}
+
+// startRole runs `flashsale <args>` through run() and returns its startup
+// line (the first line starting with the role's name), a cancel that acts
+// as SIGTERM, and the channel run's error arrives on.
+func startRole(t *testing.T, args []string) (line string, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, args, pw)
+		pw.Close()
+	}()
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), args[0]+" ") {
+			line = sc.Text()
+			break
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	if line == "" {
+		cancel()
+		t.Fatalf("no startup line; run returned %v", <-errc)
+	}
+	return line, cancel, errc
 }
