@@ -453,6 +453,7 @@ func (s *server) Drain(ctx context.Context, req *api.DrainRequest) (*api.DrainRe
 		sort.Strings(ids)
 	}
 	out := &api.DrainResponse{}
+	found := false
 	for _, id := range ids {
 		p, err := c.mutate(ctx, id, func(v *saleView, a *quota.Allocation) (planResult, error) {
 			if _, ok := a.Regions[req.GetRegion()]; !ok {
@@ -461,6 +462,7 @@ func (s *server) Drain(ctx context.Context, req *api.DrainRequest) (*api.DrainRe
 				}
 				return planResult{}, nil // draining everywhere: skip sales without it
 			}
+			found = true
 			return planDrain(a, req.GetRegion(), req.GetSpread())
 		})
 		if err != nil {
@@ -469,6 +471,9 @@ func (s *server) Drain(ctx context.Context, req *api.DrainRequest) (*api.DrainRe
 		if len(p.Grants)+len(p.Releases) > 0 || req.GetSale() != "" {
 			out.Plans = append(out.Plans, p)
 		}
+	}
+	if !found && len(ids) > 0 {
+		return nil, c.grpcErr(ctx, badArg("region: %q takes part in no sale (a typo?)", req.GetRegion()))
 	}
 	return out, nil
 }

@@ -134,6 +134,27 @@ func TestAgainstDevStack(t *testing.T) {
 	must("rebalance", "apply", "demo", "--dry-run")
 	must("rebalance", "apply", "demo", "--wait", "20s")
 
+	// Bad input against the live stack: one line that says what to do,
+	// non-zero exit, and nothing changed.
+	regs, unallocated := status()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "nosuch"}, "sale list"},
+		{[]string{"move", "demo", "--from", "us", "--to", "eu", "--units", "100000", "--wait", "0"}, "above"},
+		{[]string{"move", "demo", "--from", "us", "--to", "mars", "--units", "1", "--wait", "0"}, "mars"},
+		{[]string{"drain", "mars", "--wait", "0"}, "mars"},
+	} {
+		out, _, err := run1(c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("flashctl %v: err = %v (out %q), want one line mentioning %q", c.args, err, out, c.want)
+		}
+	}
+	if after, u := status(); u != unallocated || after["us"].Net != regs["us"].Net || after["eu"].Net != regs["eu"].Net {
+		t.Fatalf("refused commands changed the allocation: %+v/%s -> %+v/%s", regs, unallocated, after, u)
+	}
+
 	if out := must("sale", "pause", "demo"); !strings.Contains(out, "paused") {
 		t.Fatalf("pause: %s", out)
 	}
