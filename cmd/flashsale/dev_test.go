@@ -5,7 +5,7 @@ import (
 	"context"
 	"io"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -69,13 +69,30 @@ func TestDevRoleStartsAndCleansUp(t *testing.T) {
 	}
 }
 
-// redisServers counts this machine's redis-server processes that are
-// children of this test binary.
+// redisServers counts the redis-server processes that are children of this
+// test binary, from /proc (no pgrep needed).
 func redisServers(t *testing.T) int {
 	t.Helper()
-	out, err := exec.Command("pgrep", "-P", strconv.Itoa(os.Getpid()), "redis-server").Output()
-	if err != nil && len(out) == 0 {
-		return 0
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return len(strings.Fields(string(out)))
+	me, n := strconv.Itoa(os.Getpid()), 0
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // the process is gone
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so cut at the last ')'.
+		s := string(b)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		fields := strings.Fields(s[end+1:])
+		if s[open+1:end] == "redis-server" && len(fields) > 1 && fields[1] == me {
+			n++
+		}
+	}
+	return n
 }
