@@ -27,11 +27,7 @@ func regions3() []*api.RegionSpec {
 }
 
 func TestCreateSaleWritesInitialSplit(t *testing.T) {
-	e := etcdtest.Start(t)
-	cli := etcdtest.Client(t, e)
-	startChecker(t, cli)
-	c := startCoord(t, e)
-	waitLeader(t, c)
+	_, cli, c := startLeader(t)
 	api1 := dial(t, c.Addr())
 	ctx := authed(t.Context())
 

@@ -47,6 +47,18 @@ func startCoord(t *testing.T, e *etcdembed.Etcd, mod ...func(*Config)) *Coordina
 	return c
 }
 
+// startLeader starts an embedded etcd, an invariant checker polling it and
+// one coordinator, and waits until that coordinator leads.
+func startLeader(t *testing.T, mod ...func(*Config)) (*etcdembed.Etcd, *clientv3.Client, *Coordinator) {
+	t.Helper()
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	startChecker(t, cli)
+	c := startCoord(t, e, mod...)
+	waitLeader(t, c)
+	return e, cli, c
+}
+
 // waitFor polls cond until it holds; the bound only stops a broken test
 // from hanging, it asserts nothing about speed.
 func waitFor(t *testing.T, what string, cond func() bool) {

@@ -77,11 +77,7 @@ func TestBusyRegionGetsQuotaFromIdleOne(t *testing.T) {
 // An operator plans, sees the plan, and applies exactly that plan by
 // naming the allocation revision it was made from.
 func TestPlanThenApplyRebalance(t *testing.T) {
-	e := etcdtest.Start(t)
-	cli := etcdtest.Client(t, e)
-	startChecker(t, cli)
-	c := startCoord(t, e)
-	waitLeader(t, c)
+	_, cli, c := startLeader(t)
 	cl := dial(t, c.Addr())
 	ctx := authed(t.Context())
 	eu, us := newFakeRegion(t, cli, "eu"), newFakeRegion(t, cli, "us")

@@ -22,11 +22,7 @@ func waitTicks(t *testing.T, c *Coordinator, n float64) {
 }
 
 func TestDeadRegionKeepsItsQuota(t *testing.T) {
-	e := etcdtest.Start(t)
-	cli := etcdtest.Client(t, e)
-	startChecker(t, cli)
-	c := startCoord(t, e, quiet)
-	waitLeader(t, c)
+	_, cli, c := startLeader(t, quiet)
 	cl := dial(t, c.Addr())
 	ctx := authed(t.Context())
 	eu, us := newFakeRegion(t, cli, "eu"), newFakeRegion(t, cli, "us")
@@ -133,11 +129,7 @@ func TestNewLeaderLearnsBeforeGranting(t *testing.T) {
 }
 
 func TestSaleLifecycle(t *testing.T) {
-	e := etcdtest.Start(t)
-	cli := etcdtest.Client(t, e)
-	startChecker(t, cli)
-	c := startCoord(t, e)
-	waitLeader(t, c)
+	_, cli, c := startLeader(t)
 	cl := dial(t, c.Addr())
 	ctx := authed(t.Context())
 	sale := testSale("s1", 90, regions3()...)
