@@ -12,18 +12,30 @@ import (
 // holds Redis for tens of microseconds, not milliseconds.
 const DefaultMaxBatch = 32
 
+// DefaultMaxInFlight is the default number of script calls one sale may
+// have in flight at once. Redis with appendfsync always fsyncs once per
+// event-loop turn, for every write that turn took in: batches in flight
+// together share that fsync, so the disk's cost per attempt falls as load
+// rises, while each script call stays small.
+const DefaultMaxInFlight = 4
+
 // ErrBatcherClosed is returned by Reserve after Close.
 var ErrBatcherClosed = errors.New("reserve batcher closed")
 
 // Batcher coalesces concurrent Reserve calls for the same sale into one
 // reserve_batch script call (DESIGN §5 step 6), so Redis cost per attempt
-// falls as load rises. There is at most one call in flight per sale; calls
-// arriving meanwhile queue and go together, in arrival order, as soon as
-// it returns. An idle sale adds no wait: the first call goes at once.
-// The answers are exactly those of the same calls made one by one.
+// falls as load rises. Calls arriving while a batch is in flight queue and
+// go together, in arrival order, as soon as it returns; a further batch
+// goes at once only when a whole one is waiting, up to maxInFlight per
+// sale. An idle sale adds no wait: the first call goes at once. Each
+// script call is atomic, so the answers are exactly those of the same
+// calls made one by one in some order (arrival order within a batch;
+// batches in flight together may run in either order: first come, first
+// served is best effort, DESIGN §1).
 type Batcher struct {
-	store *Store
-	max   int
+	store    *Store
+	max      int
+	inFlight int
 
 	ctx    context.Context // cancelled by Close: aborts in-flight batches
 	cancel context.CancelFunc
@@ -36,10 +48,10 @@ type Batcher struct {
 	onBatch func(sale string, n int) // test hook: runs before each script call
 }
 
-// batchQueue is one sale's waiting calls; running says a flusher owns it.
+// batchQueue is one sale's waiting calls; running counts its flushers.
 type batchQueue struct {
 	waiting []*batchCall
-	running bool
+	running int
 }
 
 type batchCall struct {
@@ -52,13 +64,17 @@ type batchCall struct {
 }
 
 // NewBatcher returns a Batcher over store sending at most maxBatch
-// requests per script call (DefaultMaxBatch if maxBatch < 1).
-func NewBatcher(store *Store, maxBatch int) *Batcher {
+// requests per script call (DefaultMaxBatch if maxBatch < 1) and at most
+// maxInFlight script calls per sale at once (DefaultMaxInFlight if < 1).
+func NewBatcher(store *Store, maxBatch, maxInFlight int) *Batcher {
 	if maxBatch < 1 {
 		maxBatch = DefaultMaxBatch
 	}
+	if maxInFlight < 1 {
+		maxInFlight = DefaultMaxInFlight
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Batcher{store: store, max: maxBatch, ctx: ctx, cancel: cancel, sales: map[string]*batchQueue{}}
+	return &Batcher{store: store, max: maxBatch, inFlight: maxInFlight, ctx: ctx, cancel: cancel, sales: map[string]*batchQueue{}}
 }
 
 // Reserve is Store.Reserve through the batch. If ctx ends while the call
@@ -84,8 +100,10 @@ func (b *Batcher) Reserve(ctx context.Context, sale string, r ReserveRequest) (R
 		b.sales[sale] = q
 	}
 	q.waiting = append(q.waiting, c)
-	if !q.running {
-		q.running = true
+	// One flusher whenever there is work; another only for a whole batch
+	// that would otherwise wait, so light load still batches.
+	if q.running == 0 || (q.running < b.inFlight && len(q.waiting) >= b.max) {
+		q.running++
 		b.wg.Add(1)
 		go b.flush(sale, q)
 	}
@@ -108,8 +126,8 @@ func (b *Batcher) Reserve(ctx context.Context, sale string, r ReserveRequest) (R
 	}
 }
 
-// flush sends sale's queue in batches until it is empty, then gives the
-// sale up so the next call starts a new flusher.
+// flush sends sale's queue in batches until it is empty, then stops; the
+// last flusher to stop gives the sale up so the next call starts anew.
 func (b *Batcher) flush(sale string, q *batchQueue) {
 	defer b.wg.Done()
 	for {
@@ -129,8 +147,10 @@ func (b *Batcher) flush(sale string, q *batchQueue) {
 		}
 		q.waiting = q.waiting[n:]
 		if len(batch) == 0 { // the queue is empty (or all of it abandoned)
-			q.running = false
-			delete(b.sales, sale)
+			q.running--
+			if q.running == 0 {
+				delete(b.sales, sale)
+			}
 			b.mu.Unlock()
 			return
 		}

@@ -175,7 +175,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.reserve = s.store
 	if cfg.BatchReserve {
-		s.batcher = NewBatcher(s.store, DefaultMaxBatch)
+		s.batcher = NewBatcher(s.store, DefaultMaxBatch, DefaultMaxInFlight)
 		s.reserve = s.batcher
 	}
 	s.sweeper, err = NewSweeper(s.store, sales, SweeperConfig{

@@ -92,7 +92,7 @@ func BenchmarkReserve(b *testing.B) {
 func BenchmarkReserveBatched(b *testing.B) {
 	benchRedis(b, func(b *testing.B, s *Store, _ *redis.Client) {
 		mustGrant(b, s, "bench", 1, 1<<40)
-		bt := NewBatcher(s, DefaultMaxBatch)
+		bt := NewBatcher(s, DefaultMaxBatch, 0)
 		defer bt.Close()
 		countBatches(b, bt)
 		benchReserve(b, s, "bench", bt.Reserve, quota.Reserved)
@@ -110,7 +110,7 @@ func BenchmarkReserveSoldOut(b *testing.B) {
 // BenchmarkReserveSoldOutBatched is the refusal through the Batcher.
 func BenchmarkReserveSoldOutBatched(b *testing.B) {
 	benchRedis(b, func(b *testing.B, s *Store, _ *redis.Client) {
-		bt := NewBatcher(s, DefaultMaxBatch)
+		bt := NewBatcher(s, DefaultMaxBatch, 0)
 		defer bt.Close()
 		countBatches(b, bt)
 		benchReserve(b, s, "bench", bt.Reserve, quota.SoldOut)

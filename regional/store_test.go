@@ -179,7 +179,7 @@ func TestConcurrentBuyers(t *testing.T) {
 // TestConcurrentBuyersBatched is TestConcurrentBuyers through the Batcher.
 func TestConcurrentBuyersBatched(t *testing.T) {
 	s, _, rdb := newTestStore(t)
-	b := NewBatcher(s, 16)
+	b := NewBatcher(s, 16, 0)
 	defer b.Close()
 	var mu sync.Mutex
 	calls, largest := 0, 0
@@ -202,7 +202,7 @@ func TestConcurrentBuyersBatched(t *testing.T) {
 // concurrent, never reserve twice, through the Store and the Batcher.
 func TestRetriesSameRequestID(t *testing.T) {
 	s, _, rdb := newTestStore(t)
-	b := NewBatcher(s, 8)
+	b := NewBatcher(s, 8, 0)
 	defer b.Close()
 	ctx := context.Background()
 	for _, tc := range []struct {
@@ -428,7 +428,7 @@ func crashMidLoad(t *testing.T, batched bool) {
 	mustGrant(t, s, "x", 1, 100_000)
 	reserve := s.Reserve
 	if batched {
-		b := NewBatcher(s, 16)
+		b := NewBatcher(s, 16, 0)
 		defer b.Close()
 		reserve = b.Reserve
 	}
@@ -511,7 +511,7 @@ func TestDurability(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	s, _, rdb := newTestStore(t)
 	ctx := context.Background()
-	b := NewBatcher(s, 4)
+	b := NewBatcher(s, 4, 0)
 	defer b.Close()
 	ok := buy("ann", "a", t0)
 	cases := map[string]func() error{
@@ -545,7 +545,7 @@ func TestBadInput(t *testing.T) {
 func TestBatcherCoalesces(t *testing.T) {
 	s, _, rdb := newTestStore(t)
 	mustGrant(t, s, "x", 1, 5)
-	b := NewBatcher(s, 32)
+	b := NewBatcher(s, 32, 0)
 	defer b.Close()
 	gate := make(chan struct{})
 	var sizes []int
@@ -564,7 +564,7 @@ func TestBatcherCoalesces(t *testing.T) {
 		}
 		first <- r
 	}()
-	waitQueued(t, b, "x", 0, true)
+	waitQueued(t, b, "x", 0, 1)
 	// Queue ten more, one at a time so the arrival order is known.
 	const n = 10
 	res := make([]chan ReserveResult, n)
@@ -578,7 +578,7 @@ func TestBatcherCoalesces(t *testing.T) {
 			}
 			res[i] <- r
 		}()
-		waitQueued(t, b, "x", i+1, true)
+		waitQueued(t, b, "x", i+1, 1)
 	}
 	close(gate)
 	if r := <-first; r.Outcome != quota.Reserved || r.Reservation.ID != "1" {
@@ -600,9 +600,92 @@ func TestBatcherCoalesces(t *testing.T) {
 	checkConsistent(t, s, rdb, "x")
 }
 
-// waitQueued waits until sale's queue holds n calls (and a flusher runs).
+// TestBatcherInFlight: while a batch is in flight, a second one goes at
+// once only when a whole batch waits, and never more than maxInFlight at
+// a time; every answer is one a serial order of the calls would give.
+func TestBatcherInFlight(t *testing.T) {
+	s, _, rdb := newTestStore(t)
+	mustGrant(t, s, "x", 1, 100)
+	const maxBatch, inFlight = 4, 2
+	b := NewBatcher(s, maxBatch, inFlight)
+	defer b.Close()
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var sizes []int
+	held := 0
+	b.onBatch = func(_ string, n int) {
+		mu.Lock()
+		sizes = append(sizes, n)
+		hold := len(sizes) <= inFlight // hold the first two batches in flight
+		if hold {
+			held++
+		}
+		mu.Unlock()
+		if hold {
+			<-gate
+		}
+	}
+	heldNow := func() int { mu.Lock(); defer mu.Unlock(); return held }
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	res := make([]ReserveResult, 0, 16)
+	var resMu sync.Mutex
+	call := func(i int) {
+		wg.Go(func() {
+			r, err := b.Reserve(ctx, "x", buy(fmt.Sprint("u", i), fmt.Sprint("r", i), t0))
+			if err != nil {
+				t.Error(err)
+			}
+			resMu.Lock()
+			res = append(res, r)
+			resMu.Unlock()
+		})
+	}
+	call(0)
+	waitQueued(t, b, "x", 0, 1)
+	for heldNow() < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	// Three waiting: less than a batch, so no second flusher.
+	for i := 1; i <= 3; i++ {
+		call(i)
+		waitQueued(t, b, "x", i, 1)
+	}
+	// The fourth makes a whole batch: a second flusher takes it while the
+	// first batch is still held.
+	call(4)
+	for heldNow() < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	waitQueued(t, b, "x", 0, 2)
+	// With both in flight, even a whole waiting batch starts no third.
+	for i := 5; i <= 12; i++ {
+		call(i)
+		waitQueued(t, b, "x", i-4, 2)
+	}
+	close(gate)
+	wg.Wait()
+	mu.Lock()
+	if len(sizes) < 4 || sizes[0] != 1 || sizes[1] != maxBatch {
+		t.Fatalf("batch sizes %v, want [1 %d ...]", sizes, maxBatch)
+	}
+	mu.Unlock()
+	ids := map[string]bool{}
+	for _, r := range res {
+		if r.Outcome != quota.Reserved || ids[r.Reservation.ID] {
+			t.Fatalf("answer %+v: want 13 distinct reservations", r)
+		}
+		ids[r.Reservation.ID] = true
+	}
+	if len(ids) != 13 {
+		t.Fatalf("%d reservations, want 13", len(ids))
+	}
+	checkConsistent(t, s, rdb, "x")
+}
+
+// waitQueued waits until sale's queue holds n calls and running flushers run.
 // It polls state, not time: no assertion depends on speed.
-func waitQueued(t *testing.T, b *Batcher, sale string, n int, running bool) {
+func waitQueued(t *testing.T, b *Batcher, sale string, n, running int) {
 	t.Helper()
 	for {
 		b.mu.Lock()
@@ -621,7 +704,7 @@ func waitQueued(t *testing.T, b *Batcher, sale string, n int, running bool) {
 func TestBatcherCancelledCaller(t *testing.T) {
 	s, _, _ := newTestStore(t)
 	mustGrant(t, s, "x", 1, 5)
-	b := NewBatcher(s, 32)
+	b := NewBatcher(s, 32, 0)
 	gate := make(chan struct{})
 	var sizes []int
 	b.onBatch = func(_ string, n int) {
@@ -633,18 +716,18 @@ func TestBatcherCancelledCaller(t *testing.T) {
 	ctx := context.Background()
 	done := make(chan error, 1)
 	go func() { _, err := b.Reserve(ctx, "x", buy("first", "first", t0)); done <- err }()
-	waitQueued(t, b, "x", 0, true)
+	waitQueued(t, b, "x", 0, 1)
 	cctx, cancel := context.WithCancel(ctx)
 	gone := make(chan error, 1)
 	go func() { _, err := b.Reserve(cctx, "x", buy("gone", "gone", t0)); gone <- err }()
-	waitQueued(t, b, "x", 1, true)
+	waitQueued(t, b, "x", 1, 1)
 	cancel()
 	if err := <-gone; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled caller: %v", err)
 	}
 	stay := make(chan error, 1)
 	go func() { _, err := b.Reserve(ctx, "x", buy("stay", "stay", t0)); stay <- err }()
-	waitQueued(t, b, "x", 2, true)
+	waitQueued(t, b, "x", 2, 1)
 	close(gate)
 	if err := errors.Join(<-done, <-stay); err != nil {
 		t.Fatal(err)

@@ -308,7 +308,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if _, err := store.ApplyGrant(ctx, "bench-direct", 0, openStock); err != nil {
 		return nil, fmt.Errorf("bench: grant: %w", err)
 	}
-	batcher := regional.NewBatcher(store, regional.DefaultMaxBatch)
+	batcher := regional.NewBatcher(store, regional.DefaultMaxBatch, regional.DefaultMaxInFlight)
 	closers = append(closers, func() { _ = batcher.Close() })
 	direct := []scenario{
 		{name: "redis_incr", kind: "direct", op: incrOp(rdb, "bench:incr"), note: "bare INCR: the floor of any Redis counter"},

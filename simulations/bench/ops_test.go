@@ -72,7 +72,7 @@ func TestReserveOpsSellTheStock(t *testing.T) {
 	if _, err := store.ApplyGrant(ctx, "s", 0, 10); err != nil {
 		t.Fatal(err)
 	}
-	b := regional.NewBatcher(store, 0)
+	b := regional.NewBatcher(store, 0, 0)
 	defer b.Close()
 	plan := loadgen.Plan{Workers: 4, Duration: time.Minute, MaxRequests: 12, Seed: 1}
 	r1, err := loadgen.Run(ctx, plan, smallPop(t), reserveOp(store, "s"), nil)
