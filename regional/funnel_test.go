@@ -167,3 +167,53 @@ func TestChunkedBodyLimit(t *testing.T) {
 	}
 	expect(t, answer{status: resp.StatusCode, body: body}, http.StatusRequestEntityTooLarge, CodeBodyTooLarge)
 }
+
+// TestMemoryAnswersPeekToken: answers from memory (not started, ended,
+// unknown, sold out) only peek at the token, so a token with a bad
+// signature still gets them and another region's buyer is still sent
+// home; an open sale checks the signature before Redis, and a missing or
+// unreadable token is refused everywhere.
+func TestMemoryAnswersPeekToken(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		now := c.Now()
+		c.Sales = append(c.Sales,
+			layout.SaleSpec{ID: "later", Total: 5, StartsAt: now.Add(time.Minute)},
+			layout.SaleSpec{ID: "over", Total: 5, StartsAt: now.Add(-2 * time.Hour), EndsAt: now.Add(-time.Hour)},
+			layout.SaleSpec{ID: "one", Total: 1, PerUserLimit: 1, ReservationTTL: time.Minute, StartsAt: now.Add(-time.Hour)},
+		)
+		c.StaticGrants["one"] = 1
+	})
+	post := func(auth, item string) answer {
+		return e.do("POST", "/v1/flash-sale/buy", auth, `{"itemId":"`+item+`","requestId":"r9"}`)
+	}
+	exp := e.clock.Now().Add(time.Hour)
+	expect(t, post(token(t, testSecret, "alice", "eu", exp), "one"), http.StatusCreated, "")
+	expect(t, e.do("POST", "/v1/flash-sale/buy", token(t, testSecret, "carol", "eu", exp), `{"itemId":"one","requestId":"c1"}`),
+		http.StatusGone, CodeSoldOut) // learned from Redis
+	before, keys := e.counters(), e.dbsize()
+
+	other := []byte("another-secret-another-secret-0123")
+	forged := token(t, other, "bob", "eu", exp)
+	expect(t, post(forged, "later"), http.StatusTooEarly, CodeNotStarted)
+	expect(t, post(forged, "over"), http.StatusGone, CodeSaleEnded)
+	expect(t, post(forged, "nosuch"), http.StatusNotFound, CodeUnknownSale)
+	expect(t, post(forged, "one"), http.StatusGone, CodeSoldOut)
+	a := post(token(t, other, "bob", "us", exp), "one")
+	expect(t, a, http.StatusTemporaryRedirect, CodeWrongRegion)
+	if loc := a.header.Get("Location"); loc != "https://us.shop.example/v1/flash-sale/buy" {
+		t.Fatalf("Location %q", loc)
+	}
+	// The open sale checks the signature.
+	expect(t, post(forged, testSale), http.StatusUnauthorized, CodeInvalidToken)
+	// What cannot be read is refused whatever the sale.
+	for _, item := range []string{"later", "one", testSale} {
+		expect(t, post("", item), http.StatusUnauthorized, CodeUnauthenticated)
+		expect(t, post("not-a-jwt", item), http.StatusUnauthorized, CodeInvalidToken)
+		expect(t, post("e30.!!!.sig", item), http.StatusUnauthorized, CodeInvalidToken)
+		expect(t, post("e30.bm90IGpzb24.sig", item), http.StatusUnauthorized, CodeInvalidToken) // payload "not json"
+		expect(t, post(token(t, other, "bob", "", exp), item), http.StatusUnauthorized, CodeInvalidToken)
+	}
+	if e.counters() != before || e.dbsize() != keys {
+		t.Fatal("an answer from memory or a refused token changed Redis")
+	}
+}

@@ -85,3 +85,44 @@ func TestInsecureIdentity(t *testing.T) {
 		t.Fatalf("no userId: %v", err)
 	}
 }
+
+// BenchmarkIdentify is the cost of one token check, per key type, and of
+// a peek (the answers from memory).
+func BenchmarkIdentify(b *testing.B) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	secret := make([]byte, 32)
+	claims := jwt.MapClaims{"sub": "user-123456", "home_region": "eu", "exp": time.Now().Add(time.Hour).Unix()}
+	hs, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(secret)
+	ed, _ := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims).SignedString(priv)
+	for _, tc := range []struct {
+		name string
+		cfg  JWTConfig
+		tok  string
+	}{{"hs256", JWTConfig{HS256Secret: secret}, hs}, {"ed25519", JWTConfig{Ed25519PublicKey: pub}, ed}} {
+		b.Run(tc.name, func(b *testing.B) {
+			id, err := NewJWTIdentity(tc.cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := httptest.NewRequest("POST", "/v1/flash-sale/buy", nil)
+			r.Header.Set("Authorization", "Bearer "+tc.tok)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := id.Identify(r, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("peek", func(b *testing.B) {
+		id, _ := NewJWTIdentity(JWTConfig{HS256Secret: secret})
+		r := httptest.NewRequest("POST", "/v1/flash-sale/buy", nil)
+		r.Header.Set("Authorization", "Bearer "+hs)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := id.Peek(r, ""); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
