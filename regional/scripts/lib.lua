@@ -67,32 +67,49 @@ local function user_down(user)
   end
 end
 
--- reserve is Ledger.Reserve. The answer is {outcome, id, user, req, expiresAt, state}.
-local function reserve(user, req, now, ttl, limit)
-  local old = redis.call('HGET', REQ, req)
-  if old then
-    local r = redis.call('HMGET', resv_key(old), 'user', 'req', 'expiresAt', 'state')
-    return {'duplicate', old, r[1] or '', r[2] or req, r[3] or '0', r[4] or ''}
+-- reserve_args is Ledger.Reserve applied in turn to each request in ARGV
+-- from ARGV[3] on, five arguments each (user, requestId, now ms, ttl ms,
+-- per-user limit): exactly the answers of that many sequential calls.
+-- Each answer is {outcome, id, user, req, expiresAt, state}. The ledger
+-- hash is read once and written once per call, not per request: a third
+-- of the commands (and of the Lua-to-Redis crossings) a reservation costs.
+local function reserve_args()
+  local l = redis.call('HMGET', LEDGER, 'halted', 'granted_seen', 'released_local', 'sold', 'reserved', 'seq')
+  local halted = l[1] == '1'
+  local available = num(l[2]) - num(l[3]) - num(l[4]) - num(l[5])
+  local seq = num(l[6])
+  local made = 0
+  local out = {}
+  for i = 3, #ARGV, 5 do
+    local user, req = ARGV[i], ARGV[i + 1]
+    local now, ttl, limit = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+    local old = redis.call('HGET', REQ, req)
+    if old then
+      local r = redis.call('HMGET', resv_key(old), 'user', 'req', 'expiresAt', 'state')
+      out[#out + 1] = {'duplicate', old, r[1] or '', r[2] or req, r[3] or '0', r[4] or ''}
+    elseif halted then
+      out[#out + 1] = {'halted'}
+    elseif num(redis.call('HGET', USERS, user)) >= limit then
+      out[#out + 1] = {'user_limit'}
+    elseif available - made <= 0 then
+      out[#out + 1] = {'sold_out'}
+    else
+      made = made + 1
+      local id = fmt(seq + made)
+      local exp = fmt(now + ttl)
+      redis.call('HSET', resv_key(id), 'user', user, 'req', req, 'expiresAt', exp, 'state', 'active')
+      redis.call('HINCRBY', USERS, user, 1)
+      redis.call('HSET', REQ, req, id)
+      redis.call('ZADD', EXPIRY, exp, id)
+      event('reserved', id, user, req, fmt(now), exp)
+      out[#out + 1] = {'reserved', id, user, req, exp, 'active'}
+    end
   end
-  local l = redis.call('HMGET', LEDGER, 'halted', 'granted_seen', 'released_local', 'sold', 'reserved')
-  if l[1] == '1' then
-    return {'halted'}
+  if made > 0 then
+    redis.call('HINCRBY', LEDGER, 'seq', made)
+    redis.call('HINCRBY', LEDGER, 'reserved', made)
   end
-  if num(redis.call('HGET', USERS, user)) >= limit then
-    return {'user_limit'}
-  end
-  if num(l[2]) - num(l[3]) - num(l[4]) - num(l[5]) <= 0 then
-    return {'sold_out'}
-  end
-  local id = fmt(redis.call('HINCRBY', LEDGER, 'seq', 1))
-  local exp = fmt(now + ttl)
-  redis.call('HINCRBY', LEDGER, 'reserved', 1)
-  redis.call('HSET', resv_key(id), 'user', user, 'req', req, 'expiresAt', exp, 'state', 'active')
-  redis.call('HINCRBY', USERS, user, 1)
-  redis.call('HSET', REQ, req, id)
-  redis.call('ZADD', EXPIRY, exp, id)
-  event('reserved', id, user, req, fmt(now), exp)
-  return {'reserved', id, user, req, exp, 'active'}
+  return out
 end
 
 -- finish ends an active reservation as confirmed, cancelled or expired
