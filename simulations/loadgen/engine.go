@@ -120,8 +120,13 @@ type Report struct {
 	Reserved   int                `json:"reserved"`   // attempts that got a unit (whole run)
 	// SoldOutAfter is when the first sold_out answer arrived, from the
 	// start of the run; zero if none did.
-	SoldOutAfter time.Duration  `json:"sold_out_after_ns"`
-	Errors       map[string]int `json:"errors,omitempty"` // distinct error texts, capped
+	SoldOutAfter time.Duration `json:"sold_out_after_ns"`
+	// SoldOutAfterByRegion is the same per home region of the users: a
+	// region whose stock ran out early while quota still sat elsewhere
+	// shows here, not in the whole-run figure. Regions never answered
+	// sold_out are absent.
+	SoldOutAfterByRegion map[string]time.Duration `json:"sold_out_after_by_region_ns,omitempty"`
+	Errors               map[string]int           `json:"errors,omitempty"` // distinct error texts, capped
 	// NextVisit is the FirstVisit for a following run that must meet
 	// only new users.
 	NextVisit int      `json:"next_visit"`
@@ -154,7 +159,12 @@ func Run(ctx context.Context, plan Plan, pop *Population, op Op, progress Progre
 	order := pop.NewOrder(plan.Seed)
 	r := &runner{
 		plan: plan, pop: pop, op: op, order: order, runID: runID, max: max,
-		progress: progress, errs: map[string]int{},
+		progress: progress, errs: map[string]int{}, soldOutBy: map[string]*atomic.Int64{},
+	}
+	// One counter per region, made up front: the map is then only read,
+	// so sold_out answers (most of a sold-out run) take no lock.
+	for _, rw := range pop.Regions {
+		r.soldOutBy[rw.Name] = new(atomic.Int64)
 	}
 	r.follower, _ = op.(Follower)
 	ctx, cancel := context.WithCancel(ctx)
@@ -184,8 +194,9 @@ type runner struct {
 	done            atomic.Int64
 	dropped         atomic.Int64
 	reserved        atomic.Int64
-	soldOutAt       atomic.Int64 // ns since start + 1; 0 = not yet
-	nextVisit       int          // set when the run ends
+	soldOutAt       atomic.Int64             // ns since start + 1; 0 = not yet
+	soldOutBy       map[string]*atomic.Int64 // the same per home region
+	nextVisit       int                      // set when the run ends
 
 	errMu sync.Mutex
 	errs  map[string]int
@@ -214,7 +225,11 @@ func (r *runner) one(ctx context.Context, a Attempt) {
 		r.reserved.Add(1)
 	}
 	if outcome == OutcomeSoldOut {
-		r.soldOutAt.CompareAndSwap(0, int64(end.Sub(r.start))+1)
+		at := int64(end.Sub(r.start)) + 1
+		storeFirst(&r.soldOutAt, at)
+		if c := r.soldOutBy[a.User.Region]; c != nil {
+			storeFirst(c, at)
+		}
 	}
 	if res.Err != nil {
 		r.noteErr(res.Err)
@@ -228,6 +243,18 @@ func (r *runner) one(ctx context.Context, a Attempt) {
 	n := r.done.Add(1)
 	if r.progress != nil {
 		r.progress(int(n))
+	}
+}
+
+// storeFirst keeps the earliest non-zero time: concurrent workers may
+// record a sold_out that ended later before one that ended sooner. Once
+// set, a later answer costs one load.
+func storeFirst(c *atomic.Int64, at int64) {
+	for {
+		old := c.Load()
+		if (old != 0 && old <= at) || c.CompareAndSwap(old, at) {
+			return
+		}
 	}
 }
 
@@ -323,6 +350,14 @@ func (r *runner) report() *Report {
 	}
 	if at := r.soldOutAt.Load(); at > 0 {
 		rep.SoldOutAfter = time.Duration(at - 1)
+	}
+	for region, c := range r.soldOutBy {
+		if at := c.Load(); at > 0 {
+			if rep.SoldOutAfterByRegion == nil {
+				rep.SoldOutAfterByRegion = map[string]time.Duration{}
+			}
+			rep.SoldOutAfterByRegion[region] = time.Duration(at - 1)
+		}
 	}
 	// The window ends when the last measured attempt finished (or at the
 	// deadline if the run stopped on it), so a run that exhausts its users

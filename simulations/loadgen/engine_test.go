@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -89,6 +90,71 @@ func (o *countingOp) Do(_ context.Context, a Attempt) Result {
 
 func (o *countingOp) Follow(_ context.Context, a Attempt, r Result) []Sample {
 	return []Sample{{Outcome: ConfirmPrefix + "ok", Latency: time.Microsecond}}
+}
+
+// regionSellout reserves for everyone, but answers sold_out to users of
+// region out once n of them have tried; it notes when it answered.
+type regionSellout struct {
+	mu        sync.Mutex
+	out       string
+	n, seen   int
+	firstCall time.Time // when the first attempt started
+	firstSold time.Time // when the first sold_out was answered
+	nextCall  time.Time // when the attempt after it started
+}
+
+func (o *regionSellout) Do(_ context.Context, a Attempt) Result {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := time.Now()
+	if o.firstCall.IsZero() {
+		o.firstCall = now
+	}
+	if !o.firstSold.IsZero() && o.nextCall.IsZero() {
+		o.nextCall = now
+	}
+	if a.User.Region != o.out {
+		return Result{Outcome: OutcomeReserved, Reserved: true}
+	}
+	if o.seen++; o.seen <= o.n {
+		return Result{Outcome: OutcomeReserved, Reserved: true}
+	}
+	if o.firstSold.IsZero() {
+		o.firstSold = time.Now()
+	}
+	return Result{Outcome: OutcomeSoldOut}
+}
+
+func TestSoldOutAfterByRegion(t *testing.T) {
+	pop, err := NewPopulation(1000, []RegionWeight{{"eu", 1}, {"us", 1}}, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := &regionSellout{out: "us", n: 50}
+	// One worker: attempts run one after another, so the op's clock
+	// readings bracket the engine's.
+	before := time.Now()
+	rep, err := Run(context.Background(), Plan{Workers: 1, Duration: time.Minute, MaxRequests: 1000, Seed: 1}, pop, op, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.nextCall.IsZero() {
+		t.Fatalf("us never sold out twice: %+v", rep.ByOutcome)
+	}
+	us, ok := rep.SoldOutAfterByRegion["us"]
+	if !ok || len(rep.SoldOutAfterByRegion) != 1 {
+		t.Fatalf("sold out by region %v: want us only (eu never sold out)", rep.SoldOutAfterByRegion)
+	}
+	if us != rep.SoldOutAfter {
+		t.Errorf("us sold out after %v, the run after %v: the only sold-out region must agree", us, rep.SoldOutAfter)
+	}
+	// The first sold_out, not a later one: it ended after the op answered
+	// it and before the next attempt began. The run started between
+	// before and the first attempt, so the bounds hold whatever the
+	// machine's speed; recording any later sold_out breaks the upper one.
+	if lo, hi := op.firstSold.Sub(op.firstCall), op.nextCall.Sub(before); us < lo || us > hi {
+		t.Errorf("us sold out after %v: want between %v (its answer) and %v (the next attempt)", us, lo, hi)
+	}
 }
 
 func TestRunBoundsAndEachUserOnce(t *testing.T) {
@@ -209,18 +275,23 @@ func TestPercentile(t *testing.T) {
 }
 
 func TestMergeAddsSlices(t *testing.T) {
-	a := &Report{Mode: "closed", Window: time.Second, Reserved: 2, SoldOutAfter: 3 * time.Second, Samples: []Sample{
-		{Outcome: OutcomeReserved, Latency: 1 * time.Millisecond},
-		{Outcome: OutcomeReserved, Latency: 3 * time.Millisecond},
-		{Outcome: ConfirmPrefix + "ok", Latency: 50 * time.Millisecond},
-	}}
-	b := &Report{Mode: "closed", Window: time.Second, SoldOutAfter: time.Second, Warmup: time.Second, Samples: []Sample{
-		{Outcome: OutcomeSoldOut, At: 2 * time.Second, Latency: 2 * time.Millisecond},
-		{Outcome: OutcomeSoldOut, At: 0, Latency: time.Hour}, // in b's warmup: left out
-	}}
+	a := &Report{Mode: "closed", Window: time.Second, Reserved: 2, SoldOutAfter: 3 * time.Second,
+		SoldOutAfterByRegion: map[string]time.Duration{"eu": 3 * time.Second, "us": 4 * time.Second}, Samples: []Sample{
+			{Outcome: OutcomeReserved, Latency: 1 * time.Millisecond},
+			{Outcome: OutcomeReserved, Latency: 3 * time.Millisecond},
+			{Outcome: ConfirmPrefix + "ok", Latency: 50 * time.Millisecond},
+		}}
+	b := &Report{Mode: "closed", Window: time.Second, SoldOutAfter: time.Second,
+		SoldOutAfterByRegion: map[string]time.Duration{"us": time.Second, "ap": 2 * time.Second}, Warmup: time.Second, Samples: []Sample{
+			{Outcome: OutcomeSoldOut, At: 2 * time.Second, Latency: 2 * time.Millisecond},
+			{Outcome: OutcomeSoldOut, At: 0, Latency: time.Hour}, // in b's warmup: left out
+		}}
 	m := Merge(a, nil, b)
 	if m.Attempts != 3 || m.Throughput != 1.5 || m.Reserved != 2 || m.SoldOutAfter != time.Second {
 		t.Errorf("merged %+v", m)
+	}
+	if want := map[string]time.Duration{"eu": 3 * time.Second, "us": time.Second, "ap": 2 * time.Second}; !maps.Equal(m.SoldOutAfterByRegion, want) {
+		t.Errorf("merged sold out by region %v, want the earliest of each: %v", m.SoldOutAfterByRegion, want)
 	}
 	if m.All.Max != 3*time.Millisecond || m.All.P50 != 2*time.Millisecond {
 		t.Errorf("merged latency %+v: the follow-up and b's warmup must not count", m.All)

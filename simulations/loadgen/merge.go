@@ -25,6 +25,14 @@ func Merge(reps ...*Report) *Report {
 		if r.SoldOutAfter > 0 && (out.SoldOutAfter == 0 || r.SoldOutAfter < out.SoldOutAfter) {
 			out.SoldOutAfter = r.SoldOutAfter
 		}
+		for region, d := range r.SoldOutAfterByRegion {
+			if old, ok := out.SoldOutAfterByRegion[region]; d > 0 && (!ok || d < old) {
+				if out.SoldOutAfterByRegion == nil {
+					out.SoldOutAfterByRegion = map[string]time.Duration{}
+				}
+				out.SoldOutAfterByRegion[region] = d
+			}
+		}
 		for k, n := range r.Errors {
 			out.Errors[k] += n
 		}

@@ -311,6 +311,17 @@ func printReport(w io.Writer, rep *loadgen.Report) {
 		fmt.Fprintf(w, "; sold out after %v", rep.SoldOutAfter.Round(time.Millisecond))
 	}
 	fmt.Fprintln(w)
+	if len(rep.SoldOutAfterByRegion) > 0 {
+		regions := make([]string, 0, len(rep.SoldOutAfterByRegion))
+		for r := range rep.SoldOutAfterByRegion {
+			regions = append(regions, r)
+		}
+		sort.Strings(regions)
+		for i, r := range regions {
+			regions[i] = fmt.Sprintf("%s %v", r, rep.SoldOutAfterByRegion[r].Round(time.Millisecond))
+		}
+		fmt.Fprintf(w, "sold out after (by users' home region): %s\n", strings.Join(regions, ", "))
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "outcome\tcount\tp50\tp99\tp99.9\tmax")
 	names := make([]string, 0, len(rep.ByOutcome))

@@ -78,7 +78,7 @@ func TestLoadgenAgainstTwoRegions(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := out.String()
-	for _, want := range []string{"verify: ok", "attempts 300 ", "reserved ", "sold_out ", "confirm:ok ", "cancel:ok "} {
+	for _, want := range []string{"verify: ok", "attempts 300 ", "sold out after (by users' home region): ", "reserved ", "sold_out ", "confirm:ok ", "cancel:ok "} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q", want)
 		}
