@@ -2,6 +2,8 @@ package loadgen
 
 import (
 	"context"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"flashsale/internal/redistest"
 	"flashsale/quota"
 	"flashsale/regional"
+	"flashsale/regional/orders"
 )
 
 // sellSome makes real reservations through the seller's scripts: n users
@@ -146,5 +149,154 @@ func TestVerifyCatchesCrossRegionOversell(t *testing.T) {
 	}
 	if hasViolation(v, "I1") || !hasViolation(v, "I3") {
 		t.Errorf("violations %v", v.Violations)
+	}
+}
+
+// holdAll grants ceiling units to region and has each user reserve one;
+// the first user confirms.
+func holdAll(t *testing.T, rdb *redis.Client, region, sale string, ceiling int64, users []string) {
+	t.Helper()
+	ctx := context.Background()
+	st := regional.NewStore(rdb, region)
+	if _, err := st.ApplyGrant(ctx, sale, 0, ceiling); err != nil {
+		t.Fatal(err)
+	}
+	now := time.UnixMilli(1_700_000_000_000)
+	for i, u := range users {
+		res, err := st.Reserve(ctx, sale, regional.ReserveRequest{User: u, RequestID: "r-" + u, Now: now, TTL: time.Minute, PerUserLimit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Outcome != quota.Reserved {
+			t.Fatalf("reserve %s: %v", u, res.Outcome)
+		}
+		if i == 0 {
+			if err := st.Confirm(ctx, sale, res.Reservation.ID, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// twoRegions gives two regions' Redis: two databases of one server.
+func twoRegions(t *testing.T) (eu, us *redis.Client) {
+	t.Helper()
+	srv := redistest.Start(t)
+	eu = redis.NewClient(&redis.Options{Addr: srv.Addr, DB: 0})
+	us = redis.NewClient(&redis.Options{Addr: srv.Addr, DB: 1})
+	t.Cleanup(func() { _ = eu.Close(); _ = us.Close() })
+	return eu, us
+}
+
+func TestVerifySelloutAndStrandedUnits(t *testing.T) {
+	eu, us := twoRegions(t)
+	ctx := context.Background()
+	regions := []RegionRedis{{"eu", eu}, {"us", us}}
+	sellout := VerifyOptions{ExpectSellout: true}
+
+	// Sold out: every granted unit held, every unit of the total granted.
+	holdAll(t, eu, "eu", "full", 3, []string{"a", "b", "c"})
+	holdAll(t, us, "us", "full", 2, []string{"x", "y"})
+	v, err := VerifyWith(ctx, regions, "full", 5, 1, sellout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK() || v.Held != 5 || v.Sold != 2 || v.Stranded != 0 || v.Ungranted != 0 {
+		t.Fatalf("sold-out sale: verdict %+v", v)
+	}
+
+	// us was granted 5 and sold 2: 3 units stranded there.
+	holdAll(t, eu, "eu", "left", 3, []string{"a", "b", "c"})
+	holdAll(t, us, "us", "left", 5, []string{"x", "y"})
+	v, err = VerifyWith(ctx, regions, "left", 8, 1, sellout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasViolation(v, "sellout: held 5 (sold 2 + reserved 3) of total 8, 3 unsold: eu held 3 stranded 0, us held 2 stranded 3; ungranted 0") || len(v.Violations) != 1 {
+		t.Errorf("violations %q", v.Violations)
+	}
+	v, err = Verify(ctx, regions, "left", 8, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK() || v.Held != 5 || v.Stranded != 3 || v.Regions[1].Stranded != 3 || v.Regions[0].Stranded != 0 || v.Ungranted != 0 {
+		t.Errorf("without the sellout check: verdict %+v", v)
+	}
+	// A total above the grants: the rest is in no region's quota.
+	v, err = VerifyWith(ctx, regions, "left", 10, 1, sellout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Ungranted != 2 || !hasViolation(v, "sellout: held 5 (sold 2 + reserved 3) of total 10, 5 unsold") {
+		t.Errorf("ungranted %d, violations %q", v.Ungranted, v.Violations)
+	}
+}
+
+func openOrders(t *testing.T) orders.Store {
+	t.Helper()
+	s, err := orders.Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "orders.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// apply writes events as the order consumer would: each "type:resv:user".
+func apply(t *testing.T, s orders.Store, region string, evs ...string) {
+	t.Helper()
+	var b orders.Batch
+	for _, e := range evs {
+		parts := strings.Split(e, ":")
+		b.Events = append(b.Events, orders.Event{
+			StreamID: "0-" + parts[1] + "-" + parts[0], Type: parts[0], Sale: "s1", Region: region,
+			Resv: parts[1], User: parts[2], Req: "r-" + parts[2], At: 1_700_000_000_000, ExpiresAt: 1_700_000_060_000,
+		})
+	}
+	if err := s.Apply(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestVerifyOrderStores(t *testing.T) {
+	eu, us := twoRegions(t)
+	ctx := context.Background()
+	regions := []RegionRedis{{"eu", eu}, {"us", us}}
+	sellSome(t, eu, "eu", "s1", 5, []string{"a", "b", "c", "d"}) // a sold, b cancelled, c d reserved
+	holdAll(t, us, "us", "s1", 5, []string{"x"})                 // x sold
+	euDB, usDB := openOrders(t), openOrders(t)
+	// The streams drained but for d's reservation (lag is fine).
+	apply(t, euDB, "eu", "reserved:1:a", "confirmed:1:a", "reserved:2:b", "cancelled:2:b", "reserved:3:c")
+	apply(t, usDB, "us", "reserved:1:x", "confirmed:1:x")
+	// The eu store given twice, once as a store of every region: its
+	// rows must count once.
+	opts := VerifyOptions{Orders: []OrderStore{{"eu", euDB}, {"", euDB}, {"us", usDB}}}
+	v, err := VerifyWith(ctx, regions, "s1", 10, 1, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []OrderCounts{{Region: "eu", Rows: 3, Live: 2, Confirmed: 1}, {Region: "us", Rows: 1, Live: 1, Confirmed: 1}}
+	if !v.OK() || !slices.Equal(v.Orders, want) {
+		t.Fatalf("clean sale: violations %q, orders %+v, want %+v", v.Violations, v.Orders, want)
+	}
+
+	// c also holds a unit in us's SQL: above the limit only there.
+	apply(t, usDB, "us", "reserved:2:c")
+	v, err = VerifyWith(ctx, regions, "s1", 10, 1, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasViolation(v, "I3: 1 users above the limit 1 in the order stores: [c=2]") || len(v.Violations) != 1 {
+		t.Errorf("violations %q", v.Violations)
+	}
+
+	// SQL confirms an order eu's ledger never sold.
+	apply(t, euDB, "eu", "reserved:9:e", "confirmed:9:e")
+	v, err = VerifyWith(ctx, regions, "s1", 10, 1, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasViolation(v, "orders vs ledger: region eu has 2 confirmed orders in SQL, its ledger sold 1") || hasViolation(v, "orders vs ledger: region us") {
+		t.Errorf("violations %q", v.Violations)
 	}
 }
