@@ -1,11 +1,13 @@
 // Command loadgen drives running regional sellers (e.g. `flashsale dev`)
 // with a flash-sale crowd, prints the figures by outcome and then checks
-// the regions' Redis for oversell and users above the limit. It only
-// talks to loopback addresses.
+// the regions' Redis (and SQL order stores, with -orders) for oversell,
+// users above the limit and, with -expect-sellout, units left unsold. It
+// only talks to loopback addresses and local files.
 //
 //	loadgen -endpoints eu=http://127.0.0.1:8081,us=http://127.0.0.1:8082 \
 //	  -redis eu=127.0.0.1:6379,us=127.0.0.1:6380 -sale demo -total 100 \
-//	  -rate 2000 -duration 20s
+//	  -orders eu=sqlite:///tmp/dev/orders-eu.db,us=sqlite:///tmp/dev/orders-us.db \
+//	  -rate 2000 -duration 20s -expect-sellout
 package main
 
 import (
@@ -16,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"sort"
@@ -26,6 +29,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"flashsale/regional/orders"
 	"flashsale/simulations/loadgen"
 )
 
@@ -37,13 +41,13 @@ func main() {
 }
 
 type options struct {
-	endpoints, redisAddrs, regions, sale, secret, jsonOut, timeline, plots string
-	users, first, workers, maxRequests, retries                            int
-	rate, misroute, confirm, cancel                                        float64
-	duration, timeout, warmup, bucket                                      time.Duration
-	total, limit                                                           int64
-	seed                                                                   uint64
-	progress, noVerify, verifyOnly                                         bool
+	endpoints, redisAddrs, ordersDSNs, regions, sale, secret, jsonOut, timeline, plots string
+	users, first, workers, maxRequests, retries                                        int
+	rate, misroute, confirm, cancel                                                    float64
+	duration, timeout, warmup, bucket                                                  time.Duration
+	total, limit                                                                       int64
+	seed                                                                               uint64
+	progress, noVerify, verifyOnly, expectSellout                                      bool
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -52,6 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.endpoints, "endpoints", "", "region=base URL of each seller, comma-separated (loopback only), e.g. eu=http://127.0.0.1:8081")
 	fs.StringVar(&o.redisAddrs, "redis", "", "region=host:port of each region's Redis, for the after-run check (loopback only)")
+	fs.StringVar(&o.ordersDSNs, "orders", "", "region=DSN of each region's SQL order store, for the after-run check: sqlite:///abs/path.db, file:path or postgres://... (local files and loopback only; needs -redis)")
 	fs.StringVar(&o.regions, "regions", "", "users' home regions with weights, e.g. eu=5,us=3,ap=2 (default: the endpoints' regions, equal)")
 	fs.StringVar(&o.sale, "sale", "", "sale id (itemId) to buy; required")
 	fs.StringVar(&o.secret, "secret", "", "HS256 secret for shopper tokens (default env FLASHSALE_JWT_SECRET or FLASHSALE_JWT_HS256_SECRET; none: no token, for an insecure-dev seller)")
@@ -71,6 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Int64Var(&o.limit, "limit", 1, "the sale's per-user limit, for the check")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of users' regions, visiting order and arrivals")
 	fs.BoolVar(&o.progress, "progress", false, "show progress on stderr")
+	fs.BoolVar(&o.expectSellout, "expect-sellout", false, "demand exceeds stock in this run: sold + reserved must equal -total exactly, as the seed's load test asks")
 	fs.BoolVar(&o.noVerify, "no-verify", false, "skip the after-run Redis check")
 	fs.BoolVar(&o.verifyOnly, "verify-only", false, "send no load: only check -redis for the sale (e.g. after a k6 run)")
 	fs.StringVar(&o.jsonOut, "json", "", "write the report and verdict as JSON to this file")
@@ -123,14 +129,22 @@ func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
 		return errors.New("-verify-only needs -redis (and -total), without -no-verify")
 	case o.plots != "" && (o.verifyOnly || o.noVerify || o.redisAddrs == ""):
 		return errors.New("-plots needs -redis (stock and quota are read from the regions' ledgers), without -no-verify or -verify-only")
+	case (o.ordersDSNs != "" || o.expectSellout) && (o.noVerify || o.redisAddrs == ""):
+		return errors.New("-orders and -expect-sellout need -redis (they are checked with the regions' ledgers), without -no-verify")
 	}
 	check, closeCheck, err := o.checkClients()
 	if err != nil {
 		return err
 	}
 	defer closeCheck()
+	stores, closeStores, err := o.orderStores(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeStores()
+	vopts := loadgen.VerifyOptions{ExpectSellout: o.expectSellout, Orders: stores}
 	if o.verifyOnly {
-		return verify(stdout, check, o.sale, o.total, o.limit, o.jsonOut, nil)
+		return verify(stdout, check, o.sale, o.total, o.limit, vopts, o.jsonOut, nil)
 	}
 	endpoints, epOrder, err := parsePairs("endpoints", o.endpoints)
 	if err != nil {
@@ -216,7 +230,7 @@ func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
 	if len(check) == 0 {
 		fmt.Fprintln(stdout, "verify: skipped (give -redis and -total to check for oversell)")
 	}
-	return verify(stdout, check, o.sale, o.total, o.limit, o.jsonOut, rep)
+	return verify(stdout, check, o.sale, o.total, o.limit, vopts, o.jsonOut, rep)
 }
 
 // checkClients opens a client per region's Redis for the check (none
@@ -244,7 +258,7 @@ func (o options) checkClients() ([]loadgen.RegionRedis, func(), error) {
 			closeAll()
 			return nil, func() {}, fmt.Errorf("-redis %s=%s: %w", r, addrs[r], err)
 		}
-		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		if !loopback(host) {
 			closeAll()
 			return nil, func() {}, fmt.Errorf("-redis %s=%s: only loopback addresses", r, addrs[r])
 		}
@@ -253,16 +267,80 @@ func (o options) checkClients() ([]loadgen.RegionRedis, func(), error) {
 	return check, closeAll, nil
 }
 
+func loopback(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// orderStores opens each region's order store given with -orders (none
+// without it). Opening applies the store's migrations, so a SQLite file
+// must already exist: a mistyped path would otherwise be created empty
+// and pass every check.
+func (o options) orderStores(ctx context.Context) ([]loadgen.OrderStore, func(), error) {
+	var stores []loadgen.OrderStore
+	closeAll := func() {
+		for _, s := range stores {
+			_ = s.Store.Close()
+		}
+	}
+	if o.noVerify || o.ordersDSNs == "" {
+		return nil, closeAll, nil
+	}
+	dsns, order, err := parsePairs("orders", o.ordersDSNs)
+	if err != nil {
+		return nil, closeAll, err
+	}
+	for _, r := range order {
+		if err := localDSN(dsns[r]); err != nil {
+			closeAll()
+			return nil, func() {}, fmt.Errorf("-orders %s: %w", r, err)
+		}
+		s, err := orders.Open(ctx, dsns[r])
+		if err != nil {
+			closeAll()
+			return nil, func() {}, fmt.Errorf("-orders %s: %w", r, err)
+		}
+		stores = append(stores, loadgen.OrderStore{Region: r, Store: s})
+	}
+	return stores, closeAll, nil
+}
+
+// localDSN accepts an existing SQLite file or a PostgreSQL on loopback.
+func localDSN(dsn string) error {
+	switch {
+	case strings.HasPrefix(dsn, "sqlite://"), strings.HasPrefix(dsn, "file:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite://"), "file:")
+		path, _, _ = strings.Cut(path, "?")
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("order store file: %w", err)
+		}
+		return nil
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return fmt.Errorf("order store DSN: %w", err)
+		}
+		// A host in the query (libpq style) overrides the URL's.
+		for _, h := range append([]string{u.Hostname()}, u.Query()["host"]...) {
+			if !loopback(h) && !strings.HasPrefix(h, "/") {
+				return fmt.Errorf("order store host %q: only loopback addresses or a local socket", h)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("order store DSN %q: want sqlite:///abs/path.db, file:path or postgres://", dsn)
+}
+
 // verify checks the regions' Redis (if any), prints the verdict, writes
 // the JSON, and fails on a violation.
-func verify(w io.Writer, check []loadgen.RegionRedis, sale string, total, limit int64, jsonOut string, rep *loadgen.Report) error {
+func verify(w io.Writer, check []loadgen.RegionRedis, sale string, total, limit int64, opts loadgen.VerifyOptions, jsonOut string, rep *loadgen.Report) error {
 	out := struct {
 		Report  *loadgen.Report  `json:"report,omitempty"`
 		Verdict *loadgen.Verdict `json:"verdict,omitempty"`
 	}{Report: rep}
 	var verr error
 	if len(check) > 0 {
-		v, err := loadgen.Verify(context.Background(), check, sale, total, limit)
+		v, err := loadgen.VerifyWith(context.Background(), check, sale, total, limit, opts)
 		if err != nil {
 			return err
 		}
@@ -347,12 +425,21 @@ func printReport(w io.Writer, rep *loadgen.Report) {
 
 func printVerdict(w io.Writer, v loadgen.Verdict) {
 	for _, r := range v.Regions {
-		fmt.Fprintf(w, "region %s: ceiling %d, sold %d, reserved %d, users holding %d, order stream holds %d\n",
-			r.Region, r.GrantedSeen-r.ReleasedLocal, r.Sold, r.Reserved, r.Users, r.StreamHeld)
+		fmt.Fprintf(w, "region %s: ceiling %d, sold %d, reserved %d, stranded %d, users holding %d, order stream holds %d\n",
+			r.Region, r.GrantedSeen-r.ReleasedLocal, r.Sold, r.Reserved, r.Stranded, r.Users, r.StreamHeld)
 	}
+	for _, o := range v.Orders {
+		fmt.Fprintf(w, "orders %s (SQL): rows %d, live %d (reserved or confirmed), confirmed %d\n", o.Region, o.Rows, o.Live, o.Confirmed)
+	}
+	fmt.Fprintf(w, "units: held %d (sold + reserved), stranded %d (in a region's quota, unsold), ungranted %d (in no region's quota) of total %d\n",
+		v.Held, v.Stranded, v.Ungranted, v.Total)
 	if v.OK() {
-		fmt.Fprintf(w, "verify: ok: sold %d + reserved %d <= total %d; max per user %d <= limit %d\n",
-			v.Sold, v.Reserved, v.Total, v.MaxPerUser, v.Limit)
+		cmp := "<="
+		if v.ExpectSellout {
+			cmp = "==" // the check asked for a sellout, and got it
+		}
+		fmt.Fprintf(w, "verify: ok: sold %d + reserved %d %s total %d; max per user %d <= limit %d\n",
+			v.Sold, v.Reserved, cmp, v.Total, v.MaxPerUser, v.Limit)
 		return
 	}
 	fmt.Fprintln(w, "verify: FAILED")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"image/png"
 	"os"
@@ -16,14 +17,16 @@ import (
 	"flashsale/internal/layout"
 	"flashsale/internal/redistest"
 	"flashsale/regional"
+	"flashsale/regional/orders"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef-loadgen"
 
-// startRegions runs a real seller per region, each on its own redis-server,
-// knowing the others' endpoints for redirects, with the sale's units split
-// between them as static grants.
-func startRegions(t *testing.T, sale string, grants map[string]int64) (endpoints, redisAddrs string) {
+// startRegions runs a real seller per region, each on its own redis-server
+// and draining its order stream into its own SQLite order store, knowing
+// the others' endpoints for redirects, with the sale's units split between
+// them as static grants.
+func startRegions(t *testing.T, sale string, grants map[string]int64) (endpoints, redisAddrs, orderDSNs string) {
 	t.Helper()
 	ports := map[string]int{}
 	urls := map[string]string{}
@@ -31,9 +34,15 @@ func startRegions(t *testing.T, sale string, grants map[string]int64) (endpoints
 		ports[r] = redistest.FreePort(t)
 		urls[r] = fmt.Sprintf("http://127.0.0.1:%d", ports[r])
 	}
-	var eps, rds []string
+	var eps, rds, dsns []string
 	for r, g := range grants {
 		rs := redistest.Start(t)
+		dsn := "sqlite://" + filepath.Join(t.TempDir(), "orders-"+r+".db")
+		store, err := orders.Open(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = store.Close() }) // after the seller's Close: cleanups run last first
 		cfg := regional.DevConfig()
 		cfg.Region = r
 		cfg.ListenAddr = fmt.Sprintf("127.0.0.1:%d", ports[r])
@@ -46,7 +55,7 @@ func startRegions(t *testing.T, sale string, grants map[string]int64) (endpoints
 		}
 		cfg.Sales = []layout.SaleSpec{{ID: sale, Total: 40, PerUserLimit: 1, ReservationTTL: time.Hour, StartsAt: time.Now().Add(-time.Minute)}}
 		cfg.StaticGrants = map[string]int64{sale: g}
-		srv, err := regional.New(cfg, regional.Deps{Redis: rs.Client()})
+		srv, err := regional.New(cfg, regional.Deps{Redis: rs.Client(), Orders: store})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -56,14 +65,15 @@ func startRegions(t *testing.T, sale string, grants map[string]int64) (endpoints
 		t.Cleanup(func() { _ = srv.Close() })
 		eps = append(eps, r+"="+urls[r])
 		rds = append(rds, r+"="+rs.Addr)
+		dsns = append(dsns, r+"="+dsn)
 	}
-	return strings.Join(eps, ","), strings.Join(rds, ",")
+	return strings.Join(eps, ","), strings.Join(rds, ","), strings.Join(dsns, ",")
 }
 
 // The whole flow against two real sellers: tokens, misrouted attempts
 // redirected home, confirms and cancels, a sellout, and the Redis check.
 func TestLoadgenAgainstTwoRegions(t *testing.T) {
-	eps, rds := startRegions(t, "phone", map[string]int64{"eu": 25, "us": 15})
+	eps, rds, _ := startRegions(t, "phone", map[string]int64{"eu": 25, "us": 15})
 	csvPath := filepath.Join(t.TempDir(), "timeline.csv")
 	plotDir := filepath.Join(t.TempDir(), "plots")
 	var out, errOut bytes.Buffer
@@ -145,6 +155,70 @@ func TestLoadgenAgainstTwoRegions(t *testing.T) {
 	}
 }
 
+// Demand far above the stock and no cancels: every unit is held at the
+// end, the seed's strict check passes, and the order stores agree; with a
+// total above the grants the unit in no region's quota is named.
+func TestLoadgenSelloutAndOrderStores(t *testing.T) {
+	eps, rds, dsns := startRegions(t, "tv", map[string]int64{"eu": 10, "us": 5})
+	jsonPath := filepath.Join(t.TempDir(), "out.json")
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{
+		"-endpoints", eps, "-redis", rds, "-orders", dsns, "-expect-sellout", "-regions", "eu=2,us=1", "-sale", "tv", "-total", "15",
+		"-secret", testSecret, "-users", "200", "-workers", "8", "-max-requests", "200", "-duration", "1m",
+		"-misroute", "0.3", "-confirm", "0.5", "-cancel", "0", "-timeout", "5s", "-json", jsonPath,
+	}, &out, &errOut)
+	t.Log(out.String(), errOut.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"verify: ok: sold ", " == total 15", "units: held 15 (sold + reserved), stranded 0 (in a region's quota, unsold), ungranted 0",
+		"region eu: ceiling 10,", "region us: ceiling 5,", "sold out after (by users' home region): eu ", ", us "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Report struct {
+			ByRegion map[string]int64 `json:"sold_out_after_by_region_ns"`
+		} `json:"report"`
+		Verdict struct {
+			Held, Stranded int64
+		} `json:"verdict"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Report.ByRegion["eu"] <= 0 || doc.Report.ByRegion["us"] <= 0 || doc.Verdict.Held != 15 {
+		t.Errorf("-json: %s", b)
+	}
+
+	// Once the streams have drained, SQL holds every unit too.
+	for _, want := range []string{"orders eu (SQL): rows 10, live 10", "orders us (SQL): rows 5, live 5"} {
+		for i := 0; ; i++ {
+			out.Reset()
+			if err := run(context.Background(), []string{"-verify-only", "-redis", rds, "-orders", dsns, "-sale", "tv", "-total", "15"}, &out, &errOut); err != nil {
+				t.Fatalf("verify-only: %v\n%s", err, out.String())
+			}
+			if strings.Contains(out.String(), want) {
+				break
+			}
+			if i == 200 {
+				t.Fatalf("order store never showed %q:\n%s", want, out.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	out.Reset()
+	err = run(context.Background(), []string{"-verify-only", "-redis", rds, "-orders", dsns, "-expect-sellout", "-sale", "tv", "-total", "16"}, &out, &errOut)
+	if err == nil || !strings.Contains(out.String(), "sellout: held 15") || !strings.Contains(out.String(), "ungranted 1") {
+		t.Fatalf("-expect-sellout with a unit never granted: err %v, output:\n%s", err, out.String())
+	}
+}
+
 func TestLoadgenRefusesBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"-sale", "s", "-endpoints", "eu=http://10.0.0.1:8080"},
@@ -155,11 +229,27 @@ func TestLoadgenRefusesBadFlags(t *testing.T) {
 		{"-sale", "s", "-endpoints", "eu=http://127.0.0.1:1", "-redis", "eu=10.1.1.1:6379", "-total", "5"},
 		{"-sale", "s", "-endpoints", "eu=http://127.0.0.1:1", "-duration", "2h"},
 		{"-sale", "s", "-endpoints", "eu=http://127.0.0.1:1", "-secret", "short"},
-		{"-sale", "s", "-endpoints", "eu=http://127.0.0.1:1", "-plots", t.TempDir()}, // no -redis: no stock to plot
+		{"-sale", "s", "-endpoints", "eu=http://127.0.0.1:1", "-plots", t.TempDir()},              // no -redis: no stock to plot
+		{"-sale", "s", "-endpoints", "eu=http://127.0.0.1:1", "-orders", "eu=sqlite:///tmp/x.db"}, // no -redis
+		{"-sale", "s", "-endpoints", "eu=http://127.0.0.1:1", "-expect-sellout"},                  // no -redis
 	} {
 		var out, errOut bytes.Buffer
 		if err := run(context.Background(), args, &out, &errOut); err == nil {
 			t.Errorf("run(%q) accepted", args)
+		}
+	}
+	// Refused for the order store itself, before any Redis is read (none
+	// listens on port 1).
+	for _, dsn := range []string{
+		"sqlite://" + filepath.Join(t.TempDir(), "missing.db"), // would be created empty
+		"postgres://u:p@10.0.0.1/db",
+		"postgres://u:p@127.0.0.1/db?host=db.example.com",
+		"mysql://127.0.0.1/db",
+	} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), []string{"-sale", "s", "-verify-only", "-redis", "eu=127.0.0.1:1", "-total", "5", "-orders", "eu=" + dsn}, &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), "-orders eu: ") {
+			t.Errorf("-orders eu=%s: %v", dsn, err)
 		}
 	}
 }
