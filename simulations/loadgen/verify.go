@@ -59,7 +59,12 @@ type VerifyOptions struct {
 	ExpectSellout bool
 	// Orders are the SQL order stores: I3 is checked again from their
 	// rows, and no region may have more confirmed rows than its ledger
-	// has sold. A seller writes only its own region's rows.
+	// has sold. A seller writes only its own region's rows. A region's
+	// rows lag its stream but follow it in order, so they never show a
+	// user more units than the stream did; only a user who gave a unit
+	// back in one region and bought in another could be counted twice
+	// before the first region drains (the generator's users buy at home
+	// only).
 	Orders []OrderStore
 }
 
