@@ -5,11 +5,11 @@ import (
 	"context"
 	"io"
 	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"flashsale/internal/childproc"
 )
 
 // TestDevRoleStartsAndCleansUp runs `flashsale dev` through run() on free
@@ -70,29 +70,12 @@ func TestDevRoleStartsAndCleansUp(t *testing.T) {
 }
 
 // redisServers counts the redis-server processes that are children of this
-// test binary, from /proc (no pgrep needed).
+// test binary.
 func redisServers(t *testing.T) int {
 	t.Helper()
-	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	n, err := childproc.Children("redis-server")
 	if err != nil {
 		t.Fatal(err)
-	}
-	me, n := strconv.Itoa(os.Getpid()), 0
-	for _, path := range stats {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			continue // the process is gone
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so cut at the last ')'.
-		s := string(b)
-		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || end < open {
-			continue
-		}
-		fields := strings.Fields(s[end+1:])
-		if s[open+1:end] == "redis-server" && len(fields) > 1 && fields[1] == me {
-			n++
-		}
 	}
 	return n
 }

@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -82,4 +84,33 @@ func (c *Child) Stop(sig os.Signal, grace time.Duration) {
 		_ = cmd.Process.Kill()
 	}
 	<-done
+}
+
+// Children counts the running processes named comm (e.g. "redis-server")
+// whose parent is this process, from /proc: how tests prove that nothing
+// they started is left behind.
+func Children(comm string) (int, error) {
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		return 0, fmt.Errorf("children: %w", err)
+	}
+	me, n := strconv.Itoa(os.Getpid()), 0
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // the process is gone
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so cut at the last ')'.
+		s := string(b)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		fields := strings.Fields(s[end+1:])
+		// A zombie (state Z) has exited: only its exit status is left.
+		if s[open+1:end] == comm && len(fields) > 1 && fields[0] != "Z" && fields[1] == me {
+			n++
+		}
+	}
+	return n, nil
 }

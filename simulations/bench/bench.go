@@ -246,6 +246,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	// setting: a crash may lose a second of reservations).
 	var weakURL string
 	var weakStop []func() // once group 1 is done: its fsyncs must not disturb the later groups
+	stopWeak := onceAll(&weakStop)
+	closers = append(closers, stopWeak) // and on every early return
 	if e.wanted("buy_before_sellout_everysec") {
 		wdir, err := os.MkdirTemp("", "bench-redis-weak-")
 		if err != nil {
@@ -295,8 +297,6 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			note: "the same on a Redis with appendfsync everysec: the seller's cost without the disk"})
 	}
 	group1 = append(group1, scenario{name: "buy_after_sellout", kind: "http", op: afterOp, note: "real seller, sold out: answered from memory"})
-	stopWeak := onceAll(weakStop)
-	closers = append(closers, stopWeak)
 	if err := e.group(ctx, group1); err != nil {
 		return nil, err
 	}
@@ -316,6 +316,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		{name: "redis_reserve_batcher", kind: "direct", op: reserveOp(batcher, "bench-direct"), note: "reserve script through the Batcher"},
 	}
 	var pgStop []func() // once group 2 is done: PostgreSQL's checkpoints must not disturb group 3
+	stopPG := onceAll(&pgStop)
+	closers = append(closers, stopPG) // and on every early return
 	if !cfg.SkipPostgres {
 		s := <-pgc
 		close(pgc)
@@ -333,8 +335,6 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		direct = append(direct, scenario{name: "postgres_hot_row", kind: "direct", op: hot,
 			note: "one row: SELECT ... FOR UPDATE, decrement, order row; fsync on"})
 	}
-	stopPG := onceAll(pgStop)
-	closers = append(closers, stopPG)
 	if err := e.group(ctx, direct); err != nil {
 		return nil, err
 	}
@@ -432,16 +432,15 @@ func (e *env) group(ctx context.Context, all []scenario) error {
 	return nil
 }
 
-// onceAll runs fs in reverse order, once, however often it is called.
-func onceAll(fs []func()) func() {
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			for i := len(fs) - 1; i >= 0; i-- {
-				fs[i]()
-			}
-		})
-	}
+// onceAll runs the functions *fs holds when it is first called, in
+// reverse order, once, however often it is called: it can be registered
+// before they are all added, so an early return stops what was started.
+func onceAll(fs *[]func()) func() {
+	return sync.OnceFunc(func() {
+		for i := len(*fs) - 1; i >= 0; i-- {
+			(*fs)[i]()
+		}
+	})
 }
 
 // wanted says whether a row is to run (Config.Only).

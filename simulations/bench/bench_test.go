@@ -3,9 +3,14 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"flashsale/internal/childproc"
 )
 
 // A tiny run of the whole bench (no PostgreSQL: its initdb alone takes
@@ -49,3 +54,46 @@ func TestBenchSmoke(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchStopsWhatItStarted: a run that ends early, here by its context
+// in the middle of the first group, leaves no redis-server behind (the
+// everysec Redis of group 1 included).
+func TestBenchStopsWhatItStarted(t *testing.T) {
+	before, err := childproc.Children("redis-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := QuickConfig()
+	cfg.Duration, cfg.Warmup, cfg.Rounds = 10*time.Second, time.Second, 2
+	cfg.Workers, cfg.SkipPostgres, cfg.ResultsDir = 4, true, ""
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	started := make(chan struct{})
+	cfg.Log = slog.New(startedHandler{sync.OnceFunc(func() { close(started) })})
+	done := make(chan error, 1)
+	go func() { _, err := Run(ctx, cfg); done <- err }()
+	<-started
+	if n, _ := childproc.Children("redis-server"); n < before+2 {
+		t.Fatalf("%d redis-server children while group 1 runs, want at least %d (production and everysec)", n, before+2)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run: %v, want context.Canceled", err)
+	}
+	if n, err := childproc.Children("redis-server"); err != nil || n != before {
+		t.Fatalf("%d redis-server children left (were %d): %v", n, before, err)
+	}
+}
+
+// startedHandler calls started at each "bench: running" log line.
+type startedHandler struct{ started func() }
+
+func (h startedHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h startedHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == "bench: running" {
+		h.started()
+	}
+	return nil
+}
+func (h startedHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h startedHandler) WithGroup(string) slog.Handler      { return h }
