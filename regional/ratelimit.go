@@ -19,13 +19,17 @@ type limiter struct {
 
 type limShard struct {
 	mu      sync.Mutex
-	m       map[string]*bucket
+	m       map[string]bucket
 	sweepAt int // sweep idle buckets when the map reaches this size
 }
 
+// bucket is held by value and without a time.Time (which holds a pointer):
+// during a flash sale the maps hold every buyer of the last few seconds,
+// and the garbage collector then has one pointer per bucket to follow
+// (its key), not three.
 type bucket struct {
 	tokens float64
-	last   time.Time
+	last   int64 // unix ns
 }
 
 const minSweepAt = 1024
@@ -36,7 +40,7 @@ func newLimiter(rate float64, burst int) *limiter {
 		l.idle = time.Duration(float64(burst) / rate * float64(time.Second))
 	}
 	for i := range l.shards {
-		l.shards[i].m = map[string]*bucket{}
+		l.shards[i].m = map[string]bucket{}
 		l.shards[i].sweepAt = minSweepAt
 	}
 	return l
@@ -51,31 +55,34 @@ func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
 	sh := &l.shards[maphash.String(l.seed, key)%uint64(len(l.shards))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	ns := now.UnixNano()
 	b, ok := sh.m[key]
 	if !ok {
 		if len(sh.m) >= sh.sweepAt {
-			sh.sweep(now, l.idle)
+			sh.sweep(ns, l.idle)
 		}
-		b = &bucket{tokens: l.burst, last: now}
-		sh.m[key] = b
+		b = bucket{tokens: l.burst, last: ns}
 	}
-	if elapsed := now.Sub(b.last); elapsed > 0 {
-		b.tokens = min(l.burst, b.tokens+elapsed.Seconds()*l.rate)
-		b.last = now
+	if elapsed := ns - b.last; elapsed > 0 {
+		b.tokens = min(l.burst, b.tokens+float64(elapsed)/1e9*l.rate)
+		b.last = ns
 	}
-	if b.tokens >= 1 {
+	allowed := b.tokens >= 1
+	if allowed {
 		b.tokens--
+	}
+	sh.m[key] = b
+	if allowed {
 		return true, 0
 	}
-	wait := time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
-	return false, wait
+	return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
 }
 
 // sweep drops buckets that have refilled; the next sweep waits until the
 // map doubles, so sweeping costs O(1) amortised per new key.
-func (sh *limShard) sweep(now time.Time, idle time.Duration) {
+func (sh *limShard) sweep(now int64, idle time.Duration) {
 	for k, b := range sh.m {
-		if now.Sub(b.last) >= idle {
+		if time.Duration(now-b.last) >= idle {
 			delete(sh.m, k)
 		}
 	}

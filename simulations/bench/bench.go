@@ -43,6 +43,10 @@ type Config struct {
 	Rate float64
 	// Delays are the one-way delays to the global counter.
 	Delays []time.Duration
+	// InProcess serves the HTTP targets in this process, sharing its Go
+	// scheduler and garbage collector with the generator (for profiling
+	// them with it); by default each runs in a process of its own.
+	InProcess bool
 	// SkipPostgres leaves out the hot-row baseline.
 	SkipPostgres bool
 	// Only, if set, runs just the named rows (for digging into one).
@@ -230,16 +234,17 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		})
 	}
 
-	bare, err := serve(bareHandler())
+	bareURL, stopBare, err := e.target(ctx, targetSpec{Kind: "bare"}, dir)
 	if err != nil {
 		return nil, err
 	}
-	closers = append(closers, func() { _ = bare.Close() })
-	seller, sellerURL, err := startSeller(ctx, rdb, region, secret, cfg.Log, false)
+	closers = append(closers, stopBare)
+	sellerURL, stopSeller, err := e.target(ctx, targetSpec{Kind: "seller", Redis: rp.Addr, Pool: cfg.Workers + 16, Region: region, Secret: secret}, dir)
 	if err != nil {
 		return nil, err
 	}
-	closers = append(closers, func() { _ = seller.Close() })
+	stopSeller = sync.OnceFunc(stopSeller)
+	closers = append(closers, stopSeller)
 
 	// The same seller on a Redis that fsyncs once a second: what the
 	// seller costs when the disk is not in the way (not a production
@@ -259,18 +264,16 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
 		weakStop = append(weakStop, func() { _ = wp.Close() })
-		wdb := redis.NewClient(&redis.Options{Addr: wp.Addr, PoolSize: cfg.Workers + 16})
-		weakStop = append(weakStop, func() { _ = wdb.Close() })
-		weak, u, err := startSeller(ctx, wdb, region, secret, cfg.Log, true)
+		u, stopWeakSeller, err := e.target(ctx, targetSpec{Kind: "seller", Redis: wp.Addr, Pool: cfg.Workers + 16, Region: region, Secret: secret, Weak: true}, dir)
 		if err != nil {
 			return nil, err
 		}
-		weakStop = append(weakStop, func() { _ = weak.Close() })
+		weakStop = append(weakStop, stopWeakSeller)
 		weakURL = u
 	}
 
 	// Group 1, throughput through HTTP: the ceiling and the seller.
-	bareOp, err := e.httpOp(bare.URL, "bench-bare")
+	bareOp, err := e.httpOp(bareURL, "bench-bare")
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +353,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		if !e.wanted(name) {
 			continue
 		}
-		op, closeFn, err := e.counter(ctx, rp.Addr, d)
+		op, closeFn, err := e.counter(ctx, rp.Addr, d, dir)
 		if err != nil {
 			return nil, err
 		}
@@ -365,7 +368,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		return nil, err
 	}
 
-	_ = seller.Close()
+	stopSeller()
 	v, err := loadgen.Verify(ctx, []loadgen.RegionRedis{{Region: region, Client: rdb}}, saleOpen, openStock, 1)
 	if err != nil {
 		return nil, fmt.Errorf("bench: verify: %w", err)
@@ -474,7 +477,7 @@ func (e *env) httpOp(url, sale string) (*loadgen.HTTPOp, error) {
 
 // counter serves the single global counter, its Redis reached through a
 // delay proxy (none for 0).
-func (e *env) counter(ctx context.Context, redisAddr string, delay time.Duration) (loadgen.Op, func(), error) {
+func (e *env) counter(ctx context.Context, redisAddr string, delay time.Duration, dir string) (loadgen.Op, func(), error) {
 	var closers []func()
 	closeAll := func() {
 		for i := len(closers) - 1; i >= 0; i-- {
@@ -493,28 +496,29 @@ func (e *env) counter(ctx context.Context, redisAddr string, delay time.Duration
 	// Connections enough for the requests in flight at the open-loop rate
 	// (one round trip each), so that the pool never queues them.
 	inflight := int(e.cfg.Rate*2*(delay.Seconds()+0.005)) + 8
-	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 2 * inflight, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second})
-	closers = append(closers, func() { _ = rdb.Close() })
-	// Open the connections now: a new one pays extra round trips (HELLO,
-	// CLIENT SETINFO) across the delay.
-	var wg sync.WaitGroup
-	for range 2 * inflight {
-		wg.Go(func() { _ = rdb.Ping(ctx).Err() })
-	}
-	wg.Wait()
-	t, err := serve(counterHandler(rdb, "bench:global", openStock))
+	url, stop, err := e.target(ctx, targetSpec{Kind: "counter", Redis: addr, Pool: 2 * inflight, Key: "bench:global", Total: openStock}, dir)
 	if err != nil {
 		closeAll()
 		return nil, nil, err
 	}
-	closers = append(closers, func() { _ = t.Close() })
-	op, err := e.httpOp(t.URL, "bench-global")
+	closers = append(closers, stop)
+	op, err := e.httpOp(url, "bench-global")
 	if err != nil {
 		closeAll()
 		return nil, nil, err
 	}
 	closers = append(closers, op.Close)
 	return op, closeAll, nil
+}
+
+// target serves spec in a process of its own, or in this one with
+// Config.InProcess.
+func (e *env) target(ctx context.Context, spec targetSpec, dir string) (string, func(), error) {
+	if e.cfg.InProcess {
+		spec.Listen = "127.0.0.1:0"
+		return serveTarget(ctx, spec, e.cfg.Log)
+	}
+	return startTarget(ctx, spec, dir)
 }
 
 func (e *env) add(name, kind string, rep *loadgen.Report, note string) {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -56,13 +58,19 @@ func TestBenchSmoke(t *testing.T) {
 }
 
 // TestBenchStopsWhatItStarted: a run that ends early, here by its context
-// in the middle of the first group, leaves no redis-server behind (the
-// everysec Redis of group 1 included).
+// in the middle of the first group, leaves no redis-server (the everysec
+// Redis of group 1 included) and no target process behind.
 func TestBenchStopsWhatItStarted(t *testing.T) {
 	before, err := childproc.Children("redis-server")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The HTTP targets run this test binary again.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	comm := filepath.Base(self)[:min(15, len(filepath.Base(self)))] // the kernel keeps 15 bytes of a name
 	cfg := QuickConfig()
 	cfg.Duration, cfg.Warmup, cfg.Rounds = 10*time.Second, time.Second, 2
 	cfg.Workers, cfg.SkipPostgres, cfg.ResultsDir = 4, true, ""
@@ -76,12 +84,18 @@ func TestBenchStopsWhatItStarted(t *testing.T) {
 	if n, _ := childproc.Children("redis-server"); n < before+2 {
 		t.Fatalf("%d redis-server children while group 1 runs, want at least %d (production and everysec)", n, before+2)
 	}
+	if n, _ := childproc.Children(comm); n < 3 {
+		t.Fatalf("%d target processes (%s) while group 1 runs, want 3 (bare, seller, everysec seller)", n, comm)
+	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run: %v, want context.Canceled", err)
 	}
 	if n, err := childproc.Children("redis-server"); err != nil || n != before {
 		t.Fatalf("%d redis-server children left (were %d): %v", n, before, err)
+	}
+	if n, err := childproc.Children(comm); err != nil || n != 0 {
+		t.Fatalf("%d target processes (%s) left: %v", n, comm, err)
 	}
 }
 

@@ -23,8 +23,9 @@ type httpTarget struct {
 	ln  net.Listener
 }
 
-func serve(h http.Handler) (*httpTarget, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// serve serves h on addr ("127.0.0.1:0" picks a port).
+func serve(addr string, h http.Handler) (*httpTarget, error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
@@ -131,10 +132,11 @@ const (
 )
 
 // startSeller runs the real regional seller (JWT identity, batcher on)
-// against rdb with the two bench sales. weakDurability lets it sell from a
-// Redis that does not fsync every write.
-func startSeller(ctx context.Context, rdb redis.UniversalClient, region string, secret []byte, log *slog.Logger, weakDurability bool) (*regional.Server, string, error) {
+// on listen against rdb with the two bench sales. weakDurability lets it
+// sell from a Redis that does not fsync every write.
+func startSeller(ctx context.Context, rdb redis.UniversalClient, listen, region string, secret []byte, log *slog.Logger, weakDurability bool) (*regional.Server, string, error) {
 	cfg := regional.DevConfig()
+	cfg.ListenAddr = listen
 	cfg.Region = region
 	cfg.AllowWeakDurability = weakDurability
 	cfg.JWT.HS256Secret = secret

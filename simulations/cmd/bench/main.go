@@ -18,6 +18,14 @@ import (
 )
 
 func main() {
+	// A run starts each HTTP target by running this executable again.
+	if served, err := bench.ServeTargetFromEnv(); served {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench target:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -38,7 +46,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	skipPG := fs.Bool("skip-postgres", false, "leave out the PostgreSQL hot-row baseline")
 	out := fs.String("results", "results", "directory for the JSON results (empty: none)")
 	verbose := fs.Bool("v", false, "log progress to stderr")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (generator, targets, clients) to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (the generator and the direct rows; the HTTP targets too with -in-process) to this file")
+	inProcess := fs.Bool("in-process", false, "serve the HTTP targets in the generator's process (sharing its Go scheduler and GC) rather than one process each")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,6 +87,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	cfg.SkipPostgres = *skipPG
+	cfg.InProcess = *inProcess
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
 	}
