@@ -2,7 +2,6 @@ package regional
 
 import (
 	"context"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"flashsale/internal/pgtest"
 	"flashsale/quota"
 	"flashsale/regional/orders"
+	"flashsale/regional/orders/orderstest"
 	"flashsale/regional/payment"
 )
 
@@ -50,16 +50,6 @@ func (e *payEnv) reservation(id string) quota.Reservation {
 
 func quietDev() payment.DevConfig { return payment.DevConfig{Seed: 1} } // no latency, failures or declines
 
-func openSQLite(t *testing.T) orders.Store {
-	t.Helper()
-	s, err := orders.Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "orders.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
-}
-
 // sqlState is the reservation's order row state ("" while there is none).
 func sqlState(t *testing.T, s orders.Store, id string) orders.State {
 	t.Helper()
@@ -80,7 +70,7 @@ func sqlState(t *testing.T, s orders.Store, id string) orders.State {
 // SQL. A retried confirm after a payment whose confirm was lost reuses the
 // payment id: no second charge.
 func TestConfirmPaysThenRecords(t *testing.T) {
-	store := openSQLite(t)
+	store := orderstest.SQLite(t)
 	e := newPayEnv(t, quietDev(), payment.DefaultBreakerConfig(), store)
 
 	id := e.buy("alice", "r1").resv(t).ReservationID

@@ -2,7 +2,6 @@ package loadgen
 
 import (
 	"context"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -14,21 +13,46 @@ import (
 	"flashsale/quota"
 	"flashsale/regional"
 	"flashsale/regional/orders"
+	"flashsale/regional/orders/orderstest"
 )
 
 // sellSome makes real reservations through the seller's scripts: n users
 // reserve, the first confirms, the second cancels.
 func sellSome(t *testing.T, rdb *redis.Client, region, sale string, ceiling int64, users []string) {
 	t.Helper()
+	st, ids := reserveEach(t, rdb, region, sale, ceiling, users)
+	if err := st.Confirm(context.Background(), sale, ids[0], testNow); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Cancel(context.Background(), sale, ids[1], testNow); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// holdAll grants ceiling units to region and has each user reserve one;
+// the first user confirms.
+func holdAll(t *testing.T, rdb *redis.Client, region, sale string, ceiling int64, users []string) {
+	t.Helper()
+	st, ids := reserveEach(t, rdb, region, sale, ceiling, users)
+	if err := st.Confirm(context.Background(), sale, ids[0], testNow); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var testNow = time.UnixMilli(1_700_000_000_000)
+
+// reserveEach grants ceiling units to region and has each user reserve
+// one, through the seller's scripts; it returns the reservation ids.
+func reserveEach(t *testing.T, rdb *redis.Client, region, sale string, ceiling int64, users []string) (*regional.Store, []string) {
+	t.Helper()
 	ctx := context.Background()
 	st := regional.NewStore(rdb, region)
 	if _, err := st.ApplyGrant(ctx, sale, 0, ceiling); err != nil {
 		t.Fatal(err)
 	}
-	now := time.UnixMilli(1_700_000_000_000)
 	var ids []string
 	for _, u := range users {
-		res, err := st.Reserve(ctx, sale, regional.ReserveRequest{User: u, RequestID: "r-" + u, Now: now, TTL: time.Minute, PerUserLimit: 1})
+		res, err := st.Reserve(ctx, sale, regional.ReserveRequest{User: u, RequestID: "r-" + u, Now: testNow, TTL: time.Minute, PerUserLimit: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -37,12 +61,7 @@ func sellSome(t *testing.T, rdb *redis.Client, region, sale string, ceiling int6
 		}
 		ids = append(ids, res.Reservation.ID)
 	}
-	if err := st.Confirm(ctx, sale, ids[0], now); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Cancel(ctx, sale, ids[1], now); err != nil {
-		t.Fatal(err)
-	}
+	return st, ids
 }
 
 func hasViolation(v Verdict, prefix string) bool {
@@ -152,32 +171,6 @@ func TestVerifyCatchesCrossRegionOversell(t *testing.T) {
 	}
 }
 
-// holdAll grants ceiling units to region and has each user reserve one;
-// the first user confirms.
-func holdAll(t *testing.T, rdb *redis.Client, region, sale string, ceiling int64, users []string) {
-	t.Helper()
-	ctx := context.Background()
-	st := regional.NewStore(rdb, region)
-	if _, err := st.ApplyGrant(ctx, sale, 0, ceiling); err != nil {
-		t.Fatal(err)
-	}
-	now := time.UnixMilli(1_700_000_000_000)
-	for i, u := range users {
-		res, err := st.Reserve(ctx, sale, regional.ReserveRequest{User: u, RequestID: "r-" + u, Now: now, TTL: time.Minute, PerUserLimit: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if res.Outcome != quota.Reserved {
-			t.Fatalf("reserve %s: %v", u, res.Outcome)
-		}
-		if i == 0 {
-			if err := st.Confirm(ctx, sale, res.Reservation.ID, now); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-}
-
 // twoRegions gives two regions' Redis: two databases of one server.
 func twoRegions(t *testing.T) (eu, us *redis.Client) {
 	t.Helper()
@@ -232,16 +225,6 @@ func TestVerifySelloutAndStrandedUnits(t *testing.T) {
 	}
 }
 
-func openOrders(t *testing.T) orders.Store {
-	t.Helper()
-	s, err := orders.Open(context.Background(), "sqlite://"+filepath.Join(t.TempDir(), "orders.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
-}
-
 // apply writes events as the order consumer would: each "type:resv:user".
 func apply(t *testing.T, s orders.Store, region string, evs ...string) {
 	t.Helper()
@@ -264,7 +247,7 @@ func TestVerifyOrderStores(t *testing.T) {
 	regions := []RegionRedis{{"eu", eu}, {"us", us}}
 	sellSome(t, eu, "eu", "s1", 5, []string{"a", "b", "c", "d"}) // a sold, b cancelled, c d reserved
 	holdAll(t, us, "us", "s1", 5, []string{"x"})                 // x sold
-	euDB, usDB := openOrders(t), openOrders(t)
+	euDB, usDB := orderstest.SQLite(t), orderstest.SQLite(t)
 	// The streams drained but for d's reservation (lag is fine).
 	apply(t, euDB, "eu", "reserved:1:a", "confirmed:1:a", "reserved:2:b", "cancelled:2:b", "reserved:3:c")
 	apply(t, usDB, "us", "reserved:1:x", "confirmed:1:x")
