@@ -3,8 +3,10 @@ package regional
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,4 +127,73 @@ func BenchmarkIdentify(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestJWTHS256Checks: every part of an HS256 token is checked: its shape,
+// its algorithm, its signature, and its claims (exp required, nbf, iss,
+// aud, leeway); a good one passes, with fractional times too.
+func TestJWTHS256Checks(t *testing.T) {
+	id, err := NewJWTIdentity(JWTConfig{HS256Secret: testSecret, Issuer: "idp", Audience: "shop", Leeway: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	good := jwt.MapClaims{"sub": "alice", "home_region": "eu", "iss": "idp", "aud": "shop", "exp": now.Add(time.Hour).Unix()}
+	sign := func(m jwt.SigningMethod, key any, edit func(jwt.MapClaims)) string {
+		c := jwt.MapClaims{}
+		for k, v := range good {
+			c[k] = v
+		}
+		if edit != nil {
+			edit(c)
+		}
+		s, err := jwt.NewWithClaims(m, c).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	hs := func(edit func(jwt.MapClaims)) string { return sign(jwt.SigningMethodHS256, testSecret, edit) }
+	ok := hs(nil)
+	for name, tok := range map[string]string{
+		"good":               ok,
+		"aud in a list":      hs(func(c jwt.MapClaims) { c["aud"] = []string{"other", "shop"} }),
+		"fractional exp":     hs(func(c jwt.MapClaims) { c["exp"] = float64(now.Add(time.Hour).Unix()) + 0.5 }),
+		"expired in leeway":  hs(func(c jwt.MapClaims) { c["exp"] = now.Add(-2 * time.Second).Unix() }),
+		"nbf passed":         hs(func(c jwt.MapClaims) { c["nbf"] = now.Add(-time.Minute).Unix() }),
+		"iat in the past":    hs(func(c jwt.MapClaims) { c["iat"] = now.Add(-time.Minute).Unix() }),
+		"unknown claim kept": hs(func(c jwt.MapClaims) { c["scope"] = "buy" }),
+	} {
+		if p, err := identifyWith(t, id, "Bearer "+tok, ""); err != nil || p != (Principal{User: "alice", HomeRegion: "eu"}) {
+			t.Errorf("%s: %+v, %v", name, p, err)
+		}
+	}
+	head, rest, _ := strings.Cut(ok, ".")
+	payload, sig, _ := strings.Cut(rest, ".")
+	enc := base64.RawURLEncoding.EncodeToString
+	noneHead := enc([]byte(`{"alg":"none","typ":"JWT"}`))
+	for name, tok := range map[string]string{
+		"expired":              hs(func(c jwt.MapClaims) { c["exp"] = now.Add(-time.Minute).Unix() }),
+		"no exp":               hs(func(c jwt.MapClaims) { delete(c, "exp") }),
+		"nbf ahead":            hs(func(c jwt.MapClaims) { c["nbf"] = now.Add(time.Minute).Unix() }),
+		"wrong issuer":         hs(func(c jwt.MapClaims) { c["iss"] = "other" }),
+		"no audience":          hs(func(c jwt.MapClaims) { delete(c, "aud") }),
+		"wrong audience":       hs(func(c jwt.MapClaims) { c["aud"] = "other" }),
+		"exp not a number":     hs(func(c jwt.MapClaims) { c["exp"] = "tomorrow" }),
+		"HS512":                sign(jwt.SigningMethodHS512, testSecret, nil),
+		"other secret":         sign(jwt.SigningMethodHS256, []byte("another-secret-another-secret-0123"), nil),
+		"alg none":             noneHead + "." + payload + ".",
+		"none header, HS sig":  noneHead + "." + payload + "." + sig,
+		"payload swapped":      head + "." + enc([]byte(`{"sub":"mallory","home_region":"eu","iss":"idp","aud":"shop","exp":9999999999}`)) + "." + sig,
+		"signature cut":        head + "." + payload + "." + sig[:len(sig)-2],
+		"signature not base64": head + "." + payload + ".!!" + sig,
+		"four parts":           ok + ".x",
+		"two parts":            head + "." + payload,
+		"header not JSON":      enc([]byte("not json")) + "." + payload + "." + sig,
+		"header not base64":    "!!." + payload + "." + sig,
+	} {
+		if _, err := identifyWith(t, id, "Bearer "+tok, ""); !errors.Is(err, ErrBadToken) {
+			t.Errorf("%s: %v, want ErrBadToken", name, err)
+		}
+	}
 }
