@@ -137,6 +137,8 @@ func startTarget(ctx context.Context, spec targetSpec, dir string) (string, func
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), TargetEnv+"="+string(b))
 	cmd.Stdout, cmd.Stderr = out, out
+	// A bench killed outright must not leave its targets serving.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	var child childproc.Child
 	exited, err := child.Start(cmd)
 	if err != nil {
