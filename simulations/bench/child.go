@@ -111,9 +111,23 @@ func ServeTargetFromEnv() (bool, error) {
 }
 
 // startTarget runs spec in a child process (this executable, with
-// TargetEnv set) on a free port, waits until it accepts connections, and
-// returns its URL and how to stop it. Its output goes to a log in dir.
-func startTarget(ctx context.Context, spec targetSpec, dir string) (string, func(), error) {
+// TargetEnv set) on a free port, waits until it serves, and returns its
+// URL and how to stop it. Its output goes to a log in dir. A free port
+// picked here can be taken before the child binds it: it tries three.
+func startTarget(ctx context.Context, spec targetSpec, dir string) (url string, stop func(), err error) {
+	for range 3 {
+		if url, stop, err = startTargetOnce(ctx, spec, dir); !errors.Is(err, errTargetExited) {
+			break
+		}
+	}
+	return url, stop, err
+}
+
+// errTargetExited is a target that stopped before it served: most likely
+// its port was taken.
+var errTargetExited = errors.New("exited before it served")
+
+func startTargetOnce(ctx context.Context, spec targetSpec, dir string) (string, func(), error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return "", nil, fmt.Errorf("bench target: %w", err)
@@ -154,7 +168,7 @@ func startTarget(ctx context.Context, spec targetSpec, dir string) (string, func
 		}
 		select {
 		case <-exited:
-			return "", nil, fmt.Errorf("bench target %s exited: %s", spec.Kind, childproc.Tail(logPath))
+			return "", nil, fmt.Errorf("bench target %s %w: %s", spec.Kind, errTargetExited, childproc.Tail(logPath))
 		case <-ctx.Done():
 			stop()
 			return "", nil, ctx.Err()
