@@ -111,3 +111,35 @@ func (h startedHandler) Handle(_ context.Context, r slog.Record) error {
 }
 func (h startedHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h startedHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestBenchInProcess: with InProcess the targets are served by the
+// generator's own process (no child process) and answer the same.
+func TestBenchInProcess(t *testing.T) {
+	var out bytes.Buffer
+	cfg := QuickConfig()
+	cfg.Duration, cfg.Warmup, cfg.Rounds = 200*time.Millisecond, 50*time.Millisecond, 2
+	cfg.Workers, cfg.Rate, cfg.Delays = 4, 100, nil
+	cfg.SkipPostgres, cfg.ResultsDir, cfg.Out = true, "", &out
+	cfg.InProcess = true
+	cfg.Only = []string{"bare", "buy_before_sellout", "buy_after_sellout", "regional", "global_0ms"}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	comm := filepath.Base(self)[:min(15, len(filepath.Base(self)))]
+	cfg.Log = slog.New(startedHandler{func() {
+		if n, _ := childproc.Children(comm); n != 0 {
+			t.Errorf("%d target processes with InProcess, want 0", n)
+		}
+	}})
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	for name, outcome := range map[string]string{"bare": "reserved", "buy_before_sellout": "reserved", "buy_after_sellout": "sold_out", "regional": "reserved", "global_0ms": "reserved"} {
+		row := res.row(name)
+		if row == nil || row.Attempts == 0 || row.Outcomes[outcome] != row.Attempts {
+			t.Errorf("row %s: %+v, want every attempt %s", name, row, outcome)
+		}
+	}
+}
