@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -363,29 +362,17 @@ func (r *runner) report() *Report {
 	// deadline if the run stopped on it), so a run that exhausts its users
 	// early is not diluted by idle time.
 	end := time.Duration(0)
-	var all []time.Duration
-	by := map[string][]time.Duration{}
+	var lat latencies
 	for _, s := range samples {
 		if s.At < r.plan.Warmup {
 			continue
 		}
-		by[s.Outcome] = append(by[s.Outcome], s.Latency)
-		if isFollow(s.Outcome) {
-			continue
+		lat.add(s)
+		if !isFollow(s.Outcome) {
+			end = max(end, s.At+s.Latency)
 		}
-		all = append(all, s.Latency)
-		end = max(end, s.At+s.Latency)
 	}
-	rep.Attempts = len(all)
-	rep.All = Summarize(all)
-	names := make([]string, 0, len(by))
-	for k := range by {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		rep.ByOutcome[k] = Summarize(by[k])
-	}
+	lat.fill(rep)
 	rep.Window = end - r.plan.Warmup
 	if r.plan.Rate > 0 {
 		// Open loop: the rate is what arrived over the arrival period; the

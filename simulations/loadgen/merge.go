@@ -1,9 +1,6 @@
 package loadgen
 
-import (
-	"sort"
-	"time"
-)
+import "time"
 
 // Merge combines reports of the same target measured in several slices
 // (interleaved with other targets, so that a machine's drift hits every
@@ -12,8 +9,7 @@ import (
 // from all samples.
 func Merge(reps ...*Report) *Report {
 	out := &Report{ByOutcome: map[string]Latency{}, Errors: map[string]int{}}
-	var all []time.Duration
-	by := map[string][]time.Duration{}
+	var lat latencies
 	for _, r := range reps {
 		if r == nil {
 			continue
@@ -40,23 +36,11 @@ func Merge(reps ...*Report) *Report {
 			if s.At < r.Warmup {
 				continue
 			}
-			by[s.Outcome] = append(by[s.Outcome], s.Latency)
-			if !isFollow(s.Outcome) {
-				all = append(all, s.Latency)
-			}
+			lat.add(s)
 		}
 		out.Samples = append(out.Samples, r.Samples...)
 	}
-	out.Attempts = len(all)
-	out.All = Summarize(all)
-	names := make([]string, 0, len(by))
-	for k := range by {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	for _, k := range names {
-		out.ByOutcome[k] = Summarize(by[k])
-	}
+	lat.fill(out)
 	if out.Window > 0 {
 		out.Throughput = float64(out.Attempts) / out.Window.Seconds()
 	}

@@ -52,6 +52,35 @@ type Latency struct {
 	Mean           time.Duration
 }
 
+// latencies gathers measured samples: each by its outcome, and the
+// attempts (not their follow-ups) all together.
+type latencies struct {
+	all []time.Duration
+	by  map[string][]time.Duration
+}
+
+func (l *latencies) add(s Sample) {
+	if l.by == nil {
+		l.by = map[string][]time.Duration{}
+	}
+	l.by[s.Outcome] = append(l.by[s.Outcome], s.Latency)
+	if !isFollow(s.Outcome) {
+		l.all = append(l.all, s.Latency)
+	}
+}
+
+// fill sets rep's attempt count and percentiles, overall and by outcome.
+func (l *latencies) fill(rep *Report) {
+	rep.Attempts = len(l.all)
+	rep.All = Summarize(l.all)
+	if rep.ByOutcome == nil {
+		rep.ByOutcome = map[string]Latency{}
+	}
+	for k, ds := range l.by {
+		rep.ByOutcome[k] = Summarize(ds)
+	}
+}
+
 // Summarize returns the percentiles of ds (it sorts ds in place).
 func Summarize(ds []time.Duration) Latency {
 	if len(ds) == 0 {
