@@ -186,11 +186,7 @@ func leaderLease(t *testing.T, cli *clientv3.Client) clientv3.LeaseID {
 }
 
 func TestDeposedLeaderWriteIsRejected(t *testing.T) {
-	e := etcdtest.Start(t)
-	cli := etcdtest.Client(t, e)
-	startChecker(t, cli)
-	a := startCoord(t, e, quiet)
-	waitLeader(t, a)
+	e, cli, a := startLeader(t, quiet)
 	b := startCoord(t, e, quiet)
 	ctx := authed(t.Context())
 
@@ -245,11 +241,7 @@ func TestDeposedLeaderWriteIsRejected(t *testing.T) {
 }
 
 func TestFailoverMidMoveNewLeaderContinues(t *testing.T) {
-	e := etcdtest.Start(t)
-	cli := etcdtest.Client(t, e)
-	startChecker(t, cli)
-	a := startCoord(t, e, quiet)
-	waitLeader(t, a)
+	e, cli, a := startLeader(t, quiet)
 	b := startCoord(t, e, quiet)
 	ctx := authed(t.Context())
 	eu, us := newFakeRegion(t, cli, "eu"), newFakeRegion(t, cli, "us")

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"flashsale/coordinator/api"
-	"flashsale/internal/etcdtest"
 	"flashsale/internal/layout"
 	"flashsale/quota"
 )
@@ -53,11 +52,7 @@ func (r *simRegion) step(a *quota.Allocation, dt time.Duration, sale string) {
 // regions keep, and the test reports etcd writes per 1,000 purchases and
 // how long the coordinator took to follow the demand shift.
 func TestThreeRegionLoadWritesPerThousandPurchases(t *testing.T) {
-	e := etcdtest.Start(t)
-	cli := etcdtest.Client(t, e)
-	startChecker(t, cli)
-	c := startCoord(t, e, func(c *Config) { c.Interval = 50 * time.Millisecond })
-	waitLeader(t, c)
+	_, cli, c := startLeader(t, func(c *Config) { c.Interval = 50 * time.Millisecond })
 	regions := []*api.RegionSpec{{Name: "eu", Weight: 1}, {Name: "us", Weight: 1}, {Name: "ap", Weight: 1}}
 	const total = 5000
 	if _, err := dial(t, c.Addr()).CreateSale(authed(t.Context()), &api.CreateSaleRequest{Sale: testSale("s1", total, regions...)}); err != nil {

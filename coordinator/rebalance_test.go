@@ -122,11 +122,7 @@ func TestPlanThenApplyRebalance(t *testing.T) {
 // second demand reports lag the burst. With no grace the same reports get
 // the idle region asked to release (TestBusyRegionGetsQuotaFromIdleOne).
 func TestOpeningGraceReleasesNothing(t *testing.T) {
-	e := etcdtest.Start(t)
-	cli := etcdtest.Client(t, e)
-	startChecker(t, cli)
-	c := startCoord(t, e, func(cfg *Config) { cfg.OpeningGrace = time.Hour })
-	waitLeader(t, c)
+	_, cli, c := startLeader(t, func(cfg *Config) { cfg.OpeningGrace = time.Hour })
 	ctx := authed(t.Context())
 	eu, us := newFakeRegion(t, cli, "eu"), newFakeRegion(t, cli, "us")
 	regions := []*api.RegionSpec{{Name: "eu", Weight: 1}, {Name: "us", Weight: 1}}

@@ -92,11 +92,7 @@ func TestDeadRegionKeepsItsQuota(t *testing.T) {
 }
 
 func TestNewLeaderLearnsBeforeGranting(t *testing.T) {
-	e := etcdtest.Start(t)
-	cli := etcdtest.Client(t, e)
-	startChecker(t, cli)
-	a := startCoord(t, e)
-	waitLeader(t, a)
+	e, cli, a := startLeader(t)
 	b := startCoord(t, e, func(c *Config) { c.LearningGrace = 1 << 40 }) // only reports end it
 	ctx := authed(t.Context())
 	eu := newFakeRegion(t, cli, "eu")
@@ -209,11 +205,7 @@ func TestStaleAllocationWriteConflicts(t *testing.T) {
 // just stop) is dead to the planners: its last report showed demand, yet
 // it gets nothing more, and its quota stays where it is.
 func TestExpiredReportLeaseStopsGrants(t *testing.T) {
-	e := etcdtest.Start(t)
-	cli := etcdtest.Client(t, e)
-	startChecker(t, cli)
-	c := startCoord(t, e, func(c *Config) { c.Policy.Chunk = 1 }) // the pool lasts 200 ticks
-	waitLeader(t, c)
+	_, cli, c := startLeader(t, func(c *Config) { c.Policy.Chunk = 1 }) // the pool lasts 200 ticks
 	us := newFakeRegion(t, cli, "us")
 	l, err := cli.Grant(t.Context(), 1) // never kept alive
 	if err != nil {
