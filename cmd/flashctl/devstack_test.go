@@ -102,14 +102,20 @@ func TestAgainstDevStack(t *testing.T) {
 	// A move waits (with a progress bar on stderr) until ap acknowledged.
 	regs, _ := status()
 	before := regs["ap"].Net
-	var progress string
-	waitFor("a move to be accepted (the rebalancer may have a release of ap pending)", func() bool {
-		out, progress, err = run1("move", "demo", "--from", "ap", "--to", "us", "--units", "1", "--wait", "20s")
-		if err != nil && !strings.Contains(err.Error(), "pending release") {
-			t.Fatalf("move: %v\n%s", err, out)
-		}
-		return err == nil
-	})
+	// The rebalancer may have a release of ap pending: an operator's move
+	// or drain is refused until it is acknowledged, and tried again.
+	whenNotPending := func(args ...string) (progress string) {
+		waitFor(args[0]+" to be accepted", func() bool {
+			var err error
+			out, progress, err = run1(args...)
+			if err != nil && !strings.Contains(err.Error(), "pending release") {
+				t.Fatalf("%s: %v\n%s", args[0], err, out)
+			}
+			return err == nil
+		})
+		return progress
+	}
+	progress := whenNotPending("move", "demo", "--from", "ap", "--to", "us", "--units", "1", "--wait", "20s")
 	if !strings.Contains(progress, "releases acknowledged") {
 		t.Fatalf("no progress shown while waiting: %q", progress)
 	}
@@ -119,7 +125,7 @@ func TestAgainstDevStack(t *testing.T) {
 	}
 
 	// Drain ap for this sale: once acknowledged it holds nothing unsold.
-	must("drain", "ap", "--sale", "demo", "--wait", "20s")
+	whenNotPending("drain", "ap", "--sale", "demo", "--wait", "20s")
 	regs, _ = status()
 	if regs["ap"].Available != "0" {
 		t.Fatalf("ap still has %s available after a drain", regs["ap"].Available)
