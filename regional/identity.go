@@ -130,10 +130,9 @@ func (j *JWTIdentity) Identify(r *http.Request, claimedUser string) (Principal, 
 // the claims pass the validator (exp required, nbf, iss, aud, leeway).
 func (j *JWTIdentity) verify(raw string) (shopperClaims, error) {
 	var c shopperClaims
-	head, rest, ok1 := strings.Cut(raw, ".")
-	payload, sig, ok2 := strings.Cut(rest, ".")
-	if !ok1 || !ok2 || strings.Contains(sig, ".") {
-		return c, errors.New("token is not header.payload.signature")
+	head, payload, sig, err := splitToken(raw)
+	if err != nil {
+		return c, err
 	}
 	hb, err := base64.RawURLEncoding.DecodeString(head)
 	if err != nil {
@@ -155,15 +154,34 @@ func (j *JWTIdentity) verify(raw string) (shopperClaims, error) {
 	if err := j.method.Verify(raw[:len(head)+1+len(payload)], sb, j.key); err != nil {
 		return c, fmt.Errorf("signature: %w", err)
 	}
-	pb, err := base64.RawURLEncoding.DecodeString(payload)
-	if err != nil {
-		return c, fmt.Errorf("payload: %w", err)
-	}
-	if err := json.Unmarshal(pb, &c); err != nil {
-		return c, fmt.Errorf("payload: %w", err)
+	if c, err = decodeClaims(payload); err != nil {
+		return c, err
 	}
 	if err := j.validator.Validate(&c); err != nil {
 		return c, err
+	}
+	return c, nil
+}
+
+// splitToken cuts a compact JWT into its three base64url parts.
+func splitToken(raw string) (head, payload, sig string, err error) {
+	head, rest, ok1 := strings.Cut(raw, ".")
+	payload, sig, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || strings.Contains(sig, ".") {
+		return "", "", "", errors.New("token is not header.payload.signature")
+	}
+	return head, payload, sig, nil
+}
+
+// decodeClaims decodes a token's payload part.
+func decodeClaims(payload string) (shopperClaims, error) {
+	var c shopperClaims
+	b, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil {
+		return c, fmt.Errorf("payload: %w", err)
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("payload: %w", err)
 	}
 	return c, nil
 }
@@ -174,21 +192,13 @@ func (*JWTIdentity) Peek(r *http.Request, claimedUser string) (Principal, error)
 	if err != nil {
 		return Principal{}, err
 	}
-	_, rest, ok1 := strings.Cut(raw, ".")
-	payload, _, ok2 := strings.Cut(rest, ".")
-	if !ok1 || !ok2 {
-		return Principal{}, fmt.Errorf("%w: not a JWT (header.payload.signature)", ErrBadToken)
-	}
-	b, err := base64.RawURLEncoding.DecodeString(payload)
+	_, payload, _, err := splitToken(raw)
 	if err != nil {
-		return Principal{}, fmt.Errorf("%w: payload: %w", ErrBadToken, err)
+		return Principal{}, fmt.Errorf("%w: %w", ErrBadToken, err)
 	}
-	var c struct {
-		Subject    string `json:"sub"`
-		HomeRegion string `json:"home_region"`
-	}
-	if err := json.Unmarshal(b, &c); err != nil {
-		return Principal{}, fmt.Errorf("%w: payload: %w", ErrBadToken, err)
+	c, err := decodeClaims(payload)
+	if err != nil {
+		return Principal{}, fmt.Errorf("%w: %w", ErrBadToken, err)
 	}
 	return principal(c.Subject, c.HomeRegion, claimedUser)
 }
