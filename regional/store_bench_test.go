@@ -3,8 +3,10 @@ package regional
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -129,4 +131,63 @@ func countBatches(b *testing.B, bt *Batcher) {
 			b.ReportMetric(float64(reqs.Load())/float64(c), "reserves/call")
 		}
 	})
+}
+
+// BenchmarkReserveRedisCPU is what a reservation costs Redis itself: full
+// batches of DefaultMaxBatch new buyers, one call at a time, with Redis's
+// own CPU time (INFO cpu, main thread) reported per reservation. Client
+// and machine noise stay out of the figure:
+//
+//	go test ./regional -run '^$' -bench ReserveRedisCPU -benchtime 2000x
+func BenchmarkReserveRedisCPU(b *testing.B) {
+	rdb := redistest.Start(b, "--appendfsync", "no").Client()
+	s := NewStore(rdb, "eu")
+	ctx := context.Background()
+	if err := s.Load(ctx); err != nil {
+		b.Fatal(err)
+	}
+	mustGrant(b, s, "bench", 1, 1<<40)
+	batch := make([]ReserveRequest, DefaultMaxBatch)
+	before := redisCPU(b, rdb)
+	b.ResetTimer()
+	for range b.N {
+		now := time.Now()
+		for i := range batch {
+			u := "c" + strconv.FormatInt(benchUser.Add(1), 10)
+			batch[i] = buy(u, u, now)
+		}
+		res, err := s.reserveBatch(ctx, "bench", batch)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res[len(res)-1].Outcome != quota.Reserved {
+			b.Fatalf("outcome %v, want reserved", res[len(res)-1].Outcome)
+		}
+	}
+	b.StopTimer()
+	spent := redisCPU(b, rdb) - before
+	b.ReportMetric(spent.Seconds()*1e6/float64(b.N*len(batch)), "redis-µs/reservation")
+}
+
+// redisCPU is the CPU time Redis's main thread has used.
+func redisCPU(b *testing.B, rdb *redis.Client) time.Duration {
+	info, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		k, v, _ := strings.Cut(line, ":")
+		if k == "used_cpu_user_main_thread" || k == "used_cpu_sys_main_thread" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu %q: %v", line, err)
+			}
+			total += f
+		}
+	}
+	if total == 0 {
+		b.Fatalf("INFO cpu has no main-thread times: %q", info)
+	}
+	return time.Duration(total * float64(time.Second))
 }

@@ -70,26 +70,45 @@ end
 -- reserve_args is Ledger.Reserve applied in turn to each request in ARGV
 -- from ARGV[3] on, five arguments each (user, requestId, now ms, ttl ms,
 -- per-user limit): exactly the answers of that many sequential calls.
--- Each answer is {outcome, id, user, req, expiresAt, state}. The ledger
--- hash is read once and written once per call, not per request: a third
--- of the commands (and of the Lua-to-Redis crossings) a reservation costs.
+-- Each answer is {outcome, id, user, req, expiresAt, state}.
+--
+-- A call reads and writes each shared key once, not once per request:
+-- the requestIds and users of the whole call are read with one HMGET each,
+-- what the call made is written with one HSET or ZADD per key at the end,
+-- and in between the call's own reservations are kept in Lua tables, so a
+-- later request of the same call sees them as sequential calls would. Per
+-- reservation that leaves the reservation's hash and its event: two
+-- commands where one request at a time took seven.
 local function reserve_args()
   local l = redis.call('HMGET', LEDGER, 'halted', 'granted_seen', 'released_local', 'sold', 'reserved', 'seq')
   local halted = l[1] == '1'
   local available = num(l[2]) - num(l[3]) - num(l[4]) - num(l[5])
   local seq = num(l[6])
+  local reqs, users = {}, {}
+  for i = 3, #ARGV, 5 do
+    reqs[#reqs + 1] = ARGV[i + 1]
+    users[#users + 1] = ARGV[i]
+  end
+  local olds = redis.call('HMGET', REQ, unpack(reqs))
+  local counts = redis.call('HMGET', USERS, unpack(users))
+  local held, made_req = {}, {} -- this call's view: user -> count, req -> id
+  local req_writes, user_writes, expiry_writes = {}, {}, {}
   local made = 0
   local out = {}
-  for i = 3, #ARGV, 5 do
-    local user, req = ARGV[i], ARGV[i + 1]
+  for k = 1, #reqs do
+    local i = 3 + (k - 1) * 5
+    local user, req = users[k], reqs[k]
     local now, ttl, limit = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
-    local old = redis.call('HGET', REQ, req)
+    local old = made_req[req] or olds[k]
+    if held[user] == nil then
+      held[user] = num(counts[k])
+    end
     if old then
       local r = redis.call('HMGET', resv_key(old), 'user', 'req', 'expiresAt', 'state')
       out[#out + 1] = {'duplicate', old, r[1] or '', r[2] or req, r[3] or '0', r[4] or ''}
     elseif halted then
       out[#out + 1] = {'halted'}
-    elseif num(redis.call('HGET', USERS, user)) >= limit then
+    elseif held[user] >= limit then
       out[#out + 1] = {'user_limit'}
     elseif available - made <= 0 then
       out[#out + 1] = {'sold_out'}
@@ -98,16 +117,30 @@ local function reserve_args()
       local id = fmt(seq + made)
       local exp = fmt(now + ttl)
       redis.call('HSET', resv_key(id), 'user', user, 'req', req, 'expiresAt', exp, 'state', 'active')
-      redis.call('HINCRBY', USERS, user, 1)
-      redis.call('HSET', REQ, req, id)
-      redis.call('ZADD', EXPIRY, exp, id)
       event('reserved', id, user, req, fmt(now), exp)
+      held[user] = held[user] + 1
+      made_req[req] = id
+      req_writes[#req_writes + 1] = req
+      req_writes[#req_writes + 1] = id
+      user_writes[#user_writes + 1] = user
+      expiry_writes[#expiry_writes + 1] = exp
+      expiry_writes[#expiry_writes + 1] = id
       out[#out + 1] = {'reserved', id, user, req, exp, 'active'}
     end
   end
   if made > 0 then
-    redis.call('HINCRBY', LEDGER, 'seq', made)
-    redis.call('HINCRBY', LEDGER, 'reserved', made)
+    local counts_out = {}
+    for _, user in ipairs(user_writes) do
+      if held[user] then
+        counts_out[#counts_out + 1] = user
+        counts_out[#counts_out + 1] = fmt(held[user])
+        held[user] = nil -- once per user
+      end
+    end
+    redis.call('HSET', USERS, unpack(counts_out))
+    redis.call('HSET', REQ, unpack(req_writes))
+    redis.call('ZADD', EXPIRY, unpack(expiry_writes))
+    redis.call('HSET', LEDGER, 'seq', fmt(seq + made), 'reserved', fmt(num(l[5]) + made))
   end
   return out
 end
