@@ -1,6 +1,7 @@
 package regional
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
 )
 
 // Error codes: part of the API (openapi.yaml); never rename one.
@@ -111,38 +114,44 @@ func decodeBody(w http.ResponseWriter, r *http.Request, limit int64, v any, allo
 	if r.ContentLength > limit {
 		return fail(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body of %d bytes: the limit is %d", r.ContentLength, limit), false
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		// One object only: "{}{}" or "{} x" is malformed, not two requests.
-		if _, terr := dec.Token(); terr != io.EOF {
-			err = errors.New("trailing data after the JSON object")
-		}
-	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return fail(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body over the limit of %d bytes", limit), false
 		}
-		if errors.Is(err, io.EOF) {
-			if allowEmpty {
-				return reply{}, true
-			}
-			return fail(http.StatusBadRequest, CodeBadJSON, "empty body: send a JSON object"), false
+		return fail(http.StatusBadRequest, CodeBadJSON, "reading the body: %v", err), false
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		if allowEmpty {
+			return reply{}, true
 		}
+		return fail(http.StatusBadRequest, CodeBadJSON, "empty body: send a JSON object"), false
+	}
+	// encoding/json/v2 semantics: exact member names, no duplicates, valid
+	// UTF-8, one value only ("{}{}" or "{} x" is malformed, not two
+	// requests), and here no unknown members.
+	if err := jsonv2.Unmarshal(body, v, jsonv2.RejectUnknownMembers(true)); err != nil {
 		return fail(http.StatusBadRequest, CodeBadJSON, "body is not the expected JSON object: %s", jsonErrMessage(err)), false
 	}
 	return reply{}, true
 }
 
-// jsonErrMessage keeps the decoder's hint but not its Go type names.
+// jsonErrMessage says what is wrong with a body, without Go type names.
 func jsonErrMessage(err error) string {
-	var typeErr *json.UnmarshalTypeError
-	if errors.As(err, &typeErr) {
-		return fmt.Sprintf("field %q has the wrong type", typeErr.Field)
+	var sem *jsonv2.SemanticError
+	if errors.As(err, &sem) {
+		field := strings.TrimPrefix(string(sem.JSONPointer), "/")
+		switch {
+		case sem.Err != nil && field != "":
+			return fmt.Sprintf("field %q: %v", field, sem.Err)
+		case field != "":
+			return fmt.Sprintf("field %q has the wrong type", field)
+		default:
+			return "want a JSON object"
+		}
 	}
-	return strings.TrimPrefix(err.Error(), "json: ")
+	return strings.TrimPrefix(err.Error(), "jsontext: ")
 }
 
 // maxIDLen bounds every id (sale, user, request, reservation): ids are

@@ -3,7 +3,6 @@ package regional
 import (
 	"crypto/ed25519"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -11,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -49,10 +49,10 @@ type Identity interface {
 //
 // The checks themselves are golang-jwt's: the signing method's Verify
 // (constant-time) and its claims Validator. Identify only splits and
-// decodes the token, which jwt.Parser does with a generic JSON decoding of
-// the header and of every registered claim: more than half of a check's
-// cost (BenchmarkIdentify), on the request every buyer makes at the
-// opening.
+// decodes the token (with encoding/json/v2, through its mirror module),
+// which jwt.Parser does with a generic JSON decoding of the header and of
+// every registered claim: most of a check's cost (BenchmarkIdentify), on
+// the request every buyer makes at the opening.
 type JWTIdentity struct {
 	method    jwt.SigningMethod // the only one accepted: no algorithm confusion
 	key       any
@@ -141,7 +141,7 @@ func (j *JWTIdentity) verify(raw string) (shopperClaims, error) {
 	var h struct {
 		Alg string `json:"alg"`
 	}
-	if err := json.Unmarshal(hb, &h); err != nil {
+	if err := jsonv2.Unmarshal(hb, &h); err != nil {
 		return c, fmt.Errorf("header: %w", err)
 	}
 	if h.Alg != j.method.Alg() {
@@ -173,14 +173,16 @@ func splitToken(raw string) (head, payload, sig string, err error) {
 	return head, payload, sig, nil
 }
 
-// decodeClaims decodes a token's payload part.
+// decodeClaims decodes a token's payload part. encoding/json/v2 refuses a
+// claim named twice (which claim would a check have seen?) and invalid
+// UTF-8; claims this seller does not read are ignored.
 func decodeClaims(payload string) (shopperClaims, error) {
 	var c shopperClaims
 	b, err := base64.RawURLEncoding.DecodeString(payload)
 	if err != nil {
 		return c, fmt.Errorf("payload: %w", err)
 	}
-	if err := json.Unmarshal(b, &c); err != nil {
+	if err := jsonv2.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("payload: %w", err)
 	}
 	return c, nil

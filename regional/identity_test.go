@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -172,6 +173,20 @@ func TestJWTHS256Checks(t *testing.T) {
 	payload, sig, _ := strings.Cut(rest, ".")
 	enc := base64.RawURLEncoding.EncodeToString
 	noneHead := enc([]byte(`{"alg":"none","typ":"JWT"}`))
+	// signRaw signs a payload written by hand (what jwt.MapClaims cannot
+	// hold: a claim named twice).
+	signRaw := func(payload string) string {
+		signing := head + "." + enc([]byte(payload))
+		sig, err := jwt.SigningMethodHS256.Sign(signing, testSecret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return signing + "." + enc(sig)
+	}
+	exp := strconv.FormatInt(now.Add(time.Hour).Unix(), 10)
+	if _, err := identifyWith(t, id, "Bearer "+signRaw(`{"sub":"alice","home_region":"eu","iss":"idp","aud":"shop","exp":`+exp+`}`), ""); err != nil {
+		t.Fatalf("a hand-signed good token is refused: %v", err)
+	}
 	for name, tok := range map[string]string{
 		"expired":              hs(func(c jwt.MapClaims) { c["exp"] = now.Add(-time.Minute).Unix() }),
 		"no exp":               hs(func(c jwt.MapClaims) { delete(c, "exp") }),
@@ -191,6 +206,8 @@ func TestJWTHS256Checks(t *testing.T) {
 		"two parts":            head + "." + payload,
 		"header not JSON":      enc([]byte("not json")) + "." + payload + "." + sig,
 		"header not base64":    "!!." + payload + "." + sig,
+		"sub named twice":      signRaw(`{"sub":"alice","home_region":"eu","iss":"idp","aud":"shop","exp":` + exp + `,"sub":"mallory"}`),
+		"payload not UTF-8":    signRaw("{\"sub\":\"alice\",\"home_region\":\"eu\",\"iss\":\"idp\",\"aud\":\"shop\",\"exp\":" + exp + ",\"name\":\"\xff\"}"),
 	} {
 		if _, err := identifyWith(t, id, "Bearer "+tok, ""); !errors.Is(err, ErrBadToken) {
 			t.Errorf("%s: %v, want ErrBadToken", name, err)
