@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/redis/go-redis/v9"
 
 	"flashsale/internal/layout"
@@ -65,9 +66,9 @@ type resvBody struct {
 
 func decodeBuy(w http.ResponseWriter, r *http.Request) (buyBody, bool) {
 	var in buyBody
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil || in.ItemID == "" || in.RequestID == "" {
+	// encoding/json/v2, unknown members refused: as the seller decodes.
+	err := jsonv2.UnmarshalRead(http.MaxBytesReader(w, r.Body, 4<<10), &in, jsonv2.RejectUnknownMembers(true))
+	if err != nil || in.ItemID == "" || in.RequestID == "" {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"code": "bad_json", "message": fmt.Sprint(err)})
 		return in, false
 	}
