@@ -35,7 +35,8 @@ type Config struct {
 	// Rounds cuts each scenario's time into slices run in turn with the
 	// other scenarios of its group: more rounds, less drift between rows.
 	Rounds int
-	// Workers is the closed-loop concurrency of the throughput rows.
+	// Workers is the closed-loop concurrency of the throughput rows: enough
+	// that every row runs at its saturation throughput (see README).
 	Workers int
 	// Rate is the open-loop arrival rate of the latency rows (the regional
 	// seller against the global counter): equal offered load, well below
@@ -62,7 +63,7 @@ type Config struct {
 // `make bench`.
 func QuickConfig() Config {
 	return Config{Quick: true, Duration: 1600 * time.Millisecond, Warmup: 300 * time.Millisecond, Rounds: 6,
-		Workers: 128, Rate: 300, Delays: []time.Duration{20 * time.Millisecond, 80 * time.Millisecond, 217 * time.Millisecond},
+		Workers: 512, Rate: 300, Delays: []time.Duration{20 * time.Millisecond, 80 * time.Millisecond, 217 * time.Millisecond},
 		ResultsDir: "results"}
 }
 

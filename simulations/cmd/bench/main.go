@@ -38,7 +38,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	quick := fs.Bool("quick", false, "short scenarios: the whole run in under a minute")
 	dur := fs.Duration("duration", 0, "length of each scenario (default 1.6s quick, 10s full)")
 	warm := fs.Duration("warmup", 0, "start of each scenario left out of its figures (default 0.3s quick, 2s full)")
-	workers := fs.Int("workers", 0, "closed-loop concurrency (default 128: a crowd, so the batcher can batch)")
+	workers := fs.Int("workers", 0, "closed-loop concurrency (default 512: enough to saturate every row, the seller included)")
 	rounds := fs.Int("rounds", 0, "interleaved slices per scenario (default 6 quick, 10 full)")
 	rate := fs.Float64("rate", 0, "open-loop rate of the latency rows, req/s (default 300)")
 	delays := fs.String("delays", "", "one-way delays to the global counter (default 20ms,80ms,217ms)")
