@@ -12,6 +12,10 @@ import (
 // holds Redis for tens of microseconds, not milliseconds.
 const DefaultMaxBatch = 32
 
+// MaxBatch is the largest batch one script call takes: the script unpacks
+// a batch's requestIds and users into one command each, within Lua's stack.
+const MaxBatch = 1000
+
 // DefaultMaxInFlight is the default number of script calls one sale may
 // have in flight at once. Redis with appendfsync always fsyncs once per
 // event-loop turn, for every write that turn took in: batches in flight
@@ -64,12 +68,14 @@ type batchCall struct {
 }
 
 // NewBatcher returns a Batcher over store sending at most maxBatch
-// requests per script call (DefaultMaxBatch if maxBatch < 1) and at most
-// maxInFlight script calls per sale at once (DefaultMaxInFlight if < 1).
+// requests per script call (DefaultMaxBatch if maxBatch < 1, never more
+// than MaxBatch) and at most maxInFlight script calls per sale at once
+// (DefaultMaxInFlight if < 1).
 func NewBatcher(store *Store, maxBatch, maxInFlight int) *Batcher {
 	if maxBatch < 1 {
 		maxBatch = DefaultMaxBatch
 	}
+	maxBatch = min(maxBatch, MaxBatch)
 	if maxInFlight < 1 {
 		maxInFlight = DefaultMaxInFlight
 	}

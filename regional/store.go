@@ -195,6 +195,9 @@ func (s *Store) Reserve(ctx context.Context, sale string, r ReserveRequest) (Res
 // reserveBatch runs rs in one script call, answering as len(rs) sequential
 // Reserve calls would. The requests must already be checked.
 func (s *Store) reserveBatch(ctx context.Context, sale string, rs []ReserveRequest) ([]ReserveResult, error) {
+	if len(rs) == 0 || len(rs) > MaxBatch {
+		return nil, fmt.Errorf("reserve batch of %d on %s: want 1..%d requests", len(rs), sale, MaxBatch)
+	}
 	args := make([]any, 0, 5*len(rs))
 	for _, r := range rs {
 		args = append(args, r.args()...)

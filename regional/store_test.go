@@ -539,6 +539,52 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+// TestReserveBatchLimits: the largest batch (one HMGET over all its
+// requestIds) runs whole, with a user named many times getting exactly
+// their limit; a larger or empty batch is refused before Redis.
+func TestReserveBatchLimits(t *testing.T) {
+	s, _, rdb := newTestStore(t)
+	mustGrant(t, s, "x", 1, 1<<20)
+	ctx := context.Background()
+	rs := make([]ReserveRequest, MaxBatch)
+	for i := range rs {
+		u := "u" + strconv.Itoa(i%(MaxBatch/2)) // every user twice
+		rs[i] = buy(u, "r"+strconv.Itoa(i), t0)
+		rs[i].PerUserLimit = 2
+	}
+	rs[MaxBatch-1] = buy("u0", "r0", t0) // a retry within the batch
+	got, err := s.reserveBatch(ctx, "x", rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range got[:MaxBatch-1] {
+		if r.Outcome != quota.Reserved {
+			t.Fatalf("request %d: %v, want reserved", i, r.Outcome)
+		}
+	}
+	if last := got[MaxBatch-1]; last.Outcome != quota.Duplicate || last.Reservation.ID != got[0].Reservation.ID {
+		t.Fatalf("retry in the batch: %+v, want the first reservation %s", last, got[0].Reservation.ID)
+	}
+	if c, _ := checkConsistent(t, s, rdb, "x"); c.Reserved != MaxBatch-1 {
+		t.Fatalf("reserved %d, want %d", c.Reserved, MaxBatch-1)
+	}
+	if n, err := rdb.HGet(ctx, SaleKey("x", "users"), "u0").Int64(); err != nil || n != 2 {
+		t.Fatalf("u0 holds %d (%v), want 2", n, err)
+	}
+	keys := rdb.DBSize(ctx).Val()
+	for _, n := range []int{0, MaxBatch + 1} {
+		if _, err := s.reserveBatch(ctx, "x", make([]ReserveRequest, n)); err == nil {
+			t.Fatalf("a batch of %d was accepted", n)
+		}
+	}
+	if after := rdb.DBSize(ctx).Val(); after != keys {
+		t.Fatalf("refused batches changed Redis: %d keys, then %d", keys, after)
+	}
+	if b := NewBatcher(s, MaxBatch+500, 0); b.max != MaxBatch {
+		t.Fatalf("NewBatcher kept a batch of %d, want at most %d", b.max, MaxBatch)
+	}
+}
+
 // TestBatcherCoalesces: calls arriving while a batch is in flight go
 // together in the next script call, in arrival order, and answer exactly
 // as sequential calls would.
