@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"mime"
 	"net"
 	"net/http"
@@ -57,9 +58,13 @@ type reply struct {
 	location   string        // redirects
 }
 
+// errorBody is every error's JSON. A retryable refusal (one with a
+// Retry-After header) also carries RetryAfterMs: a finer, jittered hint,
+// so that clients refused together do not all come back together.
 type errorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Code         string `json:"code"`
+	Message      string `json:"message"`
+	RetryAfterMs int64  `json:"retryAfterMs,omitempty"`
 }
 
 func fail(status int, code, format string, args ...any) reply {
@@ -70,9 +75,21 @@ func success(status int, outcome string, body any) reply {
 	return reply{status: status, outcome: outcome, body: body}
 }
 
+// after marks r retryable after about d: Retry-After in whole seconds (as
+// HTTP defines it, rounded up) and, in an error body, retryAfterMs drawn
+// uniformly from [d/2, 3d/2), at least 1 ms.
 func (r reply) after(d time.Duration) reply {
 	r.retryAfter = d
+	if eb, ok := r.body.(errorBody); ok && d > 0 {
+		eb.RetryAfterMs = jitterMs(d)
+		r.body = eb
+	}
 	return r
+}
+
+func jitterMs(d time.Duration) int64 {
+	ms := d.Milliseconds()
+	return max(1, ms/2+rand.Int64N(max(1, ms)))
 }
 
 func (r reply) failed() bool { return r.status >= 300 }

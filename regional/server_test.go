@@ -565,6 +565,11 @@ func TestNotStartedNoRedisIO(t *testing.T) {
 	if ra := a.header.Get("Retry-After"); ra != "90" {
 		t.Fatalf("Retry-After %q, want 90", ra)
 	}
+	// The body's hint is jittered around the same wait: [45 s, 135 s).
+	var eb errorBody
+	if err := json.Unmarshal(a.body, &eb); err != nil || eb.RetryAfterMs < 45_000 || eb.RetryAfterMs >= 135_000 {
+		t.Fatalf("retryAfterMs %d (err %v), want in [45000, 135000): %s", eb.RetryAfterMs, err, a.body)
+	}
 	expect(t, e.do("POST", "/v1/flash-sale/buy", tok, `{"itemId":"over","requestId":"r1"}`), http.StatusGone, CodeSaleEnded)
 	// An open sale needs Redis: a dead one is a 503, never a guess.
 	e.srv.CheckReady(context.Background())
