@@ -30,10 +30,11 @@ var (
 	scriptRelease      = mustScript("release")
 	scriptRaiseFloor   = mustScript("raise_floor")
 	scriptSetHalted    = mustScript("set_halted")
+	scriptSetView      = mustScript("set_view")
 
 	allScripts = []*redis.Script{
 		scriptReserve, scriptReserveBatch, scriptConfirm, scriptCancel, scriptExpire,
-		scriptExtend, scriptApplyGrant, scriptRelease, scriptRaiseFloor, scriptSetHalted,
+		scriptExtend, scriptApplyGrant, scriptRelease, scriptRaiseFloor, scriptSetHalted, scriptSetView,
 	}
 )
 
@@ -73,7 +74,7 @@ func NewStore(rdb redis.UniversalClient, region string) *Store {
 // scriptKeys are the fixed keys of a sale, in the order lib.lua expects.
 func scriptKeys(sale string) []string {
 	p := "{sale:" + sale + "}"
-	return []string{p + ":ledger", p + ":releases", p + ":users", p + ":req", p + ":expiry", p + ":orders"}
+	return []string{p + ":ledger", p + ":releases", p + ":users", p + ":req", p + ":expiry", p + ":orders", p + ":view"}
 }
 
 // SaleKey names a sale's Redis key, e.g. SaleKey("s1", "orders") is "{sale:s1}:orders".
@@ -533,17 +534,66 @@ func (s *Store) Counters(ctx context.Context, sale string) (Counters, error) {
 	if err != nil {
 		return Counters{}, fmt.Errorf("counters of %s: %w", sale, err)
 	}
+	n, err := parseInts(v)
+	if err != nil {
+		return Counters{}, fmt.Errorf("counters of %s: %w", sale, err)
+	}
+	return Counters{Fence: n[0], GrantedSeen: n[1], ReleasedLocal: n[2], Sold: n[3], Reserved: n[4], Seq: n[5], Halted: n[6] == 1}, nil
+}
+
+// SaleView is what the region agent last learned of the rest of the sale
+// (the other regions' reports in etcd), copied into the region's Redis so
+// that sellers can tell "this region is dry" from "the sale is sold out"
+// without reading etcd. It is advisory: no script decides a reservation
+// from it. Sold only grows, so a stale view can only understate what the
+// others sold: a seller that finds the sale sold out from it is right.
+type SaleView struct {
+	Total          int64 // the sale's total
+	OthersSold     int64 // sold, summed over the other regions
+	OthersReserved int64 // reserved (unpaid), summed over the other regions
+	At             int64 // unix ms when the agent wrote it; 0: never written
+}
+
+// SetSaleView writes the view under the agent's fence: an older fence gets
+// quota.ErrStaleFence and changes nothing.
+func (s *Store) SetSaleView(ctx context.Context, sale string, fence int64, v SaleView) error {
+	if err := checkKeyPart("sale", sale); err != nil {
+		return err
+	}
+	return s.fenced(ctx, scriptSetView, "set view of", sale, fence, v.Total, v.OthersSold, v.OthersReserved, v.At)
+}
+
+// View reads the sale's view; a zero View (At 0) when the agent never wrote
+// one (a seller run from a config file is its own whole sale).
+func (s *Store) View(ctx context.Context, sale string) (SaleView, error) {
+	if err := checkKeyPart("sale", sale); err != nil {
+		return SaleView{}, err
+	}
+	v, err := s.rdb.HMGet(ctx, SaleKey(sale, "view"), "total", "others_sold", "others_reserved", "at").Result()
+	if err != nil {
+		return SaleView{}, fmt.Errorf("view of %s: %w", sale, err)
+	}
+	n, err := parseInts(v)
+	if err != nil {
+		return SaleView{}, fmt.Errorf("view of %s: %w", sale, err)
+	}
+	return SaleView{Total: n[0], OthersSold: n[1], OthersReserved: n[2], At: n[3]}, nil
+}
+
+// parseInts parses an HMGET answer; a missing field is 0.
+func parseInts(v []any) ([]int64, error) {
 	n := make([]int64, len(v))
 	for i, e := range v {
 		str, _ := e.(string)
 		if str == "" {
 			continue
 		}
+		var err error
 		if n[i], err = strconv.ParseInt(str, 10, 64); err != nil {
-			return Counters{}, fmt.Errorf("counters of %s: field %d %q: %w", sale, i, str, err)
+			return nil, fmt.Errorf("field %d %q: %w", i, str, err)
 		}
 	}
-	return Counters{Fence: n[0], GrantedSeen: n[1], ReleasedLocal: n[2], Sold: n[3], Reserved: n[4], Seq: n[5], Halted: n[6] == 1}, nil
+	return n, nil
 }
 
 // ErrNotDurable means Redis could lose an acknowledged reservation on a

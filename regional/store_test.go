@@ -393,6 +393,7 @@ func TestGrantReleaseFence(t *testing.T) {
 		func() error { _, _, err := s.Release(ctx, "x", 4, "rel-3", 1); return err },
 		func() error { return s.RaiseFloor(ctx, "x", 4, 50, 50) },
 		func() error { return s.SetHalted(ctx, "x", 4, true) },
+		func() error { return s.SetSaleView(ctx, "x", 4, SaleView{Total: 1, OthersSold: 1, At: 1}) },
 	}
 	for i, f := range stale {
 		if err := f(); !errors.Is(err, quota.ErrStaleFence) {
@@ -411,6 +412,18 @@ func TestGrantReleaseFence(t *testing.T) {
 	}
 	if c := mustCounters(t, s, "x"); c.Fence != 6 || c.GrantedSeen != 12 {
 		t.Fatalf("counters %+v, want fence 6, granted 12", c)
+	}
+	// The sale view: none until written, then what the agent wrote; the
+	// deposed agent's write was refused above and is not there.
+	if v, err := s.View(ctx, "x"); err != nil || v != (SaleView{}) {
+		t.Fatalf("view before any write: %+v, %v", v, err)
+	}
+	want := SaleView{Total: 100, OthersSold: 30, OthersReserved: 7, At: 1234}
+	if err := s.SetSaleView(ctx, "x", 6, want); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.View(ctx, "x"); err != nil || v != want {
+		t.Fatalf("view %+v, %v; want %+v", v, err, want)
 	}
 }
 

@@ -3,10 +3,10 @@
 -- Every script mirrors quota.Ledger: same checks, same order, same answers.
 --
 -- KEYS (all under one {sale:ID} hash tag, so this runs on Redis Cluster):
---   1 ledger   2 releases   3 users   4 req   5 expiry   6 orders
+--   1 ledger   2 releases   3 users   4 req   5 expiry   6 orders   7 view
 -- ARGV 1 sale id, 2 region; script arguments start at ARGV[3].
 -- Reservation hashes live at <prefix>:resv:<id>, in the same slot.
-local LEDGER, RELEASES, USERS, REQ, EXPIRY, ORDERS = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local LEDGER, RELEASES, USERS, REQ, EXPIRY, ORDERS, VIEW = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local PREFIX = string.sub(LEDGER, 1, -8) -- strip ":ledger"
 local SALE, REGION = ARGV[1], ARGV[2]
 
