@@ -2,6 +2,7 @@ package quota_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"text/tabwriter"
@@ -59,11 +60,9 @@ func (e *env) run(t *testing.T, d *datadriven.TestData) string {
 	case "policy":
 		p := &e.pol
 		d.MaybeScanArgs(t, "split", &p.SplitPercent)
-		d.MaybeScanArgs(t, "chunk", &p.Chunk)
 		d.MaybeScanArgs(t, "horizon", &p.HorizonMs)
 		d.MaybeScanArgs(t, "stale", &p.StaleAfterMs)
 		d.MaybeScanArgs(t, "keep", &p.MinKeep)
-		d.MaybeScanArgs(t, "idle", &p.IdleMultiple)
 		pol := *p
 		e.a.Policy = &pol // what Tick uses
 		return fmt.Sprintf("%+v", pol)
@@ -130,11 +129,33 @@ func (e *env) planCmd(t *testing.T, d *datadriven.TestData) string {
 	var err error
 	switch kind := d.CmdArgs[0].Key; kind {
 	case "split":
-		p, err = e.a.InitialSplit(e.pol)
+		p, err = e.a.InitialSplit(e.pol, e.now)
 	case "rebalance":
 		p, err = e.a.Rebalance(e.pol, e.now)
 	case "sweep":
 		p, err = e.a.EndSweep(e.pol, e.now)
+	case "decide":
+		// plan decide now=.. starts=.. [ends=..] [lead=..] [sweep=..]
+		// [learning] [paused] [ended] [dead=r1,r2]: the loop's decision.
+		sit := quota.Situation{Now: e.now, Learning: d.HasArg("learning"), Paused: d.HasArg("paused"), Ended: d.HasArg("ended")}
+		d.ScanArgs(t, "starts", &sit.StartsAt)
+		d.MaybeScanArgs(t, "ends", &sit.EndsAt)
+		d.MaybeScanArgs(t, "lead", &sit.Timing.SplitLeadMs)
+		d.MaybeScanArgs(t, "sweep", &sit.Timing.SweepBeforeMs)
+		if d.HasArg("dead") {
+			var dead string
+			d.ScanArgs(t, "dead", &dead)
+			sit.Live = map[string]bool{}
+			for _, n := range e.a.RegionNames() {
+				sit.Live[n] = !slices.Contains(strings.Split(dead, ","), n)
+			}
+		}
+		var note string
+		p, note, err = e.a.Decide(sit)
+		if err == nil && note != "" {
+			e.plan = p
+			return note + "\n" + fmtPlan(p)
+		}
 	case "drain":
 		p, err = e.a.Drain(e.name(t, d, "r"), d.HasArg("spread"))
 	case "move":

@@ -64,18 +64,16 @@ func (a *Allocation) apply(p Plan) (Actions, error) {
 // Policy tunes the planners. Times are milliseconds, as everywhere in quota.
 type Policy struct {
 	SplitPercent int64 `json:"splitPercent"` // share of the pool the initial split grants; the rest follows demand
-	Chunk        int64 `json:"chunk"`        // most units one rebalance grants a region; 0: 2% of the total, at least 1
 	HorizonMs    int64 `json:"horizonMs"`    // a region should hold this long of its recent demand
 	StaleAfterMs int64 `json:"staleAfterMs"` // a report older than this counts as no demand
-	MinKeep      int64 `json:"minKeep"`      // units an idle region keeps for late buyers
-	IdleMultiple int64 `json:"idleMultiple"` // idle: available above IdleMultiple*wanted + MinKeep
+	MinKeep      int64 `json:"minKeep"`      // units an idle region keeps for late buyers while stock is ample
 }
 
-// DefaultPolicy grants most of the stock at the opening, where demand is
-// everywhere, and the rest in small chunks where it sells, so a region cut
-// off later strands little.
+// DefaultPolicy splits nearly the whole stock at the opening, where demand
+// is everywhere, and keeps 5% in the pool, so the first region to run dry
+// is answered from the pool without asking anyone to release.
 func DefaultPolicy() Policy {
-	return Policy{SplitPercent: 80, HorizonMs: 5000, StaleAfterMs: 5000, MinKeep: 2, IdleMultiple: 2}
+	return Policy{SplitPercent: 95, HorizonMs: 5000, StaleAfterMs: 5000, MinKeep: 2}
 }
 
 // Validate names the first bad field.
@@ -83,30 +81,15 @@ func (p Policy) Validate() error {
 	switch {
 	case p.SplitPercent < 0 || p.SplitPercent > 100:
 		return errorf("splitPercent %d not in 0..100: %w", p.SplitPercent, ErrBadPolicy)
-	case p.Chunk < 0:
-		return errorf("chunk %d negative: %w", p.Chunk, ErrBadPolicy)
 	case p.HorizonMs <= 0:
 		return errorf("horizonMs %d not positive: %w", p.HorizonMs, ErrBadPolicy)
 	case p.StaleAfterMs <= 0:
 		return errorf("staleAfterMs %d not positive: %w", p.StaleAfterMs, ErrBadPolicy)
 	case p.MinKeep < 0:
 		return errorf("minKeep %d negative: %w", p.MinKeep, ErrBadPolicy)
-	case p.IdleMultiple < 1:
-		return errorf("idleMultiple %d below 1: %w", p.IdleMultiple, ErrBadPolicy)
 	}
 	return nil
 }
-
-func (p Policy) chunk(total int64) int64 {
-	if p.Chunk > 0 {
-		return p.Chunk
-	}
-	return max(1, total/50)
-}
-
-// ChunkFor is the most units one rebalance grants a region of a sale of
-// total units.
-func (p Policy) ChunkFor(total int64) int64 { return p.chunk(total) }
 
 // wanted is the stock a region should hold to meet demand (attempts per
 // second) for the horizon, at most total. NaN and negative demand are none.
@@ -119,6 +102,17 @@ func (p Policy) wanted(demand float64, total int64) int64 {
 		return total
 	}
 	return int64(w)
+}
+
+// Low says whether a region holding available units, with this demand, must
+// pull quota now: it is dry while buyers are there, or it holds less than
+// half its horizon of demand. Agents report at once when their region turns
+// low (or dry again); the planners top low regions up.
+func (p Policy) Low(available int64, demand float64, total int64) bool {
+	if !(demand > 0) {
+		return false
+	}
+	return available <= 0 || 2*available < p.wanted(demand, total)
 }
 
 func (a *Allocation) policy() Policy {

@@ -10,9 +10,11 @@ import (
 // region of weight 0 (how a drain is made to stick).
 
 // InitialSplit grants p.SplitPercent of the unallocated pool (at least the
-// regions' minimums) by weight, within each region's minimum and maximum.
-// The rest stays in the pool for Rebalance to grant where it sells.
-func (a *Allocation) InitialSplit(p Policy) (Plan, error) {
+// regions' minimums), within each region's minimum and maximum, by weight,
+// or, when fresh reports at now show demand before the opening, mostly by
+// that demand: each region's share is 10% its weight's and 90% its
+// demand's. The rest stays in the pool, for the first regions to run dry.
+func (a *Allocation) InitialSplit(p Policy, now int64) (Plan, error) {
 	if err := p.Validate(); err != nil {
 		return Plan{}, err
 	}
@@ -28,32 +30,156 @@ func (a *Allocation) InitialSplit(p Policy) (Plan, error) {
 	if mins > pool {
 		return Plan{}, errorf("initial split: region minimums %d above the %d unallocated: %w", mins, pool, ErrOverTotal)
 	}
-	return Plan{Grants: a.share(max(pool*p.SplitPercent/100, mins), a.RegionNames())}, nil
+	return Plan{Grants: a.demandWeighted(now, p).share(max(pool*p.SplitPercent/100, mins), a.RegionNames())}, nil
 }
 
-// Rebalance lets grants follow demand: a region holding less than the
-// policy's horizon of its recent demand gets up to one chunk from the pool
-// (highest demand first, while the pool lasts); a region whose available
-// stock is well above its horizon (IdleMultiple times, plus MinKeep) is
-// asked to release the excess back to the pool. A stale report counts as no
-// demand, and a stale region is asked for nothing: it could not answer.
+// splitScale is the weight a blended split divides among the regions.
+const splitScale = 1_000_000
+
+// demandWeighted is a copy of a whose weights blend the configured weights
+// (10%) with the live demand (90%) of the regions of positive weight; a
+// itself when no such region reports demand. A region of weight 0 (drained)
+// stays at 0.
+func (a *Allocation) demandWeighted(now int64, p Policy) *Allocation {
+	var d float64
+	var w int64
+	st := a.Status(now, p)
+	for _, v := range st.Regions {
+		if v.Weight > 0 {
+			d += v.LiveDemand()
+			w += v.Weight
+		}
+	}
+	if !(d > 0) {
+		return a
+	}
+	b := a.Clone()
+	for _, v := range st.Regions {
+		if v.Weight <= 0 {
+			continue
+		}
+		share := 0.1*float64(v.Weight)/float64(w) + 0.9*v.LiveDemand()/d
+		b.Regions[v.Region].Weight = max(1, int64(share*splitScale))
+	}
+	return b
+}
+
+// Rebalance moves quota to where the buyers are, and only as much as it
+// must: a region that is not low (Policy.Low) gets nothing and a region
+// nobody needs stock from gives nothing, so steady, even demand moves no
+// quota at all, whatever the noise in the demand figures.
+//
+//   - A region's target is the stock it should hold: its horizon of demand
+//     (Policy.HorizonMs) while stock is ample; when the regions' horizons
+//     together exceed the stock left (pool plus every live region's
+//     available), the sale will sell out within the horizon, and the target
+//     is its demand's share of that stock, so the last units go where the
+//     buyers are, in proportion.
+//   - Low regions short of their target get it from the pool, largest
+//     demand first, sized by their demand, not by a fixed chunk.
+//   - What the pool cannot cover is asked of the regions holding most above
+//     what they keep (their target, or MinKeep for an idle region while
+//     stock is ample), released straight to the short region: a move, whose
+//     units are granted only on the giver's acknowledgement.
+//   - Damping: a short region that is not dry must lack a quarter of its
+//     target, and a giver with demand must hold a quarter above its own,
+//     before anything moves between them.
+//
+// A stale report counts as no demand, and a stale region is neither topped
+// up nor asked for anything: it could not answer.
 func (a *Allocation) Rebalance(p Policy, now int64) (Plan, error) {
 	if err := p.Validate(); err != nil {
 		return Plan{}, err
 	}
+	views := a.byDemand(now, p)
+	pool := a.Unallocated()
+	left, wantSum, demand := pool, int64(0), 0.0
+	for _, v := range views {
+		if !v.Fresh {
+			continue
+		}
+		left += max(0, v.Available)
+		if v.Weight > 0 {
+			wantSum += p.wanted(v.LiveDemand(), a.Total)
+			demand += v.LiveDemand()
+		}
+	}
+	scarce := demand > 0 && wantSum >= left
+	target := func(v RegionStatus) int64 {
+		if v.Weight <= 0 {
+			return 0
+		}
+		if scarce {
+			return int64(float64(left) * v.LiveDemand() / demand)
+		}
+		if v.LiveDemand() <= 0 {
+			return p.MinKeep
+		}
+		return p.wanted(v.LiveDemand(), a.Total)
+	}
+	incoming := map[string]int64{} // units already on their way to a region
+	for _, v := range views {
+		if v.Pending != nil && v.Pending.To != "" {
+			incoming[v.Pending.To] += v.Pending.Units
+		}
+	}
+
 	var plan Plan
-	pool, chunk := a.Unallocated(), p.chunk(a.Total)
-	for _, v := range a.byDemand(now, p) {
-		want := p.wanted(v.LiveDemand(), a.Total)
-		if g := min(chunk, v.need(want), pool); g > 0 {
+	short := map[string]int64{}
+	var receivers []string
+	for _, v := range views {
+		if !v.Fresh || !p.Low(v.Available, v.LiveDemand(), a.Total) {
+			continue
+		}
+		t := target(v)
+		need := v.need(t) - incoming[v.Region]
+		if need <= 0 || (v.Available > 0 && 4*need < t) {
+			continue
+		}
+		if g := min(need, pool); g > 0 {
 			plan.Grants = append(plan.Grants, Grant{Region: v.Region, Units: g})
 			pool -= g
+			need -= g
 		}
-		if v.Fresh && v.Pending == nil && v.Available > p.IdleMultiple*want+p.MinKeep {
-			if k := min(v.Available-want-p.MinKeep, v.Net-v.Min); k > 0 {
-				plan.Releases = append(plan.Releases, ReleaseRequest{Region: v.Region, Units: k})
+		if need > 0 {
+			short[v.Region] = need
+			receivers = append(receivers, v.Region)
+		}
+	}
+	if len(receivers) == 0 {
+		return plan, nil
+	}
+	type giver struct {
+		v      RegionStatus
+		excess int64
+	}
+	var givers []giver
+	for _, v := range views {
+		if !v.Fresh || v.Pending != nil || short[v.Region] > 0 || p.Low(v.Available, v.LiveDemand(), a.Total) && !scarce {
+			continue
+		}
+		keep := target(v)
+		excess := min(v.Available-keep, v.Net-v.Min)
+		if excess <= 0 || (v.LiveDemand() > 0 && 4*excess < keep) {
+			continue
+		}
+		givers = append(givers, giver{v, excess})
+	}
+	sort.SliceStable(givers, func(i, j int) bool { return givers[i].excess > givers[j].excess })
+	for _, g := range givers {
+		to := ""
+		for _, r := range receivers { // by demand, highest first
+			if short[r] > 0 {
+				to = r
+				break
 			}
 		}
+		if to == "" {
+			break
+		}
+		k := min(g.excess, short[to])
+		plan.Releases = append(plan.Releases, ReleaseRequest{Region: g.v.Region, Units: k, To: to})
+		short[to] -= k
 	}
 	return plan, nil
 }
@@ -80,7 +206,7 @@ func (a *Allocation) EndSweep(p Policy, now int64) (Plan, error) {
 			}
 			need[v.Region] = n - g
 			sellers = append(sellers, v)
-		} else if v.LiveDemand() <= 0 && v.Pending == nil && v.Available > 0 {
+		} else if v.Fresh && v.LiveDemand() <= 0 && v.Pending == nil && v.Available > 0 {
 			idle = append(idle, v)
 		}
 	}

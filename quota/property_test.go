@@ -73,11 +73,9 @@ func newSim(t *rapid.T) *sim {
 	}
 	a.Policy = &quota.Policy{
 		SplitPercent: rapid.Int64Range(0, 100).Draw(t, "split"),
-		Chunk:        rapid.Int64Range(0, 20).Draw(t, "chunk"),
 		HorizonMs:    rapid.Int64Range(1, 2000).Draw(t, "horizon"),
 		StaleAfterMs: rapid.Int64Range(1, 5000).Draw(t, "stale"),
 		MinKeep:      rapid.Int64Range(0, 5).Draw(t, "keep"),
-		IdleMultiple: rapid.Int64Range(1, 3).Draw(t, "idle"),
 	}
 	s := &sim{a: a, names: names, ledgers: map[string]*quota.Ledger{}, ref: total}
 	for _, n := range names {
@@ -118,7 +116,7 @@ func (s *sim) planAndApply(t *rapid.T) {
 	var err error
 	switch kind := rapid.SampledFrom([]string{"split", "rebalance", "sweep", "drain", "move"}).Draw(t, "planner"); kind {
 	case "split":
-		p, err = s.a.InitialSplit(pol)
+		p, err = s.a.InitialSplit(pol, s.now)
 	case "rebalance":
 		p, err = s.a.Rebalance(pol, s.now)
 	case "sweep":
@@ -295,11 +293,11 @@ func TestPropertySplit(t *testing.T) {
 		}
 		pol := quota.DefaultPolicy()
 		pol.SplitPercent = rapid.Int64Range(0, 100).Draw(t, "split")
-		p, err := a.InitialSplit(pol)
+		p, err := a.InitialSplit(pol, 0)
 		if err != nil {
 			t.Fatalf("split: %v", err)
 		}
-		again, _ := a.Clone().InitialSplit(pol)
+		again, _ := a.Clone().InitialSplit(pol, 0)
 		if fmt.Sprint(p) != fmt.Sprint(again) {
 			t.Fatalf("not deterministic: %v then %v", p, again)
 		}
