@@ -39,11 +39,6 @@ type Config struct {
 	// SplitLead is how long before a sale opens the initial split is made,
 	// so regions hold quota at the opening second.
 	SplitLead time.Duration
-	// OpeningGrace is how long after a sale opens the rebalancer only
-	// grants and asks no region to release: at the opening second every
-	// region is busy, but demand reports lag the burst, and pulling back the
-	// initial split then would answer sold-out to the first buyers.
-	OpeningGrace time.Duration
 	// SweepBefore is how long before a sale ends the loop switches from
 	// Rebalance to EndSweep (leftovers go where buyers still are).
 	SweepBefore time.Duration
@@ -70,7 +65,6 @@ func DefaultConfig() Config {
 		LearningGrace: 5 * time.Second,
 		SplitLead:     5 * time.Second,
 		SweepBefore:   30 * time.Second,
-		OpeningGrace:  10 * time.Second,
 		Policy:        quota.DefaultPolicy(),
 		WriteTimeout:  5 * time.Second,
 	}
@@ -87,7 +81,6 @@ func DevConfig() Config {
 	c.LearningGrace = time.Second
 	c.SplitLead = time.Second
 	c.SweepBefore = 5 * time.Second
-	c.OpeningGrace = 2 * time.Second
 	return c
 }
 
@@ -106,8 +99,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("coordinator config: LearningGrace %v must not be negative", c.LearningGrace)
 	case c.SplitLead < 0:
 		return fmt.Errorf("coordinator config: SplitLead %v must not be negative", c.SplitLead)
-	case c.OpeningGrace < 0:
-		return fmt.Errorf("coordinator config: OpeningGrace %v must not be negative", c.OpeningGrace)
 	case c.SweepBefore < 0:
 		return fmt.Errorf("coordinator config: SweepBefore %v must not be negative", c.SweepBefore)
 	case c.WriteTimeout <= 0:

@@ -38,16 +38,17 @@ func TestCreateSaleWritesInitialSplit(t *testing.T) {
 	if got.State != "active" || got.PerUserLimit != 1 {
 		t.Fatalf("defaults not filled: %+v", got)
 	}
-	// DefaultPolicy splits 80% by weight; the rest waits for demand.
+	// DefaultPolicy splits 95% by weight (no demand seen before the
+	// opening); the rest waits for the first region to run dry.
 	a := waitSplit(t, cli, "s1")
-	want := map[string]int64{"eu": 400, "us": 200, "ap": 200}
+	want := map[string]int64{"eu": 475, "us": 237, "ap": 238}
 	for r, n := range want {
 		if a.Regions[r].Granted != n || a.Regions[r].Released != 0 {
 			t.Errorf("region %s: granted %d released %d, want %d granted", r, a.Regions[r].Granted, a.Regions[r].Released, n)
 		}
 	}
-	if a.SumNet() != 800 || a.Policy == nil || a.Policy.SplitPercent != 80 {
-		t.Errorf("sum net %d, policy %+v: want 800 granted and the policy stored", a.SumNet(), a.Policy)
+	if a.SumNet() != 950 || a.Policy == nil || a.Policy.SplitPercent != 95 {
+		t.Errorf("sum net %d, policy %+v: want 950 granted and the policy stored", a.SumNet(), a.Policy)
 	}
 
 	sale, err := api1.GetSale(ctx, &api.GetSaleRequest{Id: "s1"})
@@ -62,7 +63,7 @@ func TestCreateSaleWritesInitialSplit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.Open || st.Totals.Net != 800 || st.Unallocated != 200 || len(st.Regions) != 3 {
+	if !st.Open || st.Totals.Net != 950 || st.Unallocated != 50 || len(st.Regions) != 3 {
 		t.Fatalf("status: %+v", st)
 	}
 	_, err = api1.CreateSale(ctx, &api.CreateSaleRequest{Sale: testSale("s1", 5, regions3()...)})
@@ -200,7 +201,7 @@ func TestDeposedLeaderWriteIsRejected(t *testing.T) {
 	}
 	waitSplit(t, cli, "s1")
 	// Followers serve reads.
-	if st, err := dial(t, b.Addr()).SaleStatus(ctx, &api.SaleRef{Id: "s1"}); err != nil || st.Totals.Net != 80 {
+	if st, err := dial(t, b.Addr()).SaleStatus(ctx, &api.SaleRef{Id: "s1"}); err != nil || st.Totals.Net != 95 {
 		t.Fatalf("status from the follower: %v %+v", err, st)
 	}
 
@@ -251,7 +252,7 @@ func TestFailoverMidMoveNewLeaderContinues(t *testing.T) {
 	}
 	eu.report("s1", layout.RegionReport{})
 	us.report("s1", layout.RegionReport{})
-	waitSplit(t, cli, "s1") // 80 and 80, 40 in the pool
+	waitSplit(t, cli, "s1") // 95 and 95, 10 in the pool
 
 	plan, err := dial(t, a.Addr()).Move(ctx, &api.MoveRequest{Sale: "s1", From: "eu", To: "us", Units: 40})
 	if err != nil {
@@ -267,17 +268,17 @@ func TestFailoverMidMoveNewLeaderContinues(t *testing.T) {
 	}
 	waitLeader(t, b)
 	// The region executes the release (its Redis gave up 40) and acks.
-	eu.report("s1", layout.RegionReport{ReleaseID: id, Report: quotaReport(80, 40)})
+	eu.report("s1", layout.RegionReport{ReleaseID: id, Report: quotaReport(95, 40)})
 	waitFor(t, "new leader to apply the ack", func() bool {
 		al, _ := readAlloc(t, cli, "s1")
 		return al.Regions["eu"].Pending == nil
 	})
 	al, _ := readAlloc(t, cli, "s1")
-	if al.Regions["eu"].Released != 40 || al.Regions["eu"].Net() != 40 || al.Regions["us"].Granted != 120 {
+	if al.Regions["eu"].Released != 40 || al.Regions["eu"].Net() != 55 || al.Regions["us"].Granted != 135 {
 		t.Fatalf("after ack: eu %+v us %+v", *al.Regions["eu"], *al.Regions["us"])
 	}
-	if al.SumNet() != 160 {
-		t.Fatalf("sum net %d, want 160 (no unit lost or doubled)", al.SumNet())
+	if al.SumNet() != 190 {
+		t.Fatalf("sum net %d, want 190 (no unit lost or doubled)", al.SumNet())
 	}
 	// The same ack seen again changes nothing.
 	_, rev := readAlloc(t, cli, "s1")
@@ -289,7 +290,7 @@ func TestFailoverMidMoveNewLeaderContinues(t *testing.T) {
 		t.Fatalf("release id %s reused after failover", id)
 	}
 	al2, rev2 := readAlloc(t, cli, "s1")
-	if rev2 == rev || al2.Regions["eu"].Released != 40 || al2.Regions["us"].Granted != 120 {
+	if rev2 == rev || al2.Regions["eu"].Released != 40 || al2.Regions["us"].Granted != 135 {
 		t.Fatalf("replayed ack moved units again: eu %+v us %+v", *al2.Regions["eu"], *al2.Regions["us"])
 	}
 }
@@ -364,7 +365,7 @@ func TestLeaderCrashFollowerTakesOverAfterLease(t *testing.T) {
 	}
 	eu.report("s1", layout.RegionReport{})
 	us.report("s1", layout.RegionReport{})
-	waitSplit(t, cli, "s1") // 40 and 40
+	waitSplit(t, cli, "s1") // 48 and 47
 	plan, err := dial(t, a.Addr()).Move(ctx, &api.MoveRequest{Sale: "s1", From: "us", To: "eu", Units: 30})
 	if err != nil {
 		t.Fatal(err)
@@ -375,13 +376,13 @@ func TestLeaderCrashFollowerTakesOverAfterLease(t *testing.T) {
 	if ttl, err := cli.TimeToLive(t.Context(), lease); err != nil || ttl.TTL > 0 {
 		t.Fatalf("b leads while a's lease lives: %v %+v", err, ttl)
 	}
-	us.report("s1", layout.RegionReport{ReleaseID: plan.Releases[0].Id, Report: quotaReport(40, 30)})
+	us.report("s1", layout.RegionReport{ReleaseID: plan.Releases[0].Id, Report: quotaReport(47, 30)})
 	waitFor(t, "b to finish a's move", func() bool {
 		al, _ := readAlloc(t, cli, "s1")
 		return al.Regions["us"].Pending == nil
 	})
 	al, _ := readAlloc(t, cli, "s1")
-	if al.Regions["eu"].Net() != 70 || al.Regions["us"].Net() != 10 || al.SumNet() != 80 {
+	if al.Regions["eu"].Net() != 78 || al.Regions["us"].Net() != 17 || al.SumNet() != 95 {
 		t.Fatalf("after takeover: eu %+v us %+v", *al.Regions["eu"], *al.Regions["us"])
 	}
 }

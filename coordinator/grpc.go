@@ -146,11 +146,6 @@ func newAllocation(spec layout.SaleSpec, pol quota.Policy) *quota.Allocation {
 		ra := a.Regions[r.Name]
 		ra.Weight, ra.Min, ra.Max = r.Weight, r.Min, r.Max
 	}
-	// An idle region keeps at least one grant chunk (2% of the total by
-	// default) rather than a couple of units: buyers who arrive after a lull
-	// are served at once while grants catch up, and a region cut off
-	// strands no more than that chunk.
-	pol.MinKeep = max(pol.MinKeep, pol.ChunkFor(spec.Total))
 	a.Policy = &pol
 	return a
 }
@@ -294,14 +289,19 @@ func (s *server) SaleStatus(ctx context.Context, req *api.SaleRef) (*api.SaleSta
 		Unallocated:   a.Unallocated(),
 		AllocRevision: v.doc.modRev,
 	}
-	view := planView(a, v.reports)
+	view := cloneAlloc(a)
+	for name, r := range view.Regions {
+		if _, ok := v.reports[name]; !ok {
+			r.Report = nil // no lease: dead, whatever its stored report says
+		}
+	}
 	for r, rep := range v.reports {
 		if ra, ok := view.Regions[r]; ok {
 			rp := rep.Report
 			ra.Report = &rp
 		}
 	}
-	qs := view.Status(now.UnixMilli(), policyOf(a))
+	qs := view.Status(now.UnixMilli(), a.PolicyOf())
 	tot := &api.RegionStatus{Region: "total"}
 	for _, q := range qs.Regions {
 		rs := &api.RegionStatus{Region: q.Region, Granted: q.Granted, Released: q.Released, Net: q.Net,
@@ -339,6 +339,15 @@ func planToProto(sale string, modRev int64, p planResult, applied bool) *api.Pla
 	return out
 }
 
+// operatorSituation is the loop's situation for an operator's rebalance:
+// a paused sale is exactly when an operator moves quota by hand, and an
+// operator's call is news enough to end learning for it.
+func (c *Coordinator) operatorSituation(v *saleView) quota.Situation {
+	sit := c.situation(v, c.cfg.Now(), false)
+	sit.Paused = false
+	return sit
+}
+
 func (s *server) PlanRebalance(ctx context.Context, req *api.SaleRef) (*api.Plan, error) {
 	c := s.c
 	v, err := c.readView(ctx, req.GetId())
@@ -347,11 +356,11 @@ func (s *server) PlanRebalance(ctx context.Context, req *api.SaleRef) (*api.Plan
 	}
 	a := cloneAlloc(v.doc.alloc)
 	c.takeReports(a, v.reports)
-	plan, err := planView(a, v.reports).Rebalance(policyOf(a), c.cfg.Now().UnixMilli())
+	plan, note, err := a.Decide(c.operatorSituation(v))
 	if err != nil {
 		return nil, c.grpcErr(ctx, err)
 	}
-	return planToProto(v.spec.ID, v.doc.modRev, fromPlan(plan, "not applied"), false), nil
+	return planToProto(v.spec.ID, v.doc.modRev, fromPlan(plan, note+" (not applied)"), false), nil
 }
 
 // mutate runs one operator change of a sale's allocation on the leader:
@@ -391,12 +400,12 @@ func (s *server) ApplyRebalance(ctx context.Context, req *api.ApplyRebalanceRequ
 			return planResult{}, refused("alloc_revision: the allocation is now at %d, not %d; plan again", v.doc.modRev, rev)
 		}
 		c.takeReports(a, v.reports)
-		plan, err := planView(a, v.reports).Rebalance(policyOf(a), c.cfg.Now().UnixMilli())
+		plan, note, err := a.Decide(c.operatorSituation(v))
 		if err != nil {
 			return planResult{}, err
 		}
 		acts, err := a.Apply(plan)
-		return fromActions(acts, "operator rebalance"), err
+		return fromActions(acts, "operator: "+note), err
 	})
 	return p, c.grpcErr(ctx, err)
 }

@@ -239,3 +239,13 @@ func waitSplit(t *testing.T, cli *clientv3.Client, sale string) *quota.Allocatio
 	})
 	return a
 }
+
+// isSplit says whether the sale's initial split was made: any grant ever.
+func isSplit(a *quota.Allocation) bool {
+	for _, r := range a.Regions {
+		if r.Granted > 0 {
+			return true
+		}
+	}
+	return false
+}

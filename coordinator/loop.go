@@ -152,46 +152,10 @@ func (c *Coordinator) stepSale(ctx context.Context, f fence, snap *snapshot, id 
 }
 
 // decide applies to a what the loop must do for one sale now: take the
-// reports (and the acks they carry), then, unless learning, paused or
-// ended: the initial split, a demand-driven rebalance, or near the end the
-// sweep that sends leftovers where buyers still are.
+// reports (and the acks they carry), then whatever quota.Decide plans.
 func (c *Coordinator) decide(a *quota.Allocation, v *saleView, now time.Time, learning bool) (planResult, error) {
 	p := c.takeReports(a, v.reports)
-	spec := v.spec
-	pol := policyOf(a)
-	nowMs := now.UnixMilli()
-	switch {
-	case learning,
-		spec.State == layout.SaleEnded || !now.Before(spec.EndsAt),
-		spec.State == layout.SalePaused,
-		now.Before(spec.StartsAt.Add(-c.cfg.SplitLead)):
-		return p, nil
-	}
-	view := planView(a, v.reports)
-	var plan quota.Plan
-	var err error
-	note := ""
-	switch {
-	case !isSplit(a):
-		plan, err = view.InitialSplit(pol)
-		note = "initial split"
-		if err == nil && plan.Empty() && !now.Before(spec.StartsAt) {
-			// A split that grants nothing (SplitPercent 0, no minimums)
-			// leaves everything to demand once the sale is open.
-			plan, err = view.Rebalance(pol, nowMs)
-			note = ""
-		}
-	case now.Before(spec.StartsAt):
-		return p, nil
-	case !now.Before(spec.EndsAt.Add(-c.cfg.SweepBefore)):
-		plan, err = view.EndSweep(pol, nowMs)
-		note = "end sweep"
-	default:
-		plan, err = view.Rebalance(pol, nowMs)
-		if now.Before(spec.StartsAt.Add(c.cfg.OpeningGrace)) {
-			plan.Releases = nil // grants only while the opening burst's demand is still being reported
-		}
-	}
+	plan, note, err := a.Decide(c.situation(v, now, learning))
 	if err != nil {
 		return p, fmt.Errorf("plan sale %s: %w", a.Sale, err)
 	}
@@ -204,6 +168,29 @@ func (c *Coordinator) decide(a *quota.Allocation, v *saleView, now time.Time, le
 	}
 	p.add(fromActions(acts, note))
 	return p, nil
+}
+
+// situation is what quota.Decide needs besides the allocation: the sale's
+// window and state, learning mode, and which regions are alive (a region
+// without a report key has no lease).
+func (c *Coordinator) situation(v *saleView, now time.Time, learning bool) quota.Situation {
+	live := make(map[string]bool, len(v.reports))
+	for r := range v.reports {
+		live[r] = true
+	}
+	s := quota.Situation{
+		Now:      now.UnixMilli(),
+		StartsAt: v.spec.StartsAt.UnixMilli(),
+		Paused:   v.spec.State == layout.SalePaused,
+		Ended:    v.spec.State == layout.SaleEnded,
+		Learning: learning,
+		Live:     live,
+		Timing:   quota.Timing{SplitLeadMs: c.cfg.SplitLead.Milliseconds(), SweepBeforeMs: c.cfg.SweepBefore.Milliseconds()},
+	}
+	if !v.spec.EndsAt.IsZero() {
+		s.EndsAt = v.spec.EndsAt.UnixMilli()
+	}
+	return s
 }
 
 // countersChanged compares everything but the reports.

@@ -56,15 +56,6 @@ func cloneAlloc(a *quota.Allocation) *quota.Allocation {
 	return out
 }
 
-// policyOf is the sale's policy: stored in its allocation at creation, so
-// every leader plans a sale the same way.
-func policyOf(a *quota.Allocation) quota.Policy {
-	if a.Policy != nil {
-		return *a.Policy
-	}
-	return quota.DefaultPolicy()
-}
-
 // takeReports feeds the regions' current reports to the allocation
 // (quota.Step keeps the newest and applies an ack naming the pending
 // release) and returns the grants acks made.
@@ -90,29 +81,6 @@ func (c *Coordinator) takeReports(a *quota.Allocation, reps map[string]layout.Re
 		p.add(fromActions(acts, note))
 	}
 	return p
-}
-
-// planView is the copy of a the planners read: a region without a report
-// key has no lease, so it is dead to them whatever its last stored report
-// says (the stored report stays in a: agents use it as a floor).
-func planView(a *quota.Allocation, reps map[string]layout.RegionReport) *quota.Allocation {
-	v := cloneAlloc(a)
-	for name, r := range v.Regions {
-		if _, ok := reps[name]; !ok {
-			r.Report = nil
-		}
-	}
-	return v
-}
-
-// isSplit says whether the initial split was made: any grant ever.
-func isSplit(a *quota.Allocation) bool {
-	for _, r := range a.Regions {
-		if r.Granted > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // planMove moves units from one region to another through a release

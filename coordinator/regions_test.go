@@ -1,9 +1,13 @@
 package coordinator
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -32,7 +36,7 @@ func TestDeadRegionKeepsItsQuota(t *testing.T) {
 	}
 	eu.report("s1", layout.RegionReport{})
 	us.report("s1", layout.RegionReport{})
-	waitSplit(t, cli, "s1") // 40 and 40, 20 in the pool
+	waitSplit(t, cli, "s1") // 48 and 47, 5 in the pool
 	rd, err := cl.Readiness(ctx, &api.ReadinessRequest{})
 	if err != nil || !rd.Ready || rd.Leader != c.Addr() {
 		t.Fatalf("readiness with both regions fresh: %v %+v", err, rd)
@@ -46,7 +50,7 @@ func TestDeadRegionKeepsItsQuota(t *testing.T) {
 	waitTicks(t, c, 10)
 
 	a, _ := readAlloc(t, cli, "s1")
-	if a.Regions["eu"].Net() != 40 || a.Regions["us"].Net() != 40 {
+	if a.Regions["eu"].Net() != 48 || a.Regions["us"].Net() != 47 {
 		t.Fatalf("dead region's quota moved: eu %+v us %+v", *a.Regions["eu"], *a.Regions["us"])
 	}
 	if p := a.Regions["eu"].Pending; p == nil || p.ID != move.Releases[0].Id {
@@ -57,7 +61,7 @@ func TestDeadRegionKeepsItsQuota(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range st.Regions {
-		if r.Region == "eu" && (r.Reported || r.Net != 40 || r.PendingReleaseId == "") {
+		if r.Region == "eu" && (r.Reported || r.Net != 48 || r.PendingReleaseId == "") {
 			t.Errorf("status of dead eu: %+v", r)
 		}
 		if r.Region == "us" && (!r.Reported || !r.Fresh) {
@@ -83,10 +87,10 @@ func TestDeadRegionKeepsItsQuota(t *testing.T) {
 
 	// The region comes back with a new lease and acks the release it ran.
 	eu2 := newFakeRegion(t, cli, "eu")
-	eu2.report("s1", layout.RegionReport{ReleaseID: move.Releases[0].Id, Report: quotaReport(40, 20)})
+	eu2.report("s1", layout.RegionReport{ReleaseID: move.Releases[0].Id, Report: quotaReport(48, 20)})
 	waitFor(t, "ack after return", func() bool { a, _ := readAlloc(t, cli, "s1"); return a.Regions["eu"].Pending == nil })
 	a, _ = readAlloc(t, cli, "s1")
-	if a.Regions["eu"].Net() != 20 || a.Regions["us"].Net() != 60 || a.SumNet() != 80 {
+	if a.Regions["eu"].Net() != 28 || a.Regions["us"].Net() != 67 || a.SumNet() != 95 {
 		t.Fatalf("after ack: eu %+v us %+v", *a.Regions["eu"], *a.Regions["us"])
 	}
 }
@@ -202,40 +206,58 @@ func TestStaleAllocationWriteConflicts(t *testing.T) {
 }
 
 // A region whose report lease really expires (no revoke: its keepalives
-// just stop) is dead to the planners: its last report showed demand, yet
-// it gets nothing more, and its quota stays where it is.
+// just stop) is dead to the planners: while it reported dry it was topped
+// up again and again; once its report is gone it gets nothing more, though
+// its last report, stored in the allocation, still shows it dry; and its
+// quota stays where it is.
 func TestExpiredReportLeaseStopsGrants(t *testing.T) {
-	_, cli, c := startLeader(t, func(c *Config) { c.Policy.Chunk = 1 }) // the pool lasts 200 ticks
+	_, cli, c := startLeader(t, func(c *Config) { c.Policy.SplitPercent = 50 }) // 250 each, 500 in the pool
 	us := newFakeRegion(t, cli, "us")
 	l, err := cli.Grant(t.Context(), 1) // never kept alive
 	if err != nil {
 		t.Fatal(err)
 	}
-	eu := &fakeRegion{t: t, cli: cli, name: "eu", lease: l.ID}
 	regions := []*api.RegionSpec{{Name: "eu", Weight: 1}, {Name: "us", Weight: 1}}
 	if _, err := dial(t, c.Addr()).CreateSale(authed(t.Context()), &api.CreateSaleRequest{Sale: testSale("s1", 1000, regions...)}); err != nil {
 		t.Fatal(err)
 	}
 	waitSplit(t, cli, "s1")
-	eu.report("s1", layout.RegionReport{Report: quotaReport(400, 0)})
-	eu.report("s1", layout.RegionReport{Report: quota.Report{GrantedSeen: 400, Sold: 399, Demand: 500}})
-	us.report("s1", layout.RegionReport{Report: quotaReport(400, 0)})
-	waitFor(t, "a grant to busy eu", func() bool { a, _ := readAlloc(t, cli, "s1"); return a.Regions["eu"].Granted > 400 })
-	waitFor(t, "eu's report to expire with its lease", func() bool {
-		resp, err := cli.Get(t.Context(), layout.Keys{Prefix: layout.DefaultPrefix}.Report("eu", "s1"))
-		return err == nil && len(resp.Kvs) == 0
-	})
+	us.report("s1", layout.RegionReport{Report: quotaReport(250, 0)})
+	// eu sells every unit it gets (0.2 attempts/s: 1 over the horizon, so
+	// each top-up is 1 unit) until its lease runs out.
+	grants := 0
+	for {
+		a, _ := readAlloc(t, cli, "s1")
+		net := a.Regions["eu"].Net()
+		rep := layout.RegionReport{Region: "eu", Sale: "s1", Report: quota.Report{GrantedSeen: net, Sold: net, Demand: 0.2, At: time.Now().UnixMilli()}}
+		b, _ := json.Marshal(rep)
+		if _, err := cli.Put(t.Context(), layout.Keys{Prefix: layout.DefaultPrefix}.Report("eu", "s1"), string(b), clientv3.WithLease(l.ID)); err != nil {
+			break // the lease is gone
+		}
+		gone := false
+		waitFor(t, "a top-up of dry eu, or its lease to end", func() bool {
+			a, _ := readAlloc(t, cli, "s1")
+			resp, err := cli.Get(t.Context(), layout.Keys{Prefix: layout.DefaultPrefix}.Report("eu", "s1"))
+			gone = err == nil && len(resp.Kvs) == 0
+			return a.Regions["eu"].Net() > net || gone
+		})
+		if gone {
+			break
+		}
+		grants++
+	}
+	if grants < 2 {
+		t.Fatalf("dry eu was topped up %d times while alive, want several", grants)
+	}
 	waitTicks(t, c, 2) // a tick that read the report before it vanished may still write
 	before, _ := readAlloc(t, cli, "s1")
 	waitTicks(t, c, 10)
 	after, _ := readAlloc(t, cli, "s1")
-	if after.Regions["eu"].Granted != before.Regions["eu"].Granted {
-		t.Fatalf("dead eu still granted: %d -> %d", before.Regions["eu"].Granted, after.Regions["eu"].Granted)
+	if after.Regions["eu"].Granted != before.Regions["eu"].Granted || after.Unallocated() != before.Unallocated() || after.Unallocated() == 0 {
+		t.Fatalf("dead eu still granted or the pool went elsewhere: eu %+v -> %+v, pool %d -> %d",
+			*before.Regions["eu"], *after.Regions["eu"], before.Unallocated(), after.Unallocated())
 	}
-	if after.Regions["eu"].Net() != before.Regions["eu"].Net() || after.Unallocated() == 0 {
-		t.Fatalf("dead eu's quota moved or the pool went elsewhere: eu %+v, pool %d", *after.Regions["eu"], after.Unallocated())
-	}
-	if after.Regions["eu"].Report == nil || after.Regions["eu"].Report.Sold != 399 {
-		t.Fatalf("eu's last report left the allocation (agents use it as a floor): %+v", after.Regions["eu"].Report)
+	if r := after.Regions["eu"].Report; r == nil || r.Sold == 0 {
+		t.Fatalf("eu's last report left the allocation (agents use it as a floor): %+v", r)
 	}
 }
