@@ -1,6 +1,7 @@
 package quota
 
 import (
+	"math"
 	"sort"
 )
 
@@ -110,7 +111,8 @@ func (a *Allocation) Rebalance(p Policy, now int64) (Plan, error) {
 			return 0
 		}
 		if scarce {
-			return int64(float64(left) * v.LiveDemand() / demand)
+			// Rounded up, so the last units still go somewhere.
+			return int64(math.Ceil(float64(left) * v.LiveDemand() / demand))
 		}
 		if v.LiveDemand() <= 0 {
 			return p.MinKeep

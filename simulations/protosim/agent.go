@@ -110,7 +110,8 @@ func (s *Sim) agentTick(rg *region, a *agent) {
 		s.sendGet(rg, a)
 	}
 	since := s.step - a.lastReport
-	low := rg.ledger.Available() < s.cfg.Chunk // running out: the leader should hear soon
+	// Running out: the leader should hear soon (the real agent reports at once).
+	low := s.etcd.alloc.PolicyOf().Low(rg.ledger.Available(), rg.demand*1000/float64(s.cfg.StepMillis), s.cfg.Total)
 	if a.needReport || since >= heartbeat || s.changed(rg, a) && (since >= reportEvery || low && since >= lowReportEvery) {
 		s.sendReport(rg, a)
 	}

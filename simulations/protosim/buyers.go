@@ -57,7 +57,10 @@ func (s *Sim) buyers(rg *region) {
 	}
 
 	pConfirm, pCancel := 0.05, 0.01
-	if s.heal {
+	switch {
+	case s.cfg.Burst:
+		pConfirm, pCancel = 0, 0
+	case s.heal:
 		pConfirm, pCancel = 0.5, 0
 	}
 	l := rg.ledger
@@ -116,6 +119,9 @@ func (s *Sim) reserve(rg *region) {
 	buyer := strconv.FormatInt(s.nextUser, 36)
 	s.stats.ReserveCalls++
 	res, out := rg.ledger.Reserve(buyer, buyer, s.now, s.cfg.TTLMillis, 1)
+	if out == quota.SoldOut {
+		s.refuse(rg)
+	}
 	if out != quota.Reserved {
 		return
 	}
@@ -164,4 +170,54 @@ func (s *Sim) orderStoreSold(rg *region) int64 {
 		}
 	}
 	return n
+}
+
+// startBurst replaces the healed phase's even demand with the opening
+// burst: one region gets 90% of the buyers.
+func (s *Sim) startBurst() {
+	hot := s.rng.IntN(len(s.regions))
+	for i, rg := range s.regions {
+		rg.rate = 0.5
+		if i == hot {
+			rg.rate = 9 * 0.5 * float64(len(s.regions)-1)
+		}
+	}
+	s.tracef("burst: %s has 90%% of the buyers", s.regions[hot].name)
+}
+
+// refuse is what a buyer of a dry region is told, decided as the seller
+// decides it (quota.Refuse) from what the region knows of the rest of the
+// sale: the other regions' reports in etcd, which the agent copies into
+// the region's Redis. The buyer is counted against the truth: "sold out"
+// while some unit is neither sold nor reserved anywhere breaks DESIGN L1.
+func (s *Sim) refuse(rg *region) {
+	sold, reserved := rg.ledger.Sold, rg.ledger.Reserved
+	for _, o := range s.regions {
+		if o == rg {
+			continue
+		}
+		if sr, ok := s.etcd.reports[o.name]; ok {
+			sold += sr.rep.Sold
+			reserved += sr.rep.Reserved
+		}
+	}
+	answer := quota.Refuse(s.cfg.Total, sold, reserved)
+	if s.cfg.Bug == BugDrySoldOut {
+		answer = quota.SoldOutAll
+	}
+	switch answer {
+	case quota.QuotaPending:
+		s.stats.QuotaPending++
+	case quota.AllReserved:
+		s.stats.AllReserved++
+	case quota.SoldOutAll:
+		s.stats.SoldOutAnswers++
+		var held int64
+		for _, o := range s.regions {
+			held += o.held
+		}
+		if held < s.cfg.Total {
+			s.violate("L1-sold-out", "%s told a buyer sold out while buyers hold %d of %d units", rg.name, held, s.cfg.Total)
+		}
+	}
 }

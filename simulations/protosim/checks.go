@@ -88,4 +88,19 @@ func (s *Sim) finish() {
 	if sellable > 0 {
 		s.violate("liveness", "%d units still sellable after the healed phase (unallocated %d)", sellable, a.Unallocated())
 	}
+	if s.cfg.Burst && s.stats.Sold*100 < a.Total*99 {
+		s.violate("liveness", "the burst sold %d of %d units, under 99%%", s.stats.Sold, a.Total)
+	}
+	// Every unit is accounted for: in the pool, granted but not applied
+	// yet, held by buyers or available in a region, or released by a
+	// region and not acknowledged yet. A unit in none of these was lost
+	// (stranded for good) or made up.
+	acc := a.Unallocated()
+	for _, rg := range s.regions {
+		r, l := a.Regions[rg.name], rg.ledger
+		acc += (r.Granted - l.GrantedSeen) + l.Sold + l.Reserved + l.Available() + (l.ReleasedLocal - r.Released)
+	}
+	if acc != a.Total {
+		s.violate("accounting", "pool, unapplied grants, sold, reserved, available and unacknowledged releases sum to %d, not the total %d", acc, a.Total)
+	}
 }

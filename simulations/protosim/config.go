@@ -27,13 +27,17 @@ const (
 	// BugNoFence makes the fake etcd skip the leader-revision compare, so a
 	// deposed leader's writes land.
 	BugNoFence Bug = "no-fence"
+	// BugDrySoldOut makes a region whose own quota ran dry tell its buyers
+	// "sold out" whatever the rest of the sale holds (the seller's policy
+	// before DESIGN L1), so buyers leave while stock remains elsewhere.
+	BugDrySoldOut Bug = "dry-sold-out"
 	// BugNoReconcile makes the agent resume selling after its store lost
 	// writes without raising the floors to what etcd and the order store know.
 	BugNoReconcile Bug = "no-reconcile"
 )
 
 // Bugs lists every negative control.
-var Bugs = []Bug{BugNoMaxMerge, BugGrantBeforeAck, BugNoFence, BugNoReconcile}
+var Bugs = []Bug{BugNoMaxMerge, BugGrantBeforeAck, BugNoFence, BugNoReconcile, BugDrySoldOut}
 
 // ParseBug returns the named bug, or an error listing the known names.
 func ParseBug(name string) (Bug, error) {
@@ -56,9 +60,13 @@ type Config struct {
 	HealSteps  int   // then steps with the network healed, no faults, demand everywhere
 	StepMillis int64 // simulated time per step
 	TTLMillis  int64 // reservation time to live
-	Chunk      int64 // units per grant or move after the opening split
-	Bug        Bug
-	Trace      io.Writer // when set, every step's events are written here
+	// Burst runs the opening burst instead of the fault schedule: no
+	// faults, and from the first step far more buyers than stock, 90% of
+	// them in one region and the rest spread over the others; nobody pays
+	// or cancels. Liveness is then checked: at least 99% of the stock sold.
+	Burst bool
+	Bug   Bug
+	Trace io.Writer // when set, every step's events are written here
 }
 
 // DefaultConfig returns a cheap but busy sale: 200 units over 3 regions,
@@ -72,8 +80,16 @@ func DefaultConfig() Config {
 		HealSteps:  200,
 		StepMillis: 10,
 		TTLMillis:  200,
-		Chunk:      10,
 	}
+}
+
+// BurstConfig is DefaultConfig's sale sold by the opening burst: no fault
+// phase, 4 s of buyers, 90% of them in one region, far above the stock,
+// and reservations that outlast the run (nobody pays, nothing expires).
+func BurstConfig() Config {
+	c := DefaultConfig()
+	c.Burst, c.MainSteps, c.HealSteps, c.TTLMillis = true, 0, 400, 1_000_000
+	return c
 }
 
 // DefaultSeeds is how many seeds the command runs unless told otherwise;
@@ -92,8 +108,6 @@ func (c Config) validate() error {
 		return fmt.Errorf("steps main=%d heal=%d: want main >= 0, heal >= 1", c.MainSteps, c.HealSteps)
 	case c.StepMillis < 1 || c.TTLMillis < 1:
 		return fmt.Errorf("step %d ms, ttl %d ms: want both >= 1", c.StepMillis, c.TTLMillis)
-	case c.Chunk < 1:
-		return fmt.Errorf("chunk %d: want at least 1", c.Chunk)
 	}
 	_, err := ParseBug(string(c.Bug))
 	return err
@@ -102,7 +116,7 @@ func (c Config) validate() error {
 // Violation is the first invariant a run broke.
 type Violation struct {
 	Step   int
-	Kind   string // I1, I1-held, I2, I2-sum, I2-monotone, lost-sale, liveness
+	Kind   string // I1, I1-held, I2, I2-sum, I2-monotone, lost-sale, liveness, L1-sold-out, accounting
 	Detail string
 }
 
@@ -114,6 +128,9 @@ func (v *Violation) String() string {
 type Stats struct {
 	Sold     int64 // units held by buyers at the end (confirmed or reserved)
 	Stranded int64 // units not sold by the end of the healed phase, although demand was there
+	// Refused counts buyers whose region was dry, by answer: quota_pending,
+	// all_reserved, sold_out.
+	QuotaPending, AllReserved, SoldOutAnswers int64
 	// CutOffPeak is the most unsold units held by cut-off regions at once:
 	// stock nobody else could sell until they came back (DESIGN §4).
 	CutOffPeak int64
@@ -153,6 +170,9 @@ type Stats struct {
 func (s *Stats) Add(o Stats) {
 	s.Sold += o.Sold
 	s.Stranded += o.Stranded
+	s.QuotaPending += o.QuotaPending
+	s.AllReserved += o.AllReserved
+	s.SoldOutAnswers += o.SoldOutAnswers
 	s.CutOffPeak = max(s.CutOffPeak, o.CutOffPeak) // a peak, not a sum
 	s.AllocWrites += o.AllocWrites
 	s.ReportWrites += o.ReportWrites

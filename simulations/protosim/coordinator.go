@@ -118,30 +118,21 @@ func (s *Sim) coordAcks(c *coordinator) bool {
 	return true
 }
 
-// coordPlan runs quota's planners on the leader's copy with the latest
-// reports: the initial split at the opening, then Rebalance (a Tick).
+// coordPlan decides with quota.Decide, as the real coordinator's loop
+// does, on the leader's copy with the latest reports. The sale opens at
+// step 0 and has no end.
 func (s *Sim) coordPlan(c *coordinator) {
 	next := c.alloc.Clone()
-	opening := true
 	for _, rg := range s.regions {
-		r := next.Regions[rg.name]
 		if sr, ok := c.reports[rg.name]; ok {
 			rep := sr.rep.Report
-			r.Report = &rep
-		}
-		if r.Granted > 0 {
-			opening = false
+			next.Regions[rg.name].Report = &rep
 		}
 	}
 	var acts quota.Actions
-	var err error
-	if opening {
-		var p quota.Plan
-		if p, err = next.InitialSplit(*next.Policy); err == nil {
-			acts, err = next.Apply(p)
-		}
-	} else {
-		acts, err = next.Step(quota.Tick{Now: s.now})
+	plan, _, err := next.Decide(quota.Situation{Now: s.now})
+	if err == nil {
+		acts, err = next.Apply(plan)
 	}
 	if err != nil {
 		s.tracef("c%d plan refused: %v", c.id, err)

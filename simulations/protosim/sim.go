@@ -76,6 +76,9 @@ func Run(cfg Config) (Result, error) {
 		s.now = int64(s.step) * cfg.StepMillis
 		if s.step == cfg.MainSteps {
 			s.startHeal()
+			if cfg.Burst {
+				s.startBurst()
+			}
 		}
 		s.faults()
 		s.deliver()
@@ -117,12 +120,10 @@ func newSim(cfg Config) *Sim {
 	slices.Sort(names)
 	alloc := quota.NewAllocation(saleID, cfg.Total, names...)
 	alloc.Policy = &quota.Policy{
-		SplitPercent: 80,
-		Chunk:        cfg.Chunk,
+		SplitPercent: quota.DefaultPolicy().SplitPercent,
 		HorizonMs:    20 * cfg.StepMillis, // the sale is short: hold 20 steps of demand
 		StaleAfterMs: 100 * cfg.StepMillis,
 		MinKeep:      2,
-		IdleMultiple: 2,
 	}
 	s.etcd = newEtcd(alloc)
 	s.etcd.noFence = cfg.Bug == BugNoFence

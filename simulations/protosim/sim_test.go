@@ -57,6 +57,35 @@ func TestCleanRunHasNoViolations(t *testing.T) {
 	t.Logf("%d seeds: %+v", n, sum)
 }
 
+// TestBurstSellsTheStock is the liveness property (DESIGN L1): an opening
+// burst far above the stock, skewed 90% to one region, with no faults,
+// sells at least 99% of the stock (checked in Run), and no buyer is told
+// "sold out" while a unit is neither sold nor reserved (checked at every
+// refusal). Today's-policy control: a dry region answering "sold out"
+// breaks it in every seed.
+func TestBurstSellsTheStock(t *testing.T) {
+	var sum protosim.Stats
+	for _, r := range runSeeds(t, protosim.BurstConfig(), 1, 2000) {
+		if r.Violation != nil {
+			t.Fatalf("seed %d: %v (replay: go run ./simulations/cmd/protosim -burst -seed %d -trace)", r.Seed, r.Violation, r.Seed)
+		}
+		sum.Add(r.Stats)
+	}
+	if sum.QuotaPending == 0 || sum.Moves == 0 {
+		t.Fatalf("the burst never left a region dry while stock was elsewhere, or never moved quota: %+v", sum)
+	}
+	t.Logf("2000 burst seeds: sold %d, stranded %d; dry answers: quota_pending %d, all_reserved %d, sold_out %d; moves %d",
+		sum.Sold, sum.Stranded, sum.QuotaPending, sum.AllReserved, sum.SoldOutAnswers, sum.Moves)
+
+	cfg := protosim.BurstConfig()
+	cfg.Bug = protosim.BugDrySoldOut
+	for _, r := range runSeeds(t, cfg, 1, 100) {
+		if r.Violation == nil || r.Violation.Kind != "L1-sold-out" {
+			t.Fatalf("seed %d with a dry region answering sold out: %v, want an L1-sold-out violation", r.Seed, r.Violation)
+		}
+	}
+}
+
 // TestOtherRegionCounts runs fewer seeds with one, two and five regions.
 func TestOtherRegionCounts(t *testing.T) {
 	for _, regions := range []int{1, 2, 5} {
@@ -162,7 +191,6 @@ func TestBadConfig(t *testing.T) {
 		"too many":     func(c *protosim.Config) { c.Regions = 99 },
 		"no stock":     func(c *protosim.Config) { c.Total = 0 },
 		"no heal":      func(c *protosim.Config) { c.HealSteps = 0 },
-		"zero chunk":   func(c *protosim.Config) { c.Chunk = 0 },
 		"unknown bug":  func(c *protosim.Config) { c.Bug = "typo" },
 		"zero step ms": func(c *protosim.Config) { c.StepMillis = 0 },
 	} {

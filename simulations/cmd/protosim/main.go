@@ -39,6 +39,7 @@ func run(args []string, out io.Writer) error {
 	trace := fs.Bool("trace", false, "print every step of each seed (use with -seed)")
 	bugName := fs.String("inject-bug", "", fmt.Sprintf("switch on a protocol bug the checks must catch: %v", protosim.Bugs))
 	verbose := fs.Bool("v", false, "print one line per seed")
+	burst := fs.Bool("burst", false, "run the opening burst (no faults, 90% of buyers in one region) and check liveness")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,6 +59,9 @@ func run(args []string, out io.Writer) error {
 	}
 
 	cfg := protosim.DefaultConfig()
+	if *burst {
+		cfg = protosim.BurstConfig()
+	}
 	cfg.Regions, cfg.Bug = *regions, bug
 	if *trace {
 		cfg.Trace = out
