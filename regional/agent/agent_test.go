@@ -548,11 +548,20 @@ func TestReportsSkippedWhenUnchanged(t *testing.T) {
 	if r, _, _ := w.report("eu", "s1"); r.At != now.Load() {
 		t.Errorf("refreshed report at %d, want %d", r.At, now.Load())
 	}
-	// A change in demand is reported without waiting.
-	demand.Store(40)
-	rep := w.waitReport("eu", "s1", "demand 40", func(r layout.RegionReport) bool { return r.Demand == 40 })
+	// A change in demand alone waits for the refresh: 10/s wants 50 of the
+	// 100 eu holds.
+	demand.Store(10)
+	writes, calls = value(a.m.reportWrites), demandCalls.Load()
+	waitFor(t, "20 ticks with more demand", func() bool { return demandCalls.Load() >= calls+20 })
+	if got := value(a.m.reportWrites); got != writes {
+		t.Errorf("a demand change that leaves the region well stocked wrote %v reports", got-writes)
+	}
+	// The region turning low is reported without waiting: 50/s wants 250
+	// over the 5 s horizon, and 100 is less than half of that.
+	demand.Store(50)
+	rep := w.waitReport("eu", "s1", "demand 50", func(r layout.RegionReport) bool { return r.Demand == 50 })
 	if rep.At != now.Load() {
-		t.Errorf("demand report at %d, want %d", rep.At, now.Load())
+		t.Errorf("low report at %d, want %d", rep.At, now.Load())
 	}
 }
 
@@ -858,4 +867,38 @@ func TestLifecycle(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSaleViewFollowsOtherRegions: the agent copies the other regions'
+// sold and reserved (their live reports) into its Redis, where sellers
+// tell "this region is dry" from "the sale is sold out"; a region whose
+// report vanished (its agent died) counts with the last report the
+// allocation kept, so its sold units are not forgotten.
+func TestSaleViewFollowsOtherRegions(t *testing.T) {
+	w := newWorld(t, nil, "eu", "us")
+	w.newSale("s1", 1000, map[string]int64{"eu": 100, "us": 200})
+	w.start(w.config("eu"), nil)
+	waitFor(t, "grant applied", func() bool { return w.counters("eu", "s1").GrantedSeen == 100 })
+	view := func() regional.SaleView {
+		v, err := w.store["eu"].View(context.Background(), "s1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	waitFor(t, "a view with the total", func() bool { return view().Total == 1000 })
+	if v := view(); v.OthersSold != 0 || v.OthersReserved != 0 || v.At == 0 {
+		t.Fatalf("view before us reported: %+v", v)
+	}
+	b, _ := json.Marshal(layout.RegionReport{Region: "us", Sale: "s1", Report: quota.Report{Sold: 30, Reserved: 5, GrantedSeen: 200}})
+	if _, err := w.cli.Put(context.Background(), w.keys.Report("us", "s1"), string(b)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "us's report in eu's view", func() bool { v := view(); return v.OthersSold == 30 && v.OthersReserved == 5 })
+	// us's agent dies: its report goes; the allocation kept an older one.
+	w.update("s1", func(a *quota.Allocation) { a.Regions["us"].Report = &quota.Report{Sold: 20, Reserved: 9} })
+	if _, err := w.cli.Delete(context.Background(), w.keys.Report("us", "s1")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stored report in eu's view", func() bool { v := view(); return v.OthersSold == 20 && v.OthersReserved == 9 })
 }

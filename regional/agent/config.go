@@ -32,12 +32,14 @@ type Config struct {
 	// region's info and reports live on this lease, so a dead agent's
 	// reports vanish this long after it stops.
 	SessionTTL int
-	// ReportInterval is how often Redis counters are read, checked for
-	// lost writes and, when they changed, reported.
+	// ReportInterval is how often Redis counters are read and checked for
+	// lost writes, and so how soon a region turning low is reported.
 	ReportInterval time.Duration
-	// ReportRefresh is the longest a sale's report goes unwritten when
-	// nothing changed, so the coordinator can tell a quiet region from a
-	// stuck one by the report's At.
+	// ReportRefresh is how often a sale's report is written when nothing
+	// urgent happened (see term.reportDue): reports are coalesced to one
+	// per ReportRefresh, which bounds how old the sale view sellers read
+	// from the other regions' reports can be, and lets the coordinator
+	// tell a quiet region from a stuck one by the report's At.
 	ReportRefresh time.Duration
 	// RetryInterval is the pause after a failed term (etcd or session
 	// error) before campaigning again.
@@ -59,8 +61,8 @@ func DefaultConfig() Config {
 	return Config{
 		Prefix:         layout.DefaultPrefix,
 		SessionTTL:     5,
-		ReportInterval: 300 * time.Millisecond,
-		ReportRefresh:  2 * time.Second,
+		ReportInterval: 100 * time.Millisecond,
+		ReportRefresh:  time.Second,
 		RetryInterval:  time.Second,
 		OpTimeout:      3 * time.Second,
 	}

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"sort"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -28,8 +28,10 @@ type term struct {
 	key   string // the election key; its create revision is the fence
 	fence int64
 	sales map[string]*saleState
-	// infoAt is when the region info was last written.
+	// infoAt is when the region info was last checked; info what was
+	// last written.
 	infoAt time.Time
+	info   *layout.RegionInfo
 }
 
 // saleState is what the term knows about one sale.
@@ -47,6 +49,11 @@ type saleState struct {
 	lastWrite time.Time
 	ackID     string // the release id this term ran and acknowledges in its reports
 	lastErr   string // the last error logged, so a down Redis is logged once, not every tick
+	lastAvail int64  // the region's available units when the last report was written
+	// others holds the other regions' live reports (etcd, on their agents'
+	// leases), from which the sale view copied into Redis is made.
+	others map[string]quota.Report
+	view   regional.SaleView // the view last written to Redis
 }
 
 func (s *saleState) region(name string) *quota.RegionAlloc {
@@ -138,6 +145,10 @@ func (t *term) register(ctx context.Context) error {
 	now := c.Now()
 	info := layout.RegionInfo{Name: c.Region, Endpoint: c.Endpoint, RedisAddr: c.RedisAddr, Fence: t.fence,
 		Durable: durable, ScriptsLoaded: loaded, CheckedAt: now.UnixMilli()}
+	if t.info != nil && t.info.Durable == durable && t.info.ScriptsLoaded == loaded {
+		t.infoAt = now // unchanged: the key lives on the lease, no write needed
+		return nil
+	}
 	b, err := json.Marshal(info)
 	if err != nil {
 		return err
@@ -147,12 +158,13 @@ func (t *term) register(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	t.infoAt = now
+	t.infoAt, t.info = now, &info
 	return nil
 }
 
-// reregister refreshes the region info every ReportRefresh, so readiness
-// sees a Redis that lost durability or its scripts.
+// reregister checks the region's Redis every ReportRefresh and rewrites the
+// region info when its health changed, so readiness sees a Redis that lost
+// durability or its scripts (and etcd is not written when nothing did).
 func (t *term) reregister(ctx context.Context) error {
 	if t.a.cfg.Now().Sub(t.infoAt) < t.a.cfg.ReportRefresh {
 		return nil
@@ -175,7 +187,7 @@ func (t *term) load(ctx context.Context) (int64, error) {
 	resp, err := t.a.cli.Txn(octx).Then(
 		clientv3.OpGet(k.Allocs(), clientv3.WithPrefix()),
 		clientv3.OpGet(k.Sales(), clientv3.WithPrefix()),
-		clientv3.OpGet(k.RegionReports(t.a.cfg.Region), clientv3.WithPrefix()),
+		clientv3.OpGet(k.Reports(), clientv3.WithPrefix()),
 	).Commit()
 	cancel()
 	if err != nil {
@@ -192,13 +204,18 @@ func (t *term) load(ctx context.Context) (int64, error) {
 		seen[sale] = true
 		t.putSale(sale, kv.Value)
 	}
+	for _, s := range t.sales {
+		s.others = nil // re-read below: a report gone meanwhile is a region gone
+	}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		var rep layout.RegionReport
-		if err := json.Unmarshal(kv.Value, &rep); err != nil {
-			t.a.log.Error("unreadable region report in etcd; ignored", "key", string(kv.Key), "err", err)
+		region, sale, rep, ok := t.parseReport(kv.Key, kv.Value)
+		if !ok {
 			continue
 		}
-		sale := layout.Last(string(kv.Key))
+		if region != t.a.cfg.Region {
+			t.sale(sale).putOther(region, &rep.Report)
+			continue
+		}
 		seen[sale] = true
 		s := t.sale(sale)
 		s.reported = true
@@ -214,6 +231,35 @@ func (t *term) load(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	return resp.Header.Revision, nil
+}
+
+// parseReport decodes a report key (<prefix>/reports/<region>/<sale>) and
+// value; a malformed one is logged and skipped (another agent wrote it).
+func (t *term) parseReport(key, value []byte) (region, sale string, rep layout.RegionReport, ok bool) {
+	region, sale, ok = strings.Cut(strings.TrimPrefix(string(key), t.a.keys.Reports()), "/")
+	if !ok || region == "" || sale == "" {
+		return "", "", rep, false
+	}
+	if value == nil {
+		return region, sale, rep, true // a deletion
+	}
+	if err := json.Unmarshal(value, &rep); err != nil {
+		t.a.log.Error("unreadable region report in etcd; ignored", "key", string(key), "err", err)
+		return "", "", rep, false
+	}
+	return region, sale, rep, true
+}
+
+// putOther records another region's live report (nil: it is gone).
+func (s *saleState) putOther(region string, rep *quota.Report) {
+	if rep == nil {
+		delete(s.others, region)
+		return
+	}
+	if s.others == nil {
+		s.others = map[string]quota.Report{}
+	}
+	s.others[region] = *rep
 }
 
 func (t *term) sale(name string) *saleState {
@@ -270,6 +316,7 @@ func (t *term) follow(ctx context.Context, rev int64) error {
 	defer cancel()
 	allocs := t.a.cli.Watch(wctx, k.Allocs(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	sales := t.a.cli.Watch(wctx, k.Sales(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	reports := t.a.cli.Watch(wctx, k.Reports(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	tick := time.NewTicker(t.a.cfg.ReportInterval)
 	defer tick.Stop()
 	for {
@@ -300,6 +347,26 @@ func (t *term) follow(ctx context.Context, rev int64) error {
 					t.sale(sale).spec = nil
 				} else {
 					t.putSale(sale, ev.Kv.Value)
+				}
+				changed = append(changed, sale)
+			}
+		case wr, ok := <-reports:
+			if err := watchErr(ok, wr); err != nil {
+				return fmt.Errorf("watch reports: %w", err)
+			}
+			for _, ev := range wr.Events {
+				value := ev.Kv.Value
+				if ev.Type == clientv3.EventTypeDelete {
+					value = nil
+				}
+				region, sale, rep, ok := t.parseReport(ev.Kv.Key, value)
+				if !ok || region == t.a.cfg.Region {
+					continue // our own: we wrote it
+				}
+				if value == nil {
+					t.sale(sale).putOther(region, nil)
+				} else {
+					t.sale(sale).putOther(region, &rep.Report)
 				}
 				changed = append(changed, sale)
 			}
@@ -426,11 +493,72 @@ func (t *term) reconcile(ctx context.Context, sale string, s *saleState, now tim
 		c.ReleasedLocal = max(c.ReleasedLocal, rl)
 		force = true
 	}
+	if err := t.writeView(ctx, sale, s, now); err != nil {
+		return nil, err
+	}
 	rep := t.report(sale, s, c, now)
-	if force || s.last == nil || changed(s.last, rep) || now.Sub(s.lastWrite) >= t.a.cfg.ReportRefresh {
+	if force || t.reportDue(s, rep, c.Available(), now) {
+		s.lastAvail = c.Available()
 		return rep, nil
 	}
 	return nil, nil
+}
+
+// reportDue says whether the sale's report is worth an etcd write now.
+// Reports are coalesced, one per ReportRefresh, because every report is an
+// etcd write and they are most of a sale's (DESIGN §4: writes follow quota
+// movement, not purchases). What cannot wait: a changed fence, ack, halt
+// or released_local, and the region's need: it turned low (or dry again),
+// so the coordinator hears it at once and pulls quota for it.
+func (t *term) reportDue(s *saleState, rep *layout.RegionReport, avail int64, now time.Time) bool {
+	old := s.last
+	switch {
+	case old == nil, now.Sub(s.lastWrite) >= t.a.cfg.ReportRefresh,
+		old.ReleaseID != rep.ReleaseID, old.Fence != rep.Fence, old.Halted != rep.Halted,
+		old.ReleasedLocal != rep.ReleasedLocal:
+		return true
+	}
+	p, total := s.alloc.PolicyOf(), s.alloc.Total
+	if !p.Low(avail, rep.Demand, total) {
+		return false
+	}
+	return !p.Low(s.lastAvail, old.Demand, total) || (avail == 0 && s.lastAvail > 0) || rep.Demand > 2*old.Demand+1
+}
+
+// writeView copies what etcd says of the rest of the sale into the
+// region's Redis, where sellers read it with their counters: the other
+// regions' sold and reserved, from their live reports or, for a region
+// without one (its agent is away), the last report the allocation kept.
+// Written when it changed, and at least every ReportRefresh so its age
+// tells sellers it is current.
+func (t *term) writeView(ctx context.Context, sale string, s *saleState, now time.Time) error {
+	v := regional.SaleView{Total: s.alloc.Total}
+	for name, ra := range s.alloc.Regions {
+		if name == t.a.cfg.Region {
+			continue
+		}
+		rep, ok := s.others[name]
+		if stored := ra.Report; stored != nil && (!ok || stored.Sold > rep.Sold) {
+			rep.Sold = max(rep.Sold, stored.Sold)
+			if !ok {
+				rep.Reserved = stored.Reserved
+			}
+		}
+		v.OthersSold += rep.Sold
+		v.OthersReserved += rep.Reserved
+	}
+	same := v.Total == s.view.Total && v.OthersSold == s.view.OthersSold && v.OthersReserved == s.view.OthersReserved
+	if same && now.Sub(time.UnixMilli(s.view.At)) < t.a.cfg.ReportRefresh {
+		return nil
+	}
+	v.At = now.UnixMilli()
+	octx, cancel := t.op(ctx)
+	defer cancel()
+	if err := fenced("write the sale view of", sale, t.a.store.SetSaleView(octx, sale, t.fence, v)); err != nil {
+		return err
+	}
+	s.view = v
+	return nil
 }
 
 // recover halts a Redis that lost writes, raises its floors to what etcd
@@ -498,18 +626,6 @@ func (t *term) report(sale string, s *saleState, c regional.Counters, now time.T
 	}
 	raiseFloor(&r, s.floor)
 	return &layout.RegionReport{Report: r, Region: t.a.cfg.Region, Sale: sale, ReleaseID: s.ackID, Fence: t.fence, Halted: c.Halted}
-}
-
-// changed says whether a report differs enough from the last one written
-// to be worth an etcd write before the refresh interval. Demand is a noisy
-// rate: a change under 10% (or 0.5/s) waits for the refresh.
-func changed(old, cur *layout.RegionReport) bool {
-	if old.Sold != cur.Sold || old.Reserved != cur.Reserved || old.ReleasedLocal != cur.ReleasedLocal ||
-		old.GrantedSeen != cur.GrantedSeen || old.ReleaseID != cur.ReleaseID || old.Fence != cur.Fence ||
-		old.Halted != cur.Halted {
-		return true
-	}
-	return math.Abs(cur.Demand-old.Demand) > max(0.5, 0.1*old.Demand)
 }
 
 // writeReports puts reports on the term's lease, fenced by the election key.
