@@ -8,15 +8,27 @@ import (
 	"fmt"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"flashsale/internal/layout"
 	"flashsale/quota"
 )
 
 // runLoop is the leader's rebalance loop. It returns when ctx ends or a
-// write finds the fence gone.
+// write finds the fence gone. It steps every Interval, and at once on any
+// report: agents write one the moment their region turns low (and with
+// every ack), and a dry region must be answered on the event, not on the
+// next tick. Reports are coalesced by the agents, so this is a handful of
+// ticks a second, not one per purchase.
 func (c *Coordinator) runLoop(ctx context.Context, f fence) {
 	t := time.NewTicker(c.cfg.Interval)
 	defer t.Stop()
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	watch := func() clientv3.WatchChan {
+		return c.cli.Watch(wctx, c.keys.Reports(), clientv3.WithPrefix())
+	}
+	events := watch()
 	for {
 		if err := c.tick(ctx, f); errors.Is(err, ErrDeposed) {
 			return
@@ -25,6 +37,13 @@ func (c *Coordinator) runLoop(ctx context.Context, f fence) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if events == nil {
+				events = watch() // broken meanwhile: the ticks went on
+			}
+		case wr, ok := <-events:
+			if !ok || wr.Err() != nil {
+				events = nil
+			}
 		}
 	}
 }
