@@ -385,10 +385,24 @@ func (m *modelRun) randomResv(rng *rand.Rand) string {
 // randomNewID is mostly a new id, sometimes one handed out before, which
 // the store must refuse when it is in use (quota.ErrResvExists).
 func (m *modelRun) randomNewID(rng *rand.Rand) string {
-	if len(m.ids) > 0 && rng.IntN(10) == 0 {
+	if len(m.ids) > 0 && rng.IntN(6) == 0 {
+		if used := m.usedIDs(); len(used) > 0 && rng.IntN(2) == 0 {
+			return used[rng.IntN(len(used))]
+		}
 		return m.ids[rng.IntN(len(m.ids))]
 	}
 	return m.newID()
+}
+
+// usedIDs are the ids of the reservations made, in a stable order.
+func (m *modelRun) usedIDs() []string {
+	var used []string
+	for _, id := range m.ids {
+		if m.l.Resv[id] != nil {
+			used = append(used, id)
+		}
+	}
+	return used
 }
 
 func (m *modelRun) randomStep(rng *rand.Rand) {
