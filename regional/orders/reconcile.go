@@ -23,8 +23,9 @@ const (
 	SQLAhead = "sql_ahead"
 	// StateConflict: both ended the reservation, differently.
 	StateConflict = "state_conflict"
-	// UserMismatch: Redis and SQL disagree on the buyer (a reservation id
-	// reused after Redis lost writes).
+	// UserMismatch: Redis and SQL disagree on the buyer. Reservation ids
+	// are ULIDs, never reused, so this is corruption (numeric ids, before
+	// ULIDs, were reused when Redis lost writes and rebuilt its sequence).
 	UserMismatch = "user_mismatch"
 	// MissingInRedis: SQL has a row Redis does not know (Redis lost writes).
 	MissingInRedis = "missing_in_redis"
