@@ -3,6 +3,7 @@ package quota_test
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"text/tabwriter"
@@ -210,7 +211,14 @@ func (e *env) ledgerCmd(t *testing.T, d *datadriven.TestData) string {
 		d.MaybeScanArgs(t, "now", &now)
 		d.MaybeScanArgs(t, "ttl", &ttl)
 		d.MaybeScanArgs(t, "limit", &limit)
-		res, out := l.Reserve(user, req, now, ttl, limit)
+		// Ids are the caller's; the scenarios number a region's
+		// reservations 1, 2, … unless they name one.
+		id := strconv.Itoa(len(l.Resv) + 1)
+		d.MaybeScanArgs(t, "id", &id)
+		res, out, err := l.Reserve(id, user, req, now, ttl, limit)
+		if err != nil {
+			return result(err)
+		}
 		if out != quota.Reserved && out != quota.Duplicate {
 			return out.String()
 		}

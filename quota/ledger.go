@@ -16,6 +16,10 @@ var (
 	ErrUnknownRgn  = errors.New("unknown region")
 	ErrNotPending  = errors.New("no such pending release")
 	ErrReleaseBusy = errors.New("region already has a pending release")
+	// ErrResvExists refuses a new reservation under an id already in use:
+	// a reservation is never overwritten. Ids come from the caller (ULIDs in
+	// the seller), so this answers a generator bug, not a buyer.
+	ErrResvExists = errors.New("reservation id already exists")
 )
 
 // Outcome is the answer of Reserve.
@@ -78,7 +82,6 @@ type Ledger struct {
 	Reserved      int64 // active reservations
 	Halted        bool  // selling stopped until reconciled
 
-	Seq      int64            // last reservation sequence number
 	Releases map[string]int64 // release id -> units released by it
 	Resv     map[string]*Reservation
 	ByReq    map[string]string // requestId -> reservation id
@@ -159,29 +162,37 @@ func (l *Ledger) SetHalted(fence int64, halted bool) error {
 	return nil
 }
 
-// Reserve reserves one unit for user, idempotent per requestID. Checks run in
-// this order, as in reserve.lua: duplicate request, halted, per-user limit,
-// stock. Reservation ids are the decimal sequence number.
-func (l *Ledger) Reserve(user, requestID string, now, ttlMillis, perUserLimit int64) (Reservation, Outcome) {
-	if id, ok := l.ByReq[requestID]; ok {
-		return *l.Resv[id], Duplicate
+// Reserve reserves one unit for user under reservation id id, idempotent per
+// requestID. Checks run in this order, as in lib.lua's reserve_args:
+// duplicate request (the earlier reservation is returned and id is unused),
+// halted, per-user limit, stock, and last, only when a reservation would be
+// made, an id already in use (ErrResvExists, nothing changed).
+//
+// The id is the caller's: opaque and unique across regions (the seller
+// makes a ULID per request), so the ledger needs no sequence, and orders of
+// several regions merge without collision.
+func (l *Ledger) Reserve(id, user, requestID string, now, ttlMillis, perUserLimit int64) (Reservation, Outcome, error) {
+	if old, ok := l.ByReq[requestID]; ok {
+		return *l.Resv[old], Duplicate, nil
 	}
 	if l.Halted {
-		return Reservation{}, Halted
+		return Reservation{}, Halted, nil
 	}
 	if l.Users[user] >= perUserLimit {
-		return Reservation{}, UserLimit
+		return Reservation{}, UserLimit, nil
 	}
 	if l.Available() <= 0 {
-		return Reservation{}, SoldOut
+		return Reservation{}, SoldOut, nil
 	}
-	l.Seq++
-	r := &Reservation{ID: strconv.FormatInt(l.Seq, 10), User: user, RequestID: requestID, ExpiresAt: now + ttlMillis}
+	if _, ok := l.Resv[id]; ok {
+		return Reservation{}, 0, ErrResvExists
+	}
+	r := &Reservation{ID: id, User: user, RequestID: requestID, ExpiresAt: now + ttlMillis}
 	l.Resv[r.ID] = r
 	l.ByReq[requestID] = r.ID
 	l.Users[user]++
 	l.Reserved++
-	return *r, Reserved
+	return *r, Reserved, nil
 }
 
 // Confirm turns an active reservation into a sale. Confirming a confirmed

@@ -207,7 +207,10 @@ func (s *sim) reserve(t *rapid.T) {
 	l := s.ledgers[s.region(t)]
 	user := fmt.Sprintf("u%d", rapid.IntRange(0, 9).Draw(t, "user"))
 	req := fmt.Sprintf("q%d", rapid.IntRange(0, 40).Draw(t, "req"))
-	if _, out := l.Reserve(user, req, s.now, rapid.Int64Range(1, 5000).Draw(t, "ttl"), 2); out == quota.Reserved {
+	id := fmt.Sprint(len(l.Resv) + 1)
+	if _, out, err := l.Reserve(id, user, req, s.now, rapid.Int64Range(1, 5000).Draw(t, "ttl"), 2); err != nil {
+		t.Fatalf("reserve %s: %v", id, err)
+	} else if out == quota.Reserved {
 		s.ref--
 		if s.ref < 0 {
 			t.Fatalf("oversold: the global counter refuses this reservation")
@@ -217,7 +220,7 @@ func (s *sim) reserve(t *rapid.T) {
 
 func (s *sim) endReservation(t *rapid.T) {
 	l := s.ledgers[s.region(t)]
-	id := fmt.Sprint(rapid.Int64Range(1, l.Seq+1).Draw(t, "resv"))
+	id := fmt.Sprint(rapid.IntRange(1, len(l.Resv)+1).Draw(t, "resv"))
 	wasActive := l.Resv[id] != nil && l.Resv[id].State == quota.Active
 	if rapid.Bool().Draw(t, "confirm") {
 		_ = l.Confirm(id) // a confirmed unit stays taken: the reference does not move

@@ -169,12 +169,12 @@ func (b *Batcher) flush(sale string, q *batchQueue) {
 		for i, c := range batch {
 			reqs[i] = c.req
 		}
-		res, err := b.store.reserveBatch(b.ctx, sale, reqs)
+		res, errs, err := b.store.reserveBatch(b.ctx, sale, reqs)
 		for i, c := range batch {
 			if err != nil {
 				c.err = err
 			} else {
-				c.res = res[i]
+				c.res, c.err = res[i], errs[i]
 			}
 			close(c.done)
 		}

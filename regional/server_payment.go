@@ -60,8 +60,10 @@ func newPayMetrics(reg prometheus.Registerer, region string) (*payMetrics, error
 // PaymentID is the idempotency key of a reservation's payment. It is
 // derived, not stored, so a confirm retried after its Pay succeeded but its
 // Confirm was not recorded asks the provider again with the same id and
-// gets the first answer instead of a second charge. The region is part of
-// it because reservation ids are only unique per sale and region.
+// gets the first answer instead of a second charge. Reservation ids are
+// ULIDs, unique across regions, but the region stays part of the key: ids
+// made before were unique only per sale and region, and a new key format
+// would charge a reservation confirmed across the upgrade twice.
 func PaymentID(region, sale, resv string) string {
 	return "fs-" + region + "-" + sale + "-" + resv
 }

@@ -137,8 +137,14 @@ func (s *Store) ScriptsLoaded(ctx context.Context) (bool, error) {
 
 // ReserveRequest is one buyer's attempt. RequestID makes retries safe: the
 // same id always answers with the same reservation.
+//
+// ID is the id a new reservation gets; empty, Reserve makes one
+// (NewReservationID). A retry answers the first reservation, whatever ID
+// it carries. An ID already in use is refused (quota.ErrResvExists), never
+// overwritten.
 type ReserveRequest struct {
 	User, RequestID string
+	ID              string
 	Now             time.Time
 	TTL             time.Duration
 	PerUserLimit    int64
@@ -150,6 +156,11 @@ func (r ReserveRequest) check() error {
 	}
 	if err := checkKeyPart("request id", r.RequestID); err != nil {
 		return err
+	}
+	if r.ID != "" {
+		if err := checkKeyPart("reservation id", r.ID); err != nil {
+			return err
+		}
 	}
 	if r.TTL < time.Millisecond {
 		return fmt.Errorf("%w: reservation TTL %v is under 1ms", ErrStoreInput, r.TTL)
@@ -163,8 +174,14 @@ func (r ReserveRequest) check() error {
 	return nil
 }
 
+// args are the request's six script arguments, with a new reservation id
+// when the request names none.
 func (r ReserveRequest) args() []any {
-	return []any{r.User, r.RequestID, r.Now.UnixMilli(), r.TTL.Milliseconds(), r.PerUserLimit}
+	id := r.ID
+	if id == "" {
+		id = NewReservationID(r.Now)
+	}
+	return []any{r.User, r.RequestID, id, r.Now.UnixMilli(), r.TTL.Milliseconds(), r.PerUserLimit}
 }
 
 // ReserveResult is the answer of Reserve. Reservation is set for Reserved
@@ -174,7 +191,8 @@ type ReserveResult struct {
 	Reservation quota.Reservation
 }
 
-// Reserve reserves one unit of sale for r.User, as quota.Ledger.Reserve.
+// Reserve reserves one unit of sale for r.User, as quota.Ledger.Reserve,
+// under r.ID or a new reservation id.
 func (s *Store) Reserve(ctx context.Context, sale string, r ReserveRequest) (ReserveResult, error) {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return ReserveResult{}, err
@@ -194,30 +212,37 @@ func (s *Store) Reserve(ctx context.Context, sale string, r ReserveRequest) (Res
 }
 
 // reserveBatch runs rs in one script call, answering as len(rs) sequential
-// Reserve calls would. The requests must already be checked.
-func (s *Store) reserveBatch(ctx context.Context, sale string, rs []ReserveRequest) ([]ReserveResult, error) {
+// Reserve calls would: out[i] and errs[i] are request i's answer, errs[i]
+// only for an id already in use (quota.ErrResvExists), which refuses that
+// request alone. err is for the whole call. The requests must already be
+// checked; those without an ID get a new one.
+func (s *Store) reserveBatch(ctx context.Context, sale string, rs []ReserveRequest) (out []ReserveResult, errs []error, err error) {
 	if len(rs) == 0 || len(rs) > MaxBatch {
-		return nil, fmt.Errorf("reserve batch of %d on %s: want 1..%d requests", len(rs), sale, MaxBatch)
+		return nil, nil, fmt.Errorf("reserve batch of %d on %s: want 1..%d requests", len(rs), sale, MaxBatch)
 	}
-	args := make([]any, 0, 5*len(rs))
+	args := make([]any, 0, 6*len(rs))
 	for _, r := range rs {
 		args = append(args, r.args()...)
 	}
 	v, err := s.run(ctx, scriptReserveBatch, sale, args...)
 	if err != nil {
-		return nil, fmt.Errorf("reserve batch of %d on %s: %w", len(rs), sale, err)
+		return nil, nil, fmt.Errorf("reserve batch of %d on %s: %w", len(rs), sale, err)
 	}
 	list, ok := v.([]any)
 	if !ok || len(list) != len(rs) {
-		return nil, fmt.Errorf("reserve batch on %s: want %d answers, got %v", sale, len(rs), v)
+		return nil, nil, fmt.Errorf("reserve batch on %s: want %d answers, got %v", sale, len(rs), v)
 	}
-	out := make([]ReserveResult, len(rs))
+	out, errs = make([]ReserveResult, len(rs)), make([]error, len(rs))
 	for i, e := range list {
-		if out[i], err = parseReserveReply(e); err != nil {
-			return nil, fmt.Errorf("reserve batch on %s: %w", sale, err)
+		out[i], err = parseReserveReply(e)
+		switch {
+		case errors.Is(err, quota.ErrResvExists):
+			errs[i] = fmt.Errorf("reserve %s: %w", sale, err)
+		case err != nil:
+			return nil, nil, fmt.Errorf("reserve batch on %s: %w", sale, err)
 		}
 	}
-	return out, nil
+	return out, errs, nil
 }
 
 func parseReserveReply(v any) (ReserveResult, error) {
@@ -237,6 +262,11 @@ func parseReserveReply(v any) (ReserveResult, error) {
 		return ReserveResult{Outcome: quota.SoldOut}, nil
 	case "halted":
 		return ReserveResult{Outcome: quota.Halted}, nil
+	case "id_taken":
+		if len(f) != 2 {
+			return ReserveResult{}, fmt.Errorf("unexpected reply %v", v)
+		}
+		return ReserveResult{}, fmt.Errorf("reservation %s: %w", f[1], quota.ErrResvExists)
 	default:
 		return ReserveResult{}, fmt.Errorf("unexpected outcome %q", f[0])
 	}
@@ -511,10 +541,11 @@ func (s *Store) fenced(ctx context.Context, sc *redis.Script, op, sale string, f
 	return nil
 }
 
-// Counters is a snapshot of a sale's ledger hash.
+// Counters is a snapshot of a sale's ledger hash. (A ledger written before
+// reservation ids were ULIDs also holds a "seq" field; nothing reads it.)
 type Counters struct {
-	Fence, GrantedSeen, ReleasedLocal, Sold, Reserved, Seq int64
-	Halted                                                 bool
+	Fence, GrantedSeen, ReleasedLocal, Sold, Reserved int64
+	Halted                                            bool
 }
 
 // Ceiling is the most units the region may have sold plus reserved.
@@ -530,7 +561,7 @@ func (s *Store) Counters(ctx context.Context, sale string) (Counters, error) {
 		return Counters{}, err
 	}
 	v, err := s.rdb.HMGet(ctx, SaleKey(sale, "ledger"),
-		"fence", "granted_seen", "released_local", "sold", "reserved", "seq", "halted").Result()
+		"fence", "granted_seen", "released_local", "sold", "reserved", "halted").Result()
 	if err != nil {
 		return Counters{}, fmt.Errorf("counters of %s: %w", sale, err)
 	}
@@ -538,7 +569,7 @@ func (s *Store) Counters(ctx context.Context, sale string) (Counters, error) {
 	if err != nil {
 		return Counters{}, fmt.Errorf("counters of %s: %w", sale, err)
 	}
-	return Counters{Fence: n[0], GrantedSeen: n[1], ReleasedLocal: n[2], Sold: n[3], Reserved: n[4], Seq: n[5], Halted: n[6] == 1}, nil
+	return Counters{Fence: n[0], GrantedSeen: n[1], ReleasedLocal: n[2], Sold: n[3], Reserved: n[4], Halted: n[5] == 1}, nil
 }
 
 // SaleView is what the region agent last learned of the rest of the sale

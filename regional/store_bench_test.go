@@ -156,7 +156,7 @@ func BenchmarkReserveRedisCPU(b *testing.B) {
 			u := "c" + strconv.FormatInt(benchUser.Add(1), 10)
 			batch[i] = buy(u, u, now)
 		}
-		res, err := s.reserveBatch(ctx, "bench", batch)
+		res, _, err := s.reserveBatch(ctx, "bench", batch)
 		if err != nil {
 			b.Fatal(err)
 		}

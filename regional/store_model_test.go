@@ -28,7 +28,7 @@ func newTestStore(t testing.TB) (*Store, *redistest.Server, *redis.Client) {
 	return s, srv, rdb
 }
 
-var ledgerErrors = []error{quota.ErrStaleFence, quota.ErrNotActive, quota.ErrNoSuchResv, quota.ErrNegative}
+var ledgerErrors = []error{quota.ErrStaleFence, quota.ErrNotActive, quota.ErrNoSuchResv, quota.ErrNegative, quota.ErrResvExists}
 
 // sameErr says whether the store's error answers as the ledger's did.
 func sameErr(store, model error) bool {
@@ -55,6 +55,8 @@ type modelRun struct {
 	fence  int64
 	nextRq int
 	reqs   []string
+	ids    []string // every reservation id handed to a reserve, used or not
+	taken  int      // reserves refused for an id in use (quota.ErrResvExists)
 	step   int
 	trace  []string
 }
@@ -84,20 +86,31 @@ func (m *modelRun) note(format string, args ...any) {
 	m.trace = append(m.trace, fmt.Sprintf(format, args...))
 }
 
-func (m *modelRun) reserve(user, req string, ttl, limit int64) {
-	m.t.Helper()
-	m.note("reserve user=%s req=%s now=%d ttl=%d limit=%d", user, req, m.now, ttl, limit)
-	got, err := m.s.Reserve(m.ctx, m.sale, ReserveRequest{User: user, RequestID: req, Now: time.UnixMilli(m.now), TTL: time.Duration(ttl) * time.Millisecond, PerUserLimit: limit})
-	if err != nil {
-		m.fail("reserve: %v", err)
-	}
-	r, o := m.l.Reserve(user, req, m.now, ttl, limit)
-	m.compareReserve(got, ReserveResult{Outcome: o, Reservation: r})
+// newID is the reservation id of the next reserve: a new ULID, as the
+// seller makes them, both implementations being given the same one.
+func (m *modelRun) newID() string {
+	id := NewReservationID(time.UnixMilli(m.now))
+	m.ids = append(m.ids, id)
+	return id
 }
 
-func (m *modelRun) compareReserve(got, want ReserveResult) {
+func (m *modelRun) reserve(id, user, req string, ttl, limit int64) {
 	m.t.Helper()
-	if got != want {
+	m.note("reserve id=%s user=%s req=%s now=%d ttl=%d limit=%d", id, user, req, m.now, ttl, limit)
+	got, err := m.s.Reserve(m.ctx, m.sale, ReserveRequest{User: user, RequestID: req, ID: id, Now: time.UnixMilli(m.now), TTL: time.Duration(ttl) * time.Millisecond, PerUserLimit: limit})
+	r, o, werr := m.l.Reserve(id, user, req, m.now, ttl, limit)
+	m.compareReserve(got, err, ReserveResult{Outcome: o, Reservation: r}, werr)
+}
+
+func (m *modelRun) compareReserve(got ReserveResult, err error, want ReserveResult, werr error) {
+	m.t.Helper()
+	if !sameErr(err, werr) {
+		m.fail("reserve: store %v, ledger %v", err, werr)
+	}
+	if errors.Is(werr, quota.ErrResvExists) {
+		m.taken++
+	}
+	if werr == nil && got != want {
 		m.fail("reserve answered %+v, ledger %+v", got, want)
 	}
 }
@@ -105,13 +118,13 @@ func (m *modelRun) compareReserve(got, want ReserveResult) {
 func (m *modelRun) reserveBatch(rs []ReserveRequest) {
 	m.t.Helper()
 	m.note("reserve batch of %d: %+v", len(rs), rs)
-	got, err := m.s.reserveBatch(m.ctx, m.sale, rs)
+	got, errs, err := m.s.reserveBatch(m.ctx, m.sale, rs)
 	if err != nil {
 		m.fail("reserve batch: %v", err)
 	}
 	for i, r := range rs {
-		res, o := m.l.Reserve(r.User, r.RequestID, r.Now.UnixMilli(), r.TTL.Milliseconds(), r.PerUserLimit)
-		m.compareReserve(got[i], ReserveResult{Outcome: o, Reservation: res})
+		res, o, werr := m.l.Reserve(r.ID, r.User, r.RequestID, r.Now.UnixMilli(), r.TTL.Milliseconds(), r.PerUserLimit)
+		m.compareReserve(got[i], errs[i], ReserveResult{Outcome: o, Reservation: res}, werr)
 	}
 }
 
@@ -217,7 +230,7 @@ func (m *modelRun) checkCounters() {
 		m.fail("counters: %v", err)
 	}
 	l := m.l
-	want := Counters{Fence: l.Fence, GrantedSeen: l.GrantedSeen, ReleasedLocal: l.ReleasedLocal, Sold: l.Sold, Reserved: l.Reserved, Seq: l.Seq, Halted: l.Halted}
+	want := Counters{Fence: l.Fence, GrantedSeen: l.GrantedSeen, ReleasedLocal: l.ReleasedLocal, Sold: l.Sold, Reserved: l.Reserved, Halted: l.Halted}
 	if c != want {
 		m.fail("counters: store %+v, ledger %+v", c, want)
 	}
@@ -237,8 +250,10 @@ func (m *modelRun) checkAll(rdb *redis.Client) {
 			m.fail("reservation %s: store (%+v, %v), ledger %+v", id, got, err, *want)
 		}
 	}
-	if _, err := m.s.Reservation(ctx, m.sale, strconv.FormatInt(m.l.Seq+1, 10)); !errors.Is(err, quota.ErrNoSuchResv) {
-		m.fail("reservation past seq: %v, want ErrNoSuchResv", err)
+	for _, id := range []string{m.newID(), "never-made"} {
+		if _, err := m.s.Reservation(ctx, m.sale, id); !errors.Is(err, quota.ErrNoSuchResv) {
+			m.fail("reservation %s never made: %v, want ErrNoSuchResv", id, err)
+		}
 	}
 	hashEq := func(key string, want map[string]string) {
 		got, err := rdb.HGetAll(ctx, key).Result()
@@ -359,8 +374,35 @@ func (m *modelRun) randomFence(rng *rand.Rand) int64 {
 	return max(0, f)
 }
 
+// randomResv is an id handed out before (used or not) or a new one.
 func (m *modelRun) randomResv(rng *rand.Rand) string {
-	return strconv.FormatInt(1+rng.Int64N(m.l.Seq+2), 10) // may not exist
+	if len(m.ids) == 0 || rng.IntN(8) == 0 {
+		return m.newID()
+	}
+	return m.ids[rng.IntN(len(m.ids))]
+}
+
+// randomNewID is mostly a new id, sometimes one handed out before, which
+// the store must refuse when it is in use (quota.ErrResvExists).
+func (m *modelRun) randomNewID(rng *rand.Rand) string {
+	if len(m.ids) > 0 && rng.IntN(6) == 0 {
+		if used := m.usedIDs(); len(used) > 0 && rng.IntN(2) == 0 {
+			return used[rng.IntN(len(used))]
+		}
+		return m.ids[rng.IntN(len(m.ids))]
+	}
+	return m.newID()
+}
+
+// usedIDs are the ids of the reservations made, in a stable order.
+func (m *modelRun) usedIDs() []string {
+	var used []string
+	for _, id := range m.ids {
+		if m.l.Resv[id] != nil {
+			used = append(used, id)
+		}
+	}
+	return used
 }
 
 func (m *modelRun) randomStep(rng *rand.Rand) {
@@ -368,11 +410,11 @@ func (m *modelRun) randomStep(rng *rand.Rand) {
 	users := []string{"ann", "bob", "cat", "dan", "eve", "fay"}
 	switch p := rng.IntN(100); {
 	case p < 30:
-		m.reserve(users[rng.IntN(len(users))], m.randomReq(rng), 1000+int64(rng.IntN(4))*500, 1+int64(rng.IntN(2)))
+		m.reserve(m.randomNewID(rng), users[rng.IntN(len(users))], m.randomReq(rng), 1000+int64(rng.IntN(4))*500, 1+int64(rng.IntN(2)))
 	case p < 38:
 		rs := make([]ReserveRequest, 1+rng.IntN(6))
 		for i := range rs {
-			rs[i] = ReserveRequest{User: users[rng.IntN(len(users))], RequestID: m.randomReq(rng), Now: time.UnixMilli(m.now),
+			rs[i] = ReserveRequest{User: users[rng.IntN(len(users))], RequestID: m.randomReq(rng), ID: m.randomNewID(rng), Now: time.UnixMilli(m.now),
 				TTL: time.Duration(1000+rng.IntN(3)*500) * time.Millisecond, PerUserLimit: 1 + int64(rng.IntN(2))}
 		}
 		m.reserveBatch(rs)
@@ -405,6 +447,7 @@ func (m *modelRun) randomStep(rng *rand.Rand) {
 func TestStoreModelRandom(t *testing.T) {
 	s, _, rdb := newTestStore(t)
 	seen := map[quota.ResvState]int{}
+	taken := 0
 	for seed := range uint64(24) {
 		m := newModelRun(t, s, "rand"+strconv.FormatUint(seed, 10))
 		rng := rand.New(rand.NewPCG(seed, 42))
@@ -412,6 +455,7 @@ func TestStoreModelRandom(t *testing.T) {
 			m.randomStep(rng)
 		}
 		m.checkAll(rdb)
+		taken += m.taken
 		for _, r := range m.l.Resv {
 			seen[r.State]++
 		}
@@ -422,48 +466,66 @@ func TestStoreModelRandom(t *testing.T) {
 			t.Fatalf("only %d reservations ended %v over all seeds: %v", seen[st], st, seen)
 		}
 	}
-	t.Logf("final reservation states over all seeds: %v", seen)
+	if taken < 10 {
+		t.Fatalf("only %d reserves were refused for an id in use, want at least 10", taken)
+	}
+	t.Logf("final reservation states over all seeds: %v; %d reserves refused for an id in use", seen, taken)
 }
 
 // TestStoreModelScenario walks a fixed story through both implementations.
 func TestStoreModelScenario(t *testing.T) {
 	s, _, rdb := newTestStore(t)
 	m := newModelRun(t, s, "story")
-	m.reserve("ann", "a1", 1000, 1) // nothing granted: sold out
+	// The story names its reservation ids; an id handed to a request that
+	// makes nothing (x…) stays unused.
+	m.reserve("x0", "ann", "a1", 1000, 1) // nothing granted: sold out
 	m.grant(1, 3)
 	m.grant(1, 2) // smaller grant: ceiling stays 3
-	m.reserve("ann", "a1", 1000, 1)
-	m.reserve("ann", "a1", 1000, 1) // retry: duplicate
-	m.reserve("ann", "a2", 1000, 1) // user limit
-	m.reserve("ann", "a2", 1000, 2) // a larger limit lets her buy a second
-	m.reserve("bob", "b1", 1000, 1)
-	m.reserve("cat", "c1", 1000, 1) // sold out
+	m.reserve("1", "ann", "a1", 1000, 1)
+	m.reserve("x1", "ann", "a1", 1000, 1) // retry: duplicate, reservation 1
+	m.reserve("x2", "ann", "a2", 1000, 1) // user limit
+	m.reserve("2", "ann", "a2", 1000, 2)  // a larger limit lets her buy a second
+	m.reserve("3", "bob", "b1", 1000, 1)
+	m.reserve("x3", "cat", "c1", 1000, 1) // sold out
 	m.confirm("1")
 	m.confirm("1") // repeat: ok, nothing changes
 	m.cancel("1")  // confirmed: not active
 	m.cancel("2")
 	m.cancel("2")
-	m.confirm("2") // cancelled: not active
-	m.confirm("9") // no such reservation
+	m.confirm("2")  // cancelled: not active
+	m.confirm("9")  // no such reservation
+	m.confirm("x0") // never made: no such reservation
 	m.now += 500
 	m.extend("3", m.now+5000, m.now+1000) // capped at now+1000
 	m.now += 600
 	m.expire(10) // nothing due: 3 was extended
-	m.reserve("cat", "c1", 1000, 1)
+	m.reserve("4", "cat", "c1", 1000, 1)
 	m.now += 2000
 	m.expire(1) // 3 first (earlier expiry)
 	m.expire(1) // then 4
 	m.confirm("3")
-	m.reserve("ann", "a1", 1000, 1) // duplicate returns the confirmed reservation
-	m.release(2, "r1", 10)          // fence 2 supersedes 1; releases the 2 free units
-	m.release(2, "r1", 10)          // repeat: same m
-	m.release(1, "r2", 10)          // stale fence
-	m.grant(1, 100)                 // stale fence: no change
+	m.reserve("x4", "ann", "a1", 1000, 1) // duplicate returns the confirmed reservation
+	m.reserve("2", "eve", "e1", 1000, 1)  // id in use (cancelled): refused, never overwritten
+	m.reserve("1", "eve", "e1", 1000, 1)  // id in use (confirmed): refused
+	m.reserve(m.newID(), "eve", "e1", 1000, 1)
+	m.release(2, "r1", 10) // fence 2 supersedes 1; releases the free unit
+	m.release(2, "r1", 10) // repeat: same m
+	m.release(1, "r2", 10) // stale fence
+	m.grant(1, 100)        // stale fence: no change
 	m.setHalted(2, true)
-	m.reserve("dan", "d1", 1000, 1) // halted
+	m.reserve("x5", "dan", "d1", 1000, 1) // halted
 	m.raiseFloor(3, 1, 5)
 	m.setHalted(3, false)
-	m.reserve("dan", "d1", 1000, 1) // sold out: sold raised to 5
-	m.release(3, "r3", -1)          // negative
+	m.reserve("x5", "dan", "d1", 1000, 1) // sold out: sold raised to 5
+	m.release(3, "r3", -1)                // negative
+	m.grant(3, 20)
+	at := time.UnixMilli(m.now)
+	m.reserveBatch([]ReserveRequest{
+		{User: "fay", RequestID: "f1", ID: "b", Now: at, TTL: time.Second, PerUserLimit: 1},
+		{User: "gus", RequestID: "g1", ID: "b", Now: at, TTL: time.Second, PerUserLimit: 1}, // made earlier in this call: refused
+		{User: "gus", RequestID: "g1", ID: "4", Now: at, TTL: time.Second, PerUserLimit: 1}, // in use before the call: refused
+		{User: "gus", RequestID: "g1", ID: "c", Now: at, TTL: time.Second, PerUserLimit: 1},
+		{User: "fay", RequestID: "f1", ID: "d", Now: at, TTL: time.Second, PerUserLimit: 1}, // duplicate of b
+	})
 	m.checkAll(rdb)
 }

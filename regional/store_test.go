@@ -71,6 +71,17 @@ func allReservations(t testing.TB, s *Store, rdb *redis.Client, sale string) map
 	return out
 }
 
+// reservationCount is how many reservations sale ever had: the req hash
+// maps each one's requestId to it and is never trimmed.
+func reservationCount(t testing.TB, rdb *redis.Client, sale string) int64 {
+	t.Helper()
+	n, err := rdb.HLen(context.Background(), SaleKey(sale, "req")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // checkConsistent checks that the counters agree with the reservation
 // hashes, the users hash and the stream, and that I1 holds.
 func checkConsistent(t testing.TB, s *Store, rdb *redis.Client, sale string) (Counters, map[string]*quota.Reservation) {
@@ -89,7 +100,7 @@ func checkConsistent(t testing.TB, s *Store, rdb *redis.Client, sale string) (Co
 			users[r.User]++
 		}
 	}
-	if c.Reserved != active || c.Sold < confirmed || int64(len(all)) != c.Seq {
+	if c.Reserved != active || c.Sold < confirmed || int64(len(all)) != reservationCount(t, rdb, sale) {
 		t.Fatalf("counters %+v disagree with %d reservations (%d active, %d confirmed)", c, len(all), active, confirmed)
 	}
 	if c.Sold+c.Reserved > c.Ceiling() {
@@ -226,28 +237,29 @@ func TestRetriesSameRequestID(t *testing.T) {
 				t.Fatal(err)
 			}
 			reserved := 0
+			id := res[0].Reservation.ID
 			for _, r := range res {
 				if r.Outcome == quota.Reserved {
 					reserved++
 				} else if r.Outcome != quota.Duplicate {
 					t.Fatalf("outcome %v, want reserved or duplicate", r.Outcome)
 				}
-				if r.Reservation.ID != "1" || r.Reservation.RequestID != "once" {
-					t.Fatalf("answer %+v, want reservation 1", r)
+				if r.Reservation.ID != id || r.Reservation.RequestID != "once" {
+					t.Fatalf("answer %+v, want reservation %s", r, id)
 				}
 			}
 			if reserved != 1 {
 				t.Fatalf("%d retries reserved, want exactly 1", reserved)
 			}
-			if err := s.Confirm(ctx, sale, "1", t0); err != nil {
+			if err := s.Confirm(ctx, sale, id, t0); err != nil {
 				t.Fatal(err)
 			}
 			// A late retry after payment still answers the same, now confirmed, reservation.
 			r, err := tc.reserve(ctx, sale, ReserveRequest{User: "ann", RequestID: "once", Now: t0.Add(time.Hour), TTL: time.Minute, PerUserLimit: 5})
-			if err != nil || r.Outcome != quota.Duplicate || r.Reservation.State != quota.Confirmed || r.Reservation.ID != "1" {
+			if err != nil || r.Outcome != quota.Duplicate || r.Reservation.State != quota.Confirmed || r.Reservation.ID != id {
 				t.Fatalf("late retry: %+v, %v", r, err)
 			}
-			if c, _ := checkConsistent(t, s, rdb, sale); c.Seq != 1 || c.Sold != 1 || c.Reserved != 0 {
+			if c, all := checkConsistent(t, s, rdb, sale); len(all) != 1 || c.Sold != 1 || c.Reserved != 0 {
 				t.Fatalf("counters %+v after one confirmed reservation", c)
 			}
 		})
@@ -279,8 +291,8 @@ func TestExpirySellsAgain(t *testing.T) {
 		t.Fatalf("cancel after expiry: %v, want ErrNotActive", err)
 	}
 	bob := mustReserve(t, s, "x", buy("bob", "b2", due), quota.Reserved)
-	if bob.ID != "2" {
-		t.Fatalf("bob got %+v", bob)
+	if bob.ID == "" || bob.ID == ann.ID {
+		t.Fatalf("bob got %+v, a new reservation", bob)
 	}
 	// Ann's slot was freed by expiry, but the one unit is Bob's now.
 	mustReserve(t, s, "x", buy("ann", "a2", due), quota.SoldOut)
@@ -299,12 +311,12 @@ func TestExpireBatchOrder(t *testing.T) {
 	ctx := context.Background()
 	mustGrant(t, s, "x", 1, 20)
 	for i := range 12 {
-		// Ids 1..12; 10, 11, 12 expire first, and tie with each other.
+		// Ids id01..id12; 10, 11, 12 expire first, and tie with each other.
 		ttl := 10 * time.Second
 		if i >= 9 {
 			ttl = 5 * time.Second
 		}
-		mustReserve(t, s, "x", ReserveRequest{User: fmt.Sprint("u", i), RequestID: fmt.Sprint("r", i), Now: t0, TTL: ttl, PerUserLimit: 1}, quota.Reserved)
+		mustReserve(t, s, "x", ReserveRequest{User: fmt.Sprint("u", i), RequestID: fmt.Sprint("r", i), ID: fmt.Sprintf("id%02d", i+1), Now: t0, TTL: ttl, PerUserLimit: 1}, quota.Reserved)
 	}
 	var got []string
 	for {
@@ -320,7 +332,7 @@ func TestExpireBatchOrder(t *testing.T) {
 		}
 		got = append(got, ids...)
 	}
-	want := "10 11 12 1 2 3 4 5 6 7 8 9"
+	want := "id10 id11 id12 id01 id02 id03 id04 id05 id06 id07 id08 id09"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("expired %v, want %s", got, want)
 	}
@@ -566,8 +578,8 @@ func TestReserveBatchLimits(t *testing.T) {
 		rs[i].PerUserLimit = 2
 	}
 	rs[MaxBatch-1] = buy("u0", "r0", t0) // a retry within the batch
-	got, err := s.reserveBatch(ctx, "x", rs)
-	if err != nil {
+	got, errs, err := s.reserveBatch(ctx, "x", rs)
+	if err = errors.Join(append(errs, err)...); err != nil {
 		t.Fatal(err)
 	}
 	for i, r := range got[:MaxBatch-1] {
@@ -586,7 +598,7 @@ func TestReserveBatchLimits(t *testing.T) {
 	}
 	keys := rdb.DBSize(ctx).Val()
 	for _, n := range []int{0, MaxBatch + 1} {
-		if _, err := s.reserveBatch(ctx, "x", make([]ReserveRequest, n)); err == nil {
+		if _, _, err := s.reserveBatch(ctx, "x", make([]ReserveRequest, n)); err == nil {
 			t.Fatalf("a batch of %d was accepted", n)
 		}
 	}
@@ -616,8 +628,11 @@ func TestBatcherCoalesces(t *testing.T) {
 	}
 	ctx := context.Background()
 	first := make(chan ReserveResult, 1)
+	// Each call names its reservation id: the Batcher passes it through.
 	go func() {
-		r, err := b.Reserve(ctx, "x", buy("first", "first", t0))
+		req := buy("first", "first", t0)
+		req.ID = "id-first"
+		r, err := b.Reserve(ctx, "x", req)
 		if err != nil {
 			t.Error(err)
 		}
@@ -631,7 +646,9 @@ func TestBatcherCoalesces(t *testing.T) {
 		res[i] = make(chan ReserveResult, 1)
 		go func() {
 			user := fmt.Sprint("u", i%7) // users 0..2 try twice
-			r, err := b.Reserve(ctx, "x", buy(user, fmt.Sprint("r", i), t0))
+			req := buy(user, fmt.Sprint("r", i), t0)
+			req.ID = fmt.Sprint("id", i)
+			r, err := b.Reserve(ctx, "x", req)
 			if err != nil {
 				t.Error(err)
 			}
@@ -640,15 +657,18 @@ func TestBatcherCoalesces(t *testing.T) {
 		waitQueued(t, b, "x", i+1, 1)
 	}
 	close(gate)
-	if r := <-first; r.Outcome != quota.Reserved || r.Reservation.ID != "1" {
+	if r := <-first; r.Outcome != quota.Reserved || r.Reservation.ID != "id-first" {
 		t.Fatalf("first: %+v", r)
 	}
 	l := quota.NewLedger()
 	l.ApplyGrant(1, 5)
-	l.Reserve("first", "first", t0.UnixMilli(), 10_000, 1)
+	l.Reserve("id-first", "first", "first", t0.UnixMilli(), 10_000, 1)
 	for i := range n {
 		got := <-res[i]
-		want, o := l.Reserve(fmt.Sprint("u", i%7), fmt.Sprint("r", i), t0.UnixMilli(), 10_000, 1)
+		want, o, err := l.Reserve(fmt.Sprint("id", i), fmt.Sprint("u", i%7), fmt.Sprint("r", i), t0.UnixMilli(), 10_000, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if got != (ReserveResult{Outcome: o, Reservation: want}) {
 			t.Fatalf("call %d: %+v, sequential answer %v %+v", i, got, o, want)
 		}

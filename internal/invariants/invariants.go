@@ -167,15 +167,15 @@ type regionState struct {
 
 // snapshot reads a sale's ledger, per-user hash and every reservation's
 // state and user in one script, so the checker sees one consistent moment
-// even while buyers are buying. It scans every reservation: for tests and
-// checks, not the hot path.
+// even while buyers are buying. It reads every reservation: for tests and
+// checks, not the hot path. Reservation ids are opaque: the req hash
+// (requestId -> reservation id, never trimmed) lists them all.
 var snapshot = redis.NewScript(`
 local ledger = redis.call('HGETALL', KEYS[1])
 local users = redis.call('HGETALL', KEYS[2])
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 local resv = {}
-for i = 1, seq do
-  local r = redis.call('HMGET', ARGV[1] .. i, 'state', 'user')
+for _, id in ipairs(redis.call('HVALS', KEYS[3])) do
+  local r = redis.call('HMGET', ARGV[1] .. id, 'state', 'user')
   resv[#resv + 1] = r[1] or ''
   resv[#resv + 1] = r[2] or ''
 end
@@ -185,7 +185,7 @@ return {ledger, users, resv}
 func readRegion(ctx context.Context, rdb redis.UniversalClient, sale string) (regionState, error) {
 	st := regionState{holdings: map[string]int64{}}
 	prefix := regional.ResvKey(sale, "")
-	v, err := snapshot.Run(ctx, rdb, []string{regional.SaleKey(sale, "ledger"), regional.SaleKey(sale, "users")}, prefix).Slice()
+	v, err := snapshot.Run(ctx, rdb, []string{regional.SaleKey(sale, "ledger"), regional.SaleKey(sale, "users"), regional.SaleKey(sale, "req")}, prefix).Slice()
 	if err != nil {
 		return st, err
 	}

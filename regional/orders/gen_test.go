@@ -54,7 +54,12 @@ func genEvents(sale, region string, n int, seed uint64) ([]Event, map[string]Ord
 		switch {
 		case p < 50 || len(active) == 0:
 			u := "u" + strconv.Itoa(rng.IntN(users))
-			r, out := l.Reserve(u, "req-"+strconv.Itoa(made)+"-"+u, now, ttl, 1)
+			// Ids as opaque as the seller's ULIDs, unique across regions.
+			id := region + "-" + strconv.FormatUint(seed, 36) + "-" + strconv.Itoa(step)
+			r, out, err := l.Reserve(id, u, "req-"+strconv.Itoa(made)+"-"+u, now, ttl, 1)
+			if err != nil {
+				panic(err)
+			}
 			if out == quota.Reserved {
 				made++
 				active = append(active, r.ID)

@@ -23,8 +23,9 @@ const (
 	SQLAhead = "sql_ahead"
 	// StateConflict: both ended the reservation, differently.
 	StateConflict = "state_conflict"
-	// UserMismatch: Redis and SQL disagree on the buyer (a reservation id
-	// reused after Redis lost writes).
+	// UserMismatch: Redis and SQL disagree on the buyer. Reservation ids
+	// are ULIDs, never reused, so this is corruption (numeric ids, before
+	// ULIDs, were reused when Redis lost writes and rebuilt its sequence).
 	UserMismatch = "user_mismatch"
 	// MissingInRedis: SQL has a row Redis does not know (Redis lost writes).
 	MissingInRedis = "missing_in_redis"
@@ -127,36 +128,18 @@ func compare(ctx context.Context, rdb redis.UniversalClient, store Store, opt Re
 		rep.Lag = lag
 	}
 	prefix := "{sale:" + opt.Sale + "}:"
-	ledger, err := rdb.HMGet(ctx, prefix+"ledger", "sold", "reserved", "seq").Result()
+	ledger, err := rdb.HMGet(ctx, prefix+"ledger", "sold", "reserved").Result()
 	if err != nil {
 		return rep, fmt.Errorf("reconcile: read ledger: %w", err)
 	}
-	sold, reserved, seq := hnum(ledger[0]), hnum(ledger[1]), hnum(ledger[2])
+	sold, reserved := hnum(ledger[0]), hnum(ledger[1])
 	users, err := rdb.HGetAll(ctx, prefix+"users").Result()
 	if err != nil {
 		return rep, fmt.Errorf("reconcile: read users: %w", err)
 	}
-	// Reservation ids are the ledger's sequence numbers and the hashes are
-	// never deleted, so 1..seq lists them all without a SCAN.
-	resv := make(map[string]redisResv, seq)
-	for lo := int64(1); lo <= seq; lo += 1000 {
-		pipe := rdb.Pipeline()
-		cmds := map[string]*redis.SliceCmd{}
-		for i := lo; i <= min(lo+999, seq); i++ {
-			id := strconv.FormatInt(i, 10)
-			cmds[id] = pipe.HMGet(ctx, prefix+"resv:"+id, "user", "state")
-		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-			return rep, fmt.Errorf("reconcile: read reservations: %w", err)
-		}
-		for id, c := range cmds {
-			v := c.Val()
-			if len(v) == 2 && v[1] != nil {
-				u, _ := v[0].(string)
-				s, _ := v[1].(string)
-				resv[id] = redisResv{user: u, state: s}
-			}
-		}
+	resv, err := reservations(ctx, rdb, prefix)
+	if err != nil {
+		return rep, err
 	}
 	rows, err := store.Orders(ctx, opt.Sale, opt.Region)
 	if err != nil {
@@ -235,6 +218,45 @@ func compare(ctx context.Context, rdb redis.UniversalClient, store Store, opt Re
 	})
 	rep.Diffs = diffs
 	return rep, nil
+}
+
+// reservations reads the user and state of every reservation of a sale in
+// one region. Ids are opaque (ULIDs), so they cannot be counted up to; the
+// req hash maps every requestId to its reservation and is never trimmed,
+// so its values list every reservation without a SCAN of the keyspace
+// (ledgers from before ULIDs, with numeric ids, are listed the same way).
+func reservations(ctx context.Context, rdb redis.UniversalClient, prefix string) (map[string]redisResv, error) {
+	resv := map[string]redisResv{}
+	var cursor uint64
+	for {
+		kv, next, err := rdb.HScan(ctx, prefix+"req", cursor, "*", 1000).Result()
+		if err != nil {
+			return nil, fmt.Errorf("reconcile: read reservation ids: %w", err)
+		}
+		pipe := rdb.Pipeline()
+		cmds := map[string]*redis.SliceCmd{}
+		for i := 1; i < len(kv); i += 2 {
+			if id := kv[i]; cmds[id] == nil {
+				cmds[id] = pipe.HMGet(ctx, prefix+"resv:"+id, "user", "state")
+			}
+		}
+		if len(cmds) > 0 {
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+				return nil, fmt.Errorf("reconcile: read reservations: %w", err)
+			}
+		}
+		for id, c := range cmds {
+			v := c.Val()
+			if len(v) == 2 && v[1] != nil {
+				u, _ := v[0].(string)
+				s, _ := v[1].(string)
+				resv[id] = redisResv{user: u, state: s}
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return resv, nil
+		}
+	}
 }
 
 func redisToSQL(state string) State {

@@ -68,24 +68,30 @@ local function user_down(user)
 end
 
 -- reserve_args is Ledger.Reserve applied in turn to each request in ARGV
--- from ARGV[3] on, five arguments each (user, requestId, now ms, ttl ms,
--- per-user limit): exactly the answers of that many sequential calls.
--- Each answer is {outcome, id, user, req, expiresAt, state}.
+-- from ARGV[3] on, six arguments each (user, requestId, reservation id,
+-- now ms, ttl ms, per-user limit): exactly the answers of that many
+-- sequential calls. Each answer is {outcome, id, user, req, expiresAt,
+-- state}, or {'id_taken', id} for a request whose new reservation id is
+-- already in use (Ledger's ErrResvExists): a reservation is never
+-- overwritten, and that request changes nothing.
+--
+-- The reservation id is the caller's (a ULID the seller made), opaque and
+-- unique across regions; the ledger keeps no sequence. A ledger written
+-- before ids were given still holds a 'seq' field: nothing reads it.
 --
 -- A call reads and writes each shared key once, not once per request:
 -- the requestIds and users of the whole call are read with one HMGET each,
 -- what the call made is written with one HSET or ZADD per key at the end,
 -- and in between the call's own reservations are kept in Lua tables, so a
 -- later request of the same call sees them as sequential calls would. Per
--- reservation that leaves the reservation's hash and its event: two
--- commands where one request at a time took seven.
+-- reservation that leaves the check that its id is free, its hash and its
+-- event: three commands where one request at a time took eight.
 local function reserve_args()
-  local l = redis.call('HMGET', LEDGER, 'halted', 'granted_seen', 'released_local', 'sold', 'reserved', 'seq')
+  local l = redis.call('HMGET', LEDGER, 'halted', 'granted_seen', 'released_local', 'sold', 'reserved')
   local halted = l[1] == '1'
   local available = num(l[2]) - num(l[3]) - num(l[4]) - num(l[5])
-  local seq = num(l[6])
   local reqs, users = {}, {}
-  for i = 3, #ARGV, 5 do
+  for i = 3, #ARGV, 6 do
     reqs[#reqs + 1] = ARGV[i + 1]
     users[#users + 1] = ARGV[i]
   end
@@ -96,9 +102,9 @@ local function reserve_args()
   local made = 0
   local out = {}
   for k = 1, #reqs do
-    local i = 3 + (k - 1) * 5
-    local user, req = users[k], reqs[k]
-    local now, ttl, limit = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+    local i = 3 + (k - 1) * 6
+    local user, req, id = users[k], reqs[k], ARGV[i + 2]
+    local now, ttl, limit = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
     local old = made_req[req] or olds[k]
     if held[user] == nil then
       held[user] = num(counts[k])
@@ -112,9 +118,12 @@ local function reserve_args()
       out[#out + 1] = {'user_limit'}
     elseif available - made <= 0 then
       out[#out + 1] = {'sold_out'}
+    elseif redis.call('EXISTS', resv_key(id)) == 1 then
+      -- This call's own reservations are written at once, so EXISTS
+      -- sees them too.
+      out[#out + 1] = {'id_taken', id}
     else
       made = made + 1
-      local id = fmt(seq + made)
       local exp = fmt(now + ttl)
       redis.call('HSET', resv_key(id), 'user', user, 'req', req, 'expiresAt', exp, 'state', 'active')
       event('reserved', id, user, req, fmt(now), exp)
@@ -140,7 +149,7 @@ local function reserve_args()
     redis.call('HSET', USERS, unpack(counts_out))
     redis.call('HSET', REQ, unpack(req_writes))
     redis.call('ZADD', EXPIRY, unpack(expiry_writes))
-    redis.call('HSET', LEDGER, 'seq', fmt(seq + made), 'reserved', fmt(num(l[5]) + made))
+    redis.call('HSET', LEDGER, 'reserved', fmt(num(l[5]) + made))
   end
   return out
 end

@@ -1,2 +1,3 @@
--- reserve: ARGV 3 user, 4 requestId, 5 now (ms), 6 ttl (ms), 7 per-user limit.
+-- reserve: ARGV 3 user, 4 requestId, 5 reservation id, 6 now (ms),
+-- 7 ttl (ms), 8 per-user limit.
 return reserve_args()[1]

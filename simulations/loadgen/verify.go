@@ -100,7 +100,9 @@ func saleKey(sale, suffix string) string { return "{sale:" + sale + "}:" + suffi
 //     within its own ceiling (granted_seen - released_local);
 //   - I3: no user holds more than limit units, summed over regions (from
 //     the users hashes, and again from the order streams);
-//   - the ledger agrees with the order stream (held units counted both ways).
+//   - the ledger agrees with the order stream (held units counted both ways);
+//   - no reservation id was made twice, in one region or across regions
+//     (ids are ULIDs, unique across regions, so order rows merge).
 //
 // It also counts the units held, stranded in a region and never granted.
 // An error means Redis could not be read; a violation is in the Verdict.
@@ -115,9 +117,10 @@ func VerifyWith(ctx context.Context, regions []RegionRedis, sale string, total, 
 	v := Verdict{Total: total, Limit: limit, ExpectSellout: opts.ExpectSellout}
 	perUser := map[string]int64{}       // from the users hashes
 	perUserStream := map[string]int64{} // from the order streams
+	made := map[string][]string{}       // reservation id -> regions of its reserved events
 	var ceilings int64
 	for _, rr := range regions {
-		rc, err := readRegion(ctx, rr, sale, perUser, perUserStream)
+		rc, err := readRegion(ctx, rr, sale, perUser, perUserStream, made)
 		if err != nil {
 			return v, err
 		}
@@ -136,6 +139,20 @@ func VerifyWith(ctx context.Context, regions []RegionRedis, sale string, total, 
 			v.Violations = append(v.Violations, fmt.Sprintf("ledger vs stream: region %s ledger holds %d (sold %d + reserved %d), its order stream %d",
 				rc.Region, rc.Sold+rc.Reserved, rc.Sold, rc.Reserved, rc.StreamHeld))
 		}
+	}
+	var twice []string
+	for id, in := range made {
+		if len(in) > 1 {
+			twice = append(twice, id+" in "+strings.Join(in, ","))
+		}
+	}
+	if len(twice) > 0 {
+		sort.Strings(twice)
+		n := len(twice)
+		if n > 10 {
+			twice = append(twice[:10], fmt.Sprintf("and %d more", n-10))
+		}
+		v.Violations = append(v.Violations, fmt.Sprintf("ids: %d reservation ids made twice: %v", n, twice))
 	}
 	v.Held = v.Sold + v.Reserved
 	v.Ungranted = max(0, total-ceilings)
@@ -220,7 +237,10 @@ func readLedger(ctx context.Context, rr RegionRedis, sale string) (RegionCounts,
 	return rc, nil
 }
 
-func readRegion(ctx context.Context, rr RegionRedis, sale string, perUser, perUserStream map[string]int64) (RegionCounts, error) {
+// readRegion reads one region's ledger, users hash and order stream, adding
+// to perUser, perUserStream and made (the regions each reservation id was
+// made in, from the reserved events).
+func readRegion(ctx context.Context, rr RegionRedis, sale string, perUser, perUserStream map[string]int64, made map[string][]string) (RegionCounts, error) {
 	rc, err := readLedger(ctx, rr, sale)
 	if err != nil {
 		return rc, err
@@ -259,6 +279,9 @@ func readRegion(ctx context.Context, rr RegionRedis, sale string, perUser, perUs
 			case "reserved":
 				rc.StreamHeld++
 				perUserStream[user]++
+				if id, _ := m.Values["resv"].(string); id != "" {
+					made[id] = append(made[id], rr.Region)
+				}
 			case "cancelled", "expired":
 				rc.StreamHeld--
 				perUserStream[user]--

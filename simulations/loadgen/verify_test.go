@@ -171,6 +171,38 @@ func TestVerifyCatchesCrossRegionOversell(t *testing.T) {
 	}
 }
 
+// Reservation ids are unique across regions: the real scripts' ULIDs pass,
+// an id made in two regions (as per-region counters did) is caught.
+func TestVerifyCatchesReservationIDMadeTwice(t *testing.T) {
+	eu, us := twoRegions(t)
+	ctx := context.Background()
+	sellSome(t, eu, "eu", "s1", 5, []string{"a", "b", "c"})
+	sellSome(t, us, "us", "s1", 5, []string{"x", "y", "z"})
+	regions := []RegionRedis{{"eu", eu}, {"us", us}}
+	v, err := Verify(ctx, regions, "s1", 10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK() {
+		t.Fatalf("violations on honest regions: %v", v.Violations)
+	}
+	msgs, err := eu.XRangeN(ctx, "{sale:s1}:orders", "-", "+", 1).Result()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("eu stream: %v %v", msgs, err)
+	}
+	// us hands out eu's first id again (and counts it, so only the id check can see it).
+	us.HIncrBy(ctx, "{sale:s1}:ledger", "reserved", 1)
+	us.HIncrBy(ctx, "{sale:s1}:users", "w", 1)
+	us.XAdd(ctx, &redis.XAddArgs{Stream: "{sale:s1}:orders", Values: []any{"type", "reserved", "resv", msgs[0].Values["resv"], "user", "w"}})
+	v, err = Verify(ctx, regions, "s1", 10, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Violations) != 1 || !hasViolation(v, "ids: 1 reservation ids made twice") {
+		t.Fatalf("violations %v, want the id made twice", v.Violations)
+	}
+}
+
 // twoRegions gives two regions' Redis: two databases of one server.
 func twoRegions(t *testing.T) (eu, us *redis.Client) {
 	t.Helper()

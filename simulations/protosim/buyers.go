@@ -118,7 +118,13 @@ func (s *Sim) reserve(rg *region) {
 	s.nextUser++
 	buyer := strconv.FormatInt(s.nextUser, 36)
 	s.stats.ReserveCalls++
-	res, out := rg.ledger.Reserve(buyer, buyer, s.now, s.cfg.TTLMillis, 1)
+	// The buyer number is unique across regions, as the sellers' ULIDs
+	// are, so it serves as the reservation id too.
+	res, out, err := rg.ledger.Reserve(buyer, buyer, buyer, s.now, s.cfg.TTLMillis, 1)
+	if err != nil {
+		s.violate("reservation-id", "%s refused new reservation id %s: %v", rg.name, buyer, err)
+		return
+	}
 	if out == quota.SoldOut {
 		s.refuse(rg)
 	}
