@@ -136,6 +136,8 @@ type Results struct {
 	// GeneratorReserved is what the generator was told it reserved from
 	// the seller; the verdict's held units must equal it.
 	GeneratorReserved int `json:"generator_reserved"`
+	// Goodput is the overload curve (row "goodput").
+	Goodput *GoodputResults `json:"goodput,omitempty"`
 }
 
 // row finds a row by name.
@@ -367,6 +369,15 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	if err := e.group(ctx, latency); err != nil {
 		return nil, err
+	}
+
+	// Group 4, the seller under overload: the goodput curve.
+	if e.wanted("goodput") {
+		g, err := e.runGoodput(ctx, sellerURL, rdb, region)
+		if err != nil {
+			return nil, err
+		}
+		e.res.Goodput = g
 	}
 
 	stopSeller()
@@ -628,6 +639,10 @@ func (e *env) print() {
 			state = "NOT MET"
 		}
 		fmt.Fprintf(e.cfg.Out, "target %s >= %g: %s\n", x.Name, x.Target, state)
+	}
+	if r.Goodput != nil {
+		fmt.Fprintln(e.cfg.Out)
+		printGoodput(e.cfg.Out, r.Goodput)
 	}
 	for _, x := range r.Ratios {
 		fmt.Fprintf(e.cfg.Out, "ratio %s %.3f\n", x.Name, x.Value)
