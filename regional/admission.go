@@ -47,9 +47,12 @@ type LimitConfig struct {
 
 // DefaultLimitConfig suits one sale on one Redis with appendfsync always:
 // on two cores it settles at a few hundred (about 10,000 reservations/s x
-// 50 ms).
+// 50 ms). The floor is what keeps the Batcher's batches full
+// (DefaultMaxInFlight x DefaultMaxBatch = 128): below it, fewer units per
+// fsync, so a limit cut by a CPU stall (the Go scheduler, not Redis)
+// would lower the throughput it is meant to protect.
 func DefaultLimitConfig() LimitConfig {
-	return LimitConfig{Initial: 256, Min: 16, Max: 4096, Target: 50 * time.Millisecond, Backoff: 0.9}
+	return LimitConfig{Initial: 256, Min: DefaultMaxInFlight * DefaultMaxBatch, Max: 4096, Target: 50 * time.Millisecond, Backoff: 0.9}
 }
 
 func (c LimitConfig) valid() bool {
@@ -136,11 +139,13 @@ func (l *ConcLimit) InFlight() int {
 
 // retryHint is how long a shed buyer is told to wait. A fixed hint does
 // not fit: 8,000 clients told "1 s" come back at 8,000/s, and on two cores
-// answering them costs as much CPU as the reservations it protects. So the
-// hint follows the load: every window it is scaled by sqrt(4 x shed /
-// admitted), which settles where shed answers are about a quarter of the
-// admitted ones (a shed client then waits long enough for the ones ahead
-// of it to be served), within [Min, Max]. The square root damps it.
+// answering them costs as much CPU as the reservations it protects; told
+// "10 s", they leave the seller idle. The fair wait is the time the seller
+// takes to serve everyone waiting once: waiting clients / admitted rate,
+// where the waiting clients are about shed rate x current hint (Little's
+// law). So every window the hint is scaled by sqrt(shed / admitted), at
+// most halved or doubled, which settles where shed answers come about as
+// often as admitted ones; the square root damps it. Within [min, max].
 type retryHint struct {
 	min, max, window time.Duration
 
@@ -183,8 +188,8 @@ func (h *retryHint) roll(now time.Time) {
 		// No one was shed: relax towards the floor.
 		h.hint = max(h.min, h.hint/2)
 	} else {
-		f := math.Sqrt(4 * float64(h.shed) / float64(max(1, h.admits)))
-		f = math.Min(4, math.Max(0.25, f))
+		f := math.Sqrt(float64(h.shed) / float64(max(1, h.admits)))
+		f = math.Min(2, math.Max(0.5, f))
 		h.hint = min(h.max, max(h.min, time.Duration(float64(h.hint)*f)))
 	}
 	h.start, h.shed, h.admits = now, 0, 0
@@ -209,7 +214,7 @@ type admission struct {
 func newAdmission(cfg LimitConfig) *admission {
 	return &admission{
 		cfg: cfg, redis: NewConcLimit(cfg),
-		hint:  newRetryHint(500*time.Millisecond, 10*time.Second, 250*time.Millisecond),
+		hint:  newRetryHint(250*time.Millisecond, 5*time.Second, 250*time.Millisecond),
 		sales: map[string]*ConcLimit{},
 	}
 }

@@ -110,18 +110,15 @@ func TestRetryHintFollowsShedRatio(t *testing.T) {
 	if got := window(0, 100); got != 500*time.Millisecond {
 		t.Fatalf("hint %v with nothing shed, want the floor", got)
 	}
-	// Sixteen shed per admitted: the hint grows by sqrt(64) = 8, capped at 4x.
-	if got := window(1600, 100); got != 2*time.Second {
-		t.Fatalf("hint %v, want 2s", got)
+	// Sixteen shed per admitted: sqrt(16) = 4, at most doubled per window,
+	// up to the cap.
+	for _, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second} {
+		if got := window(1600, 100); got != want {
+			t.Fatalf("hint %v, want %v", got, want)
+		}
 	}
-	if got := window(1600, 100); got != 8*time.Second {
-		t.Fatalf("hint %v, want 8s", got)
-	}
-	if got := window(1600, 100); got != 10*time.Second {
-		t.Fatalf("hint %v, want the cap 10s", got)
-	}
-	// A quarter shed: the fixed point, the hint stays.
-	if got := window(25, 99); got != 10*time.Second {
+	// As many shed as admitted: the fixed point, the hint stays.
+	if got := window(100, 99); got != 10*time.Second {
 		t.Fatalf("hint %v at the fixed point, want 10s", got)
 	}
 	// Nothing shed: it halves back towards the floor.

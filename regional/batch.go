@@ -27,6 +27,10 @@ const MaxBatch = 1000
 // rises, while each script call stays small.
 const DefaultMaxInFlight = 4
 
+// maxDropMargin caps how long before its deadline a waiting call is
+// dropped rather than sent (the moving average of a script call's time).
+const maxDropMargin = 10 * time.Millisecond
+
 // ErrBatcherClosed is returned by Reserve after Close.
 var ErrBatcherClosed = errors.New("reserve batcher closed")
 
@@ -178,7 +182,10 @@ func (b *Batcher) flush(sale string, q *batchQueue) {
 		// A call whose deadline comes before a script call would answer
 		// is dropped now: sent, it would most likely end as an unknown
 		// outcome, and a unit held for a buyer who was told "retry".
-		cutoff := time.Now().Add(b.callDur)
+		// The margin is capped: a stall that made one call slow must not
+		// drop every later call unsent (and, with none sent, never learn
+		// that Redis is fast again).
+		cutoff := time.Now().Add(min(b.callDur, maxDropMargin))
 		for _, c := range q.waiting {
 			n++
 			if c.state == callAbandoned {
