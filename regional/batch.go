@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // DefaultMaxBatch is the default largest batch. Small, so one script call
@@ -23,8 +27,22 @@ const MaxBatch = 1000
 // rises, while each script call stays small.
 const DefaultMaxInFlight = 4
 
+// maxDropMargin caps how long before its deadline a waiting call is
+// dropped rather than sent (the moving average of a script call's time).
+const maxDropMargin = 10 * time.Millisecond
+
 // ErrBatcherClosed is returned by Reserve after Close.
 var ErrBatcherClosed = errors.New("reserve batcher closed")
+
+// ErrDropped means the request never reached Redis: its caller left or its
+// deadline passed (or would pass before an answer could come back) while
+// it waited for a batch. Nothing was reserved for it.
+var ErrDropped = errors.New("reserve dropped before it reached Redis")
+
+// ErrOutcomeUnknown means the request was sent to Redis but its caller's
+// deadline passed before the answer came: the script may have run. A retry
+// with the same RequestID answers exactly what was done.
+var ErrOutcomeUnknown = errors.New("reserve outcome unknown: the script may have run")
 
 // Batcher coalesces concurrent Reserve calls for the same sale into one
 // reserve_batch script call (DESIGN §5 step 6), so Redis cost per attempt
@@ -45,9 +63,10 @@ type Batcher struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.Mutex
-	closed bool
-	sales  map[string]*batchQueue
+	mu      sync.Mutex
+	closed  bool
+	sales   map[string]*batchQueue
+	callDur time.Duration // moving average of a script call's duration; guarded by mu
 
 	onBatch func(sale string, n int) // test hook: runs before each script call
 }
@@ -59,13 +78,24 @@ type batchQueue struct {
 }
 
 type batchCall struct {
-	req  ReserveRequest
-	done chan struct{}
-	res  ReserveResult
-	err  error
+	req      ReserveRequest
+	deadline time.Time // the caller's; zero: none
+	done     chan struct{}
+	res      ReserveResult
+	err      error
 
-	abandoned bool // the caller gave up before the batch was taken; guarded by Batcher.mu
+	state callState // guarded by Batcher.mu
 }
+
+// callState is where a call is: only a waiting call can still be dropped,
+// and only a sent one can have an unknown outcome.
+type callState uint8
+
+const (
+	callWaiting   callState = iota
+	callSent                // taken into a batch: the script may run
+	callAbandoned           // its caller left while it waited: never sent
+)
 
 // NewBatcher returns a Batcher over store sending at most maxBatch
 // requests per script call (DefaultMaxBatch if maxBatch < 1, never more
@@ -83,10 +113,12 @@ func NewBatcher(store *Store, maxBatch, maxInFlight int) *Batcher {
 	return &Batcher{store: store, max: maxBatch, inFlight: maxInFlight, ctx: ctx, cancel: cancel, sales: map[string]*batchQueue{}}
 }
 
-// Reserve is Store.Reserve through the batch. If ctx ends while the call
-// waits, it returns ctx's error; the request may still have been applied
-// (as with any timed-out call), so the caller retries with the same
-// RequestID and gets the same answer.
+// Reserve is Store.Reserve through the batch. ctx's deadline travels with
+// the request: a request still waiting for a batch when ctx ends, or whose
+// deadline would pass before a script call could answer it, is dropped
+// unsent (ErrDropped: nothing reserved). A request sent whose answer has
+// not come when ctx ends returns ErrOutcomeUnknown: the script may have
+// run, and a retry with the same RequestID gets the same answer.
 func (b *Batcher) Reserve(ctx context.Context, sale string, r ReserveRequest) (ReserveResult, error) {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return ReserveResult{}, err
@@ -95,6 +127,7 @@ func (b *Batcher) Reserve(ctx context.Context, sale string, r ReserveRequest) (R
 		return ReserveResult{}, err
 	}
 	c := &batchCall{req: r, done: make(chan struct{})}
+	c.deadline, _ = ctx.Deadline()
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -120,15 +153,21 @@ func (b *Batcher) Reserve(ctx context.Context, sale string, r ReserveRequest) (R
 		return c.res, c.err
 	case <-ctx.Done():
 		b.mu.Lock()
-		c.abandoned = true
+		st := c.state
+		if st == callWaiting {
+			c.state = callAbandoned
+		}
 		b.mu.Unlock()
-		// The flusher may have taken the call already; its answer wins.
+		if st == callWaiting {
+			return ReserveResult{}, fmt.Errorf("reserve %s: %w (%w)", sale, ErrDropped, ctx.Err())
+		}
+		// Sent: an answer that has just come wins.
 		select {
 		case <-c.done:
 			return c.res, c.err
 		default:
 		}
-		return ReserveResult{}, fmt.Errorf("reserve %s: %w", sale, ctx.Err())
+		return ReserveResult{}, fmt.Errorf("reserve %s: %w (%w)", sale, ErrOutcomeUnknown, ctx.Err())
 	}
 }
 
@@ -140,12 +179,26 @@ func (b *Batcher) flush(sale string, q *batchQueue) {
 		b.mu.Lock()
 		var batch []*batchCall
 		n := 0
+		// A call whose deadline comes before a script call would answer
+		// is dropped now: sent, it would most likely end as an unknown
+		// outcome, and a unit held for a buyer who was told "retry".
+		// The margin is capped: a stall that made one call slow must not
+		// drop every later call unsent (and, with none sent, never learn
+		// that Redis is fast again).
+		cutoff := time.Now().Add(min(b.callDur, maxDropMargin))
 		for _, c := range q.waiting {
 			n++
-			if c.abandoned {
+			if c.state == callAbandoned {
 				close(c.done)
 				continue
 			}
+			if !c.deadline.IsZero() && c.deadline.Before(cutoff) {
+				c.state = callAbandoned
+				c.err = fmt.Errorf("reserve %s: %w (deadline before a script call could answer)", sale, ErrDropped)
+				close(c.done)
+				continue
+			}
+			c.state = callSent
 			batch = append(batch, c)
 			if len(batch) == b.max {
 				break
@@ -169,7 +222,15 @@ func (b *Batcher) flush(sale string, q *batchQueue) {
 		for i, c := range batch {
 			reqs[i] = c.req
 		}
+		start := time.Now()
 		res, errs, err := b.store.reserveBatch(b.ctx, sale, reqs)
+		took := time.Since(start)
+		b.mu.Lock()
+		b.callDur += (took - b.callDur) / 8
+		b.mu.Unlock()
+		if err != nil && !notSent(err) {
+			err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+		}
 		for i, c := range batch {
 			if err != nil {
 				c.err = err
@@ -198,4 +259,21 @@ func (b *Batcher) Close() error {
 	b.cancel()
 	b.wg.Wait()
 	return nil
+}
+
+// notSent reports whether err from a Redis call proves the command never
+// ran: Redis answered with an error (our scripts fail before any write, or
+// not at all), no connection could be had, or the client was closed.
+// Anything else (a read timeout, a reset connection) may have come after
+// Redis ran the command.
+func notSent(err error) bool {
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		return true
+	}
+	if errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrClosed) || errors.Is(err, ErrStoreInput) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }

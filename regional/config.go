@@ -53,6 +53,11 @@ type Config struct {
 	// RedisTimeout bounds one store call made for a request, so an answer
 	// stays within the latency budget even when Redis stalls.
 	RedisTimeout time.Duration
+	// Admission is the adaptive concurrency limit taken before any Redis
+	// work, per sale and for the region's Redis (admission.go); the zero
+	// value is DefaultLimitConfig. A request's deadline for its Redis work
+	// is RedisTimeout from its admission.
+	Admission LimitConfig
 	// BatchReserve coalesces concurrent reserve attempts into one script
 	// call (DESIGN §5 step 6).
 	BatchReserve bool
@@ -119,6 +124,7 @@ func DefaultConfig() Config {
 		MaxBodyBytes:    4 << 10,
 		RedisTimeout:    150 * time.Millisecond,
 		BatchReserve:    true,
+		Admission:       DefaultLimitConfig(),
 		RefreshInterval: 200 * time.Millisecond,
 		HealthInterval:  time.Second,
 		SweepInterval:   time.Second,
@@ -158,6 +164,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("regional config: MaxBodyBytes %d: want at least 256", c.MaxBodyBytes)
 	case c.RedisTimeout <= 0:
 		return fmt.Errorf("regional config: RedisTimeout %v: want > 0", c.RedisTimeout)
+	case c.Admission != (LimitConfig{}) && !c.Admission.valid():
+		return fmt.Errorf("regional config: Admission %+v: want 1 <= Min <= Initial <= Max, Target > 0, 0 < Backoff < 1", c.Admission)
 	case c.RefreshInterval <= 0:
 		return fmt.Errorf("regional config: RefreshInterval %v: want > 0", c.RefreshInterval)
 	case c.HealthInterval <= 0:

@@ -45,6 +45,14 @@ const (
 	CodeHalted            = "halted"
 	CodePaused            = "sale_paused"
 	CodeUnavailable       = "unavailable"
+	// CodeOverloaded: shed by admission control before any Redis work, or
+	// dropped unsent at its deadline; nothing was done. Retry later.
+	CodeOverloaded = "overloaded"
+	// CodeOutcomeUnknown: the reservation script may have run but its
+	// answer did not come in time. Retry with the same requestId (it never
+	// reserves twice), or ask GET /v1/flash-sale/requests/{requestId}.
+	CodeOutcomeUnknown = "outcome_unknown"
+	CodeNotYourRequest = "not_your_request"
 )
 
 // reply is what a handler answers: a success body or a JSON error. outcome

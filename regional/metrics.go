@@ -52,3 +52,28 @@ func newMetrics(reg prometheus.Registerer, region string) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// registerAdmission exports the Redis-wide admission limit and what it
+// holds in flight.
+func (m *metrics) registerAdmission(reg prometheus.Registerer, region string, a *admission) error {
+	labels := prometheus.Labels{"region": region}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "flashsale", Subsystem: "seller", Name: "admission_limit", ConstLabels: labels,
+			Help: "The adaptive concurrency limit on this seller's Redis work (AIMD on latency).",
+		}, func() float64 { return float64(a.redis.Limit()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "flashsale", Subsystem: "seller", Name: "admission_in_flight", ConstLabels: labels,
+			Help: "Requests admitted to Redis work and not yet answered (queued in the Batcher included).",
+		}, func() float64 { return float64(a.redis.InFlight()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "flashsale", Subsystem: "seller", Name: "admission_retry_hint_seconds", ConstLabels: labels,
+			Help: "The retry hint given to shed requests now (it follows the shed/admitted ratio).",
+		}, func() float64 { return a.hint.current().Seconds() }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register admission metrics for region %s: %w", region, err)
+		}
+	}
+	return nil
+}

@@ -34,7 +34,8 @@ func TestOpenAPIDocument(t *testing.T) {
 	routes := map[string]string{
 		"/v1/flash-sale/buy": "post", "/v1/flash-sale/status": "get",
 		"/v1/flash-sale/reservations/{id}/confirm": "post", "/v1/flash-sale/reservations/{id}/cancel": "post",
-		"/healthz": "get", "/readyz": "get", "/metrics": "get", "/openapi.yaml": "get",
+		"/v1/flash-sale/requests/{requestId}": "get",
+		"/healthz":                            "get", "/readyz": "get", "/metrics": "get", "/openapi.yaml": "get",
 	}
 	for path, method := range routes {
 		if _, ok := doc.Paths[path][method]; !ok {
@@ -51,6 +52,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		CodeRequestIDConflict, CodeNotActive, CodeSaleEnded, CodeSoldOut, CodeNotStarted, CodeRateLimited,
 		CodeNotReady, CodeHalted, CodePaused, CodeUnavailable, "not_found", "method_not_allowed",
 		CodePaymentUnavailable, CodePaymentDeclined, CodePaymentRejected,
+		CodeOverloaded, CodeOutcomeUnknown, CodeNotYourRequest,
 	}
 	enum := doc.Components.Schemas.Error.Properties.Code.Enum
 	for _, c := range codes {

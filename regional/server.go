@@ -74,6 +74,7 @@ type Server struct {
 	store   *Store
 	batcher *Batcher
 	reserve reserver
+	adm     *admission
 	sales   *Sales
 	ident   Identity
 	userLim *limiter
@@ -172,6 +173,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	for sale, ceiling := range cfg.StaticGrants {
 		s.pending[sale] = ceiling
+	}
+	admCfg := cfg.Admission
+	if admCfg == (LimitConfig{}) {
+		admCfg = DefaultLimitConfig()
+	}
+	s.adm = newAdmission(admCfg)
+	if err := m.registerAdmission(reg, cfg.Region, s.adm); err != nil {
+		return nil, err
 	}
 	s.reserve = s.store
 	if cfg.BatchReserve {
@@ -484,6 +493,7 @@ func (s *Server) routes() http.Handler {
 	s.shopper(mux, http.MethodGet, "/v1/flash-sale/status", "status", s.status)
 	s.shopper(mux, http.MethodPost, "/v1/flash-sale/reservations/{id}/confirm", "confirm", s.confirm)
 	s.shopper(mux, http.MethodPost, "/v1/flash-sale/reservations/{id}/cancel", "cancel", s.cancelResv)
+	s.shopper(mux, http.MethodGet, "/v1/flash-sale/requests/{requestId}", "request", s.requestOutcome)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeReply(w, success(http.StatusOK, "ok", map[string]string{"status": "ok"}))
 	})

@@ -114,19 +114,23 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 		return rep
 	}
 
-	// The client going away must not cut a script call short: the answer
-	// would be lost but the reservation made. Retries with the same
-	// requestId find it either way.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.RedisTimeout)
+	slot, rep, ok := s.enterRedis(in.ItemID)
+	if !ok {
+		return rep
+	}
+	// The request's deadline travels into the Batcher: a request still
+	// queued when it passes, or whose client went away, is dropped
+	// unsent, so no unit is held behind a failure answer. A script call
+	// already sent is never cut short (the Batcher runs it on its own
+	// context); its caller then hears outcome_unknown.
+	ctx, cancel := context.WithDeadline(r.Context(), slot.start.Add(s.cfg.RedisTimeout))
 	defer cancel()
 	res, err := s.reserve.Reserve(ctx, in.ItemID, ReserveRequest{
 		User: p.User, RequestID: in.RequestID, Now: now, TTL: spec.ReservationTTL, PerUserLimit: spec.PerUserLimit,
 	})
+	slot.done(err != nil, time.Now())
 	if err != nil {
-		s.m.storeErrors.WithLabelValues("reserve").Inc()
-		s.warnThrottled("reserve failed", "sale", in.ItemID, "user", p.User, "err", err)
-		return fail(http.StatusServiceUnavailable, CodeUnavailable,
-			"could not reach this region's stock: retry with the same requestId (it will not reserve twice)").after(time.Second)
+		return s.reserveFailed(in.ItemID, p.User, err)
 	}
 	switch res.Outcome {
 	case quota.Reserved:
@@ -266,9 +270,17 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, confirm bool) re
 	if rep, ok := s.admit(r, p.User, now); !ok {
 		return rep
 	}
+	slot, rep, ok := s.enterRedis("")
+	if !ok {
+		return rep
+	}
+	defer func() { slot.done(false, time.Now()) }()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.RedisTimeout)
 	defer cancel()
 	resv, err := s.store.Reservation(ctx, item, id)
+	if err != nil && !errors.Is(err, quota.ErrNoSuchResv) {
+		slot.done(true, time.Now())
+	}
 	if errors.Is(err, quota.ErrNoSuchResv) {
 		return fail(http.StatusNotFound, CodeUnknownResv, "no reservation %s in sale %s in this region", id, item)
 	}
@@ -295,7 +307,13 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, confirm bool) re
 	// was paid already; a cancelled or expired one is refused below.
 	paid := false
 	if confirm && s.payment != nil && resv.State == quota.Active {
-		if rep, ok := s.takePayment(r, item, sale.Spec().ReservationTTL, resv, now); !ok {
+		// The payment is not Redis work: its slot is given back while it
+		// runs, and a forced one taken after it (the money is taken: the
+		// confirm is not shed).
+		slot.done(false, time.Now())
+		rep, ok := s.takePayment(r, item, sale.Spec().ReservationTTL, resv, now)
+		slot = s.adm.force()
+		if !ok {
 			return rep
 		}
 		paid = true
@@ -324,6 +342,7 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, confirm bool) re
 	case errors.Is(err, quota.ErrNoSuchResv):
 		return fail(http.StatusNotFound, CodeUnknownResv, "no reservation %s in sale %s in this region", id, item)
 	case err != nil:
+		slot.done(true, time.Now())
 		s.m.storeErrors.WithLabelValues(opName).Inc()
 		s.warnThrottled(opName+" failed", "sale", item, "reservation", id, "err", err)
 		return fail(http.StatusServiceUnavailable, CodeUnavailable, "could not reach this region's stock: retry (it is idempotent)").after(time.Second)

@@ -647,3 +647,22 @@ func (s *Store) Durability(ctx context.Context) error {
 	}
 	return nil
 }
+
+// RequestReservation reads the reservation a buy with requestID made;
+// quota.ErrNoSuchResv if it made none (yet).
+func (s *Store) RequestReservation(ctx context.Context, sale, requestID string) (quota.Reservation, error) {
+	if err := checkKeyPart("sale", sale); err != nil {
+		return quota.Reservation{}, err
+	}
+	if err := checkKeyPart("request id", requestID); err != nil {
+		return quota.Reservation{}, err
+	}
+	id, err := s.rdb.HGet(ctx, SaleKey(sale, "req"), requestID).Result()
+	if errors.Is(err, redis.Nil) {
+		return quota.Reservation{}, fmt.Errorf("request %s/%s: %w", sale, requestID, quota.ErrNoSuchResv)
+	}
+	if err != nil {
+		return quota.Reservation{}, fmt.Errorf("request %s/%s: %w", sale, requestID, err)
+	}
+	return s.Reservation(ctx, sale, id)
+}

@@ -61,6 +61,17 @@ func (c *Child) Start(cmd *exec.Cmd) (exited <-chan struct{}, err error) {
 	return done, nil
 }
 
+// Signal sends sig to the running child (nothing if none runs).
+func (c *Child) Signal(sig os.Signal) error {
+	c.mu.Lock()
+	cmd := c.cmd
+	c.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	return cmd.Process.Signal(sig)
+}
+
 // Stop sends sig and waits for the exit; after grace it kills the child
 // (and its process group, when it has its own) with SIGKILL. Stopping a
 // child that is not running does nothing.

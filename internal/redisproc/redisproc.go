@@ -107,6 +107,13 @@ func (p *Proc) Kill() {
 	}
 }
 
+// Pause stops the server with SIGSTOP: it keeps its connections but
+// answers nothing, as a stalled host or a long fsync would, until Resume.
+func (p *Proc) Pause() error { return p.child.Signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (p *Proc) Resume() error { return p.child.Signal(syscall.SIGCONT) }
+
 // Restart kills the server and starts it again on the same port and data
 // dir, so it reloads its AOF.
 func (p *Proc) Restart(ctx context.Context) error {
@@ -118,6 +125,7 @@ func (p *Proc) Restart(ctx context.Context) error {
 // to call twice or on nil.
 func (p *Proc) Close() error {
 	if p != nil {
+		_ = p.Resume() // a paused server cannot act on SIGTERM
 		p.child.Stop(syscall.SIGTERM, 5*time.Second)
 	}
 	return nil

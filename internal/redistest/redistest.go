@@ -50,6 +50,23 @@ func (s *Server) Restart() {
 	}
 }
 
+// Pause stops the server (SIGSTOP) until Resume; the test's cleanup
+// resumes it before stopping it.
+func (s *Server) Pause() {
+	s.t.Helper()
+	if err := s.Proc.Pause(); err != nil {
+		s.t.Fatalf("pause redis-server: %v", err)
+	}
+}
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() {
+	s.t.Helper()
+	if err := s.Proc.Resume(); err != nil {
+		s.t.Fatalf("resume redis-server: %v", err)
+	}
+}
+
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()

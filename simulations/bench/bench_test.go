@@ -25,6 +25,7 @@ func TestBenchSmoke(t *testing.T) {
 	cfg.Workers, cfg.Rate = 4, 100
 	cfg.Delays = []time.Duration{80 * time.Millisecond}
 	cfg.SkipPostgres = true
+	cfg.SkipGoodput = true
 	cfg.ResultsDir = t.TempDir()
 	cfg.Out = &out
 	res, err := Run(context.Background(), cfg)

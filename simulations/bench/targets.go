@@ -141,12 +141,16 @@ func startSeller(ctx context.Context, rdb redis.UniversalClient, listen, region 
 	cfg.Region = region
 	cfg.AllowWeakDurability = weakDurability
 	cfg.JWT.HS256Secret = secret
+	// The production budget for a request's Redis work (DevConfig's 2 s
+	// suits tests on a loaded machine, not a latency measurement).
+	cfg.RedisTimeout = regional.DefaultConfig().RedisTimeout
 	start := time.Now().Add(-time.Minute)
 	cfg.Sales = []layout.SaleSpec{
 		{ID: saleOpen, Total: openStock, PerUserLimit: 1, StartsAt: start, ReservationTTL: time.Hour},
 		{ID: saleSoldOut, Total: 1000, PerUserLimit: 1, StartsAt: start, ReservationTTL: time.Hour},
+		{ID: saleGoodput, Total: openStock, PerUserLimit: 1, StartsAt: start, ReservationTTL: time.Hour},
 	}
-	cfg.StaticGrants = map[string]int64{saleOpen: openStock, saleSoldOut: 0}
+	cfg.StaticGrants = map[string]int64{saleOpen: openStock, saleSoldOut: 0, saleGoodput: openStock}
 	srv, err := regional.New(cfg, regional.Deps{Redis: rdb, Logger: log})
 	if err != nil {
 		return nil, "", fmt.Errorf("seller: %w", err)

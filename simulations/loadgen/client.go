@@ -89,7 +89,7 @@ func NewHTTPOp(cfg HTTPConfig) (*HTTPOp, error) {
 		Proxy:               nil, // never through an environment proxy: loopback only
 		DialContext:         (&net.Dialer{Timeout: cfg.Timeout}).DialContext,
 		MaxIdleConns:        0,
-		MaxIdleConnsPerHost: 4096,
+		MaxIdleConnsPerHost: 16384, // the goodput curve keeps 8,000 connections open
 		MaxConnsPerHost:     cfg.MaxConns,
 		IdleConnTimeout:     30 * time.Second,
 		DisableCompression:  true,
@@ -136,6 +136,7 @@ type buyBody struct {
 type answer struct {
 	ReservationID string `json:"reservationId"`
 	Code          string `json:"code"`
+	RetryAfterMs  int64  `json:"retryAfterMs"`
 }
 
 // Do implements Op.
@@ -163,10 +164,12 @@ func (o *HTTPOp) Do(ctx context.Context, a Attempt) Result {
 	}
 	body, _ := json.Marshal(buyBody{ItemID: o.cfg.Sale, UserID: a.User.ID, RequestID: a.RequestID})
 	var last Result
+	lost := false // a try's answer was lost: it may have reserved
 	for try := 0; try <= o.cfg.Retries; try++ {
 		status, ans, err := o.post(ctx, target+BuyPath, token, body)
 		switch {
 		case err != nil:
+			lost = true
 			last = Result{Outcome: "timeout", Err: err}
 			if ctx.Err() != nil {
 				return last
@@ -177,8 +180,12 @@ func (o *HTTPOp) Do(ctx context.Context, a Attempt) Result {
 		case status == http.StatusOK:
 			// A retry found the reservation an earlier try made.
 			return Result{Outcome: OutcomeReserved, Reserved: true, ReservationID: ans.ReservationID}
+		case lost && status == http.StatusServiceUnavailable:
+			// A retry refused without running (overloaded, not ready)
+			// says nothing of the lost try: the buyer does not know.
+			return Result{Outcome: "outcome_unknown", RetryAfter: time.Duration(ans.RetryAfterMs) * time.Millisecond}
 		case ans.Code != "":
-			return Result{Outcome: ans.Code}
+			return Result{Outcome: ans.Code, RetryAfter: time.Duration(ans.RetryAfterMs) * time.Millisecond}
 		default:
 			return Result{Outcome: "http_" + strconv.Itoa(status)}
 		}

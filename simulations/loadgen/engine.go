@@ -39,6 +39,10 @@ type Plan struct {
 	// RunID prefixes request ids so that two runs against the same Redis
 	// never collide; empty picks a random one.
 	RunID string
+	// ObeyRetryAfter makes a closed-loop worker told to wait (a Result
+	// with RetryAfter, from a 503 overloaded's retryAfterMs) wait that
+	// long before its next attempt, as a well-behaved client does.
+	ObeyRetryAfter bool
 }
 
 // Check validates the plan, naming the bad value.
@@ -76,6 +80,9 @@ type Result struct {
 	Reserved      bool
 	ReservationID string
 	Err           error
+	// RetryAfter is the target's hint to wait before trying again
+	// (retryAfterMs of a retryable refusal); zero if none.
+	RetryAfter time.Duration
 }
 
 // Op performs one attempt against a target.
@@ -210,8 +217,8 @@ func (r *runner) attempt(seq int, scheduled time.Time) Attempt {
 	}
 }
 
-// one runs an attempt and records it.
-func (r *runner) one(ctx context.Context, a Attempt) {
+// one runs an attempt and records it; it returns the target's retry hint.
+func (r *runner) one(ctx context.Context, a Attempt) time.Duration {
 	res := r.op.Do(ctx, a)
 	end := time.Now()
 	at := a.Scheduled.Sub(r.start)
@@ -243,6 +250,7 @@ func (r *runner) one(ctx context.Context, a Attempt) {
 	if r.progress != nil {
 		r.progress(int(n))
 	}
+	return res.RetryAfter
 }
 
 // storeFirst keeps the earliest non-zero time: concurrent workers may
@@ -284,7 +292,19 @@ func (r *runner) closed(ctx context.Context) {
 				if seq >= r.max {
 					return
 				}
-				r.one(ctx, r.attempt(seq, now))
+				wait := r.one(ctx, r.attempt(seq, now))
+				if r.plan.ObeyRetryAfter && wait > 0 {
+					d := min(wait, time.Until(r.deadline))
+					if d <= 0 {
+						return
+					}
+					t := time.NewTimer(d)
+					select {
+					case <-ctx.Done():
+					case <-t.C:
+					}
+					t.Stop()
+				}
 			}
 		})
 	}

@@ -44,6 +44,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	delays := fs.String("delays", "", "one-way delays to the global counter (default 20ms,80ms,217ms)")
 	only := fs.String("only", "", "run just these rows, comma-separated (e.g. bare,buy_before_sellout)")
 	skipPG := fs.Bool("skip-postgres", false, "leave out the PostgreSQL hot-row baseline")
+	skipGoodput := fs.Bool("skip-goodput", false, "leave out the goodput curve under overload (up to 8,000 connections)")
 	out := fs.String("results", "results", "directory for the JSON results (empty: none)")
 	verbose := fs.Bool("v", false, "log progress to stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (the generator and the direct rows; the HTTP targets too with -in-process) to this file")
@@ -87,6 +88,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	cfg.SkipPostgres = *skipPG
+	cfg.SkipGoodput = *skipGoodput
 	cfg.InProcess = *inProcess
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")

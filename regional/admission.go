@@ -1,0 +1,288 @@
+package regional
+
+import (
+	"math"
+	"sync"
+	"time"
+)
+
+// Admission control (DESIGN §5 step 5, issue 14): before any Redis work
+// the seller takes a slot from an adaptive concurrency limit, one per sale
+// and one for the region's Redis; a request over either limit is answered
+// at once with 503 overloaded, touching nothing.
+//
+// The algorithm is AIMD on measured latency, as in Netflix's
+// concurrency-limits AIMDLimit: each request that finishes within the
+// latency target while the limit was at least half used adds 1/limit (so
+// about one slot per round of the limit), and a request slower than the
+// target, or dropped for its deadline, or whose outcome was lost, cuts the
+// limit by Backoff, at most once per Target so that one slow batch answered
+// to a few hundred callers counts once. A gradient limit (Vegas or
+// Gradient2: the ratio of the shortest latency seen to the current one)
+// was the alternative; it is steered by a latency floor that fsync and two
+// shared cores make noisy, and its target is relative, whereas the
+// product's budget is absolute (200 ms). AIMD holds the latency of what
+// it admits near an absolute target, so Little's law sets the limit to
+// about throughput x Target on its own, with no model of Redis. The
+// best-known Go module for this (platinummonkey/go-concurrency-limits)
+// is not available here; the limit is forty lines and tested
+// deterministically (time is an argument).
+//
+// Everything between Acquire and Done counts as in flight: waiting in the
+// Batcher's queue, the script, the fsync. That is the work the limit
+// bounds, so admitted requests finish inside the budget however many
+// connections are open.
+
+// LimitConfig tunes one adaptive concurrency limit.
+type LimitConfig struct {
+	// Initial, Min and Max bound the limit (requests in flight).
+	Initial, Min, Max int
+	// Target is the latency, from admission to answer, above which the
+	// limit shrinks: a fraction of the budget, leaving room for the HTTP
+	// path and the network.
+	Target time.Duration
+	// Backoff multiplies the limit on a slow or failed request (0 < b < 1).
+	Backoff float64
+}
+
+// DefaultLimitConfig suits one sale on one Redis with appendfsync always:
+// on two cores it settles at a few hundred (about 10,000 reservations/s x
+// 50 ms). The floor is what keeps the Batcher's batches full
+// (DefaultMaxInFlight x DefaultMaxBatch = 128): below it, fewer units per
+// fsync, so a limit cut by a CPU stall (the Go scheduler, not Redis)
+// would lower the throughput it is meant to protect.
+func DefaultLimitConfig() LimitConfig {
+	return LimitConfig{Initial: 256, Min: DefaultMaxInFlight * DefaultMaxBatch, Max: 4096, Target: 50 * time.Millisecond, Backoff: 0.9}
+}
+
+func (c LimitConfig) valid() bool {
+	return c.Min >= 1 && c.Initial >= c.Min && c.Max >= c.Initial && c.Target > 0 && c.Backoff > 0 && c.Backoff < 1
+}
+
+// ConcLimit is an adaptive concurrency limit (AIMD on latency). Safe for
+// concurrent use.
+type ConcLimit struct {
+	cfg LimitConfig
+
+	mu       sync.Mutex
+	limit    float64
+	inFlight int
+	lastCut  time.Time
+}
+
+// NewConcLimit returns a limit starting at cfg.Initial; an invalid cfg
+// (see LimitConfig) is replaced by DefaultLimitConfig.
+func NewConcLimit(cfg LimitConfig) *ConcLimit {
+	if !cfg.valid() {
+		cfg = DefaultLimitConfig()
+	}
+	return &ConcLimit{cfg: cfg, limit: float64(cfg.Initial)}
+}
+
+// Ticket is one admitted request; hand it back to Done.
+type Ticket struct {
+	inFlight int // in flight when admitted, this one included
+}
+
+// Acquire admits one request if fewer than the limit are in flight.
+func (l *ConcLimit) Acquire() (Ticket, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.inFlight >= int(l.limit) {
+		return Ticket{}, false
+	}
+	l.inFlight++
+	return Ticket{inFlight: l.inFlight}, true
+}
+
+// Cancel gives a slot back without a sample (the request did no work).
+func (l *ConcLimit) Cancel(Ticket) {
+	l.mu.Lock()
+	l.inFlight--
+	l.mu.Unlock()
+}
+
+// Done gives the slot back with what the request measured: its latency
+// from admission to answer, whether it failed for load (dropped at its
+// deadline, outcome lost, store timeout), and the time it ended.
+func (l *ConcLimit) Done(t Ticket, latency time.Duration, failed bool, end time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.inFlight--
+	if failed || latency > l.cfg.Target {
+		if end.Sub(l.lastCut) >= l.cfg.Target {
+			l.limit = math.Max(float64(l.cfg.Min), l.limit*l.cfg.Backoff)
+			l.lastCut = end
+		}
+		return
+	}
+	// Grow only a limit that is in use: an idle seller must not drift up
+	// to Max and then admit a whole surge at once.
+	if 2*t.inFlight >= int(l.limit) {
+		l.limit = math.Min(float64(l.cfg.Max), l.limit+1/l.limit)
+	}
+}
+
+// Limit is the current limit.
+func (l *ConcLimit) Limit() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return int(l.limit)
+}
+
+// InFlight is the number of requests admitted and not yet done.
+func (l *ConcLimit) InFlight() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inFlight
+}
+
+// retryHint is how long a shed buyer is told to wait. A fixed hint does
+// not fit: 8,000 clients told "1 s" come back at 8,000/s, and on two cores
+// answering them costs as much CPU as the reservations it protects; told
+// "10 s", they leave the seller idle. The fair wait is the time the seller
+// takes to serve everyone waiting once: waiting clients / admitted rate,
+// where the waiting clients are about shed rate x current hint (Little's
+// law). So every window the hint is scaled by sqrt(shed / admitted), at
+// most halved or doubled, which settles where shed answers come about as
+// often as admitted ones; the square root damps it. Within [min, max].
+type retryHint struct {
+	min, max, window time.Duration
+
+	mu           sync.Mutex
+	hint         time.Duration
+	start        time.Time
+	shed, admits int
+}
+
+func newRetryHint(minD, maxD, window time.Duration) *retryHint {
+	return &retryHint{min: minD, max: maxD, window: window, hint: minD}
+}
+
+// admitted counts an admitted request.
+func (h *retryHint) admitted(now time.Time) {
+	h.mu.Lock()
+	h.roll(now)
+	h.admits++
+	h.mu.Unlock()
+}
+
+// shedNow counts a shed request and returns the hint to give it.
+func (h *retryHint) shedNow(now time.Time) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.roll(now)
+	h.shed++
+	return h.hint
+}
+
+func (h *retryHint) roll(now time.Time) {
+	if h.start.IsZero() {
+		h.start = now
+		return
+	}
+	if now.Sub(h.start) < h.window {
+		return
+	}
+	if h.shed == 0 {
+		// No one was shed: relax towards the floor.
+		h.hint = max(h.min, h.hint/2)
+	} else {
+		f := math.Sqrt(float64(h.shed) / float64(max(1, h.admits)))
+		f = math.Min(2, math.Max(0.5, f))
+		h.hint = min(h.max, max(h.min, time.Duration(float64(h.hint)*f)))
+	}
+	h.start, h.shed, h.admits = now, 0, 0
+}
+
+func (h *retryHint) current() time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.hint
+}
+
+// admission holds the seller's limits: one for its Redis, one per sale.
+type admission struct {
+	cfg   LimitConfig
+	redis *ConcLimit
+	hint  *retryHint
+
+	mu    sync.Mutex
+	sales map[string]*ConcLimit
+}
+
+func newAdmission(cfg LimitConfig) *admission {
+	return &admission{
+		cfg: cfg, redis: NewConcLimit(cfg),
+		hint:  newRetryHint(250*time.Millisecond, 5*time.Second, 250*time.Millisecond),
+		sales: map[string]*ConcLimit{},
+	}
+}
+
+func (a *admission) sale(id string) *ConcLimit {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	l := a.sales[id]
+	if l == nil {
+		l = NewConcLimit(a.cfg)
+		a.sales[id] = l
+	}
+	return l
+}
+
+// slot is one admitted request's hold on its limits.
+type slot struct {
+	a        *admission
+	sale     *ConcLimit // nil for work of no one sale
+	st, rt   Ticket
+	start    time.Time
+	released bool
+}
+
+// enter admits one request for sale ("" for Redis work of no one sale) or
+// reports false with how long the caller should wait.
+func (a *admission) enter(sale string, now time.Time) (*slot, time.Duration, bool) {
+	s := &slot{a: a, start: now}
+	if sale != "" {
+		s.sale = a.sale(sale)
+		t, ok := s.sale.Acquire()
+		if !ok {
+			return nil, a.hint.shedNow(now), false
+		}
+		s.st = t
+	}
+	t, ok := a.redis.Acquire()
+	if !ok {
+		if s.sale != nil {
+			s.sale.Cancel(s.st)
+		}
+		return nil, a.hint.shedNow(now), false
+	}
+	s.rt = t
+	a.hint.admitted(now)
+	return s, 0, true
+}
+
+// done releases the slot with its sample; failed: the request failed for
+// load. Safe to call twice (the second does nothing).
+func (s *slot) done(failed bool, now time.Time) {
+	if s == nil || s.released {
+		return
+	}
+	s.released = true
+	lat := now.Sub(s.start)
+	if s.sale != nil {
+		s.sale.Done(s.st, lat, failed, now)
+	}
+	s.a.redis.Done(s.rt, lat, failed, now)
+}
+
+// force admits Redis work that must not be shed (a confirm whose payment
+// went through): it counts in flight even over the limit.
+func (a *admission) force() *slot {
+	a.redis.mu.Lock()
+	a.redis.inFlight++
+	t := Ticket{inFlight: a.redis.inFlight}
+	a.redis.mu.Unlock()
+	return &slot{a: a, rt: t, start: time.Now()}
+}

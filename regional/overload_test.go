@@ -1,0 +1,261 @@
+package regional
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// evalshaCalls reads EVALSHA's call count from INFO commandstats.
+func evalshaCalls(t testing.TB, e *testEnv) int {
+	t.Helper()
+	info, err := e.rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:calls="); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return n
+		}
+	}
+	return 0
+}
+
+// reservedRequests maps every requestId holding a reservation in Redis to
+// its reservation id.
+func reservedRequests(t testing.TB, e *testEnv) map[string]string {
+	t.Helper()
+	m, err := e.rdb.HGetAll(context.Background(), SaleKey(testSale, "req")).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// batcherIdle waits until no reserve batch is queued or in flight.
+func batcherIdle(t *testing.T, b *Batcher) {
+	waitFor(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return len(b.sales) == 0
+	})
+}
+
+// TestOverloadPausedRedis: Redis stalls (SIGSTOP) under a burst of buyers,
+// some of whose clients give up early. The limit sheds what is over it
+// before Redis; no unit ends up held for a buyer told anything but
+// "reserved" or "outcome_unknown" (or who heard nothing); and every
+// outcome_unknown, retried with its requestId, resolves to exactly one
+// reservation or a definite answer.
+func TestOverloadPausedRedis(t *testing.T) {
+	const limit, buyers = 8, 80
+	e := newEnv(t, func(c *Config) {
+		c.RedisTimeout = 300 * time.Millisecond
+		c.Admission = LimitConfig{Initial: limit, Min: limit, Max: limit, Target: time.Hour, Backoff: 0.5}
+	})
+	expect(t, e.buy("warm", "warm-1"), http.StatusCreated, "")
+	before := evalshaCalls(t, e)
+
+	e.redis.Pause()
+	type told struct {
+		req, user, code string
+		status          int
+		heard           bool
+	}
+	answers := make([]told, buyers)
+	var wg sync.WaitGroup
+	for i := range buyers {
+		if i == 1 {
+			// Buyer 0's call is sent (the batch is stuck in Redis) before
+			// the others come.
+			waitFor(t, func() bool {
+				b := e.srv.batcher
+				b.mu.Lock()
+				defer b.mu.Unlock()
+				q := b.sales[testSale]
+				return q != nil && q.running == 1 && len(q.waiting) == 0
+			})
+		}
+		wg.Go(func() {
+			user, req := fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i)
+			answers[i] = told{req: req, user: user}
+			// A third of the clients give up before the seller's deadline.
+			timeout := 2 * time.Second
+			if i%3 == 1 {
+				timeout = 50 * time.Millisecond
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			tok := token(t, testSecret, user, "eu", e.clock.Now().Add(time.Hour))
+			a, err := e.try(ctx, "POST", "/v1/flash-sale/buy", tok, map[string]string{"itemId": testSale, "requestId": req})
+			if err == nil {
+				answers[i].heard, answers[i].status, answers[i].code = true, a.status, a.code()
+			}
+		})
+	}
+	wg.Wait()
+	e.redis.Resume()
+	batcherIdle(t, e.srv.batcher)
+	after := evalshaCalls(t, e)
+
+	counts := map[string]int{}
+	for _, a := range answers {
+		switch {
+		case !a.heard:
+			counts["no answer"]++
+		case a.status == http.StatusCreated:
+			counts["reserved"]++
+		default:
+			counts[a.code]++
+		}
+	}
+	t.Logf("answers while Redis was paused: %v; EVALSHA calls %d", counts, after-before)
+	// Shed before Redis: at most one script call per admitted request.
+	if after-before > limit {
+		t.Fatalf("%d EVALSHA calls for a limit of %d in flight", after-before, limit)
+	}
+	if counts[CodeOverloaded] < buyers-limit-counts["no answer"] {
+		t.Fatalf("only %d shed as overloaded of %d buyers over a limit of %d: %v", counts[CodeOverloaded], buyers, limit, counts)
+	}
+
+	held := reservedRequests(t, e)
+	var unknown []told
+	for _, a := range answers {
+		_, isHeld := held[a.req]
+		okToHold := !a.heard || a.status == http.StatusCreated || a.code == CodeOutcomeUnknown
+		if isHeld && !okToHold {
+			t.Errorf("request %s holds a unit but its buyer was told %d %s", a.req, a.status, a.code)
+		}
+		if a.heard && a.code == CodeOutcomeUnknown || !a.heard {
+			unknown = append(unknown, a)
+		}
+	}
+	if counts[CodeOutcomeUnknown] < 1 {
+		t.Fatalf("buyer 0's call was sent to the paused Redis, yet no one heard outcome_unknown: %v", counts)
+	}
+	if len(held) > 1+limit {
+		t.Fatalf("%d reservations for %d admitted", len(held), limit)
+	}
+
+	// Every unknown resolves on retry to exactly one answer, which Redis
+	// agrees with: the unit held is returned (200 duplicate), or one is
+	// made now (201), never two.
+	for _, a := range unknown {
+		_, wasHeld := held[a.req]
+		got := e.buy(a.user, a.req)
+		switch {
+		case wasHeld && got.status != http.StatusOK:
+			t.Errorf("retry of %s (held) answered %d %s, want 200 duplicate", a.req, got.status, got.body)
+		case !wasHeld && got.status != http.StatusCreated:
+			t.Errorf("retry of %s (not held) answered %d %s, want 201", a.req, got.status, got.body)
+		}
+		if got.status < 300 && got.resv(t).RequestID != a.req {
+			t.Errorf("retry of %s answered another request's reservation: %s", a.req, got.body)
+		}
+	}
+	if n, err := e.rdb.HLen(context.Background(), SaleKey(testSale, "users")).Result(); err != nil || int(n) != len(reservedRequests(t, e)) {
+		t.Fatalf("users %d (err %v) != reservations %d: someone holds two", n, err, len(reservedRequests(t, e)))
+	}
+	c := e.counters()
+	if got := int(c.Reserved); got != len(reservedRequests(t, e)) {
+		t.Fatalf("ledger reserved %d, requests holding %d", got, len(reservedRequests(t, e)))
+	}
+}
+
+// TestRequestOutcome: GET /v1/flash-sale/requests/{requestId} answers the
+// buyer what became of a buy, "none" before, the reservation after, and
+// nothing to another user.
+func TestRequestOutcome(t *testing.T) {
+	e := newEnv(t, nil)
+	get := func(user, req string) answer {
+		tok := token(t, testSecret, user, "eu", e.clock.Now().Add(time.Hour))
+		return e.do("GET", "/v1/flash-sale/requests/"+req+"?itemId="+testSale, tok, nil)
+	}
+	var r RequestJSON
+	a := get("alice", "q1")
+	expect(t, a, http.StatusOK, "")
+	if err := json.Unmarshal(a.body, &r); err != nil || r.Outcome != "none" || r.Reservation != nil || r.RequestID != "q1" {
+		t.Fatalf("before the buy: %s", a.body)
+	}
+	resv := e.buy("alice", "q1").resv(t)
+	a = get("alice", "q1")
+	expect(t, a, http.StatusOK, "")
+	r = RequestJSON{}
+	if err := json.Unmarshal(a.body, &r); err != nil || r.Outcome != "reserved" || r.Reservation == nil || r.Reservation.ReservationID != resv.ReservationID {
+		t.Fatalf("after the buy: %s", a.body)
+	}
+	expect(t, get("mallory", "q1"), http.StatusForbidden, CodeNotYourRequest)
+	expect(t, e.do("GET", "/v1/flash-sale/requests/q1?itemId="+testSale, "", nil), http.StatusUnauthorized, CodeUnauthenticated)
+	expect(t, get("alice", "q1?itemId=nope"), http.StatusBadRequest, "")
+}
+
+// TestBatcherDropsAtDeadline: a call whose deadline passes while it waits
+// for a batch is dropped unsent (ErrDropped, nothing reserved); one sent
+// whose answer is late hears ErrOutcomeUnknown, and its retry finds what
+// was done.
+func TestBatcherDropsAtDeadline(t *testing.T) {
+	e := newEnv(t, nil)
+	b := NewBatcher(e.srv.Store(), 1, 1)
+	t.Cleanup(func() { _ = b.Close() })
+	gate := make(chan struct{})
+	entered := make(chan struct{}, 10)
+	b.onBatch = func(string, int) { entered <- struct{}{}; <-gate }
+	now := e.clock.Now()
+	req := func(user string) ReserveRequest {
+		return ReserveRequest{User: user, RequestID: "d-" + user, Now: now, TTL: time.Minute, PerUserLimit: 1}
+	}
+	// The first call is taken into a batch that the hook holds.
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	errc := make(chan error, 2)
+	go func() { _, err := b.Reserve(ctx1, testSale, req("a")); errc <- err }()
+	<-entered
+	// The second waits behind it; its caller gives up.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	go func() { _, err := b.Reserve(ctx2, testSale, req("b")); errc <- err }()
+	waitFor(t, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		q := b.sales[testSale]
+		return q != nil && len(q.waiting) == 1
+	})
+	cancel2()
+	if err := <-errc; !isErr(err, ErrDropped) {
+		t.Fatalf("waiting call: %v, want ErrDropped", err)
+	}
+	cancel1()
+	if err := <-errc; !isErr(err, ErrOutcomeUnknown) {
+		t.Fatalf("sent call: %v, want ErrOutcomeUnknown", err)
+	}
+	close(gate)
+	batcherIdle(t, b)
+	held := reservedRequests(t, e)
+	if _, ok := held["d-b"]; ok {
+		t.Fatal("the dropped call reserved a unit")
+	}
+	if _, ok := held["d-a"]; !ok {
+		t.Fatal("the sent call did not run")
+	}
+	res, err := b.Reserve(context.Background(), testSale, req("a"))
+	if err != nil || res.Reservation.RequestID != "d-a" {
+		t.Fatalf("retry of the unknown call: %+v %v", res, err)
+	}
+	// A deadline already past when the batch is taken: dropped unsent.
+	ctx3, cancel3 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel3()
+	if _, err := b.Reserve(ctx3, testSale, req("c")); !isErr(err, ErrDropped) {
+		t.Fatalf("past deadline: %v, want ErrDropped", err)
+	}
+	if _, ok := reservedRequests(t, e)["d-c"]; ok {
+		t.Fatal("a call past its deadline reserved a unit")
+	}
+}
+
+func isErr(err, target error) bool { return err != nil && errors.Is(err, target) }

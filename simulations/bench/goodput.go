@@ -1,0 +1,368 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"flashsale/regional"
+	"flashsale/simulations/loadgen"
+)
+
+// The goodput curve (issue 14): the seller under overload. Closed loop at
+// growing numbers of connections, each a client that honours the seller's
+// retry hint (retryAfterMs of a 503 overloaded), then the seller's peak
+// concurrency right after the largest (how soon goodput comes back), then
+// open loop at multiples of the measured capacity (arrivals that do not
+// wait for anything). Each point sells from its own Redis counters, read
+// before and after, so the units reserved in Redis are set against what
+// the buyers were told.
+
+// GoodputPoint is one point of the curve.
+type GoodputPoint struct {
+	Name        string         `json:"name"`
+	Mode        string         `json:"mode"` // closed or open
+	Conns       int            `json:"conns,omitempty"`
+	OfferedRate float64        `json:"offered_rate,omitempty"`  // open loop: asked for
+	AchievedArr float64        `json:"achieved_rate,omitempty"` // open loop: arrivals started per second
+	Goodput     float64        `json:"goodput"`                 // reservations told per second of the window
+	Answers     float64        `json:"answers"`                 // answers per second
+	Within200ms float64        `json:"within_200ms"`            // share of answers within 200 ms
+	P99Admitted time.Duration  `json:"p99_admitted_ns"`         // answers other than overloaded
+	Outcomes    map[string]int `json:"outcomes"`
+	Answered    int            `json:"answered"`
+	Unknown     int            `json:"outcome_unknown"`
+	MadeInRedis int64          `json:"made_in_redis"`
+	Told        int            `json:"told_reserved"`
+	UnknownHeld int            `json:"unknown_held"`
+	Phantoms    int64          `json:"phantoms"`
+}
+
+// GoodputResults is the curve and its targets.
+type GoodputResults struct {
+	Points   []GoodputPoint `json:"points"`
+	Peak     float64        `json:"peak"`
+	PeakAt   int            `json:"peak_conns"`
+	Recovery time.Duration  `json:"recovery_ns"` // -1: not back within the run
+	Ratios   []Ratio        `json:"ratios"`
+}
+
+const saleGoodput = "bench-goodput"
+
+// goodputConfig is the curve's shape for a run.
+type goodputConfig struct {
+	conns           []int
+	open            []float64 // multiples of the capacity
+	each, warm, rec time.Duration
+}
+
+func (c Config) goodput() goodputConfig {
+	if c.Quick {
+		return goodputConfig{conns: []int{64, 2000, 8000}, open: []float64{1, 2}, each: 2 * time.Second, warm: 500 * time.Millisecond, rec: 2 * time.Second}
+	}
+	return goodputConfig{conns: []int{64, 1000, 2000, 4000, 8000}, open: []float64{1, 2, 3}, each: 5 * time.Second, warm: time.Second, rec: 3 * time.Second}
+}
+
+// raiseNoFile lifts this process's open-file limit to its hard limit (the
+// targets it starts inherit it): 8,000 connections need 8,000 descriptors
+// on each side.
+func raiseNoFile() uint64 {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
+	}
+	return rl.Cur
+}
+
+// unknownRecorder wraps an Op and keeps the requestIds answered
+// outcome_unknown, to ask Redis which of them hold a unit.
+type unknownRecorder struct {
+	op  loadgen.Op
+	mu  sync.Mutex
+	ids []string
+}
+
+func (u *unknownRecorder) Do(ctx context.Context, a loadgen.Attempt) loadgen.Result {
+	r := u.op.Do(ctx, a)
+	if r.Outcome == regional.CodeOutcomeUnknown {
+		u.mu.Lock()
+		u.ids = append(u.ids, a.RequestID)
+		u.mu.Unlock()
+	}
+	return r
+}
+
+func (u *unknownRecorder) take() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	ids := u.ids
+	u.ids = nil
+	return ids
+}
+
+// held is what the goodput sale holds in Redis (sold + reserved).
+func held(ctx context.Context, store *regional.Store) (int64, error) {
+	c, err := store.Counters(ctx, saleGoodput)
+	if err != nil {
+		return 0, err
+	}
+	return c.Sold + c.Reserved, nil
+}
+
+// settle waits until the sale's counters stop moving: every request of a
+// point has been answered, but a script sent late may still land.
+func settle(ctx context.Context, store *regional.Store) (int64, error) {
+	last, err := held(ctx, store)
+	if err != nil {
+		return 0, err
+	}
+	for range 20 {
+		time.Sleep(250 * time.Millisecond)
+		n, err := held(ctx, store)
+		if err != nil {
+			return 0, err
+		}
+		if n == last {
+			return n, nil
+		}
+		last = n
+	}
+	return last, nil
+}
+
+// runGoodput runs the curve against the seller at url, whose Redis is rdb.
+func (e *env) runGoodput(ctx context.Context, url string, rdb *redis.Client, region string) (*GoodputResults, error) {
+	gc := e.cfg.goodput()
+	nofile := raiseNoFile()
+	if need := uint64(slices.Max(gc.conns)) + 512; nofile < need {
+		e.cfg.Log.Warn("bench: open-file limit below the largest point", "limit", nofile, "need", need)
+	}
+	store := regional.NewStore(rdb, region)
+	op, err := loadgen.NewHTTPOp(loadgen.HTTPConfig{
+		// A try that times out is retried once with the same requestId,
+		// as the API asks (openapi.yaml): the buyer then learns of a
+		// reservation the lost answer carried.
+		Endpoints: map[string]string{"eu": url}, Sale: saleGoodput, Signer: e.signer, Timeout: 5 * time.Second, Retries: 1,
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer op.Close()
+	rec := &unknownRecorder{op: op}
+	out := &GoodputResults{Recovery: -1}
+
+	point := func(name string, plan loadgen.Plan) (GoodputPoint, *loadgen.Report, error) {
+		before, err := held(ctx, store)
+		if err != nil {
+			return GoodputPoint{}, nil, fmt.Errorf("bench goodput: %w", err)
+		}
+		e.cfg.Log.Info("bench: goodput", "point", name)
+		rep, err := loadgen.Run(ctx, plan, e.pop, rec, nil)
+		if err != nil {
+			return GoodputPoint{}, nil, fmt.Errorf("bench goodput %s: %w", name, err)
+		}
+		e.visit = rep.NextVisit
+		after, err := settle(ctx, store)
+		if err != nil {
+			return GoodputPoint{}, nil, fmt.Errorf("bench goodput: %w", err)
+		}
+		p := summarize(name, plan, rep)
+		p.MadeInRedis = after - before
+		p.Told = rep.Reserved
+		if ids := rec.take(); len(ids) > 0 {
+			vals, err := rdb.HMGet(ctx, regional.SaleKey(saleGoodput, "req"), ids...).Result()
+			if err != nil {
+				return GoodputPoint{}, nil, fmt.Errorf("bench goodput: %w", err)
+			}
+			for _, v := range vals {
+				if v != nil {
+					p.UnknownHeld++
+				}
+			}
+		}
+		p.Phantoms = p.MadeInRedis - int64(p.Told) - int64(p.UnknownHeld)
+		return p, rep, nil
+	}
+	plan := func(workers int, rate float64, d, warm time.Duration) loadgen.Plan {
+		e.seed++
+		return loadgen.Plan{
+			Workers: workers, Rate: rate, Duration: d, Warmup: warm, MaxRequests: e.pop.N - e.visit, Seed: 1, FirstVisit: e.visit,
+			RunID: fmt.Sprintf("g%d-%x", e.seed, time.Now().UnixNano()&0xffffff), ObeyRetryAfter: rate == 0,
+		}
+	}
+
+	for _, n := range gc.conns {
+		p, _, err := point(fmt.Sprintf("closed_%d", n), plan(n, 0, gc.each, gc.warm))
+		if err != nil {
+			return nil, err
+		}
+		out.Points = append(out.Points, p)
+		if p.Goodput > out.Peak {
+			out.Peak, out.PeakAt = p.Goodput, n
+		}
+	}
+	// Recovery: the peak's concurrency right after the largest point
+	// (after settle(): the overload's last answers are in, which takes
+	// well under a second).
+	rp, rrep, err := point("recovery", plan(out.PeakAt, 0, gc.rec, 0))
+	if err != nil {
+		return nil, err
+	}
+	out.Points = append(out.Points, rp)
+	out.Recovery = recoveryTime(rrep.Samples, out.Peak, gc.rec)
+
+	for _, k := range gc.open {
+		rate := k * out.Peak
+		p, _, err := point(fmt.Sprintf("open_%gx", k), plan(8000, rate, gc.each, gc.warm))
+		if err != nil {
+			return nil, err
+		}
+		out.Points = append(out.Points, p)
+	}
+
+	// Targets.
+	worstP99, unknown, answered := time.Duration(0), 0, 0
+	var phantoms int64
+	at8000 := 0.0
+	for _, p := range out.Points {
+		worstP99 = max(worstP99, p.P99Admitted)
+		unknown += p.Unknown
+		answered += p.Answered
+		phantoms += max(0, p.Phantoms)
+		if p.Mode == "closed" && p.Conns == slices.Max(gc.conns) && p.Name != "recovery" {
+			at8000 = p.Goodput
+		}
+	}
+	div := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	rec8000 := Ratio{Name: fmt.Sprintf("goodput_%d/peak", slices.Max(gc.conns)), Value: div(at8000, out.Peak), Target: 0.8}
+	rec8000.Met = rec8000.Value >= rec8000.Target
+	out.Ratios = append(out.Ratios, rec8000,
+		Ratio{Name: "phantom_reservations", Value: float64(phantoms), Met: phantoms == 0},
+		Ratio{Name: "outcome_unknown_share", Value: div(float64(unknown), float64(answered)), Target: 0.01, Met: div(float64(unknown), float64(answered)) <= 0.01},
+		Ratio{Name: "p99_admitted_ms", Value: float64(worstP99) / 1e6, Target: 200, Met: worstP99 < 200*time.Millisecond},
+		Ratio{Name: "recovery_s", Value: out.Recovery.Seconds(), Target: 2, Met: out.Recovery >= 0 && out.Recovery <= 2*time.Second},
+	)
+	return out, nil
+}
+
+// summarize turns a report into a point: figures over the measured window.
+func summarize(name string, plan loadgen.Plan, rep *loadgen.Report) GoodputPoint {
+	p := GoodputPoint{Name: name, Mode: rep.Mode, Outcomes: map[string]int{}}
+	if plan.Rate > 0 {
+		p.OfferedRate = plan.Rate
+		if rep.Window > 0 {
+			p.AchievedArr = float64(rep.Attempts+rep.Dropped) / rep.Window.Seconds()
+		}
+	} else {
+		p.Conns = plan.Workers
+	}
+	var admitted []time.Duration
+	within, reserved := 0, 0
+	for _, s := range rep.Samples {
+		if s.At < plan.Warmup {
+			if s.Outcome == regional.CodeOutcomeUnknown {
+				p.Unknown++ // counted whole-run, as the phantoms are
+			}
+			continue
+		}
+		p.Outcomes[s.Outcome]++
+		p.Answered++
+		if s.Latency <= 200*time.Millisecond {
+			within++
+		}
+		switch s.Outcome {
+		case loadgen.OutcomeReserved:
+			reserved++
+		case regional.CodeOutcomeUnknown:
+			p.Unknown++
+		}
+		if s.Outcome != regional.CodeOverloaded && s.Outcome != "timeout" {
+			admitted = append(admitted, s.Latency)
+		}
+	}
+	if w := rep.Window.Seconds(); w > 0 {
+		p.Goodput = float64(reserved) / w
+		p.Answers = float64(p.Answered) / w
+	}
+	if p.Answered > 0 {
+		p.Within200ms = float64(within) / float64(p.Answered)
+	}
+	if len(admitted) > 0 {
+		slices.Sort(admitted)
+		p.P99Admitted = admitted[min(len(admitted)-1, len(admitted)*99/100)]
+	}
+	return p
+}
+
+// recoveryTime is when, from the start of the run, goodput over a 500 ms
+// window first reached 0.9 of the peak; -1 if it never did.
+func recoveryTime(samples []loadgen.Sample, peak float64, d time.Duration) time.Duration {
+	const bin = 100 * time.Millisecond
+	n := int(d/bin) + 1
+	bins := make([]int, n+10)
+	for _, s := range samples {
+		if s.Outcome != loadgen.OutcomeReserved {
+			continue
+		}
+		if i := int((s.At + s.Latency) / bin); i >= 0 && i < len(bins) {
+			bins[i]++
+		}
+	}
+	const w = 5 // bins: 500 ms
+	for i := 0; i+w <= n; i++ {
+		sum := 0
+		for _, c := range bins[i : i+w] {
+			sum += c
+		}
+		if float64(sum)/(float64(w)*bin.Seconds()) >= 0.9*peak {
+			return time.Duration(i) * bin
+		}
+	}
+	return -1
+}
+
+func printGoodput(out io.Writer, g *GoodputResults) {
+	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "goodput point\tconns/rate\tachieved\treserved/s\tanswers/s\t<=200ms\tp99 admitted\tunknown\tmade in Redis\ttold\tphantoms\toutcomes\n")
+	for _, p := range g.Points {
+		load, ach := fmt.Sprint(p.Conns), "-"
+		if p.Mode == "open" {
+			load, ach = fmt.Sprintf("%.0f/s", p.OfferedRate), fmt.Sprintf("%.0f/s", p.AchievedArr)
+		}
+		var oc []string
+		for k, v := range p.Outcomes {
+			oc = append(oc, fmt.Sprintf("%s=%d", k, v))
+		}
+		slices.Sort(oc)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%.0f\t%.0f\t%.3f\t%s\t%d\t%d\t%d\t%d\t%s\n", p.Name, load, ach, p.Goodput, p.Answers,
+			p.Within200ms, ms(p.P99Admitted), p.Unknown, p.MadeInRedis, p.Told, p.Phantoms, strings.Join(oc, " "))
+	}
+	_ = w.Flush()
+	fmt.Fprintf(out, "goodput peak %.0f reservations/s at %d connections; back to 0.9 of it %v after the overload (500 ms window)\n",
+		g.Peak, g.PeakAt, g.Recovery.Round(10*time.Millisecond))
+	for _, r := range g.Ratios {
+		state := "met"
+		if !r.Met {
+			state = "NOT MET"
+		}
+		fmt.Fprintf(out, "target %s %.3f: %s\n", r.Name, r.Value, state)
+	}
+}
