@@ -16,11 +16,20 @@
 //     grant that would take the sum of net grants above the total;
 //     AckRelease is the only place units freed by a region are granted
 //     elsewhere (DESIGN §4). Everything else goes through these two.
+//   - Decide is "which plan now" for a sale (learning, paused, ended, split
+//     lead, split once, no releases before the opening, end sweep, dead
+//     regions): the one decision the coordinator's loop, its plan API and
+//     protosim all make. It picks a planner and never changes the
+//     allocation.
 //   - Planners (InitialSplit, Rebalance, EndSweep, Drain, Move) read an
 //     Allocation and return a Plan; they never change it. Apply applies a
-//     plan, all or nothing.
-//   - Step takes one fact (RegionReported, ReleaseAcked, Tick) and returns
-//     the Actions the caller must carry out, like etcd raft's Ready.
+//     plan, all or nothing. Policy tunes them; Policy.Low says when a
+//     region must pull quota (agents report at once when it turns low).
+//   - Step takes one fact (RegionReported, ReleaseAcked; Tick only in
+//     tests) and returns the Actions the caller must carry out, like etcd
+//     raft's Ready.
+//   - Refuse says what a buyer of a dry region is told (quota_pending,
+//     all_reserved, sold_out) from sale-wide sold and reserved (DESIGN L1).
 //   - Status is the per-region view (net, sold, reserved, available,
 //     demand, report age) the API shows and the planners read.
 //

@@ -1,6 +1,9 @@
 // Package regional is the seller of one region: the shopper HTTP API and its
-// funnel, the Redis store driven by atomic Lua scripts, reservation expiry,
-// and the region agent that applies grants and releases.
+// funnel, the Redis store driven by atomic Lua scripts (which mirror
+// quota.Ledger), the sale watch (specs from etcd), demand counting, and
+// reservation expiry. The region agent that applies grants and releases
+// and writes the sale view is regional/agent; orders and payment have
+// packages of their own.
 //
 // It must never let a region sell above the ceiling its Redis holds, and
 // never raise that ceiling except by a max-merge of a grant from etcd.
