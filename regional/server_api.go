@@ -395,6 +395,11 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, confirm bool) re
 	}
 	if !confirm {
 		sale.MaybeAvailable()
+	} else if sale.dry.Load() {
+		// A dry region's confirms turn "all reserved" into "sold out":
+		// read the counters now rather than at the next tick, so buyers
+		// are told the sale is over as soon as it is.
+		s.kickRefresh()
 	}
 	resv.State = state
 	return success(http.StatusOK, outcome, s.resvJSON(item, resv))
