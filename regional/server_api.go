@@ -141,22 +141,16 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.RedisTimeout)
 	defer cancel()
 	req := ReserveRequest{User: p.User, RequestID: in.RequestID, Now: now, TTL: spec.ReservationTTL, PerUserLimit: spec.PerUserLimit}
-	res, err := s.reserve.Reserve(ctx, in.ItemID, req)
-	if err == nil && res.Outcome == quota.SoldOut {
-		sale.MarkDry()
-		s.kickRefresh()
-		// One more try if quota arrives within the hold: the script's
-		// answer, not memory, decides whether it did.
-		if !held && sale.DryPhase() == PhaseQuotaPending && s.holdForQuota(r.Context(), sale) {
-			cancel()
-			ctx, cancel = context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.RedisTimeout)
-			defer cancel()
-			req.Now = s.cfg.now()
-			if res, err = s.reserve.Reserve(ctx, in.ItemID, req); err == nil && res.Outcome == quota.SoldOut {
-				sale.MarkDry()
-				s.kickRefresh()
-			}
-		}
+	res, err := s.reserveIn(ctx, sale, in.ItemID, req)
+	if err == nil && res.Outcome == quota.SoldOut && !held && sale.DryPhase() == PhaseQuotaPending && s.holdForQuota(r.Context(), sale) {
+		// One more try now that quota arrived: the script's answer, not
+		// memory, decides whether it did. A fresh deadline: the hold used
+		// part of the first.
+		cancel()
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.RedisTimeout)
+		defer cancel()
+		req.Now = s.cfg.now()
+		res, err = s.reserveIn(ctx, sale, in.ItemID, req)
 	}
 	if err != nil {
 		s.m.storeErrors.WithLabelValues("reserve").Inc()
@@ -183,6 +177,18 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 		return fail(http.StatusServiceUnavailable, CodeHalted, "sale %s is halted in this region while it reconciles", in.ItemID).after(time.Second)
 	}
 	return fail(http.StatusInternalServerError, CodeUnavailable, "unexpected outcome %v", res.Outcome)
+}
+
+// reserveIn runs the reserve script. Its sold_out speaks for this region
+// only: the sale is marked dry (DryPhase then says why) and the counters
+// are read again at once.
+func (s *Server) reserveIn(ctx context.Context, sale *Sale, item string, req ReserveRequest) (ReserveResult, error) {
+	res, err := s.reserve.Reserve(ctx, item, req)
+	if err == nil && res.Outcome == quota.SoldOut {
+		sale.MarkDry()
+		s.kickRefresh()
+	}
+	return res, err
 }
 
 // holdForQuota holds a request to a dry region for up to QuotaWait, in the
