@@ -65,6 +65,12 @@ type Config struct {
 	// sold-out flag learned from a script answer is cleared once stock
 	// returns (a larger grant, a cancel, an expiry).
 	RefreshInterval time.Duration
+	// QuotaWait is how long a buy that finds this region dry while the
+	// sale has stock (quota_pending) is held for quota to arrive before it
+	// is answered 503; a grant published by the agent ends the wait at
+	// once. It spends part of the 200 ms answer budget, so at most 150 ms;
+	// 0 answers at once.
+	QuotaWait time.Duration
 	// HealthInterval is how often Redis reachability, the script cache and
 	// durability are checked (scripts are reloaded when Redis lost them).
 	HealthInterval time.Duration
@@ -116,6 +122,10 @@ type JWTConfig struct {
 	Leeway time.Duration
 }
 
+// maxQuotaWait bounds Config.QuotaWait: a held buy must still be answered
+// within the 200 ms budget, Redis call included.
+const maxQuotaWait = 150 * time.Millisecond
+
 // DefaultConfig is a production starting point.
 func DefaultConfig() Config {
 	return Config{
@@ -126,6 +136,7 @@ func DefaultConfig() Config {
 		BatchReserve:    true,
 		Admission:       DefaultLimitConfig(),
 		RefreshInterval: 200 * time.Millisecond,
+		QuotaWait:       100 * time.Millisecond,
 		HealthInterval:  time.Second,
 		SweepInterval:   time.Second,
 		SweepBatch:      200,
@@ -168,6 +179,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("regional config: Admission %+v: want 1 <= Min <= Initial <= Max, Target > 0, 0 < Backoff < 1", c.Admission)
 	case c.RefreshInterval <= 0:
 		return fmt.Errorf("regional config: RefreshInterval %v: want > 0", c.RefreshInterval)
+	case c.QuotaWait < 0 || c.QuotaWait > maxQuotaWait:
+		return fmt.Errorf("regional config: QuotaWait %v: want 0 (no hold) to %v (the hold spends the 200 ms answer budget)", c.QuotaWait, maxQuotaWait)
 	case c.HealthInterval <= 0:
 		return fmt.Errorf("regional config: HealthInterval %v: want > 0", c.HealthInterval)
 	case c.SweepInterval <= 0:

@@ -45,6 +45,8 @@ const (
 	CodeHalted            = "halted"
 	CodePaused            = "sale_paused"
 	CodeUnavailable       = "unavailable"
+	CodeQuotaPending      = "quota_pending"
+	CodeAllReserved       = "all_reserved"
 	// CodeOverloaded: shed by admission control before any Redis work, or
 	// dropped unsent at its deadline; nothing was done. Retry later.
 	CodeOverloaded = "overloaded"
@@ -53,6 +55,16 @@ const (
 	// reserves twice), or ask GET /v1/flash-sale/requests/{requestId}.
 	CodeOutcomeUnknown = "outcome_unknown"
 	CodeNotYourRequest = "not_your_request"
+)
+
+// Retry hints of the two "not now" answers of a dry region. Quota usually
+// reaches a dry region within a few hundred milliseconds of its agent
+// signalling need, so quota_pending asks for a quick retry; a unit held
+// by a reservation comes back only when it expires or is cancelled
+// (minutes), so all_reserved asks for a slow one that still notices.
+const (
+	quotaPendingRetry = 250 * time.Millisecond
+	allReservedRetry  = 10 * time.Second
 )
 
 // reply is what a handler answers: a success body or a JSON error. outcome
@@ -223,12 +235,27 @@ func phaseReply(sale string, p Phase, startsAt, now time.Time) (reply, bool) {
 		return fail(http.StatusGone, CodeSaleEnded, "sale %s has ended", sale), false
 	case PhasePaused:
 		return fail(http.StatusServiceUnavailable, CodePaused, "sale %s is paused", sale).after(time.Second), false
-	case PhaseSoldOut:
-		return fail(http.StatusGone, CodeSoldOut, "sale %s is sold out in this region", sale), false
+	case PhaseSoldOut, PhaseQuotaPending, PhaseAllReserved:
+		return dryReply(sale, p), false
 	case PhaseHalted:
 		return fail(http.StatusServiceUnavailable, CodeHalted, "sale %s is halted in this region while it reconciles", sale).after(time.Second), false
 	}
 	return fail(http.StatusInternalServerError, CodeUnavailable, "sale %s in an unknown phase %v", sale, p), false
+}
+
+// dryReply answers a buyer this region cannot serve now. Only a sale sold
+// out everywhere is final (410); the other two are retryable 503s, since a
+// buyer told "sold out" goes away while stock is left (DESIGN L1).
+func dryReply(sale string, p Phase) reply {
+	switch p {
+	case PhaseSoldOut:
+		return fail(http.StatusGone, CodeSoldOut, "sale %s is sold out", sale)
+	case PhaseAllReserved:
+		return fail(http.StatusServiceUnavailable, CodeAllReserved,
+			"every unit of sale %s is held by a reservation; units come back if reservations expire or are cancelled: retry later with the same requestId", sale).after(allReservedRetry)
+	}
+	return fail(http.StatusServiceUnavailable, CodeQuotaPending,
+		"sale %s has stock left but this region is waiting for its share: retry with the same requestId (it will not reserve twice)", sale).after(quotaPendingRetry)
 }
 
 // clientIP is the peer address, or the last X-Forwarded-For hop when our own

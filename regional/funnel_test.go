@@ -174,7 +174,7 @@ func TestChunkedBodyLimit(t *testing.T) {
 }
 
 // TestMemoryAnswersPeekToken: answers from memory (not started, ended,
-// unknown, sold out) only peek at the token, so a token with a bad
+// unknown, all reserved) only peek at the token, so a token with a bad
 // signature still gets them and another region's buyer is still sent
 // home; an open sale checks the signature before Redis, and a missing or
 // unreadable token is refused everywhere.
@@ -194,7 +194,7 @@ func TestMemoryAnswersPeekToken(t *testing.T) {
 	exp := e.clock.Now().Add(time.Hour)
 	expect(t, post(token(t, testSecret, "alice", "eu", exp), "one"), http.StatusCreated, "")
 	expect(t, e.do("POST", "/v1/flash-sale/buy", token(t, testSecret, "carol", "eu", exp), `{"itemId":"one","requestId":"c1"}`),
-		http.StatusGone, CodeSoldOut) // learned from Redis
+		http.StatusServiceUnavailable, CodeAllReserved) // learned from Redis: alice holds the one unit
 	before, keys := e.counters(), e.dbsize()
 
 	other := []byte("another-secret-another-secret-0123")
@@ -202,7 +202,7 @@ func TestMemoryAnswersPeekToken(t *testing.T) {
 	expect(t, post(forged, "later"), http.StatusTooEarly, CodeNotStarted)
 	expect(t, post(forged, "over"), http.StatusGone, CodeSaleEnded)
 	expect(t, post(forged, "nosuch"), http.StatusNotFound, CodeUnknownSale)
-	expect(t, post(forged, "one"), http.StatusGone, CodeSoldOut)
+	expect(t, post(forged, "one"), http.StatusServiceUnavailable, CodeAllReserved)
 	a := post(token(t, other, "bob", "us", exp), "one")
 	expect(t, a, http.StatusTemporaryRedirect, CodeWrongRegion)
 	if loc := a.header.Get("Location"); loc != "https://us.shop.example/v1/flash-sale/buy" {

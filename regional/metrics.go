@@ -12,6 +12,7 @@ type metrics struct {
 	remaining   *prometheus.GaugeVec     // sale
 	expired     *prometheus.CounterVec   // sale
 	storeErrors *prometheus.CounterVec   // op
+	holds       *prometheus.CounterVec   // result
 	ready       prometheus.Gauge
 }
 
@@ -40,12 +41,16 @@ func newMetrics(reg prometheus.Registerer, region string) (*metrics, error) {
 			Namespace: "flashsale", Subsystem: "seller", Name: "store_errors_total", ConstLabels: labels,
 			Help: "Redis store calls that failed (timeouts included), by operation.",
 		}, []string{"op"}),
+		holds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "flashsale", Subsystem: "seller", Name: "quota_holds_total", ConstLabels: labels,
+			Help: "Buys held for quota (Config.QuotaWait) because this region was dry while the sale had stock, by result: quota (woken by new stock, tried again), timeout (answered quota_pending), gone (client left).",
+		}, []string{"result"}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "flashsale", Subsystem: "seller", Name: "ready", ConstLabels: labels,
 			Help: "1 while Redis is reachable, the scripts are loaded and durability holds (appendfsync always).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.remaining, m.expired, m.storeErrors, m.ready} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.remaining, m.expired, m.storeErrors, m.holds, m.ready} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register seller metrics for region %s: %w", region, err)
 		}

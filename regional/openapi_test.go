@@ -15,6 +15,14 @@ func TestOpenAPIDocument(t *testing.T) {
 		Paths      map[string]map[string]any `yaml:"paths"`
 		Components struct {
 			Schemas struct {
+				Status struct {
+					Required   []string `yaml:"required"`
+					Properties struct {
+						State struct {
+							Enum []string `yaml:"enum"`
+						} `yaml:"state"`
+					} `yaml:"properties"`
+				} `yaml:"Status"`
 				Error struct {
 					Properties struct {
 						Code struct {
@@ -51,7 +59,7 @@ func TestOpenAPIDocument(t *testing.T) {
 		CodeUnknownHomeRegion, CodeWrongRegion, CodeUnknownSale, CodeUnknownResv, CodeAlreadyBought,
 		CodeRequestIDConflict, CodeNotActive, CodeSaleEnded, CodeSoldOut, CodeNotStarted, CodeRateLimited,
 		CodeNotReady, CodeHalted, CodePaused, CodeUnavailable, "not_found", "method_not_allowed",
-		CodePaymentUnavailable, CodePaymentDeclined, CodePaymentRejected,
+		CodePaymentUnavailable, CodePaymentDeclined, CodePaymentRejected, CodeQuotaPending, CodeAllReserved,
 		CodeOverloaded, CodeOutcomeUnknown, CodeNotYourRequest,
 	}
 	enum := doc.Components.Schemas.Error.Properties.Code.Enum
@@ -62,5 +70,20 @@ func TestOpenAPIDocument(t *testing.T) {
 	}
 	if len(enum) != len(codes) {
 		t.Errorf("document lists %d codes, server has %d", len(enum), len(codes))
+	}
+	// Every phase the status can report is documented, and nothing else.
+	states := doc.Components.Schemas.Status.Properties.State.Enum
+	for p := PhaseUpcoming; p <= PhaseAllReserved; p++ {
+		if !slices.Contains(states, p.String()) {
+			t.Errorf("status state %s is not in the document", p)
+		}
+	}
+	if len(states) != int(PhaseAllReserved)+1 {
+		t.Errorf("document lists %d states, server has %d", len(states), PhaseAllReserved+1)
+	}
+	for _, f := range []string{"remaining", "regionRemaining"} {
+		if !slices.Contains(doc.Components.Schemas.Status.Required, f) {
+			t.Errorf("status field %s is not documented as required", f)
+		}
 	}
 }

@@ -22,8 +22,16 @@ const (
 	PhaseOpen                  // selling (as far as memory knows: Redis decides)
 	PhasePaused                // paused by an operator
 	PhaseEnded                 // after EndsAt, or ended by an operator
-	PhaseSoldOut               // no stock left in this region at the last look
+	PhaseSoldOut               // the whole sale is sold: every unit paid for, in every region
 	PhaseHalted                // the region stopped selling to reconcile
+	// PhaseQuotaPending: this region is dry but the sale still has units
+	// that are neither sold nor reserved (in the pool or another region):
+	// quota is on its way, so the buyer is told to retry (DESIGN L1).
+	PhaseQuotaPending
+	// PhaseAllReserved: every unit is sold or held by an unpaid
+	// reservation. Sold out for now; units come back if reservations
+	// expire or are cancelled.
+	PhaseAllReserved
 )
 
 func (p Phase) String() string {
@@ -40,12 +48,16 @@ func (p Phase) String() string {
 		return "sold_out"
 	case PhaseHalted:
 		return "halted"
+	case PhaseQuotaPending:
+		return "quota_pending"
+	case PhaseAllReserved:
+		return "all_reserved"
 	}
 	return fmt.Sprintf("phase(%d)", int(p))
 }
 
 // Sales is the in-memory sale state the funnel answers from, so that
-// not-started, ended, paused, halted and sold-out requests cost no Redis
+// not-started, ended, paused, halted, dry and sold-out requests cost no Redis
 // I/O. Specs come from the config file now and from an etcd watch later
 // (Put, Remove); stock flags come from script answers and periodic counter
 // reads. Reads are lock-free: the map is copied on every (rare) write.
@@ -56,14 +68,18 @@ type Sales struct {
 
 // Sale is one sale's cached state.
 type Sale struct {
-	spec      atomic.Pointer[layout.SaleSpec]
-	soldOut   atomic.Bool
-	halted    atomic.Bool
-	remaining atomic.Int64
-	counted   atomic.Bool // counters were read at least once
+	spec   atomic.Pointer[layout.SaleSpec]
+	dry    atomic.Bool // this region could not reserve at the last look
+	halted atomic.Bool
+	stock  atomic.Pointer[Stock] // the last counters and view read; nil before the first
 	// marks counts sold-out answers from scripts; a counter read that
-	// started before one must not clear the flag that answer set.
+	// started before one must not clear the dry flag that answer set.
 	marks atomic.Int64
+
+	// wake is closed (and replaced) when the region stops being dry, so
+	// requests held for quota (Server.holdForQuota) resume at once.
+	wakeMu sync.Mutex
+	wake   chan struct{}
 }
 
 // NewSales returns an empty cache.
@@ -92,7 +108,7 @@ func (s *Sales) Put(spec layout.SaleSpec) error {
 	for k, v := range old {
 		next[k] = v
 	}
-	sale := &Sale{}
+	sale := &Sale{wake: make(chan struct{})}
 	sale.spec.Store(&spec)
 	next[spec.ID] = sale
 	s.m.Store(&next)
@@ -148,43 +164,127 @@ func (s *Sale) Phase(now time.Time) Phase {
 		return PhaseUpcoming
 	case s.halted.Load():
 		return PhaseHalted
-	case s.soldOut.Load():
-		return PhaseSoldOut
+	case s.dry.Load():
+		return s.DryPhase()
 	}
 	return PhaseOpen
+}
+
+// DryPhase says why this region cannot reserve, from the last counters and
+// view: PhaseSoldOut, PhaseAllReserved or PhaseQuotaPending. Only the
+// first is final, and it is never wrong: sold counts only grow, so stale
+// figures understate the sale's sold units, never overstate them.
+func (s *Sale) DryPhase() Phase {
+	st := s.stock.Load()
+	if st == nil {
+		return PhaseQuotaPending // nothing known yet: retry, never "sold out"
+	}
+	w, ok := wholeSale(st, s.dry.Load())
+	switch {
+	case !ok:
+		return PhaseQuotaPending
+	case w.sold >= w.total:
+		return PhaseSoldOut
+	case w.used >= w.total:
+		return PhaseAllReserved
+	}
+	return PhaseQuotaPending
+}
+
+// saleWide is the whole sale's stock as one seller can know it.
+type saleWide struct {
+	total, sold, used int64 // used: sold plus reserved
+}
+
+// wholeSale adds this region's counters to the agent's view of the other
+// regions. ok is false when the sale-wide figures are unknown: a region
+// run by an agent (fence > 0) whose agent has not written a view yet. A
+// region without an agent (fence 0: a seller run from a config file) is
+// its own whole sale. dry says a script found no stock here: this region
+// then uses at least its ceiling, whatever an older counter read said.
+func wholeSale(st *Stock, dry bool) (saleWide, bool) {
+	c, v := st.Counters, st.View
+	mine := c.Sold + c.Reserved
+	if dry {
+		mine = max(mine, c.Ceiling())
+	}
+	switch {
+	case v.At > 0:
+		return saleWide{total: v.Total, sold: v.OthersSold + c.Sold, used: v.OthersSold + v.OthersReserved + mine}, true
+	case c.Fence == 0:
+		return saleWide{total: c.Ceiling(), sold: c.Sold, used: mine}, true
+	}
+	return saleWide{}, false
 }
 
 // Remaining is what this region could still reserve at the last counter
 // read (or -1 before the first).
 func (s *Sale) Remaining() int64 {
-	if !s.counted.Load() {
+	st := s.stock.Load()
+	if st == nil {
 		return -1
 	}
-	return s.remaining.Load()
+	if s.dry.Load() {
+		return 0
+	}
+	return st.Counters.Available()
 }
 
-// MarkSoldOut records a sold-out script answer.
-func (s *Sale) MarkSoldOut() {
+// SaleRemaining is what the whole sale could still reserve: the total less
+// every unit sold or reserved in any region; -1 when unknown.
+func (s *Sale) SaleRemaining() int64 {
+	st := s.stock.Load()
+	if st == nil {
+		return -1
+	}
+	w, ok := wholeSale(st, s.dry.Load())
+	if !ok {
+		return -1
+	}
+	return max(0, w.total-w.used)
+}
+
+// MarkDry records a script's sold-out answer: this region has no stock.
+// Whether that means the sale is sold out is DryPhase's question.
+func (s *Sale) MarkDry() {
 	s.marks.Add(1)
-	s.soldOut.Store(true)
-	s.remaining.Store(0)
+	s.dry.Store(true)
 }
 
-// MaybeAvailable clears the sold-out flag after units came back (an expiry
+// MaybeAvailable clears the dry flag after units came back (an expiry
 // or a cancel): the next attempt asks Redis, which decides.
-func (s *Sale) MaybeAvailable() { s.soldOut.Store(false) }
+func (s *Sale) MaybeAvailable() { s.setAvailable() }
 
-// observe applies counters read from Redis. marksBefore is Marks() taken
-// before the read started: if a script answered sold-out since, the read
-// may predate that answer and must not clear the flag.
-func (s *Sale) observe(available int64, halted bool, marksBefore int64) {
-	s.halted.Store(halted)
-	s.remaining.Store(available)
-	s.counted.Store(true)
-	if available <= 0 {
-		s.soldOut.Store(true)
+// setAvailable clears the dry flag and wakes the requests held for
+// quota. The flag is cleared before the channel is swapped, so a holder
+// that takes the new channel then finds the flag clear (holdForQuota).
+func (s *Sale) setAvailable() {
+	if !s.dry.Swap(false) {
+		return
+	}
+	s.wakeMu.Lock()
+	close(s.wake)
+	s.wake = make(chan struct{})
+	s.wakeMu.Unlock()
+}
+
+// woken is the channel closed when the region next stops being dry.
+func (s *Sale) woken() <-chan struct{} {
+	s.wakeMu.Lock()
+	defer s.wakeMu.Unlock()
+	return s.wake
+}
+
+// observe applies counters and view read from Redis. marksBefore is
+// marksNow() taken before the read started: if a script answered sold-out
+// since, the read may predate that answer and must not clear the flag.
+func (s *Sale) observe(st Stock, marksBefore int64) {
+	s.halted.Store(st.Counters.Halted)
+	s.stock.Store(&st)
+	if st.Counters.Available() <= 0 {
+		s.dry.Store(true)
 	} else if s.marks.Load() == marksBefore {
-		s.soldOut.Store(false)
+		s.setAvailable()
 	}
 }
 

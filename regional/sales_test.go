@@ -30,21 +30,25 @@ func TestSalePhases(t *testing.T) {
 		}
 	}
 	at := start.Add(time.Minute)
-	s.MarkSoldOut()
-	if s.Phase(at) != PhaseSoldOut || s.Remaining() != -1 {
-		t.Fatalf("after MarkSoldOut: %v, remaining %d", s.Phase(at), s.Remaining())
+	s.MarkDry()
+	// Dry with nothing read yet: never "sold out".
+	if s.Phase(at) != PhaseQuotaPending || s.Remaining() != -1 || s.SaleRemaining() != -1 {
+		t.Fatalf("after MarkDry: %v, remaining %d / %d", s.Phase(at), s.Remaining(), s.SaleRemaining())
 	}
 	// A counter read that began before the sold-out answer must not undo it.
+	stock := func(available int64, halted bool) Stock {
+		return Stock{Counters: Counters{GrantedSeen: 10, Reserved: 10 - available, Halted: halted}}
+	}
 	marks := s.marksNow() - 1
-	s.observe(3, false, marks)
-	if s.Phase(at) != PhaseSoldOut {
-		t.Fatal("a stale counter read cleared sold-out")
+	s.observe(stock(3, false), marks)
+	if s.Phase(at) == PhaseOpen {
+		t.Fatal("a stale counter read cleared the dry flag")
 	}
-	s.observe(3, false, s.marksNow())
-	if s.Phase(at) != PhaseOpen || s.Remaining() != 3 {
-		t.Fatalf("fresh counters with stock: %v, remaining %d", s.Phase(at), s.Remaining())
+	s.observe(stock(3, false), s.marksNow())
+	if s.Phase(at) != PhaseOpen || s.Remaining() != 3 || s.SaleRemaining() != 3 {
+		t.Fatalf("fresh counters with stock: %v, remaining %d / %d", s.Phase(at), s.Remaining(), s.SaleRemaining())
 	}
-	s.observe(0, true, s.marksNow())
+	s.observe(stock(0, true), s.marksNow())
 	if s.Phase(at) != PhaseHalted {
 		t.Fatalf("halted counters: %v", s.Phase(at))
 	}
@@ -73,5 +77,67 @@ func TestSaleSpecRejected(t *testing.T) {
 		if err := NewSales().Put(spec); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// TestDryPhase: why a dry region cannot sell, from its counters and the
+// agent's view of the other regions. Only a sale sold everywhere is
+// sold_out; a view never written means "unknown" in a region run by an
+// agent, and "this region is the whole sale" in one run from a config file.
+func TestDryPhase(t *testing.T) {
+	view := func(total, sold, reserved int64) SaleView {
+		return SaleView{Total: total, OthersSold: sold, OthersReserved: reserved, At: 1}
+	}
+	for _, tc := range []struct {
+		name      string
+		c         Counters
+		v         SaleView
+		dry       bool
+		want      Phase
+		remaining int64
+	}{
+		{"stock elsewhere", Counters{Fence: 3, GrantedSeen: 10, Sold: 4, Reserved: 6}, view(100, 20, 10), true, PhaseQuotaPending, 60},
+		{"pool left", Counters{Fence: 3, GrantedSeen: 10, Sold: 10}, view(100, 80, 0), true, PhaseQuotaPending, 10},
+		{"all held", Counters{Fence: 3, GrantedSeen: 10, Sold: 4, Reserved: 6}, view(30, 15, 5), true, PhaseAllReserved, 0},
+		{"all sold", Counters{Fence: 3, GrantedSeen: 10, Sold: 10}, view(30, 20, 0), true, PhaseSoldOut, 0},
+		{"stale counters, script said dry", Counters{Fence: 3, GrantedSeen: 10, Sold: 2}, view(20, 10, 0), true, PhaseAllReserved, 0},
+		{"agent, no view yet", Counters{Fence: 3, GrantedSeen: 10, Sold: 10}, SaleView{}, true, PhaseQuotaPending, -1},
+		{"config file, all sold", Counters{GrantedSeen: 10, Sold: 10}, SaleView{}, true, PhaseSoldOut, 0},
+		{"config file, all held", Counters{GrantedSeen: 10, Sold: 4, Reserved: 6}, SaleView{}, true, PhaseAllReserved, 0},
+		{"open", Counters{Fence: 3, GrantedSeen: 10, Sold: 4}, view(30, 5, 5), false, PhaseOpen, 16},
+	} {
+		s := &Sale{wake: make(chan struct{})}
+		s.spec.Store(&layout.SaleSpec{ID: "s", Total: 30})
+		s.observe(Stock{Counters: tc.c, View: tc.v}, s.marksNow())
+		if tc.dry {
+			s.MarkDry()
+		}
+		if got := s.Phase(time.Unix(1, 0)); got != tc.want || s.SaleRemaining() != tc.remaining {
+			t.Errorf("%s: phase %v, remaining %d; want %v, %d", tc.name, got, s.SaleRemaining(), tc.want, tc.remaining)
+		}
+	}
+}
+
+// TestWakeHolders: a region that stops being dry wakes every holder at
+// once; one that stays dry wakes nobody.
+func TestWakeHolders(t *testing.T) {
+	s := &Sale{wake: make(chan struct{})}
+	s.spec.Store(&layout.SaleSpec{ID: "s"})
+	s.MarkDry()
+	w := s.woken()
+	s.observe(Stock{Counters: Counters{GrantedSeen: 1, Reserved: 1}}, s.marksNow())
+	select {
+	case <-w:
+		t.Fatal("woken while still dry")
+	default:
+	}
+	s.observe(Stock{Counters: Counters{GrantedSeen: 2, Reserved: 1}}, s.marksNow())
+	select {
+	case <-w:
+	default:
+		t.Fatal("not woken when stock arrived")
+	}
+	if s.woken() == w {
+		t.Fatal("the closed channel was not replaced")
 	}
 }

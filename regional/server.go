@@ -279,7 +279,8 @@ func (s *Server) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	s.wg.Add(4)
+	s.wg.Add(5)
+	go s.watchGrants(ctx)
 	go s.loop(ctx, s.cfg.HealthInterval, nil, func(ctx context.Context) { s.maintain(ctx) })
 	go s.loop(ctx, s.cfg.RefreshInterval, s.kick, s.refreshAll)
 	go s.loop(ctx, s.cfg.RefreshInterval, nil, s.flushDemand)
@@ -443,31 +444,39 @@ func (s *Server) maintain(ctx context.Context) Readiness {
 	return rd
 }
 
-// refreshAll reads every sale's counters, so cached stock flags follow
-// grants, cancels and expiries made by anyone.
+// refreshAll reads every sale's counters and the agent's view of the rest
+// of the sale, all sales in one round trip, so cached stock flags follow
+// grants, cancels and expiries made by anyone, and a dry region can tell
+// its buyers whether the sale is sold out or quota is on its way.
 func (s *Server) refreshAll(ctx context.Context) {
 	s.refreshMu.Lock()
 	defer s.refreshMu.Unlock()
 	ids := s.sales.IDs()
+	sales := make([]*Sale, len(ids))
+	marks := make([]int64, len(ids))
+	for i, id := range ids {
+		if sales[i] = s.sales.Get(id); sales[i] != nil {
+			marks[i] = sales[i].marksNow()
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, max(s.cfg.RedisTimeout, time.Second))
+	stocks := s.store.Stocks(cctx, ids)
+	cancel()
 	known := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		sale := s.sales.Get(id)
+	for i, id := range ids {
+		sale := sales[i]
 		if sale == nil {
 			continue
 		}
 		known[id] = true
-		marks := sale.marksNow()
-		cctx, cancel := context.WithTimeout(ctx, max(s.cfg.RedisTimeout, time.Second))
-		c, err := s.store.Counters(cctx, id)
-		cancel()
-		if err != nil {
+		if stocks[i].Err != nil {
 			if ctx.Err() == nil {
 				s.m.storeErrors.WithLabelValues("counters").Inc()
 			}
 			continue
 		}
-		sale.observe(c.Available(), c.Halted, marks)
-		s.m.remaining.WithLabelValues(id).Set(float64(c.Available()))
+		sale.observe(stocks[i], marks[i])
+		s.m.remaining.WithLabelValues(id).Set(float64(stocks[i].Counters.Available()))
 		s.gauged[id] = true
 	}
 	// A removed sale must not linger in the metrics with its last value.
@@ -475,6 +484,32 @@ func (s *Server) refreshAll(ctx context.Context) {
 		if !known[id] {
 			s.m.remaining.DeleteLabelValues(id)
 			delete(s.gauged, id)
+		}
+	}
+}
+
+// watchGrants refreshes the counters as soon as the region's agent raises
+// a grant (apply_grant.lua publishes the sale on GrantsChannel), so buys
+// held for quota resume within a Redis round trip of the grant rather than
+// at the next refresh tick. One subscription per seller; a lost message
+// costs only the wait until that tick. go-redis resubscribes after a
+// reconnect by itself.
+func (s *Server) watchGrants(ctx context.Context) {
+	defer s.wg.Done()
+	ps := s.store.rdb.Subscribe(ctx, GrantsChannel)
+	defer ps.Close()
+	msgs := ps.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-msgs:
+			if !ok {
+				return
+			}
+			if s.sales.Get(m.Payload) != nil {
+				s.kickRefresh()
+			}
 		}
 	}
 }

@@ -33,17 +33,23 @@ type ReservationJSON struct {
 
 // StatusJSON is the answer of GET /v1/flash-sale/status.
 type StatusJSON struct {
-	ItemID       string    `json:"itemId"`
-	Region       string    `json:"region"`
-	State        string    `json:"state"`
-	Remaining    int64     `json:"remaining"` // -1 until counters were read
-	Total        int64     `json:"total"`
-	PerUserLimit int64     `json:"perUserLimit"`
-	StartsAt     time.Time `json:"startsAt"`
-	EndsAt       time.Time `json:"endsAt,omitzero"`
-	ServerTime   time.Time `json:"serverTime"`
-	Identity     string    `json:"identity"`
-	Warning      string    `json:"warning,omitempty"`
+	ItemID string `json:"itemId"`
+	Region string `json:"region"`
+	State  string `json:"state"`
+	// Remaining is the whole sale's units neither sold nor reserved, in
+	// every region and the pool, at most about a second old; -1 when
+	// unknown. 0 with state sold_out: over for good.
+	Remaining int64 `json:"remaining"`
+	// RegionRemaining is what this region can still reserve; -1 until
+	// its counters were read.
+	RegionRemaining int64     `json:"regionRemaining"`
+	Total           int64     `json:"total"`
+	PerUserLimit    int64     `json:"perUserLimit"`
+	StartsAt        time.Time `json:"startsAt"`
+	EndsAt          time.Time `json:"endsAt,omitzero"`
+	ServerTime      time.Time `json:"serverTime"`
+	Identity        string    `json:"identity"`
+	Warning         string    `json:"warning,omitempty"`
 }
 
 const insecureWarning = "INSECURE DEV IDENTITY: this server believes any userId it is sent; never use it for a real sale"
@@ -103,9 +109,24 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 		return fail(http.StatusNotFound, CodeUnknownSale, "no sale %s", in.ItemID)
 	}
 	spec := sale.Spec()
-	if phase == PhaseOpen || phase == PhaseSoldOut || phase == PhaseUpcoming {
-		// Buyers hammering before the opening are the opening's demand.
+	switch phase {
+	case PhaseOpen, PhaseUpcoming, PhaseQuotaPending, PhaseAllReserved:
+		// Buyers hammering before the opening are the opening's demand,
+		// and buyers told to wait for quota are where quota must go.
 		s.demand.Count(in.ItemID)
+	}
+	held := false
+	if phase == PhaseQuotaPending {
+		held = true
+		if s.holdForQuota(r.Context(), sale) {
+			now = s.cfg.now()
+			if phase = sale.Phase(now); phase == PhaseOpen {
+				// On to Redis now: the token was only peeked at so far.
+				if p, rep, ok = s.identify(r, in.UserID, true); !ok {
+					return rep
+				}
+			}
+		}
 	}
 	if rep, ok := phaseReply(in.ItemID, phase, spec.StartsAt, now); !ok {
 		return rep
@@ -125,10 +146,21 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 	// context); its caller then hears outcome_unknown.
 	ctx, cancel := context.WithDeadline(r.Context(), slot.start.Add(s.cfg.RedisTimeout))
 	defer cancel()
-	res, err := s.reserve.Reserve(ctx, in.ItemID, ReserveRequest{
-		User: p.User, RequestID: in.RequestID, Now: now, TTL: spec.ReservationTTL, PerUserLimit: spec.PerUserLimit,
-	})
+	req := ReserveRequest{User: p.User, RequestID: in.RequestID, Now: now, TTL: spec.ReservationTTL, PerUserLimit: spec.PerUserLimit}
+	res, err := s.reserveIn(ctx, sale, in.ItemID, req)
+	// The limiter learns from the script call alone, not from the hold
+	// below (a held request is slow on purpose, not because Redis is).
 	slot.done(err != nil, time.Now())
+	if err == nil && res.Outcome == quota.SoldOut && !held && sale.DryPhase() == PhaseQuotaPending && s.holdForQuota(r.Context(), sale) {
+		// One more try now that quota arrived: the script's answer, not
+		// memory, decides whether it did. A fresh deadline: the hold used
+		// part of the first; it travels into the Batcher as the first did.
+		cancel()
+		ctx, cancel = context.WithTimeout(r.Context(), s.cfg.RedisTimeout)
+		defer cancel()
+		req.Now = s.cfg.now()
+		res, err = s.reserveIn(ctx, sale, in.ItemID, req)
+	}
 	if err != nil {
 		return s.reserveFailed(in.ItemID, p.User, err)
 	}
@@ -143,14 +175,54 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 	case quota.UserLimit:
 		return fail(http.StatusConflict, CodeAlreadyBought, "user %s already holds the limit of %d for sale %s", p.User, spec.PerUserLimit, in.ItemID)
 	case quota.SoldOut:
-		sale.MarkSoldOut()
-		s.kickRefresh()
-		return fail(http.StatusGone, CodeSoldOut, "sale %s is sold out in this region", in.ItemID)
+		// The script speaks for this region only; the view says whether
+		// the sale is sold out, all reserved, or this region is waiting.
+		return dryReply(in.ItemID, sale.DryPhase())
 	case quota.Halted:
 		sale.halted.Store(true)
 		return fail(http.StatusServiceUnavailable, CodeHalted, "sale %s is halted in this region while it reconciles", in.ItemID).after(time.Second)
 	}
 	return fail(http.StatusInternalServerError, CodeUnavailable, "unexpected outcome %v", res.Outcome)
+}
+
+// reserveIn runs the reserve script. Its sold_out speaks for this region
+// only: the sale is marked dry (DryPhase then says why) and the counters
+// are read again at once.
+func (s *Server) reserveIn(ctx context.Context, sale *Sale, item string, req ReserveRequest) (ReserveResult, error) {
+	res, err := s.reserve.Reserve(ctx, item, req)
+	if err == nil && res.Outcome == quota.SoldOut {
+		sale.MarkDry()
+		s.kickRefresh()
+	}
+	return res, err
+}
+
+// holdForQuota holds a request to a dry region for up to QuotaWait, in the
+// hope that quota arrives (a grant published by apply_grant.lua kicks the
+// counter refresh, which wakes the sale's holders), and reports whether the
+// region stopped being dry. A held request costs a goroutine and no Redis
+// I/O; the wait stays well inside the 200 ms answer budget. ctx is the
+// client's: one that went away is not held further.
+func (s *Server) holdForQuota(ctx context.Context, sale *Sale) bool {
+	if s.cfg.QuotaWait <= 0 {
+		return false
+	}
+	wake := sale.woken() // before the flag: see Sale.setAvailable
+	if !sale.dry.Load() {
+		return true
+	}
+	t := time.NewTimer(s.cfg.QuotaWait)
+	defer t.Stop()
+	select {
+	case <-wake:
+		s.m.holds.WithLabelValues("quota").Inc()
+		return true
+	case <-t.C:
+		s.m.holds.WithLabelValues("timeout").Inc()
+	case <-ctx.Done():
+		s.m.holds.WithLabelValues("gone").Inc()
+	}
+	return false
 }
 
 // identify runs the identity step: who is calling, and is this their
@@ -214,7 +286,8 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request) reply {
 	now := s.cfg.now()
 	spec := sale.Spec()
 	st := StatusJSON{
-		ItemID: id, Region: s.cfg.Region, State: sale.Phase(now).String(), Remaining: sale.Remaining(),
+		ItemID: id, Region: s.cfg.Region, State: sale.Phase(now).String(),
+		Remaining: sale.SaleRemaining(), RegionRemaining: sale.Remaining(),
 		Total: spec.Total, PerUserLimit: spec.PerUserLimit, StartsAt: spec.StartsAt.UTC(), EndsAt: spec.EndsAt.UTC(),
 		ServerTime: now.UTC(), Identity: s.ident.Mode(),
 	}
@@ -349,6 +422,11 @@ func (s *Server) finish(w http.ResponseWriter, r *http.Request, confirm bool) re
 	}
 	if !confirm {
 		sale.MaybeAvailable()
+	} else if sale.dry.Load() {
+		// A dry region's confirms turn "all reserved" into "sold out":
+		// read the counters now rather than at the next tick, so buyers
+		// are told the sale is over as soon as it is.
+		s.kickRefresh()
 	}
 	resv.State = state
 	return success(http.StatusOK, outcome, s.resvJSON(item, resv))

@@ -266,8 +266,8 @@ func expect(t testing.TB, a answer, status int, code string) {
 }
 
 // TestHTTPConcurrentBuyers: 2,000 buyers at once for 100 units. Exactly 100
-// are reserved, to 100 different users, everyone else hears sold_out, and
-// Redis agrees.
+// are reserved, to 100 different users, everyone else hears all_reserved
+// (the units are held, not paid for: they may come back), and Redis agrees.
 func TestHTTPConcurrentBuyers(t *testing.T) {
 	// Correctness, not latency: on 2 shared cores under -race a burst of
 	// 2,000 can queue for seconds, which must not turn into 503s here.
@@ -298,7 +298,7 @@ func TestHTTPConcurrentBuyers(t *testing.T) {
 			for range 5 {
 				a, err = e.try(context.Background(), "POST", "/v1/flash-sale/buy", toks[i],
 					map[string]string{"itemId": testSale, "requestId": fmt.Sprintf("req-%d", i)})
-				if err == nil && a.status != http.StatusServiceUnavailable {
+				if err == nil && (a.status != http.StatusServiceUnavailable || a.code() == CodeAllReserved) {
 					break
 				}
 			}
@@ -325,8 +325,8 @@ func TestHTTPConcurrentBuyers(t *testing.T) {
 		users[r.user], ids[rv.ReservationID] = true, true
 	}
 	// A retry of a request whose first answer was lost answers 200.
-	if statuses["201 "]+statuses["200 "] != 100 || statuses["410 sold_out"] != buyers-100 {
-		t.Fatalf("answers %v: want 100 reservations and %d 410 sold_out", statuses, buyers-100)
+	if statuses["201 "]+statuses["200 "] != 100 || statuses["503 all_reserved"] != buyers-100 {
+		t.Fatalf("answers %v: want 100 reservations and %d 503 all_reserved", statuses, buyers-100)
 	}
 	c := e.counters()
 	if c.Reserved != 100 || c.Sold != 0 || c.Available() != 0 || reservationCount(t, e.rdb, testSale) != 100 {
@@ -441,7 +441,7 @@ func TestExpiryThenResale(t *testing.T) {
 	if !ra.ExpiresAt.Equal(e.clock.Now().Add(time.Minute)) {
 		t.Fatalf("expiresAt %v, want now+TTL %v", ra.ExpiresAt, e.clock.Now().Add(time.Minute))
 	}
-	expect(t, e.buy("bob", "b1"), http.StatusGone, CodeSoldOut)
+	expect(t, e.buy("bob", "b1"), http.StatusServiceUnavailable, CodeAllReserved)
 
 	e.clock.Advance(time.Minute)
 	// Past its time but not yet swept: confirm is refused all the same.
@@ -507,14 +507,24 @@ func TestConfirmCancel(t *testing.T) {
 	}
 }
 
-// TestSoldOutClearedByGrant: sold-out is answered from memory, and a larger
-// grant applied by someone else clears it at the next counter refresh.
+// TestSoldOutClearedByGrant: a seller run from a config file is its own
+// whole sale: with every unit paid for it answers 410 sold_out, from
+// memory, and a larger grant applied by someone else clears it at the
+// next counter refresh.
 func TestSoldOutClearedByGrant(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.StaticGrants[testSale] = 1 })
-	expect(t, e.buy("alice", "a1"), http.StatusCreated, "")
+	r := e.buy("alice", "a1")
+	expect(t, r, http.StatusCreated, "")
+	expect(t, e.finish("confirm", "alice", r.resv(t).ReservationID), http.StatusOK, "")
+	// Sold and held are told apart by the counters, which the refresh
+	// reads every RefreshInterval (and at once after a dry answer).
+	e.srv.refreshAll(context.Background())
 	expect(t, e.buy("bob", "b1"), http.StatusGone, CodeSoldOut)
 	if p := e.srv.Sales().Get(testSale).Phase(e.clock.Now()); p != PhaseSoldOut {
 		t.Fatalf("phase %v after a sold-out answer, want sold_out", p)
+	}
+	if s := e.status(); s.State != "sold_out" || s.Remaining != 0 || s.RegionRemaining != 0 {
+		t.Fatalf("status %+v, want sold_out with 0 remaining", s)
 	}
 	// From memory: even with Redis gone the answer is the same.
 	e.redis.Kill()
@@ -525,10 +535,14 @@ func TestSoldOutClearedByGrant(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.srv.refreshAll(context.Background())
+	if s := e.status(); s.State != "open" || s.Remaining != 1 || s.RegionRemaining != 1 {
+		t.Fatalf("status %+v after a grant, want open with 1 remaining", s)
+	}
 	expect(t, e.buy("bob", "b2"), http.StatusCreated, "")
 	e.srv.refreshAll(context.Background())
-	if s := e.status(); s.State != "sold_out" || s.Remaining != 0 {
-		t.Fatalf("status %+v, want sold_out with 0 remaining", s)
+	// Bob has not paid: his unit may come back.
+	if s := e.status(); s.State != "all_reserved" || s.Remaining != 0 {
+		t.Fatalf("status %+v, want all_reserved with 0 remaining", s)
 	}
 	if got := metric(t, e.reg, "flashsale_seller_remaining_units", map[string]string{"sale": testSale}); got != 0 {
 		t.Fatalf("remaining metric %v, want 0", got)

@@ -80,6 +80,12 @@ func scriptKeys(sale string) []string {
 // SaleKey names a sale's Redis key, e.g. SaleKey("s1", "orders") is "{sale:s1}:orders".
 func SaleKey(sale, suffix string) string { return "{sale:" + sale + "}:" + suffix }
 
+// GrantsChannel is the Redis pub/sub channel on which apply_grant.lua
+// publishes a sale's id whenever its granted_seen rises, so the region's
+// sellers re-read the counters at once (the name is repeated in the
+// script, which cannot import it).
+const GrantsChannel = "flashsale:grants"
+
 // ResvKey names one reservation's hash.
 func ResvKey(sale, id string) string { return SaleKey(sale, "resv:"+id) }
 
@@ -560,11 +566,16 @@ func (s *Store) Counters(ctx context.Context, sale string) (Counters, error) {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return Counters{}, err
 	}
-	v, err := s.rdb.HMGet(ctx, SaleKey(sale, "ledger"),
-		"fence", "granted_seen", "released_local", "sold", "reserved", "halted").Result()
+	v, err := s.rdb.HMGet(ctx, SaleKey(sale, "ledger"), ledgerFields...).Result()
 	if err != nil {
 		return Counters{}, fmt.Errorf("counters of %s: %w", sale, err)
 	}
+	return parseCounters(sale, v)
+}
+
+var ledgerFields = []string{"fence", "granted_seen", "released_local", "sold", "reserved", "halted"}
+
+func parseCounters(sale string, v []any) (Counters, error) {
 	n, err := parseInts(v)
 	if err != nil {
 		return Counters{}, fmt.Errorf("counters of %s: %w", sale, err)
@@ -600,15 +611,64 @@ func (s *Store) View(ctx context.Context, sale string) (SaleView, error) {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return SaleView{}, err
 	}
-	v, err := s.rdb.HMGet(ctx, SaleKey(sale, "view"), "total", "others_sold", "others_reserved", "at").Result()
+	v, err := s.rdb.HMGet(ctx, SaleKey(sale, "view"), viewFields...).Result()
 	if err != nil {
 		return SaleView{}, fmt.Errorf("view of %s: %w", sale, err)
 	}
+	return parseView(sale, v)
+}
+
+var viewFields = []string{"total", "others_sold", "others_reserved", "at"}
+
+func parseView(sale string, v []any) (SaleView, error) {
 	n, err := parseInts(v)
 	if err != nil {
 		return SaleView{}, fmt.Errorf("view of %s: %w", sale, err)
 	}
 	return SaleView{Total: n[0], OthersSold: n[1], OthersReserved: n[2], At: n[3]}, nil
+}
+
+// Stock is one sale's counters and view, read together.
+type Stock struct {
+	Counters Counters
+	View     SaleView
+	Err      error // this sale's read failed; Counters and View are zero
+}
+
+// Stocks reads the counters and the view of every sale given in one
+// pipeline: one round trip however many sales, so the seller's refresh
+// costs Redis two HMGETs per sale per pass and no more.
+func (s *Store) Stocks(ctx context.Context, sales []string) []Stock {
+	out := make([]Stock, len(sales))
+	ledgers := make([]*redis.SliceCmd, len(sales))
+	views := make([]*redis.SliceCmd, len(sales))
+	pipe := s.rdb.Pipeline()
+	for i, sale := range sales {
+		if out[i].Err = checkKeyPart("sale", sale); out[i].Err != nil {
+			continue
+		}
+		ledgers[i] = pipe.HMGet(ctx, SaleKey(sale, "ledger"), ledgerFields...)
+		views[i] = pipe.HMGet(ctx, SaleKey(sale, "view"), viewFields...)
+	}
+	// Exec's error is the first command's; each command keeps its own.
+	_, _ = pipe.Exec(ctx)
+	for i, sale := range sales {
+		if out[i].Err != nil {
+			continue
+		}
+		c, err1 := ledgers[i].Result()
+		v, err2 := views[i].Result()
+		if err := errors.Join(err1, err2); err != nil {
+			out[i].Err = fmt.Errorf("stock of %s: %w", sale, err)
+			continue
+		}
+		if out[i].Counters, err1 = parseCounters(sale, c); err1 != nil {
+			out[i].Err = err1
+			continue
+		}
+		out[i].View, out[i].Err = parseView(sale, v)
+	}
+	return out
 }
 
 // parseInts parses an HMGET answer; a missing field is 0.

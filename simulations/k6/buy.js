@@ -1,13 +1,15 @@
 // k6 version of the flash-sale buy flow (simulations/loadgen does the same
 // in Go): distinct users with a home region, each buying once with a signed
-// HS256 token, retrying timeouts with the same requestId, following 307
+// HS256 token, retrying timeouts and retryable refusals (quota_pending,
+// all_reserved, ...: after retryAfterMs, else Retry-After) with the same
+// requestId, following 307
 // redirects to the home region, then confirming or cancelling a fraction
 // of the reservations. See README.md for the variables and the Redis check.
 import http from 'k6/http';
 import crypto from 'k6/crypto';
 import encoding from 'k6/encoding';
 import exec from 'k6/execution';
-import { check, fail } from 'k6';
+import { check, fail, sleep } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
 
 const ENDPOINTS = parsePairs(__ENV.ENDPOINTS || 'eu=http://127.0.0.1:8081');
@@ -21,7 +23,10 @@ const USER_OFFSET = int(__ENV.USER_OFFSET, 0);
 const RATE = int(__ENV.RATE, 500);
 const DURATION = __ENV.DURATION || '20s';
 const MAX_VUS = int(__ENV.MAX_VUS, 500);
-const RETRIES = int(__ENV.RETRIES, 2);
+const RETRIES = int(__ENV.RETRIES, 20);
+// RETRY_FOR_MS bounds the time one buyer spends retrying: a wait that would
+// end later is not taken.
+const RETRY_FOR_MS = int(__ENV.RETRY_FOR_MS, 30000);
 const TIMEOUT = __ENV.TIMEOUT || '2s';
 const MISROUTE = float(__ENV.MISROUTE, 0.05);
 const CONFIRM = float(__ENV.CONFIRM, 0.5);
@@ -46,15 +51,22 @@ export const options = {
     // Every answer is one the API documents; anything else is a bug.
     checks: ['rate>0.99'],
     'buy_latency{outcome:sold_out}': ['p(99)<200'],
+    // Latency of a single answer (retries and their waits not included).
+    'answer_latency': ['p(99)<200'],
   },
   summaryTrendStats: ['count', 'p(50)', 'p(99)', 'p(99.9)', 'max'],
 };
 
-// Sold out, already bought and redirects are answers the API promises, not
-// failures: http_req_failed then counts only the real ones.
-http.setResponseCallback(http.expectedStatuses(200, 201, 307, 409, 410, 429));
+// Sold out, already bought, redirects and "retry later" are answers the API
+// promises, not failures: http_req_failed then counts only the real ones.
+http.setResponseCallback(http.expectedStatuses(200, 201, 307, 409, 410, 425, 429, 503));
 
 const buyLatency = new Trend('buy_latency', true);
+const answerLatency = new Trend('answer_latency', true);
+// answers counts every answer by code, retries included; outcomes counts
+// buyers by their last answer.
+const answers = new Counter('answers');
+const retriesPerBuyer = new Trend('retries_per_buyer');
 const followLatency = new Trend('follow_latency', true);
 const outcomes = new Counter('outcomes');
 const redirects = new Counter('redirects');
@@ -87,13 +99,23 @@ export default function () {
 
   let res = null;
   let took = 0;
-  for (let attempt = 0; attempt <= RETRIES; attempt++) {
+  let attempt = 0;
+  const started = Date.now();
+  for (; ; attempt++) {
     if (attempt > 0) retries.add(1);
     const r = postFollowing(`${target}/v1/flash-sale/buy`, body, token);
     res = r.res;
     took += r.took;
-    if (res.status !== 0) break; // 0: timeout or connection error: retry, same requestId
+    answerLatency.add(r.took);
+    answers.add(1, { outcome: outcomeOf(res) });
+    // 0: timeout or connection error: retry at once. A refusal with a
+    // retry hint: retry after it. Always the same requestId.
+    const wait = res.status === 0 ? 0 : retryWaitMs(res);
+    if (wait < 0 || attempt >= RETRIES) break;
+    if (Date.now() - started + wait > RETRY_FOR_MS) break;
+    sleep(wait / 1000);
   }
+  retriesPerBuyer.add(attempt);
   const outcome = outcomeOf(res);
   outcomes.add(1, { outcome });
   buyLatency.add(took, { outcome });
@@ -132,6 +154,15 @@ function postFollowing(url, body, token) {
     redirects.add(1);
     url = loc;
   }
+}
+
+// retryWaitMs is how long a refusal asks us to wait: the body's jittered
+// retryAfterMs when present, else Retry-After seconds; -1 for a final answer.
+function retryWaitMs(res) {
+  const ms = json(res).retryAfterMs;
+  if (ms > 0) return ms;
+  const ra = parseInt(res.headers['Retry-After'] || res.headers['retry-after'] || '', 10);
+  return ra > 0 ? ra * 1000 : -1;
 }
 
 function outcomeOf(res) {

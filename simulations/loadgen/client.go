@@ -33,10 +33,16 @@ type HTTPConfig struct {
 	// Signer signs the identity tokens; nil sends none (a seller in
 	// insecure dev mode, or a baseline that does not check).
 	Signer *Signer
-	// Timeout bounds one try; Retries is how many more tries a timed-out
-	// or refused attempt gets, with the same requestId.
-	Timeout time.Duration
-	Retries int
+	// Timeout bounds one try. Retries is how many more tries an attempt
+	// gets, always with the same requestId, after a timeout or a retryable
+	// refusal (one carrying retryAfterMs or Retry-After: quota_pending,
+	// all_reserved, unavailable, rate_limited, ...). A refusal is retried
+	// after its retryAfterMs when the body has one, else its Retry-After
+	// seconds. RetryFor bounds the time an attempt spends on retries: a
+	// wait that would end past it is not taken (0: only Retries bounds).
+	Timeout  time.Duration
+	Retries  int
+	RetryFor time.Duration
 	// MisrouteFrac of attempts go to a region other than the user's home,
 	// which must answer 307 to the home region (followed, up to 3 hops).
 	MisrouteFrac float64
@@ -68,6 +74,9 @@ func NewHTTPOp(cfg HTTPConfig) (*HTTPOp, error) {
 	}
 	if cfg.Retries < 0 {
 		return nil, fmt.Errorf("http op: retries %d: want >= 0", cfg.Retries)
+	}
+	if cfg.RetryFor < 0 {
+		return nil, fmt.Errorf("http op: retry-for %v: want >= 0 (0: no time bound)", cfg.RetryFor)
 	}
 	for _, f := range []float64{cfg.MisrouteFrac, cfg.ConfirmFrac, cfg.CancelFrac, cfg.ConfirmFrac + cfg.CancelFrac} {
 		if f < 0 || f > 1 {
@@ -137,6 +146,22 @@ type answer struct {
 	ReservationID string `json:"reservationId"`
 	Code          string `json:"code"`
 	RetryAfterMs  int64  `json:"retryAfterMs"`
+	// wait is how long the server asked us to wait before a retry:
+	// retryAfterMs when given, else Retry-After; 0 for a final answer.
+	wait time.Duration
+}
+
+// retryWait reads the retry hint of an answer: the body's finer,
+// jittered retryAfterMs first, then the Retry-After header (whole
+// seconds); 0 when neither is there (the answer is final).
+func retryWait(h http.Header, ans answer) time.Duration {
+	if ans.RetryAfterMs > 0 {
+		return time.Duration(ans.RetryAfterMs) * time.Millisecond
+	}
+	if secs, err := strconv.Atoi(h.Get("Retry-After")); err == nil && secs > 0 {
+		return time.Duration(secs) * time.Second
+	}
+	return 0
 }
 
 // Do implements Op.
@@ -165,32 +190,57 @@ func (o *HTTPOp) Do(ctx context.Context, a Attempt) Result {
 	body, _ := json.Marshal(buyBody{ItemID: o.cfg.Sale, UserID: a.User.ID, RequestID: a.RequestID})
 	var last Result
 	lost := false // a try's answer was lost: it may have reserved
-	for try := 0; try <= o.cfg.Retries; try++ {
+	start := time.Now()
+	for try := 0; ; try++ {
 		status, ans, err := o.post(ctx, target+BuyPath, token, body)
+		var res Result
 		switch {
 		case err != nil:
 			lost = true
-			last = Result{Outcome: "timeout", Err: err}
-			if ctx.Err() != nil {
-				return last
-			}
-			continue // same requestId: a reservation made by the lost try is returned, not doubled
-		case status == http.StatusCreated:
-			return Result{Outcome: OutcomeReserved, Reserved: true, ReservationID: ans.ReservationID}
-		case status == http.StatusOK:
-			// A retry found the reservation an earlier try made.
-			return Result{Outcome: OutcomeReserved, Reserved: true, ReservationID: ans.ReservationID}
+			res = Result{Outcome: "timeout", Err: err}
+		case status == http.StatusCreated, status == http.StatusOK:
+			// 200: a retry found the reservation an earlier try made.
+			res = Result{Outcome: OutcomeReserved, Reserved: true, ReservationID: ans.ReservationID}
 		case lost && status == http.StatusServiceUnavailable:
 			// A retry refused without running (overloaded, not ready)
 			// says nothing of the lost try: the buyer does not know.
-			return Result{Outcome: "outcome_unknown", RetryAfter: time.Duration(ans.RetryAfterMs) * time.Millisecond}
+			res = Result{Outcome: "outcome_unknown", RetryAfter: ans.wait}
 		case ans.Code != "":
-			return Result{Outcome: ans.Code, RetryAfter: time.Duration(ans.RetryAfterMs) * time.Millisecond}
+			res = Result{Outcome: ans.Code, RetryAfter: ans.wait}
 		default:
-			return Result{Outcome: "http_" + strconv.Itoa(status)}
+			res = Result{Outcome: "http_" + strconv.Itoa(status)}
+		}
+		res.Retries, res.Answers = try, append(last.Answers, res.Outcome)
+		last = res
+		retryable := err != nil || ans.wait > 0
+		if !retryable || try >= o.cfg.Retries || ctx.Err() != nil {
+			return last
+		}
+		// Same requestId: a reservation made by a lost try is returned,
+		// not doubled. A timeout is retried at once; a refusal after the
+		// wait it asked for, unless that ends past the time bound.
+		if o.cfg.RetryFor > 0 && time.Since(start)+ans.wait > o.cfg.RetryFor {
+			return last
+		}
+		if !sleep(ctx, ans.wait) {
+			return last
 		}
 	}
-	return last
+}
+
+// sleep waits d or until ctx ends; it reports whether the wait was whole.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // post sends body and follows up to 3 redirects to loopback hosts.
@@ -219,6 +269,7 @@ func (o *HTTPOp) post(ctx context.Context, u, token string, body []byte) (int, a
 			return 0, answer{}, rerr
 		}
 		_ = json.Unmarshal(b, &ans) // a non-JSON answer is reported by status
+		ans.wait = retryWait(resp.Header, ans)
 		if resp.StatusCode != http.StatusTemporaryRedirect && resp.StatusCode != http.StatusPermanentRedirect {
 			return resp.StatusCode, ans, nil
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -124,6 +125,104 @@ func TestCheckLoopback(t *testing.T) {
 	for _, bad := range []string{"http://10.0.0.1", "http://example.com", "ftp://127.0.0.1", "127.0.0.1:80", "http://127.0.0.1.example.com"} {
 		if err := CheckLoopback(bad); err == nil {
 			t.Errorf("%s accepted", bad)
+		}
+	}
+}
+
+// scripted answers buys from a list of (status, body, Retry-After) in
+// turn, the last one forever, and records the requestIds it was sent.
+func scripted(t *testing.T, answers ...[3]string) (string, func() []string) {
+	var mu sync.Mutex
+	var ids []string
+	url := serveLoopback(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in buyBody
+		_ = json.NewDecoder(r.Body).Decode(&in)
+		mu.Lock()
+		ids = append(ids, in.RequestID)
+		a := answers[min(len(ids), len(answers))-1]
+		mu.Unlock()
+		if a[2] != "" {
+			w.Header().Set("Retry-After", a[2])
+		}
+		status := map[string]int{"201": 201, "410": 410, "503": 503}[a[0]]
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(a[1]))
+	}))
+	return url, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(ids)
+	}
+}
+
+// A retryable refusal is retried with the same requestId after its
+// retryAfterMs (not its whole-second Retry-After); a final one is not;
+// Retries and RetryFor bound the retries.
+func TestHTTPOpHonoursRetryHints(t *testing.T) {
+	pending := [3]string{"503", `{"code":"quota_pending","message":"m","retryAfterMs":30}`, "1"}
+	reserved := [3]string{"201", `{"reservationId":"r9"}`, ""}
+	do := func(t *testing.T, cfg HTTPConfig) Result {
+		op, err := NewHTTPOp(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer op.Close()
+		return op.Do(context.Background(), Attempt{Seq: 1, User: User{ID: "u1", Region: "eu"}, RequestID: "run-1"})
+	}
+	cfg := func(url string, retries int, retryFor time.Duration) HTTPConfig {
+		return HTTPConfig{Endpoints: map[string]string{"eu": url}, Sale: "s1", Timeout: time.Second, Retries: retries, RetryFor: retryFor}
+	}
+	t.Run("retryAfterMs", func(t *testing.T) {
+		url, ids := scripted(t, pending, pending, reserved)
+		start := time.Now()
+		res := do(t, cfg(url, 20, 0))
+		took := time.Since(start)
+		if !res.Reserved || res.Retries != 2 || !slices.Equal(res.Answers, []string{"quota_pending", "quota_pending", "reserved"}) {
+			t.Fatalf("result %+v", res)
+		}
+		// Two waits of 30 ms, not of Retry-After's 1 s.
+		if took < 60*time.Millisecond || took > 900*time.Millisecond {
+			t.Fatalf("took %v: want about 60 ms", took)
+		}
+		if got := ids(); len(got) != 3 || got[0] != "run-1" || got[1] != "run-1" || got[2] != "run-1" {
+			t.Fatalf("requestIds %v: want run-1 three times", got)
+		}
+	})
+	t.Run("final answer", func(t *testing.T) {
+		url, ids := scripted(t, [3]string{"410", `{"code":"sold_out","message":"m"}`, ""})
+		if res := do(t, cfg(url, 20, 0)); res.Outcome != "sold_out" || res.Retries != 0 || len(ids()) != 1 {
+			t.Fatalf("result %+v after %d tries", res, len(ids()))
+		}
+	})
+	t.Run("retry bound", func(t *testing.T) {
+		url, ids := scripted(t, pending)
+		if res := do(t, cfg(url, 3, 0)); res.Outcome != "quota_pending" || res.Retries != 3 || len(ids()) != 4 {
+			t.Fatalf("result %+v after %d tries", res, len(ids()))
+		}
+	})
+	t.Run("time bound", func(t *testing.T) {
+		url, ids := scripted(t, [3]string{"503", `{"code":"all_reserved","message":"m","retryAfterMs":9000}`, "9"})
+		start := time.Now()
+		if res := do(t, cfg(url, 20, time.Second)); res.Outcome != "all_reserved" || len(ids()) != 1 || time.Since(start) > 900*time.Millisecond {
+			t.Fatalf("result %+v after %d tries in %v: a wait past RetryFor must not be taken", res, len(ids()), time.Since(start))
+		}
+	})
+}
+
+func TestRetryWait(t *testing.T) {
+	h := http.Header{}
+	h.Set("Retry-After", "2")
+	for _, tc := range []struct {
+		h    http.Header
+		ms   int64
+		want time.Duration
+	}{
+		{h, 250, 250 * time.Millisecond}, // the body's hint wins
+		{h, 0, 2 * time.Second},          // else the header
+		{http.Header{}, 0, 0},            // neither: final
+	} {
+		if got := retryWait(tc.h, answer{RetryAfterMs: tc.ms}); got != tc.want {
+			t.Errorf("retryWait(%v, %d) = %v, want %v", tc.h, tc.ms, got, tc.want)
 		}
 	}
 }

@@ -1,11 +1,13 @@
 package loadgen
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,8 +83,13 @@ type Result struct {
 	ReservationID string
 	Err           error
 	// RetryAfter is the target's hint to wait before trying again
-	// (retryAfterMs of a retryable refusal); zero if none.
+	// (retryAfterMs of a retryable refusal, else Retry-After); zero if none.
 	RetryAfter time.Duration
+	// Retries is how many tries the attempt took beyond the first.
+	Retries int
+	// Answers lists the outcome of every try, in order (the last is
+	// Outcome); ops that do not retry may leave it empty.
+	Answers []string
 }
 
 // Op performs one attempt against a target.
@@ -133,6 +140,16 @@ type Report struct {
 	// sold_out are absent.
 	SoldOutAfterByRegion map[string]time.Duration `json:"sold_out_after_by_region_ns,omitempty"`
 	Errors               map[string]int           `json:"errors,omitempty"` // distinct error texts, capped
+	// Answers counts every answer by code, retries included (an attempt
+	// told quota_pending twice and then reserved counts three answers);
+	// ByOutcome counts attempts by their last answer. Answers["sold_out"]
+	// is the number of 410 sold_out answers the verifier weighs against
+	// the stock left (VerifyOptions.SoldOutAnswers).
+	Answers map[string]int `json:"answers,omitempty"`
+	// Retries per measured attempt (tries beyond the first).
+	RetriesP50 int `json:"retries_p50"`
+	RetriesP99 int `json:"retries_p99"`
+	RetriesMax int `json:"retries_max"`
 	// NextVisit is the FirstVisit for a following run that must meet
 	// only new users.
 	NextVisit int      `json:"next_visit"`
@@ -165,7 +182,7 @@ func Run(ctx context.Context, plan Plan, pop *Population, op Op, progress Progre
 	order := pop.NewOrder(plan.Seed)
 	r := &runner{
 		plan: plan, pop: pop, op: op, order: order, runID: runID, max: max,
-		progress: progress, errs: map[string]int{}, soldOutBy: map[string]*atomic.Int64{},
+		progress: progress, errs: map[string]int{}, soldOutBy: map[string]*atomic.Int64{}, answers: map[string]int{},
 	}
 	// One counter per region, made up front: the map is then only read,
 	// so sold_out answers (most of a sold-out run) take no lock.
@@ -206,6 +223,9 @@ type runner struct {
 
 	errMu sync.Mutex
 	errs  map[string]int
+
+	ansMu   sync.Mutex
+	answers map[string]int
 }
 
 func (r *runner) attempt(seq int, scheduled time.Time) Attempt {
@@ -226,7 +246,8 @@ func (r *runner) one(ctx context.Context, a Attempt) time.Duration {
 	if outcome == "" {
 		outcome = OutcomeError
 	}
-	r.rec.add(uint64(a.Seq), Sample{Outcome: outcome, At: at, Latency: end.Sub(a.Scheduled)})
+	r.rec.add(uint64(a.Seq), Sample{Outcome: outcome, At: at, Latency: end.Sub(a.Scheduled), Retries: res.Retries})
+	r.countAnswers(res)
 	if res.Reserved {
 		r.reserved.Add(1)
 	}
@@ -262,6 +283,18 @@ func storeFirst(c *atomic.Int64, at int64) {
 		if (old != 0 && old <= at) || c.CompareAndSwap(old, at) {
 			return
 		}
+	}
+}
+
+func (r *runner) countAnswers(res Result) {
+	answers := res.Answers
+	if len(answers) == 0 {
+		answers = []string{cmp.Or(res.Outcome, OutcomeError)}
+	}
+	r.ansMu.Lock()
+	defer r.ansMu.Unlock()
+	for _, a := range answers {
+		r.answers[a]++
 	}
 }
 
@@ -362,7 +395,7 @@ func (r *runner) report() *Report {
 	rep := &Report{
 		Mode: "closed", Rate: r.plan.Rate, Workers: r.plan.Workers, Warmup: r.plan.Warmup,
 		Dropped: int(r.dropped.Load()), Reserved: int(r.reserved.Load()),
-		ByOutcome: map[string]Latency{}, Errors: r.errs, Samples: samples, NextVisit: r.nextVisit,
+		ByOutcome: map[string]Latency{}, Errors: r.errs, Samples: samples, NextVisit: r.nextVisit, Answers: r.answers,
 	}
 	if r.plan.Rate > 0 {
 		rep.Mode = "open"
@@ -393,6 +426,7 @@ func (r *runner) report() *Report {
 		}
 	}
 	lat.fill(rep)
+	rep.RetriesP50, rep.RetriesP99, rep.RetriesMax = retryPercentiles(samples, r.plan.Warmup)
 	rep.Window = end - r.plan.Warmup
 	if r.plan.Rate > 0 {
 		// Open loop: the rate is what arrived over the arrival period; the
@@ -413,4 +447,21 @@ const (
 
 func isFollow(outcome string) bool {
 	return strings.HasPrefix(outcome, ConfirmPrefix) || strings.HasPrefix(outcome, CancelPrefix)
+}
+
+// retryPercentiles summarises the retries of the measured attempts (not
+// their follow-ups): p50, p99 and max.
+func retryPercentiles(samples []Sample, warmup time.Duration) (p50, p99, most int) {
+	var n []int
+	for _, s := range samples {
+		if s.At >= warmup && !isFollow(s.Outcome) {
+			n = append(n, s.Retries)
+		}
+	}
+	if len(n) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(n)
+	at := func(q float64) int { return n[min(len(n)-1, int(q*float64(len(n))))] }
+	return at(0.50), at(0.99), n[len(n)-1]
 }

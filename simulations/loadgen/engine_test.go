@@ -300,3 +300,31 @@ func TestMergeAddsSlices(t *testing.T) {
 		t.Errorf("by outcome %+v", m.ByOutcome)
 	}
 }
+
+// TestAnswersAndRetries: every answer is counted by code, retries
+// included, and retries per attempt are summarised.
+func TestAnswersAndRetries(t *testing.T) {
+	pop, err := NewPopulation(100, []RegionWeight{{"eu", 1}}, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Attempt k is told quota_pending k%5 times, then reserved.
+	op := OpFunc(func(_ context.Context, a Attempt) Result {
+		n := a.Seq % 5
+		answers := make([]string, 0, n+1)
+		for range n {
+			answers = append(answers, "quota_pending")
+		}
+		return Result{Outcome: OutcomeReserved, Reserved: true, Retries: n, Answers: append(answers, OutcomeReserved)}
+	})
+	rep, err := Run(context.Background(), Plan{Workers: 2, Duration: time.Minute, MaxRequests: 100}, pop, op, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Answers["reserved"] != 100 || rep.Answers["quota_pending"] != 200 {
+		t.Fatalf("answers %v: want 100 reserved and 200 quota_pending", rep.Answers)
+	}
+	if rep.RetriesP50 != 2 || rep.RetriesP99 != 4 || rep.RetriesMax != 4 {
+		t.Fatalf("retries p50 %d p99 %d max %d: want 2, 4, 4", rep.RetriesP50, rep.RetriesP99, rep.RetriesMax)
+	}
+}

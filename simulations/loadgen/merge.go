@@ -32,6 +32,12 @@ func Merge(reps ...*Report) *Report {
 		for k, n := range r.Errors {
 			out.Errors[k] += n
 		}
+		for k, n := range r.Answers {
+			if out.Answers == nil {
+				out.Answers = map[string]int{}
+			}
+			out.Answers[k] += n
+		}
 		for _, s := range r.Samples {
 			if s.At < r.Warmup {
 				continue
@@ -41,6 +47,7 @@ func Merge(reps ...*Report) *Report {
 		out.Samples = append(out.Samples, r.Samples...)
 	}
 	lat.fill(out)
+	out.RetriesP50, out.RetriesP99, out.RetriesMax = retryPercentiles(out.Samples, 0)
 	if out.Window > 0 {
 		out.Throughput = float64(out.Attempts) / out.Window.Seconds()
 	}

@@ -8,11 +8,12 @@ import (
 )
 
 // Sample is one timed operation: its outcome, when it started (offset from
-// the run's start) and how long it took.
+// the run's start) and how long it took, retries and their waits included.
 type Sample struct {
 	Outcome string
 	At      time.Duration
 	Latency time.Duration
+	Retries int // tries beyond the first (attempts only)
 }
 
 // recorder collects samples from many goroutines. Sharded so that tens of

@@ -66,6 +66,14 @@ type VerifyOptions struct {
 	// before the first region drains (the generator's users buy at home
 	// only).
 	Orders []OrderStore
+	// SoldOutAnswers is how many 410 sold_out answers the run got
+	// (Report.Answers["sold_out"]). A seller says sold_out only when every
+	// unit of the sale is sold (DESIGN L1), and sold never goes down, so
+	// after any such answer the sale must end with sold == total: a sale
+	// that ends with units unsold told buyers "sold out" while it had
+	// stock. The verifier cannot know when each answer was given; this is
+	// the check the end state allows.
+	SoldOutAnswers int
 }
 
 // Verdict is the verifier's answer. Violations is empty when every check
@@ -169,6 +177,10 @@ func VerifyWith(ctx context.Context, regions []RegionRedis, sale string, total, 
 		}
 		v.Violations = append(v.Violations, fmt.Sprintf("sellout: held %d (sold %d + reserved %d) of total %d, %d unsold: %s; ungranted %d",
 			v.Held, v.Sold, v.Reserved, total, total-v.Held, strings.Join(where, ", "), v.Ungranted))
+	}
+	if opts.SoldOutAnswers > 0 && v.Sold < total {
+		v.Violations = append(v.Violations, fmt.Sprintf("L1: %d answers were 410 sold_out but the sale ended with sold %d (+ reserved %d) of total %d: buyers were told sold out while it had stock",
+			opts.SoldOutAnswers, v.Sold, v.Reserved, total))
 	}
 	// Each witness of the per-user counts is checked on its own: a bug
 	// may show in one and not the others.

@@ -315,3 +315,31 @@ func TestVerifyOrderStores(t *testing.T) {
 		t.Errorf("violations %q", v.Violations)
 	}
 }
+
+// TestVerifySoldOutAnswers: a 410 sold_out answered in a run whose sale
+// ends with units unsold (here 1 reserved and 2 stranded of 5 are not
+// sold) is an L1 violation; with every unit sold, or with no such answer,
+// it is not.
+func TestVerifySoldOutAnswers(t *testing.T) {
+	eu, us := twoRegions(t)
+	ctx := context.Background()
+	regions := []RegionRedis{{"eu", eu}, {"us", us}}
+	holdAll(t, eu, "eu", "s", 2, []string{"a", "b"}) // sold 1, reserved 1
+	holdAll(t, us, "us", "s", 3, []string{"x"})      // sold 1, 2 stranded
+	told := VerifyOptions{SoldOutAnswers: 7}
+	v, err := VerifyWith(ctx, regions, "s", 5, 1, told)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasViolation(v, "L1: 7 answers were 410 sold_out but the sale ended with sold 2 (+ reserved 1) of total 5") || len(v.Violations) != 1 {
+		t.Errorf("violations %q", v.Violations)
+	}
+	if v, err = VerifyWith(ctx, regions, "s", 5, 1, VerifyOptions{}); err != nil || !v.OK() {
+		t.Errorf("no sold_out answer: %v %q", err, v.Violations)
+	}
+	// Every unit sold: the answers were right.
+	holdAll(t, eu, "eu", "one", 1, []string{"a"})
+	if v, err = VerifyWith(ctx, regions[:1], "one", 1, 1, told); err != nil || !v.OK() {
+		t.Errorf("sold out for real: %v %q", err, v.Violations)
+	}
+}

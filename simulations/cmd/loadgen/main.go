@@ -44,7 +44,7 @@ type options struct {
 	endpoints, redisAddrs, ordersDSNs, regions, sale, secret, jsonOut, timeline, plots string
 	users, first, workers, maxRequests, retries                                        int
 	rate, misroute, confirm, cancel                                                    float64
-	duration, timeout, warmup, bucket                                                  time.Duration
+	duration, timeout, warmup, bucket, retryFor                                        time.Duration
 	total, limit                                                                       int64
 	seed                                                                               uint64
 	progress, noVerify, verifyOnly, expectSellout                                      bool
@@ -68,7 +68,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.warmup, "warmup", 0, "start of the run left out of the figures")
 	fs.IntVar(&o.maxRequests, "max-requests", 100_000, "attempts at most (at most 10,000,000)")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Second, "timeout of one try")
-	fs.IntVar(&o.retries, "retries", 2, "extra tries of a timed-out attempt, with the same requestId")
+	fs.IntVar(&o.retries, "retries", 20, "extra tries of an attempt that timed out or was refused with a retry hint (quota_pending, all_reserved, ...), with the same requestId; a refusal is retried after its retryAfterMs, else its Retry-After")
+	fs.DurationVar(&o.retryFor, "retry-for", 30*time.Second, "most time an attempt spends retrying: a wait that would end later is not taken (0: no bound but -retries)")
 	fs.Float64Var(&o.misroute, "misroute", 0.05, "fraction of attempts sent to a region other than the user's home (expects a 307)")
 	fs.Float64Var(&o.confirm, "confirm", 0.5, "fraction of reservations confirmed")
 	fs.Float64Var(&o.cancel, "cancel", 0.2, "fraction of reservations cancelled (the rest expire)")
@@ -186,7 +187,7 @@ func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "loadgen: no token secret: sending no tokens (only an insecure-dev seller accepts that)")
 	}
 	op, err := loadgen.NewHTTPOp(loadgen.HTTPConfig{
-		Endpoints: endpoints, Sale: o.sale, Signer: signer, Timeout: o.timeout, Retries: o.retries,
+		Endpoints: endpoints, Sale: o.sale, Signer: signer, Timeout: o.timeout, Retries: o.retries, RetryFor: o.retryFor,
 		MisrouteFrac: o.misroute, ConfirmFrac: o.confirm, CancelFrac: o.cancel,
 	})
 	if err != nil {
@@ -214,6 +215,7 @@ func (o options) run(ctx context.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	printReport(stdout, rep)
+	vopts.SoldOutAnswers = rep.Answers[loadgen.OutcomeSoldOut]
 	buckets := loadgen.Timeline(rep.Samples, o.bucket, stock)
 	if o.timeline != "" {
 		if err := writeTimeline(o.timeline, buckets); err != nil {
@@ -400,6 +402,18 @@ func printReport(w io.Writer, rep *loadgen.Report) {
 		}
 		fmt.Fprintf(w, "sold out after (by users' home region): %s\n", strings.Join(regions, ", "))
 	}
+	if len(rep.Answers) > 0 {
+		codes := make([]string, 0, len(rep.Answers))
+		for c := range rep.Answers {
+			codes = append(codes, c)
+		}
+		sort.Strings(codes)
+		for i, c := range codes {
+			codes[i] = fmt.Sprintf("%s %d", c, rep.Answers[c])
+		}
+		fmt.Fprintf(w, "answers (every try, retries included): %s\n", strings.Join(codes, ", "))
+	}
+	fmt.Fprintf(w, "retries per buyer: p50 %d, p99 %d, max %d\n", rep.RetriesP50, rep.RetriesP99, rep.RetriesMax)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "outcome\tcount\tp50\tp99\tp99.9\tmax")
 	names := make([]string, 0, len(rep.ByOutcome))
