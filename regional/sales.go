@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"flashsale/internal/layout"
+	"flashsale/quota"
 )
 
 // DefaultReservationTTL is how long a reservation holds its unit when a
@@ -171,8 +172,9 @@ func (s *Sale) Phase(now time.Time) Phase {
 }
 
 // DryPhase says why this region cannot reserve, from the last counters and
-// view: PhaseSoldOut, PhaseAllReserved or PhaseQuotaPending. Only the
-// first is final, and it is never wrong: sold counts only grow, so stale
+// view: PhaseSoldOut, PhaseAllReserved or PhaseQuotaPending, as quota.Refuse
+// decides (the simulation checks DESIGN L1 through the same function). Only
+// the first is final, and it is never wrong: sold counts only grow, so stale
 // figures understate the sale's sold units, never overstate them.
 func (s *Sale) DryPhase() Phase {
 	st := s.stock.Load()
@@ -180,12 +182,13 @@ func (s *Sale) DryPhase() Phase {
 		return PhaseQuotaPending // nothing known yet: retry, never "sold out"
 	}
 	w, ok := wholeSale(st, s.dry.Load())
-	switch {
-	case !ok:
+	if !ok {
 		return PhaseQuotaPending
-	case w.sold >= w.total:
+	}
+	switch quota.Refuse(w.total, w.sold, w.used-w.sold) {
+	case quota.SoldOutAll:
 		return PhaseSoldOut
-	case w.used >= w.total:
+	case quota.AllReserved:
 		return PhaseAllReserved
 	}
 	return PhaseQuotaPending

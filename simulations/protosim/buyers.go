@@ -192,10 +192,9 @@ func (s *Sim) startBurst() {
 }
 
 // refuse is what a buyer of a dry region is told, decided by quota.Refuse
-// (as the seller is to decide it: not wired there yet, docs/DESIGN.md §5)
-// from what the region knows of the rest of the
-// sale: the other regions' reports in etcd, which the agent copies into
-// the region's Redis. The buyer is counted against the truth: "sold out"
+// as the seller decides it (regional Sale.DryPhase), from what the region
+// knows of the rest of the sale: the other regions' reports in etcd, which
+// the agent copies into the region's Redis. The buyer is counted against the truth: "sold out"
 // while some unit is neither sold nor reserved anywhere breaks DESIGN L1.
 func (s *Sim) refuse(rg *region) {
 	sold, reserved := rg.ledger.Sold, rg.ledger.Reserved
