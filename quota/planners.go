@@ -106,13 +106,20 @@ func (a *Allocation) Rebalance(p Policy, now int64) (Plan, error) {
 		}
 	}
 	scarce := demand > 0 && wantSum >= left
-	target := func(v RegionStatus) int64 {
+	// target is the stock v should hold; up rounds a scarce share up (for a
+	// region short of stock: the last units must still go somewhere) or
+	// down (for a giver: a region whose buyers are gone keeps nothing of
+	// its fading demand).
+	target := func(v RegionStatus, up bool) int64 {
 		if v.Weight <= 0 {
 			return 0
 		}
 		if scarce {
-			// Rounded up, so the last units still go somewhere.
-			return int64(math.Ceil(float64(left) * v.LiveDemand() / demand))
+			share := float64(left) * v.LiveDemand() / demand
+			if up {
+				return int64(math.Ceil(share))
+			}
+			return int64(share)
 		}
 		if v.LiveDemand() <= 0 {
 			return p.MinKeep
@@ -133,7 +140,7 @@ func (a *Allocation) Rebalance(p Policy, now int64) (Plan, error) {
 		if !v.Fresh || !p.Low(v.Available, v.LiveDemand(), a.Total) {
 			continue
 		}
-		t := target(v)
+		t := target(v, true)
 		need := v.need(t) - incoming[v.Region]
 		if need <= 0 || (v.Available > 0 && 4*need < t) {
 			continue
@@ -160,7 +167,7 @@ func (a *Allocation) Rebalance(p Policy, now int64) (Plan, error) {
 		if !v.Fresh || v.Pending != nil || short[v.Region] > 0 || p.Low(v.Available, v.LiveDemand(), a.Total) && !scarce {
 			continue
 		}
-		keep := target(v)
+		keep := target(v, false)
 		excess := min(v.Available-keep, v.Net-v.Min)
 		if excess <= 0 || (v.LiveDemand() > 0 && 4*excess < keep) {
 			continue

@@ -70,6 +70,11 @@ type meterSample struct {
 // demandSmoothing weighs the newest interval's rate against the history.
 const demandSmoothing = 0.5
 
+// minRate is the smoothed rate under which, with no attempt in the last
+// interval, demand is reported as none: halving never reaches zero, and a
+// region reporting a trickle would keep stock its buyers no longer want.
+const minRate = 0.5
+
 // NewDemandMeter reads attempts counters from rdb; now nil means time.Now.
 func NewDemandMeter(rdb redis.UniversalClient, now func() time.Time) *DemandMeter {
 	if now == nil {
@@ -97,6 +102,9 @@ func (m *DemandMeter) Rate(sale string) float64 {
 	if ok && now.After(prev.at) && count >= prev.count {
 		r := float64(count-prev.count) / now.Sub(prev.at).Seconds()
 		s.rate = demandSmoothing*r + (1-demandSmoothing)*prev.rate
+		if r == 0 && s.rate < minRate {
+			s.rate = 0 // buyers are gone: say so, rather than a fading trickle
+		}
 	}
 	m.last[sale] = s
 	return s.rate

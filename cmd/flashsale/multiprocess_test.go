@@ -104,7 +104,7 @@ func TestMultiProcessSaleSurvivesSellerCrash(t *testing.T) {
 	startProc(t, bin, filepath.Join(dir, "coordinator.log"), nil, "coordinator",
 		"-embedded-etcd", filepath.Join(dir, "etcd"), "-embedded-etcd-addr", etcdAddr,
 		"-grpc-addr", grpcAddr, "-metrics-addr", "", "-token", token,
-		"-interval", "50ms", "-session-ttl", "2", "-report-stale", "2s", "-learning-grace", "1s", "-split-lead", "1s", "-opening-grace", "1s")
+		"-interval", "50ms", "-session-ttl", "2", "-report-stale", "2s", "-learning-grace", "1s", "-split-lead", "1s")
 
 	type region struct {
 		name, url string
