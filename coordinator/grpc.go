@@ -68,7 +68,7 @@ func (c *Coordinator) grpcErr(ctx context.Context, err error) error {
 		return status.Error(codes.Aborted, "allocation changed concurrently; read it again and retry")
 	case errors.Is(err, errPrecondition), errors.Is(err, quota.ErrOverTotal),
 		errors.Is(err, quota.ErrReleaseBusy), errors.Is(err, quota.ErrAboveNet),
-		errors.Is(err, quota.ErrAboveMax):
+		errors.Is(err, quota.ErrAboveMax), errors.Is(err, quota.ErrBelowHeld):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, quota.ErrUnknownRgn), errors.Is(err, quota.ErrBadAmount),
 		errors.Is(err, quota.ErrBadMove), errors.Is(err, quota.ErrNegative):
