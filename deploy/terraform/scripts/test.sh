@@ -4,7 +4,8 @@
 #      terraform binary against a coordinator on embedded etcd);
 #   2. modules/sale: fmt, validate and `terraform test` (mocked flashsale
 #      provider) under dev_overrides, no init;
-#   3. modules/region: fmt, init from the plugin mirror, validate and
+#   3. examples/quickstart: fmt, get, validate (dev_overrides);
+#   4. modules/region: fmt, init from the plugin mirror, validate and
 #      `terraform test` (mocked AWS provider, no AWS calls).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -25,6 +26,16 @@ echo "== modules/sale (dev_overrides)"
   terraform fmt -check -recursive
   terraform validate -no-color >/dev/null
   terraform test -no-color
+)
+
+echo "== examples/quickstart (dev_overrides)"
+(
+  cd "$root/deploy/terraform/examples/quickstart"
+  export TF_CLI_CONFIG_FILE=$tfdir/dev.tfrc TF_DATA_DIR=$tfdir/data/quickstart
+  terraform fmt -check -recursive
+  terraform get -no-color >/dev/null
+  terraform validate -no-color >/dev/null
+  echo "valid"
 )
 
 echo "== modules/region (plugin mirror)"
