@@ -18,8 +18,17 @@ run: deps ## the all-in-one dev deployment on embedded defaults (Ctrl-C stops it
 	$(GO) run ./cmd/flashsale dev
 
 .PHONY: test
-test: deps ## the whole test suite, against real redis-server, etcd and PostgreSQL
+test: deps ## the whole test suite, against real redis-server, etcd and PostgreSQL (and tf-test)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+	@$(MAKE) --no-print-directory tf-test
+
+.PHONY: tf-test
+tf-test: ## Terraform: provider acceptance tests (real terraform, real coordinator), modules' terraform test; offline
+	bash deploy/terraform/scripts/test.sh
+
+.PHONY: tf-config
+tf-config: ## build the flashsale provider into .tf/bin and write .tf/dev.tfrc and .tf/mirror.tfrc
+	bash deploy/terraform/scripts/cliconfig.sh .tf
 
 .PHONY: race
 race: deps ## the test suite under the race detector

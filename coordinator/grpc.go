@@ -68,7 +68,7 @@ func (c *Coordinator) grpcErr(ctx context.Context, err error) error {
 		return status.Error(codes.Aborted, "allocation changed concurrently; read it again and retry")
 	case errors.Is(err, errPrecondition), errors.Is(err, quota.ErrOverTotal),
 		errors.Is(err, quota.ErrReleaseBusy), errors.Is(err, quota.ErrAboveNet),
-		errors.Is(err, quota.ErrAboveMax):
+		errors.Is(err, quota.ErrAboveMax), errors.Is(err, quota.ErrBelowHeld):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, quota.ErrUnknownRgn), errors.Is(err, quota.ErrBadAmount),
 		errors.Is(err, quota.ErrBadMove), errors.Is(err, quota.ErrNegative):
@@ -289,12 +289,7 @@ func (s *server) SaleStatus(ctx context.Context, req *api.SaleRef) (*api.SaleSta
 		Unallocated:   a.Unallocated(),
 		AllocRevision: v.doc.modRev,
 	}
-	view := cloneAlloc(a)
-	for name, r := range view.Regions {
-		if _, ok := v.reports[name]; !ok {
-			r.Report = nil // no lease: dead, whatever its stored report says
-		}
-	}
+	view := cloneAlloc(a).LiveView(liveOf(v.reports))
 	for r, rep := range v.reports {
 		if ra, ok := view.Regions[r]; ok {
 			rp := rep.Report

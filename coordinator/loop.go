@@ -193,23 +193,29 @@ func (c *Coordinator) decide(a *quota.Allocation, v *saleView, now time.Time, le
 // window and state, learning mode, and which regions are alive (a region
 // without a report key has no lease).
 func (c *Coordinator) situation(v *saleView, now time.Time, learning bool) quota.Situation {
-	live := make(map[string]bool, len(v.reports))
-	for r := range v.reports {
-		live[r] = true
-	}
 	s := quota.Situation{
 		Now:      now.UnixMilli(),
 		StartsAt: v.spec.StartsAt.UnixMilli(),
 		Paused:   v.spec.State == layout.SalePaused,
 		Ended:    v.spec.State == layout.SaleEnded,
 		Learning: learning,
-		Live:     live,
+		Live:     liveOf(v.reports),
 		Timing:   quota.Timing{SplitLeadMs: c.cfg.SplitLead.Milliseconds(), SweepBeforeMs: c.cfg.SweepBefore.Milliseconds()},
 	}
 	if !v.spec.EndsAt.IsZero() {
 		s.EndsAt = v.spec.EndsAt.UnixMilli()
 	}
 	return s
+}
+
+// liveOf names the regions with a report key: those whose agent holds a
+// lease.
+func liveOf(reports map[string]layout.RegionReport) map[string]bool {
+	live := make(map[string]bool, len(reports))
+	for r := range reports {
+		live[r] = true
+	}
+	return live
 }
 
 // countersChanged compares everything but the reports.

@@ -47,7 +47,7 @@ func (a *Allocation) Decide(s Situation) (plan Plan, note string, err error) {
 		s.Now < s.StartsAt-s.Timing.SplitLeadMs:
 		return Plan{}, "", nil
 	}
-	v := a.liveView(s.Live)
+	v := a.LiveView(s.Live)
 	p := a.policy()
 	open := s.Now >= s.StartsAt
 	switch {
@@ -85,10 +85,11 @@ func (a *Allocation) split() bool {
 	return false
 }
 
-// liveView is the copy of a the planners read: a region not in live has no
-// lease, so it is dead to them whatever its last stored report says (the
-// stored report stays in a: agents use it as a floor).
-func (a *Allocation) liveView(live map[string]bool) *Allocation {
+// LiveView is the copy of a the planners read (a itself when live is nil):
+// a region not in live has no lease, so it is dead to them whatever its
+// last stored report says (the stored report stays in a: agents use it as
+// a floor).
+func (a *Allocation) LiveView(live map[string]bool) *Allocation {
 	if live == nil {
 		return a
 	}

@@ -19,8 +19,8 @@ import (
 )
 
 func newSaleCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "sale", Short: "Create, list, show, end, pause and resume sales"}
-	cmd.AddCommand(newSaleCreateCmd(), newSaleListCmd(),
+	cmd := &cobra.Command{Use: "sale", Short: "Create, list, show, update, end, pause and resume sales"}
+	cmd.AddCommand(newSaleCreateCmd(), newSaleListCmd(), newSaleUpdateCmd(),
 		saleRefCmd("get", "Show one sale", func(ctx context.Context, c *client, id string) (*api.Sale, error) {
 			return c.GetSale(ctx, &api.GetSaleRequest{Id: id})
 		}),

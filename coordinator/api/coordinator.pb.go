@@ -241,6 +241,61 @@ func (x *CreateSaleRequest) GetSale() *Sale {
 	return nil
 }
 
+type UpdateSaleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Sale  *Sale                  `protobuf:"bytes,1,opt,name=sale,proto3" json:"sale,omitempty"` // the whole definition, as CreateSale takes it
+	// How long a lowering of the total waits for the regions' releases
+	// (0: 10s; bounded by the call's deadline). On timeout the call fails
+	// ABORTED and the releases stay requested: calling again finishes it.
+	ReleaseWait   *durationpb.Duration `protobuf:"bytes,2,opt,name=release_wait,json=releaseWait,proto3" json:"release_wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSaleRequest) Reset() {
+	*x = UpdateSaleRequest{}
+	mi := &file_coordinator_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSaleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSaleRequest) ProtoMessage() {}
+
+func (x *UpdateSaleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_coordinator_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSaleRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSaleRequest) Descriptor() ([]byte, []int) {
+	return file_coordinator_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UpdateSaleRequest) GetSale() *Sale {
+	if x != nil {
+		return x.Sale
+	}
+	return nil
+}
+
+func (x *UpdateSaleRequest) GetReleaseWait() *durationpb.Duration {
+	if x != nil {
+		return x.ReleaseWait
+	}
+	return nil
+}
+
 type GetSaleRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -250,7 +305,7 @@ type GetSaleRequest struct {
 
 func (x *GetSaleRequest) Reset() {
 	*x = GetSaleRequest{}
-	mi := &file_coordinator_proto_msgTypes[3]
+	mi := &file_coordinator_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -262,7 +317,7 @@ func (x *GetSaleRequest) String() string {
 func (*GetSaleRequest) ProtoMessage() {}
 
 func (x *GetSaleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[3]
+	mi := &file_coordinator_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -275,7 +330,7 @@ func (x *GetSaleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSaleRequest.ProtoReflect.Descriptor instead.
 func (*GetSaleRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{3}
+	return file_coordinator_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetSaleRequest) GetId() string {
@@ -293,7 +348,7 @@ type ListSalesRequest struct {
 
 func (x *ListSalesRequest) Reset() {
 	*x = ListSalesRequest{}
-	mi := &file_coordinator_proto_msgTypes[4]
+	mi := &file_coordinator_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -305,7 +360,7 @@ func (x *ListSalesRequest) String() string {
 func (*ListSalesRequest) ProtoMessage() {}
 
 func (x *ListSalesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[4]
+	mi := &file_coordinator_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -318,7 +373,7 @@ func (x *ListSalesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSalesRequest.ProtoReflect.Descriptor instead.
 func (*ListSalesRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{4}
+	return file_coordinator_proto_rawDescGZIP(), []int{5}
 }
 
 type ListSalesResponse struct {
@@ -330,7 +385,7 @@ type ListSalesResponse struct {
 
 func (x *ListSalesResponse) Reset() {
 	*x = ListSalesResponse{}
-	mi := &file_coordinator_proto_msgTypes[5]
+	mi := &file_coordinator_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -342,7 +397,7 @@ func (x *ListSalesResponse) String() string {
 func (*ListSalesResponse) ProtoMessage() {}
 
 func (x *ListSalesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[5]
+	mi := &file_coordinator_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -355,7 +410,7 @@ func (x *ListSalesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSalesResponse.ProtoReflect.Descriptor instead.
 func (*ListSalesResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{5}
+	return file_coordinator_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListSalesResponse) GetSales() []*Sale {
@@ -374,7 +429,7 @@ type SaleRef struct {
 
 func (x *SaleRef) Reset() {
 	*x = SaleRef{}
-	mi := &file_coordinator_proto_msgTypes[6]
+	mi := &file_coordinator_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +441,7 @@ func (x *SaleRef) String() string {
 func (*SaleRef) ProtoMessage() {}
 
 func (x *SaleRef) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[6]
+	mi := &file_coordinator_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +454,7 @@ func (x *SaleRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaleRef.ProtoReflect.Descriptor instead.
 func (*SaleRef) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{6}
+	return file_coordinator_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SaleRef) GetId() string {
@@ -432,7 +487,7 @@ type RegionStatus struct {
 
 func (x *RegionStatus) Reset() {
 	*x = RegionStatus{}
-	mi := &file_coordinator_proto_msgTypes[7]
+	mi := &file_coordinator_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +499,7 @@ func (x *RegionStatus) String() string {
 func (*RegionStatus) ProtoMessage() {}
 
 func (x *RegionStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[7]
+	mi := &file_coordinator_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +512,7 @@ func (x *RegionStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionStatus.ProtoReflect.Descriptor instead.
 func (*RegionStatus) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{7}
+	return file_coordinator_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RegionStatus) GetRegion() string {
@@ -579,7 +634,7 @@ type SaleStatusResponse struct {
 
 func (x *SaleStatusResponse) Reset() {
 	*x = SaleStatusResponse{}
-	mi := &file_coordinator_proto_msgTypes[8]
+	mi := &file_coordinator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +646,7 @@ func (x *SaleStatusResponse) String() string {
 func (*SaleStatusResponse) ProtoMessage() {}
 
 func (x *SaleStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[8]
+	mi := &file_coordinator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +659,7 @@ func (x *SaleStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SaleStatusResponse.ProtoReflect.Descriptor instead.
 func (*SaleStatusResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{8}
+	return file_coordinator_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SaleStatusResponse) GetSale() *Sale {
@@ -659,7 +714,7 @@ type GrantStep struct {
 
 func (x *GrantStep) Reset() {
 	*x = GrantStep{}
-	mi := &file_coordinator_proto_msgTypes[9]
+	mi := &file_coordinator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +726,7 @@ func (x *GrantStep) String() string {
 func (*GrantStep) ProtoMessage() {}
 
 func (x *GrantStep) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[9]
+	mi := &file_coordinator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +739,7 @@ func (x *GrantStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrantStep.ProtoReflect.Descriptor instead.
 func (*GrantStep) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{9}
+	return file_coordinator_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GrantStep) GetRegion() string {
@@ -713,7 +768,7 @@ type ReleaseStep struct {
 
 func (x *ReleaseStep) Reset() {
 	*x = ReleaseStep{}
-	mi := &file_coordinator_proto_msgTypes[10]
+	mi := &file_coordinator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +780,7 @@ func (x *ReleaseStep) String() string {
 func (*ReleaseStep) ProtoMessage() {}
 
 func (x *ReleaseStep) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[10]
+	mi := &file_coordinator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +793,7 @@ func (x *ReleaseStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseStep.ProtoReflect.Descriptor instead.
 func (*ReleaseStep) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{10}
+	return file_coordinator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ReleaseStep) GetId() string {
@@ -783,7 +838,7 @@ type Plan struct {
 
 func (x *Plan) Reset() {
 	*x = Plan{}
-	mi := &file_coordinator_proto_msgTypes[11]
+	mi := &file_coordinator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -795,7 +850,7 @@ func (x *Plan) String() string {
 func (*Plan) ProtoMessage() {}
 
 func (x *Plan) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[11]
+	mi := &file_coordinator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -808,7 +863,7 @@ func (x *Plan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plan.ProtoReflect.Descriptor instead.
 func (*Plan) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{11}
+	return file_coordinator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Plan) GetSale() string {
@@ -863,7 +918,7 @@ type ApplyRebalanceRequest struct {
 
 func (x *ApplyRebalanceRequest) Reset() {
 	*x = ApplyRebalanceRequest{}
-	mi := &file_coordinator_proto_msgTypes[12]
+	mi := &file_coordinator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +930,7 @@ func (x *ApplyRebalanceRequest) String() string {
 func (*ApplyRebalanceRequest) ProtoMessage() {}
 
 func (x *ApplyRebalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[12]
+	mi := &file_coordinator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +943,7 @@ func (x *ApplyRebalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRebalanceRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRebalanceRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{12}
+	return file_coordinator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ApplyRebalanceRequest) GetId() string {
@@ -917,7 +972,7 @@ type MoveRequest struct {
 
 func (x *MoveRequest) Reset() {
 	*x = MoveRequest{}
-	mi := &file_coordinator_proto_msgTypes[13]
+	mi := &file_coordinator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +984,7 @@ func (x *MoveRequest) String() string {
 func (*MoveRequest) ProtoMessage() {}
 
 func (x *MoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[13]
+	mi := &file_coordinator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +997,7 @@ func (x *MoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveRequest.ProtoReflect.Descriptor instead.
 func (*MoveRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{13}
+	return file_coordinator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MoveRequest) GetSale() string {
@@ -984,7 +1039,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_coordinator_proto_msgTypes[14]
+	mi := &file_coordinator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1051,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[14]
+	mi := &file_coordinator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1064,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{14}
+	return file_coordinator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DrainRequest) GetRegion() string {
@@ -1042,7 +1097,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_coordinator_proto_msgTypes[15]
+	mi := &file_coordinator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1054,7 +1109,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[15]
+	mi := &file_coordinator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1067,7 +1122,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{15}
+	return file_coordinator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DrainResponse) GetPlans() []*Plan {
@@ -1085,7 +1140,7 @@ type ReadinessRequest struct {
 
 func (x *ReadinessRequest) Reset() {
 	*x = ReadinessRequest{}
-	mi := &file_coordinator_proto_msgTypes[16]
+	mi := &file_coordinator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1097,7 +1152,7 @@ func (x *ReadinessRequest) String() string {
 func (*ReadinessRequest) ProtoMessage() {}
 
 func (x *ReadinessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[16]
+	mi := &file_coordinator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1110,7 +1165,7 @@ func (x *ReadinessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadinessRequest.ProtoReflect.Descriptor instead.
 func (*ReadinessRequest) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{16}
+	return file_coordinator_proto_rawDescGZIP(), []int{17}
 }
 
 type Check struct {
@@ -1124,7 +1179,7 @@ type Check struct {
 
 func (x *Check) Reset() {
 	*x = Check{}
-	mi := &file_coordinator_proto_msgTypes[17]
+	mi := &file_coordinator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1191,7 @@ func (x *Check) String() string {
 func (*Check) ProtoMessage() {}
 
 func (x *Check) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[17]
+	mi := &file_coordinator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1204,7 @@ func (x *Check) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Check.ProtoReflect.Descriptor instead.
 func (*Check) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{17}
+	return file_coordinator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Check) GetName() string {
@@ -1184,7 +1239,7 @@ type ReadinessResponse struct {
 
 func (x *ReadinessResponse) Reset() {
 	*x = ReadinessResponse{}
-	mi := &file_coordinator_proto_msgTypes[18]
+	mi := &file_coordinator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1251,7 @@ func (x *ReadinessResponse) String() string {
 func (*ReadinessResponse) ProtoMessage() {}
 
 func (x *ReadinessResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_coordinator_proto_msgTypes[18]
+	mi := &file_coordinator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1264,7 @@ func (x *ReadinessResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadinessResponse.ProtoReflect.Descriptor instead.
 func (*ReadinessResponse) Descriptor() ([]byte, []int) {
-	return file_coordinator_proto_rawDescGZIP(), []int{18}
+	return file_coordinator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReadinessResponse) GetReady() bool {
@@ -1254,7 +1309,10 @@ const file_coordinator_proto_rawDesc = "" +
 	"\aregions\x18\a \x03(\v2$.flashsale.coordinator.v1.RegionSpecR\aregions\x12\x14\n" +
 	"\x05state\x18\b \x01(\tR\x05state\"G\n" +
 	"\x11CreateSaleRequest\x122\n" +
-	"\x04sale\x18\x01 \x01(\v2\x1e.flashsale.coordinator.v1.SaleR\x04sale\" \n" +
+	"\x04sale\x18\x01 \x01(\v2\x1e.flashsale.coordinator.v1.SaleR\x04sale\"\x85\x01\n" +
+	"\x11UpdateSaleRequest\x122\n" +
+	"\x04sale\x18\x01 \x01(\v2\x1e.flashsale.coordinator.v1.SaleR\x04sale\x12<\n" +
+	"\frelease_wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vreleaseWait\" \n" +
 	"\x0eGetSaleRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x12\n" +
 	"\x10ListSalesRequest\"I\n" +
@@ -1325,12 +1383,14 @@ const file_coordinator_proto_rawDesc = "" +
 	"\x11ReadinessResponse\x12\x14\n" +
 	"\x05ready\x18\x01 \x01(\bR\x05ready\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x127\n" +
-	"\x06checks\x18\x03 \x03(\v2\x1f.flashsale.coordinator.v1.CheckR\x06checks2\xb7\b\n" +
+	"\x06checks\x18\x03 \x03(\v2\x1f.flashsale.coordinator.v1.CheckR\x06checks2\x92\t\n" +
 	"\vCoordinator\x12Y\n" +
 	"\n" +
 	"CreateSale\x12+.flashsale.coordinator.v1.CreateSaleRequest\x1a\x1e.flashsale.coordinator.v1.Sale\x12S\n" +
 	"\aGetSale\x12(.flashsale.coordinator.v1.GetSaleRequest\x1a\x1e.flashsale.coordinator.v1.Sale\x12d\n" +
-	"\tListSales\x12*.flashsale.coordinator.v1.ListSalesRequest\x1a+.flashsale.coordinator.v1.ListSalesResponse\x12L\n" +
+	"\tListSales\x12*.flashsale.coordinator.v1.ListSalesRequest\x1a+.flashsale.coordinator.v1.ListSalesResponse\x12Y\n" +
+	"\n" +
+	"UpdateSale\x12+.flashsale.coordinator.v1.UpdateSaleRequest\x1a\x1e.flashsale.coordinator.v1.Sale\x12L\n" +
 	"\aEndSale\x12!.flashsale.coordinator.v1.SaleRef\x1a\x1e.flashsale.coordinator.v1.Sale\x12N\n" +
 	"\tPauseSale\x12!.flashsale.coordinator.v1.SaleRef\x1a\x1e.flashsale.coordinator.v1.Sale\x12O\n" +
 	"\n" +
@@ -1355,74 +1415,79 @@ func file_coordinator_proto_rawDescGZIP() []byte {
 	return file_coordinator_proto_rawDescData
 }
 
-var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_coordinator_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_coordinator_proto_goTypes = []any{
 	(*RegionSpec)(nil),            // 0: flashsale.coordinator.v1.RegionSpec
 	(*Sale)(nil),                  // 1: flashsale.coordinator.v1.Sale
 	(*CreateSaleRequest)(nil),     // 2: flashsale.coordinator.v1.CreateSaleRequest
-	(*GetSaleRequest)(nil),        // 3: flashsale.coordinator.v1.GetSaleRequest
-	(*ListSalesRequest)(nil),      // 4: flashsale.coordinator.v1.ListSalesRequest
-	(*ListSalesResponse)(nil),     // 5: flashsale.coordinator.v1.ListSalesResponse
-	(*SaleRef)(nil),               // 6: flashsale.coordinator.v1.SaleRef
-	(*RegionStatus)(nil),          // 7: flashsale.coordinator.v1.RegionStatus
-	(*SaleStatusResponse)(nil),    // 8: flashsale.coordinator.v1.SaleStatusResponse
-	(*GrantStep)(nil),             // 9: flashsale.coordinator.v1.GrantStep
-	(*ReleaseStep)(nil),           // 10: flashsale.coordinator.v1.ReleaseStep
-	(*Plan)(nil),                  // 11: flashsale.coordinator.v1.Plan
-	(*ApplyRebalanceRequest)(nil), // 12: flashsale.coordinator.v1.ApplyRebalanceRequest
-	(*MoveRequest)(nil),           // 13: flashsale.coordinator.v1.MoveRequest
-	(*DrainRequest)(nil),          // 14: flashsale.coordinator.v1.DrainRequest
-	(*DrainResponse)(nil),         // 15: flashsale.coordinator.v1.DrainResponse
-	(*ReadinessRequest)(nil),      // 16: flashsale.coordinator.v1.ReadinessRequest
-	(*Check)(nil),                 // 17: flashsale.coordinator.v1.Check
-	(*ReadinessResponse)(nil),     // 18: flashsale.coordinator.v1.ReadinessResponse
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
+	(*UpdateSaleRequest)(nil),     // 3: flashsale.coordinator.v1.UpdateSaleRequest
+	(*GetSaleRequest)(nil),        // 4: flashsale.coordinator.v1.GetSaleRequest
+	(*ListSalesRequest)(nil),      // 5: flashsale.coordinator.v1.ListSalesRequest
+	(*ListSalesResponse)(nil),     // 6: flashsale.coordinator.v1.ListSalesResponse
+	(*SaleRef)(nil),               // 7: flashsale.coordinator.v1.SaleRef
+	(*RegionStatus)(nil),          // 8: flashsale.coordinator.v1.RegionStatus
+	(*SaleStatusResponse)(nil),    // 9: flashsale.coordinator.v1.SaleStatusResponse
+	(*GrantStep)(nil),             // 10: flashsale.coordinator.v1.GrantStep
+	(*ReleaseStep)(nil),           // 11: flashsale.coordinator.v1.ReleaseStep
+	(*Plan)(nil),                  // 12: flashsale.coordinator.v1.Plan
+	(*ApplyRebalanceRequest)(nil), // 13: flashsale.coordinator.v1.ApplyRebalanceRequest
+	(*MoveRequest)(nil),           // 14: flashsale.coordinator.v1.MoveRequest
+	(*DrainRequest)(nil),          // 15: flashsale.coordinator.v1.DrainRequest
+	(*DrainResponse)(nil),         // 16: flashsale.coordinator.v1.DrainResponse
+	(*ReadinessRequest)(nil),      // 17: flashsale.coordinator.v1.ReadinessRequest
+	(*Check)(nil),                 // 18: flashsale.coordinator.v1.Check
+	(*ReadinessResponse)(nil),     // 19: flashsale.coordinator.v1.ReadinessResponse
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
 }
 var file_coordinator_proto_depIdxs = []int32{
-	19, // 0: flashsale.coordinator.v1.Sale.starts_at:type_name -> google.protobuf.Timestamp
-	19, // 1: flashsale.coordinator.v1.Sale.ends_at:type_name -> google.protobuf.Timestamp
-	20, // 2: flashsale.coordinator.v1.Sale.reservation_ttl:type_name -> google.protobuf.Duration
+	20, // 0: flashsale.coordinator.v1.Sale.starts_at:type_name -> google.protobuf.Timestamp
+	20, // 1: flashsale.coordinator.v1.Sale.ends_at:type_name -> google.protobuf.Timestamp
+	21, // 2: flashsale.coordinator.v1.Sale.reservation_ttl:type_name -> google.protobuf.Duration
 	0,  // 3: flashsale.coordinator.v1.Sale.regions:type_name -> flashsale.coordinator.v1.RegionSpec
 	1,  // 4: flashsale.coordinator.v1.CreateSaleRequest.sale:type_name -> flashsale.coordinator.v1.Sale
-	1,  // 5: flashsale.coordinator.v1.ListSalesResponse.sales:type_name -> flashsale.coordinator.v1.Sale
-	20, // 6: flashsale.coordinator.v1.RegionStatus.report_age:type_name -> google.protobuf.Duration
-	1,  // 7: flashsale.coordinator.v1.SaleStatusResponse.sale:type_name -> flashsale.coordinator.v1.Sale
-	7,  // 8: flashsale.coordinator.v1.SaleStatusResponse.regions:type_name -> flashsale.coordinator.v1.RegionStatus
-	7,  // 9: flashsale.coordinator.v1.SaleStatusResponse.totals:type_name -> flashsale.coordinator.v1.RegionStatus
-	9,  // 10: flashsale.coordinator.v1.Plan.grants:type_name -> flashsale.coordinator.v1.GrantStep
-	10, // 11: flashsale.coordinator.v1.Plan.releases:type_name -> flashsale.coordinator.v1.ReleaseStep
-	11, // 12: flashsale.coordinator.v1.DrainResponse.plans:type_name -> flashsale.coordinator.v1.Plan
-	17, // 13: flashsale.coordinator.v1.ReadinessResponse.checks:type_name -> flashsale.coordinator.v1.Check
-	2,  // 14: flashsale.coordinator.v1.Coordinator.CreateSale:input_type -> flashsale.coordinator.v1.CreateSaleRequest
-	3,  // 15: flashsale.coordinator.v1.Coordinator.GetSale:input_type -> flashsale.coordinator.v1.GetSaleRequest
-	4,  // 16: flashsale.coordinator.v1.Coordinator.ListSales:input_type -> flashsale.coordinator.v1.ListSalesRequest
-	6,  // 17: flashsale.coordinator.v1.Coordinator.EndSale:input_type -> flashsale.coordinator.v1.SaleRef
-	6,  // 18: flashsale.coordinator.v1.Coordinator.PauseSale:input_type -> flashsale.coordinator.v1.SaleRef
-	6,  // 19: flashsale.coordinator.v1.Coordinator.ResumeSale:input_type -> flashsale.coordinator.v1.SaleRef
-	6,  // 20: flashsale.coordinator.v1.Coordinator.SaleStatus:input_type -> flashsale.coordinator.v1.SaleRef
-	6,  // 21: flashsale.coordinator.v1.Coordinator.PlanRebalance:input_type -> flashsale.coordinator.v1.SaleRef
-	12, // 22: flashsale.coordinator.v1.Coordinator.ApplyRebalance:input_type -> flashsale.coordinator.v1.ApplyRebalanceRequest
-	13, // 23: flashsale.coordinator.v1.Coordinator.Move:input_type -> flashsale.coordinator.v1.MoveRequest
-	14, // 24: flashsale.coordinator.v1.Coordinator.Drain:input_type -> flashsale.coordinator.v1.DrainRequest
-	16, // 25: flashsale.coordinator.v1.Coordinator.Readiness:input_type -> flashsale.coordinator.v1.ReadinessRequest
-	1,  // 26: flashsale.coordinator.v1.Coordinator.CreateSale:output_type -> flashsale.coordinator.v1.Sale
-	1,  // 27: flashsale.coordinator.v1.Coordinator.GetSale:output_type -> flashsale.coordinator.v1.Sale
-	5,  // 28: flashsale.coordinator.v1.Coordinator.ListSales:output_type -> flashsale.coordinator.v1.ListSalesResponse
-	1,  // 29: flashsale.coordinator.v1.Coordinator.EndSale:output_type -> flashsale.coordinator.v1.Sale
-	1,  // 30: flashsale.coordinator.v1.Coordinator.PauseSale:output_type -> flashsale.coordinator.v1.Sale
-	1,  // 31: flashsale.coordinator.v1.Coordinator.ResumeSale:output_type -> flashsale.coordinator.v1.Sale
-	8,  // 32: flashsale.coordinator.v1.Coordinator.SaleStatus:output_type -> flashsale.coordinator.v1.SaleStatusResponse
-	11, // 33: flashsale.coordinator.v1.Coordinator.PlanRebalance:output_type -> flashsale.coordinator.v1.Plan
-	11, // 34: flashsale.coordinator.v1.Coordinator.ApplyRebalance:output_type -> flashsale.coordinator.v1.Plan
-	11, // 35: flashsale.coordinator.v1.Coordinator.Move:output_type -> flashsale.coordinator.v1.Plan
-	15, // 36: flashsale.coordinator.v1.Coordinator.Drain:output_type -> flashsale.coordinator.v1.DrainResponse
-	18, // 37: flashsale.coordinator.v1.Coordinator.Readiness:output_type -> flashsale.coordinator.v1.ReadinessResponse
-	26, // [26:38] is the sub-list for method output_type
-	14, // [14:26] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	1,  // 5: flashsale.coordinator.v1.UpdateSaleRequest.sale:type_name -> flashsale.coordinator.v1.Sale
+	21, // 6: flashsale.coordinator.v1.UpdateSaleRequest.release_wait:type_name -> google.protobuf.Duration
+	1,  // 7: flashsale.coordinator.v1.ListSalesResponse.sales:type_name -> flashsale.coordinator.v1.Sale
+	21, // 8: flashsale.coordinator.v1.RegionStatus.report_age:type_name -> google.protobuf.Duration
+	1,  // 9: flashsale.coordinator.v1.SaleStatusResponse.sale:type_name -> flashsale.coordinator.v1.Sale
+	8,  // 10: flashsale.coordinator.v1.SaleStatusResponse.regions:type_name -> flashsale.coordinator.v1.RegionStatus
+	8,  // 11: flashsale.coordinator.v1.SaleStatusResponse.totals:type_name -> flashsale.coordinator.v1.RegionStatus
+	10, // 12: flashsale.coordinator.v1.Plan.grants:type_name -> flashsale.coordinator.v1.GrantStep
+	11, // 13: flashsale.coordinator.v1.Plan.releases:type_name -> flashsale.coordinator.v1.ReleaseStep
+	12, // 14: flashsale.coordinator.v1.DrainResponse.plans:type_name -> flashsale.coordinator.v1.Plan
+	18, // 15: flashsale.coordinator.v1.ReadinessResponse.checks:type_name -> flashsale.coordinator.v1.Check
+	2,  // 16: flashsale.coordinator.v1.Coordinator.CreateSale:input_type -> flashsale.coordinator.v1.CreateSaleRequest
+	4,  // 17: flashsale.coordinator.v1.Coordinator.GetSale:input_type -> flashsale.coordinator.v1.GetSaleRequest
+	5,  // 18: flashsale.coordinator.v1.Coordinator.ListSales:input_type -> flashsale.coordinator.v1.ListSalesRequest
+	3,  // 19: flashsale.coordinator.v1.Coordinator.UpdateSale:input_type -> flashsale.coordinator.v1.UpdateSaleRequest
+	7,  // 20: flashsale.coordinator.v1.Coordinator.EndSale:input_type -> flashsale.coordinator.v1.SaleRef
+	7,  // 21: flashsale.coordinator.v1.Coordinator.PauseSale:input_type -> flashsale.coordinator.v1.SaleRef
+	7,  // 22: flashsale.coordinator.v1.Coordinator.ResumeSale:input_type -> flashsale.coordinator.v1.SaleRef
+	7,  // 23: flashsale.coordinator.v1.Coordinator.SaleStatus:input_type -> flashsale.coordinator.v1.SaleRef
+	7,  // 24: flashsale.coordinator.v1.Coordinator.PlanRebalance:input_type -> flashsale.coordinator.v1.SaleRef
+	13, // 25: flashsale.coordinator.v1.Coordinator.ApplyRebalance:input_type -> flashsale.coordinator.v1.ApplyRebalanceRequest
+	14, // 26: flashsale.coordinator.v1.Coordinator.Move:input_type -> flashsale.coordinator.v1.MoveRequest
+	15, // 27: flashsale.coordinator.v1.Coordinator.Drain:input_type -> flashsale.coordinator.v1.DrainRequest
+	17, // 28: flashsale.coordinator.v1.Coordinator.Readiness:input_type -> flashsale.coordinator.v1.ReadinessRequest
+	1,  // 29: flashsale.coordinator.v1.Coordinator.CreateSale:output_type -> flashsale.coordinator.v1.Sale
+	1,  // 30: flashsale.coordinator.v1.Coordinator.GetSale:output_type -> flashsale.coordinator.v1.Sale
+	6,  // 31: flashsale.coordinator.v1.Coordinator.ListSales:output_type -> flashsale.coordinator.v1.ListSalesResponse
+	1,  // 32: flashsale.coordinator.v1.Coordinator.UpdateSale:output_type -> flashsale.coordinator.v1.Sale
+	1,  // 33: flashsale.coordinator.v1.Coordinator.EndSale:output_type -> flashsale.coordinator.v1.Sale
+	1,  // 34: flashsale.coordinator.v1.Coordinator.PauseSale:output_type -> flashsale.coordinator.v1.Sale
+	1,  // 35: flashsale.coordinator.v1.Coordinator.ResumeSale:output_type -> flashsale.coordinator.v1.Sale
+	9,  // 36: flashsale.coordinator.v1.Coordinator.SaleStatus:output_type -> flashsale.coordinator.v1.SaleStatusResponse
+	12, // 37: flashsale.coordinator.v1.Coordinator.PlanRebalance:output_type -> flashsale.coordinator.v1.Plan
+	12, // 38: flashsale.coordinator.v1.Coordinator.ApplyRebalance:output_type -> flashsale.coordinator.v1.Plan
+	12, // 39: flashsale.coordinator.v1.Coordinator.Move:output_type -> flashsale.coordinator.v1.Plan
+	16, // 40: flashsale.coordinator.v1.Coordinator.Drain:output_type -> flashsale.coordinator.v1.DrainResponse
+	19, // 41: flashsale.coordinator.v1.Coordinator.Readiness:output_type -> flashsale.coordinator.v1.ReadinessResponse
+	29, // [29:42] is the sub-list for method output_type
+	16, // [16:29] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_coordinator_proto_init() }
@@ -1436,7 +1501,7 @@ func file_coordinator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_coordinator_proto_rawDesc), len(file_coordinator_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

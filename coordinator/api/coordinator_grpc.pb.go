@@ -28,6 +28,7 @@ const (
 	Coordinator_CreateSale_FullMethodName     = "/flashsale.coordinator.v1.Coordinator/CreateSale"
 	Coordinator_GetSale_FullMethodName        = "/flashsale.coordinator.v1.Coordinator/GetSale"
 	Coordinator_ListSales_FullMethodName      = "/flashsale.coordinator.v1.Coordinator/ListSales"
+	Coordinator_UpdateSale_FullMethodName     = "/flashsale.coordinator.v1.Coordinator/UpdateSale"
 	Coordinator_EndSale_FullMethodName        = "/flashsale.coordinator.v1.Coordinator/EndSale"
 	Coordinator_PauseSale_FullMethodName      = "/flashsale.coordinator.v1.Coordinator/PauseSale"
 	Coordinator_ResumeSale_FullMethodName     = "/flashsale.coordinator.v1.Coordinator/ResumeSale"
@@ -48,6 +49,18 @@ type CoordinatorClient interface {
 	CreateSale(ctx context.Context, in *CreateSaleRequest, opts ...grpc.CallOption) (*Sale, error)
 	GetSale(ctx context.Context, in *GetSaleRequest, opts ...grpc.CallOption) (*Sale, error)
 	ListSales(ctx context.Context, in *ListSalesRequest, opts ...grpc.CallOption) (*ListSalesResponse, error)
+	// UpdateSale changes a sale's definition in place: total, region weights,
+	// minimums and maximums, ends_at, starts_at (only before the sale opens)
+	// and reservation_ttl. The set of regions and per_user_limit cannot
+	// change (FAILED_PRECONDITION: create a sale with a new id; ids are never
+	// reused). state is ignored: pause, resume and end are their own calls.
+	// Raising the total adds the units to the unallocated pool, from which
+	// the rebalancer grants them by demand. Lowering it takes units from the
+	// pool first, then asks the regions holding unsold quota to release the
+	// rest and waits up to release_wait for their acknowledgements; a total
+	// below what is sold and reserved is refused (FAILED_PRECONDITION, the
+	// message names the numbers).
+	UpdateSale(ctx context.Context, in *UpdateSaleRequest, opts ...grpc.CallOption) (*Sale, error)
 	// EndSale ends a sale now; the leader then runs the end-of-sale sweep.
 	EndSale(ctx context.Context, in *SaleRef, opts ...grpc.CallOption) (*Sale, error)
 	// PauseSale stops grants and rebalancing for a sale (regions keep what
@@ -107,6 +120,16 @@ func (c *coordinatorClient) ListSales(ctx context.Context, in *ListSalesRequest,
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListSalesResponse)
 	err := c.cc.Invoke(ctx, Coordinator_ListSales_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) UpdateSale(ctx context.Context, in *UpdateSaleRequest, opts ...grpc.CallOption) (*Sale, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Sale)
+	err := c.cc.Invoke(ctx, Coordinator_UpdateSale_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +235,18 @@ type CoordinatorServer interface {
 	CreateSale(context.Context, *CreateSaleRequest) (*Sale, error)
 	GetSale(context.Context, *GetSaleRequest) (*Sale, error)
 	ListSales(context.Context, *ListSalesRequest) (*ListSalesResponse, error)
+	// UpdateSale changes a sale's definition in place: total, region weights,
+	// minimums and maximums, ends_at, starts_at (only before the sale opens)
+	// and reservation_ttl. The set of regions and per_user_limit cannot
+	// change (FAILED_PRECONDITION: create a sale with a new id; ids are never
+	// reused). state is ignored: pause, resume and end are their own calls.
+	// Raising the total adds the units to the unallocated pool, from which
+	// the rebalancer grants them by demand. Lowering it takes units from the
+	// pool first, then asks the regions holding unsold quota to release the
+	// rest and waits up to release_wait for their acknowledgements; a total
+	// below what is sold and reserved is refused (FAILED_PRECONDITION, the
+	// message names the numbers).
+	UpdateSale(context.Context, *UpdateSaleRequest) (*Sale, error)
 	// EndSale ends a sale now; the leader then runs the end-of-sale sweep.
 	EndSale(context.Context, *SaleRef) (*Sale, error)
 	// PauseSale stops grants and rebalancing for a sale (regions keep what
@@ -255,6 +290,9 @@ func (UnimplementedCoordinatorServer) GetSale(context.Context, *GetSaleRequest) 
 }
 func (UnimplementedCoordinatorServer) ListSales(context.Context, *ListSalesRequest) (*ListSalesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSales not implemented")
+}
+func (UnimplementedCoordinatorServer) UpdateSale(context.Context, *UpdateSaleRequest) (*Sale, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateSale not implemented")
 }
 func (UnimplementedCoordinatorServer) EndSale(context.Context, *SaleRef) (*Sale, error) {
 	return nil, status.Error(codes.Unimplemented, "method EndSale not implemented")
@@ -354,6 +392,24 @@ func _Coordinator_ListSales_Handler(srv interface{}, ctx context.Context, dec fu
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CoordinatorServer).ListSales(ctx, req.(*ListSalesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_UpdateSale_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateSaleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).UpdateSale(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_UpdateSale_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).UpdateSale(ctx, req.(*UpdateSaleRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -538,6 +594,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListSales",
 			Handler:    _Coordinator_ListSales_Handler,
+		},
+		{
+			MethodName: "UpdateSale",
+			Handler:    _Coordinator_UpdateSale_Handler,
 		},
 		{
 			MethodName: "EndSale",
