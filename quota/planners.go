@@ -84,7 +84,8 @@ func (a *Allocation) demandWeighted(now int64, p Policy) *Allocation {
 //     units are granted only on the giver's acknowledgement.
 //   - Damping: a short region that is not dry must lack a quarter of its
 //     target, and a giver with demand must hold a quarter above its own,
-//     before anything moves between them.
+//     before anything moves between them; when scarce, only a dry region
+//     takes from the others (the pool still tops up any low region).
 //
 // A stale report counts as no demand, and a stale region is neither topped
 // up nor asked for anything: it could not answer.
@@ -150,7 +151,10 @@ func (a *Allocation) Rebalance(p Policy, now int64) (Plan, error) {
 			pool -= g
 			need -= g
 		}
-		if need > 0 {
+		// When scarce every region is low, and the others' figures are up
+		// to a report old: only a region known to be dry takes from the
+		// others, or regions selling evenly would pass stock to and fro.
+		if need > 0 && (!scarce || v.Available <= 0) {
 			short[v.Region] = need
 			receivers = append(receivers, v.Region)
 		}

@@ -45,8 +45,8 @@ type BurstReport struct {
 	// DryWaits is, per dry spell of a region (from its first quota_pending
 	// answer to its next reservation), how long it waited for quota. Sorted.
 	DryWaits []time.Duration
-	Granted     int64 // Σ granted over regions at the end (the allocation)
-	Released    int64 // Σ released over regions at the end
+	Granted  int64 // Σ granted over regions at the end (the allocation)
+	Released int64 // Σ released over regions at the end
 }
 
 // Burst runs o against the stack's demo sale and returns what happened. It
@@ -259,4 +259,103 @@ func (r BurstReport) ShareBy(d time.Duration) float64 {
 	}
 	n, _ := slices.BinarySearch(r.ReservedAt, d+1)
 	return float64(n) / float64(r.Total)
+}
+
+// SteadyReport is a steady, even sale: how much quota moved and how many
+// etcd writes (every writer: coordinator, agents) it took per purchase.
+type SteadyReport struct {
+	Total, Reserved    int64
+	Took               time.Duration // from the first attempt to the last unit reserved
+	Granted, Released  int64         // Σ over regions at the end (the allocation)
+	EtcdWrites         int64         // etcd revisions during the run
+	Attempts, Refusals int64
+}
+
+// ReleasedPerSold is units released (moved back) per unit reserved.
+func (r SteadyReport) ReleasedPerSold() float64 {
+	if r.Reserved == 0 {
+		return 0
+	}
+	return float64(r.Released) / float64(r.Reserved)
+}
+
+// WritesPer1000 is etcd writes per 1,000 units reserved.
+func (r SteadyReport) WritesPer1000() float64 {
+	if r.Reserved == 0 {
+		return 0
+	}
+	return float64(r.EtcdWrites) * 1000 / float64(r.Reserved)
+}
+
+// Steady buys the open demo sale at rate new buyers a second, spread evenly
+// over the regions (each retrying on the answers' hints, same requestId),
+// until the stock is reserved or limit passes.
+func (s *Stack) Steady(ctx context.Context, rate float64, limit time.Duration) (SteadyReport, error) {
+	st, err := s.demoStatus(ctx)
+	if err != nil {
+		return SteadyReport{}, err
+	}
+	if !sleepUntil(ctx, st.Sale.StartsAt.AsTime()) {
+		return SteadyReport{}, ctx.Err()
+	}
+	rep := SteadyReport{Total: st.Sale.Total}
+	rev0, err := s.Etcdcli.Get(ctx, "/")
+	if err != nil {
+		return rep, err
+	}
+	urls := s.sellerURLs()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	defer hc.CloseIdleConnections()
+	start := time.Now()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var last time.Time
+	tick := time.Duration(float64(time.Second) / rate)
+	for i := 0; ; i++ {
+		mu.Lock()
+		over := rep.Reserved >= rep.Total
+		mu.Unlock()
+		if over || time.Since(start) > limit || !sleepUntil(ctx, start.Add(time.Duration(i)*tick)) {
+			break
+		}
+		home := s.Opts.Regions[i%len(s.Opts.Regions)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tok, err := devtoken.Sign([]byte(s.Opts.JWTSecret), "s"+strconv.Itoa(i), home, time.Now(), time.Hour)
+			if err != nil {
+				return
+			}
+			sellers := urls[home]
+			url := sellers[i%len(sellers)] + "/v1/flash-sale/buy"
+			body, _ := json.Marshal(map[string]string{"itemId": "demo", "requestId": "s" + strconv.Itoa(i)})
+			for try := 0; try < 10; try++ {
+				code, wait := post(ctx, hc, url, tok, body)
+				mu.Lock()
+				rep.Attempts++
+				if code == "reserved" {
+					rep.Reserved++
+					last = time.Now()
+				} else {
+					rep.Refusals++
+				}
+				mu.Unlock()
+				if code == "reserved" || wait == 0 || wait > 2*time.Second || !sleepUntil(ctx, time.Now().Add(wait)) {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	rep.Took = last.Sub(start)
+	rev1, err := s.Etcdcli.Get(ctx, "/")
+	if err != nil {
+		return rep, err
+	}
+	rep.EtcdWrites = rev1.Header.Revision - rev0.Header.Revision
+	if st, err = s.demoStatus(ctx); err != nil {
+		return rep, err
+	}
+	rep.Granted, rep.Released = st.Totals.Granted, st.Totals.Released
+	return rep, nil
 }
