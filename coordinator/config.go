@@ -39,6 +39,11 @@ type Config struct {
 	// SplitLead is how long before a sale opens the initial split is made,
 	// so regions hold quota at the opening second.
 	SplitLead time.Duration
+	// DemandLag is how long after a sale opens a region reporting no
+	// demand is not yet taken for idle (its buyers may not show in the
+	// rates yet): a few of the sellers' attempt flushes and the agent's
+	// rate readings (200 and 100 ms).
+	DemandLag time.Duration
 	// SweepBefore is how long before a sale ends the loop switches from
 	// Rebalance to EndSweep (leftovers go where buyers still are).
 	SweepBefore time.Duration
@@ -65,6 +70,7 @@ func DefaultConfig() Config {
 		LearningGrace: 5 * time.Second,
 		SplitLead:     5 * time.Second,
 		SweepBefore:   30 * time.Second,
+		DemandLag:     500 * time.Millisecond,
 		Policy:        quota.DefaultPolicy(),
 		WriteTimeout:  5 * time.Second,
 	}
@@ -99,6 +105,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("coordinator config: LearningGrace %v must not be negative", c.LearningGrace)
 	case c.SplitLead < 0:
 		return fmt.Errorf("coordinator config: SplitLead %v must not be negative", c.SplitLead)
+	case c.DemandLag < 0:
+		return fmt.Errorf("coordinator config: DemandLag %v must not be negative", c.DemandLag)
 	case c.SweepBefore < 0:
 		return fmt.Errorf("coordinator config: SweepBefore %v must not be negative", c.SweepBefore)
 	case c.WriteTimeout <= 0:

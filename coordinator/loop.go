@@ -200,7 +200,8 @@ func (c *Coordinator) situation(v *saleView, now time.Time, learning bool) quota
 		Ended:    v.spec.State == layout.SaleEnded,
 		Learning: learning,
 		Live:     liveOf(v.reports),
-		Timing:   quota.Timing{SplitLeadMs: c.cfg.SplitLead.Milliseconds(), SweepBeforeMs: c.cfg.SweepBefore.Milliseconds()},
+		Timing: quota.Timing{SplitLeadMs: c.cfg.SplitLead.Milliseconds(), SweepBeforeMs: c.cfg.SweepBefore.Milliseconds(),
+			DemandLagMs: c.cfg.DemandLag.Milliseconds()},
 	}
 	if !v.spec.EndsAt.IsZero() {
 		s.EndsAt = v.spec.EndsAt.UnixMilli()

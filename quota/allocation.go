@@ -24,6 +24,9 @@ type ReleaseRequest struct {
 	ID     string `json:"id"`
 	Region string `json:"region"`
 	Units  int64  `json:"units"`
+	// Keep is what the region keeps whatever Units says: the planner's
+	// floor for it, from figures up to a report old (quota.Ledger.Release).
+	Keep   int64  `json:"keep,omitempty"`
 	To     string `json:"to,omitempty"`
 	Spread bool   `json:"spread,omitempty"`
 }

@@ -137,12 +137,13 @@ func (e *env) planCmd(t *testing.T, d *datadriven.TestData) string {
 		p, err = e.a.EndSweep(e.pol, e.now)
 	case "decide":
 		// plan decide now=.. starts=.. [ends=..] [lead=..] [sweep=..]
-		// [learning] [paused] [ended] [dead=r1,r2]: the loop's decision.
+		// [lag=..] [learning] [paused] [ended] [dead=r1,r2]: the loop's decision.
 		sit := quota.Situation{Now: e.now, Learning: d.HasArg("learning"), Paused: d.HasArg("paused"), Ended: d.HasArg("ended")}
 		d.ScanArgs(t, "starts", &sit.StartsAt)
 		d.MaybeScanArgs(t, "ends", &sit.EndsAt)
 		d.MaybeScanArgs(t, "lead", &sit.Timing.SplitLeadMs)
 		d.MaybeScanArgs(t, "sweep", &sit.Timing.SweepBeforeMs)
+		d.MaybeScanArgs(t, "lag", &sit.Timing.DemandLagMs)
 		if d.HasArg("dead") {
 			var dead string
 			d.ScanArgs(t, "dead", &dead)
@@ -192,13 +193,14 @@ func (e *env) ledgerCmd(t *testing.T, d *datadriven.TestData) string {
 		return fmt.Sprintf("granted_seen=%d%s", seen, errSuffix(err))
 	case "release":
 		var id string
-		var k int64
+		var k, keep int64
 		if p := e.a.Regions[r].Pending; p != nil {
-			id, k = p.ID, p.Units
+			id, k, keep = p.ID, p.Units, p.Keep
 		}
 		d.MaybeScanArgs(t, "id", &id)
 		d.MaybeScanArgs(t, "k", &k)
-		m, rl, err := l.Release(fence, id, k)
+		d.MaybeScanArgs(t, "keep", &keep)
+		m, rl, err := l.Release(fence, id, k, keep)
 		if err == nil {
 			e.ran[r] = id
 		}
@@ -348,7 +350,11 @@ func fmtRelease(r quota.ReleaseRequest) string {
 	if r.ID != "" {
 		id = r.ID + " "
 	}
-	return fmt.Sprintf("%s%s %d -> %s", id, r.Region, r.Units, to)
+	keep := ""
+	if r.Keep > 0 {
+		keep = fmt.Sprintf(" keep %d", r.Keep)
+	}
+	return fmt.Sprintf("%s%s %d -> %s%s", id, r.Region, r.Units, to, keep)
 }
 
 func fmtLedger(l *quota.Ledger) string {

@@ -8,6 +8,10 @@ type Timing struct {
 	// SweepBeforeMs: in the last this-long of a sale, EndSweep replaces
 	// Rebalance (leftovers go where buyers still are).
 	SweepBeforeMs int64
+	// DemandLagMs is how long after the opening a report of no demand is
+	// still no evidence of none: the sellers' attempt counts and the
+	// agents' rate readings need a moment to show the first buyers.
+	DemandLagMs int64
 }
 
 // Situation is everything outside the allocation that decides what to do
@@ -50,6 +54,14 @@ func (a *Allocation) Decide(s Situation) (plan Plan, note string, err error) {
 	v := a.LiveView(s.Live)
 	p := a.policy()
 	open := s.Now >= s.StartsAt
+	if open && a.split() {
+		// A report from before the opening says nothing of demand after
+		// it, nor one of no demand just after it: such a region is neither
+		// topped up nor taken for idle until it reported demand, or none
+		// for longer than the lag (its agent reports at once when buyers
+		// come).
+		v = v.reportedSince(s.StartsAt, s.StartsAt+s.Timing.DemandLagMs)
+	}
 	switch {
 	case !a.split():
 		plan, err = v.InitialSplit(p, s.Now)
@@ -96,6 +108,18 @@ func (a *Allocation) LiveView(live map[string]bool) *Allocation {
 	v := a.Clone()
 	for name, r := range v.Regions {
 		if !live[name] {
+			r.Report = nil
+		}
+	}
+	return v
+}
+
+// reportedSince is a copy of a without the reports dated before at, nor
+// those of no demand dated before idleAt.
+func (a *Allocation) reportedSince(at, idleAt int64) *Allocation {
+	v := a.Clone()
+	for _, r := range v.Regions {
+		if rep := r.Report; rep != nil && (rep.At < at || !(rep.Demand > 0) && rep.At < idleAt) {
 			r.Report = nil
 		}
 	}

@@ -123,11 +123,14 @@ func (l *Ledger) ApplyGrant(fence, granted int64) (int64, error) {
 	return l.GrantedSeen, nil
 }
 
-// Release gives up to k unused units: m = min(k, Available). A repeat of the
-// same id returns the recorded m and changes nothing. It returns m and the
-// cumulative ReleasedLocal, which the agent acknowledges to the coordinator.
-func (l *Ledger) Release(fence int64, id string, k int64) (m, releasedLocal int64, err error) {
-	if k < 0 {
+// Release gives up to k unused units but leaves keep of them: m = min(k,
+// Available - keep), never negative. keep is the coordinator's floor for
+// the region, made from figures up to a report old: the region keeps it
+// whatever it sold since. A repeat of the same id returns the recorded m and
+// changes nothing. It returns m and the cumulative ReleasedLocal, which the
+// agent acknowledges to the coordinator.
+func (l *Ledger) Release(fence int64, id string, k, keep int64) (m, releasedLocal int64, err error) {
+	if k < 0 || keep < 0 {
 		return 0, l.ReleasedLocal, ErrNegative
 	}
 	if err := l.fence(fence); err != nil {
@@ -136,7 +139,7 @@ func (l *Ledger) Release(fence int64, id string, k int64) (m, releasedLocal int6
 	if got, ok := l.Releases[id]; ok {
 		return got, l.ReleasedLocal, nil
 	}
-	m = min(k, l.Available())
+	m = max(0, min(k, l.Available()-keep))
 	l.ReleasedLocal += m
 	l.Releases[id] = m
 	return m, l.ReleasedLocal, nil

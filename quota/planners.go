@@ -163,8 +163,8 @@ func (a *Allocation) Rebalance(p Policy, now int64) (Plan, error) {
 		return plan, nil
 	}
 	type giver struct {
-		v      RegionStatus
-		excess int64
+		v            RegionStatus
+		excess, keep int64
 	}
 	var givers []giver
 	for _, v := range views {
@@ -176,7 +176,7 @@ func (a *Allocation) Rebalance(p Policy, now int64) (Plan, error) {
 		if excess <= 0 || (v.LiveDemand() > 0 && 4*excess < keep) {
 			continue
 		}
-		givers = append(givers, giver{v, excess})
+		givers = append(givers, giver{v, excess, keep})
 	}
 	sort.SliceStable(givers, func(i, j int) bool { return givers[i].excess > givers[j].excess })
 	for _, g := range givers {
@@ -191,7 +191,7 @@ func (a *Allocation) Rebalance(p Policy, now int64) (Plan, error) {
 			break
 		}
 		k := min(g.excess, short[to])
-		plan.Releases = append(plan.Releases, ReleaseRequest{Region: g.v.Region, Units: k, To: to})
+		plan.Releases = append(plan.Releases, ReleaseRequest{Region: g.v.Region, Units: k, To: to, Keep: g.keep})
 		short[to] -= k
 	}
 	return plan, nil

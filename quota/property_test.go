@@ -163,7 +163,7 @@ func (s *sim) runRelease(t *rapid.T) {
 		t.Skip("no release requested")
 	}
 	req := rapid.SampledFrom(s.releases).Draw(t, "release")
-	_, rl, err := s.ledgers[req.Region].Release(1, req.ID, req.Units)
+	_, rl, err := s.ledgers[req.Region].Release(1, req.ID, req.Units, req.Keep)
 	if err != nil {
 		t.Fatalf("release: %v", err)
 	}

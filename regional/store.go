@@ -484,18 +484,18 @@ func (s *Store) ApplyGrant(ctx context.Context, sale string, fence, granted int6
 	return seen, nil
 }
 
-// Release gives up to k unused units under release id, as
-// quota.Ledger.Release: it returns the units m released by that id (a
-// repeat returns the same m and changes nothing) and the cumulative
-// released_local the agent acknowledges to the coordinator.
-func (s *Store) Release(ctx context.Context, sale string, fence int64, id string, k int64) (m, releasedLocal int64, err error) {
+// Release gives up to k unused units under release id, leaving at least
+// keep of them, as quota.Ledger.Release: it returns the units m released
+// by that id (a repeat returns the same m and changes nothing) and the
+// cumulative released_local the agent acknowledges to the coordinator.
+func (s *Store) Release(ctx context.Context, sale string, fence int64, id string, k, keep int64) (m, releasedLocal int64, err error) {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return 0, 0, err
 	}
 	if err := checkKeyPart("release id", id); err != nil {
 		return 0, 0, err
 	}
-	v, err := s.run(ctx, scriptRelease, sale, fence, id, k)
+	v, err := s.run(ctx, scriptRelease, sale, fence, id, k, keep)
 	if err != nil {
 		return 0, 0, fmt.Errorf("release %s of %s: %w", id, sale, err)
 	}

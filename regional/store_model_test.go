@@ -194,11 +194,11 @@ func (m *modelRun) grant(fence, granted int64) {
 	}
 }
 
-func (m *modelRun) release(fence int64, id string, k int64) {
+func (m *modelRun) release(fence int64, id string, k, keep int64) {
 	m.t.Helper()
-	m.note("release fence=%d id=%s k=%d", fence, id, k)
-	gm, grl, err := m.s.Release(m.ctx, m.sale, fence, id, k)
-	wm, wrl, werr := m.l.Release(fence, id, k)
+	m.note("release fence=%d id=%s k=%d keep=%d", fence, id, k, keep)
+	gm, grl, err := m.s.Release(m.ctx, m.sale, fence, id, k, keep)
+	wm, wrl, werr := m.l.Release(fence, id, k, keep)
 	if gm != wm || grl != wrl || !sameErr(err, werr) {
 		m.fail("release: store (%d, %d, %v), ledger (%d, %d, %v)", gm, grl, err, wm, wrl, werr)
 	}
@@ -432,7 +432,7 @@ func (m *modelRun) randomStep(rng *rand.Rand) {
 	case p < 86:
 		m.grant(m.randomFence(rng), int64(rng.IntN(12)))
 	case p < 93:
-		m.release(m.randomFence(rng), "rel"+strconv.Itoa(rng.IntN(4)), int64(rng.IntN(6))-1)
+		m.release(m.randomFence(rng), "rel"+strconv.Itoa(rng.IntN(4)), int64(rng.IntN(6))-1, int64(rng.IntN(4))-1)
 	case p < 96:
 		m.raiseFloor(m.randomFence(rng), int64(rng.IntN(5)), int64(rng.IntN(5)))
 	default:
@@ -508,16 +508,18 @@ func TestStoreModelScenario(t *testing.T) {
 	m.reserve("2", "eve", "e1", 1000, 1)  // id in use (cancelled): refused, never overwritten
 	m.reserve("1", "eve", "e1", 1000, 1)  // id in use (confirmed): refused
 	m.reserve(m.newID(), "eve", "e1", 1000, 1)
-	m.release(2, "r1", 10) // fence 2 supersedes 1; releases the free unit
-	m.release(2, "r1", 10) // repeat: same m
-	m.release(1, "r2", 10) // stale fence
-	m.grant(1, 100)        // stale fence: no change
+	m.release(2, "r0", 10, 5) // keeps 5: nothing to give yet
+	m.release(2, "r1", 10, 0) // fence 2 supersedes 1; releases the free unit
+	m.release(2, "r1", 10, 0) // repeat: same m
+	m.release(1, "r2", 10, 0) // stale fence
+	m.grant(1, 100)           // stale fence: no change
 	m.setHalted(2, true)
 	m.reserve("x5", "dan", "d1", 1000, 1) // halted
 	m.raiseFloor(3, 1, 5)
 	m.setHalted(3, false)
 	m.reserve("x5", "dan", "d1", 1000, 1) // sold out: sold raised to 5
-	m.release(3, "r3", -1)                // negative
+	m.release(3, "r3", -1, 0)             // negative
+	m.release(3, "r4", 1, -1)             // negative keep
 	m.grant(3, 20)
 	at := time.UnixMilli(m.now)
 	m.reserveBatch([]ReserveRequest{

@@ -45,6 +45,7 @@ func runCoordinator(ctx context.Context, args []string, stdout io.Writer) error 
 	fs.DurationVar(&cfg.ReportStale, "report-stale", cfg.ReportStale, "age after which a region report is stale")
 	fs.DurationVar(&cfg.LearningGrace, "learning-grace", cfg.LearningGrace, "longest a new leader waits for fresh reports before granting")
 	fs.DurationVar(&cfg.SplitLead, "split-lead", cfg.SplitLead, "how long before a sale opens the initial split is made")
+	fs.DurationVar(&cfg.DemandLag, "demand-lag", cfg.DemandLag, "how long after a sale opens a region reporting no demand is not yet taken for idle")
 	fs.Int64Var(&cfg.Policy.SplitPercent, "split-percent", cfg.Policy.SplitPercent, "share of a new sale's stock the initial split grants; the rest follows demand")
 	fs.Int64Var(&cfg.Policy.HorizonMs, "horizon-ms", cfg.Policy.HorizonMs, "a region should hold this many milliseconds of its recent demand")
 	fs.Int64Var(&cfg.Policy.MinKeep, "min-keep", cfg.Policy.MinKeep, "units an idle region keeps for late buyers")

@@ -441,7 +441,7 @@ func TestOnlyLeaderActsAndDeposedAgentIsFenced(t *testing.T) {
 	if _, err := stale.applyGrant(ctx, "s1", 900); !errors.Is(err, errDeposed) || !errors.Is(err, quota.ErrStaleFence) {
 		t.Errorf("apply grant by the deposed agent: %v", err)
 	}
-	if _, _, err := stale.release(ctx, "s1", "rogue-1", 50); !errors.Is(err, errDeposed) {
+	if _, _, err := stale.release(ctx, "s1", "rogue-1", 50, 0); !errors.Is(err, errDeposed) {
 		t.Errorf("release by the deposed agent: %v", err)
 	}
 	if err := stale.raiseFloor(ctx, "s1", 100, 100); !errors.Is(err, errDeposed) {
@@ -548,9 +548,9 @@ func TestReportsSkippedWhenUnchanged(t *testing.T) {
 	if r, _, _ := w.report("eu", "s1"); r.At != now.Load() {
 		t.Errorf("refreshed report at %d, want %d", r.At, now.Load())
 	}
-	// A change in demand alone waits for the refresh: 10/s wants 50 of the
-	// 100 eu holds.
-	demand.Store(10)
+	// A small change in demand alone waits for the refresh: 5/s wants 25
+	// of the 100 eu holds.
+	demand.Store(5)
 	writes, calls = value(a.m.reportWrites), demandCalls.Load()
 	waitFor(t, "20 ticks with more demand", func() bool { return demandCalls.Load() >= calls+20 })
 	if got := value(a.m.reportWrites); got != writes {

@@ -481,7 +481,7 @@ func (t *term) reconcile(ctx context.Context, sale string, s *saleState, now tim
 	if p := ra.Pending; p != nil && p.ID != s.ackID {
 		// Idempotent per id: a repeat (this term's retry, or a successor
 		// of an agent killed before its ack) returns the recorded m.
-		m, rl, err := t.release(ctx, sale, p.ID, p.Units)
+		m, rl, err := t.release(ctx, sale, p.ID, p.Units, p.Keep)
 		if err != nil {
 			return nil, err
 		}
@@ -508,14 +508,17 @@ func (t *term) reconcile(ctx context.Context, sale string, s *saleState, now tim
 // Reports are coalesced, one per ReportRefresh, because every report is an
 // etcd write and they are most of a sale's (DESIGN §4: writes follow quota
 // movement, not purchases). What cannot wait: a changed fence, ack, halt
-// or released_local, and the region's need: it turned low (or dry again),
-// so the coordinator hears it at once and pulls quota for it.
+// or released_local; demand that jumped (at least doubled, by 10/s or
+// more), so the planners never take a region whose buyers just came for
+// idle; and the region's need: it turned low (or dry again), so the
+// coordinator hears it at once and pulls quota for it.
 func (t *term) reportDue(s *saleState, rep *layout.RegionReport, avail int64, now time.Time) bool {
 	old := s.last
 	switch {
 	case old == nil, now.Sub(s.lastWrite) >= t.a.cfg.ReportRefresh,
 		old.ReleaseID != rep.ReleaseID, old.Fence != rep.Fence, old.Halted != rep.Halted,
-		old.ReleasedLocal != rep.ReleasedLocal:
+		old.ReleasedLocal != rep.ReleasedLocal,
+		rep.Demand >= 2*old.Demand+10: // buyers came: the planners must not take this region for idle
 		return true
 	}
 	p, total := s.alloc.PolicyOf(), s.alloc.Total
@@ -708,11 +711,11 @@ func (t *term) applyGrant(ctx context.Context, sale string, granted int64) (int6
 	return gs, fenced("apply grant to", sale, err)
 }
 
-func (t *term) release(ctx context.Context, sale, id string, k int64) (m, releasedLocal int64, err error) {
+func (t *term) release(ctx context.Context, sale, id string, k, keep int64) (m, releasedLocal int64, err error) {
 	octx, cancel := t.op(ctx)
 	defer cancel()
 	t.a.m.releases.Inc()
-	m, releasedLocal, err = t.a.store.Release(octx, sale, t.fence, id, k)
+	m, releasedLocal, err = t.a.store.Release(octx, sale, t.fence, id, k, keep)
 	return m, releasedLocal, fenced("release "+id+" of", sale, err)
 }
 

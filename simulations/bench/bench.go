@@ -52,6 +52,9 @@ type Config struct {
 	SkipPostgres bool
 	// SkipGoodput leaves out the overload curve (up to 8,000 connections).
 	SkipGoodput bool
+	// SkipQuota leaves out group 5 (bursts and a steady sale on the whole
+	// dev stack).
+	SkipQuota bool
 	// Only, if set, runs just the named rows (for digging into one).
 	Only []string
 	// ResultsDir receives the JSON results ("" writes none).
@@ -143,6 +146,8 @@ type Results struct {
 	GeneratorUnknown int `json:"generator_unknown"`
 	// Goodput is the overload curve (row "goodput").
 	Goodput *GoodputResults `json:"goodput,omitempty"`
+	// Quota is group 5 (row "quota"): bursts and a steady sale.
+	Quota *QuotaResults `json:"quota,omitempty"`
 }
 
 // row finds a row by name.
@@ -395,6 +400,16 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			e.res.GeneratorReserved, e.res.GeneratorUnknown, held))
 	}
 	e.res.Verdict = v
+
+	// Group 5, quota where the buyers are: the whole dev stack, after the
+	// single-seller groups so that it shares no core with them.
+	if e.wanted("quota") && !e.cfg.SkipQuota {
+		q, err := runQuota(ctx, e.cfg.Quick, e.cfg.Log)
+		if err != nil {
+			return nil, err
+		}
+		e.res.Quota = q
+	}
 	e.finish()
 	e.print()
 	if err := e.write(); err != nil {
@@ -654,6 +669,10 @@ func (e *env) print() {
 	if r.Goodput != nil {
 		fmt.Fprintln(e.cfg.Out)
 		printGoodput(e.cfg.Out, r.Goodput)
+	}
+	if r.Quota != nil {
+		fmt.Fprintln(e.cfg.Out)
+		printQuota(e.cfg.Out, r.Quota)
 	}
 	for _, x := range r.Ratios {
 		fmt.Fprintf(e.cfg.Out, "ratio %s %.3f\n", x.Name, x.Value)

@@ -26,6 +26,7 @@ func TestBenchSmoke(t *testing.T) {
 	cfg.Delays = []time.Duration{80 * time.Millisecond}
 	cfg.SkipPostgres = true
 	cfg.SkipGoodput = true
+	cfg.SkipQuota = true
 	cfg.ResultsDir = t.TempDir()
 	cfg.Out = &out
 	res, err := Run(context.Background(), cfg)
