@@ -133,6 +133,11 @@ func TestNothingMovesBeforeTheOpening(t *testing.T) {
 			t.Fatalf("quota moved before the opening: us %+v, pool %d", *a.Regions["us"], a.Unallocated())
 		}
 	}
+	// Agents report at least once a second: after the opening (and, for
+	// idle us, after the demand lag) the same figures are news.
+	time.Sleep(time.Until(opens.Add(c.cfg.DemandLag + c.cfg.Interval)))
+	eu.report("s1", layout.RegionReport{Report: quota.Report{GrantedSeen: 475, Sold: 475, Demand: 200}})
+	us.report("s1", layout.RegionReport{Report: quota.Report{GrantedSeen: 475}})
 	waitFor(t, "the opening to move quota to eu", func() bool {
 		a, _ := readAlloc(t, cli, "s1")
 		return a.Regions["us"].Pending != nil && a.Unallocated() == 0

@@ -22,7 +22,8 @@ import (
 // releases, refusals that name the numbers, drained regions left drained,
 // nothing after the end. The checker watches I2 throughout.
 func TestUpdateSale(t *testing.T) {
-	_, cli, c := startLeader(t, quiet)
+	// The figures below assume an 80% split (400 and 400 of 1000).
+	_, cli, c := startLeader(t, quiet, func(c *Config) { c.Policy.SplitPercent = 80 })
 	cl := dial(t, c.Addr())
 	ctx := authed(t.Context())
 	eu, us := newFakeRegion(t, cli, "eu"), newFakeRegion(t, cli, "us")
@@ -114,7 +115,11 @@ func TestUpdateSale(t *testing.T) {
 			us.report("u1", layout.RegionReport{ReleaseID: p.ID, Report: quota.Report{GrantedSeen: 400, Sold: 100, ReleasedLocal: 0}})
 		}
 		got, err := update(func(s *api.Sale) { s.Total = 600 }, 10*time.Second)
-		<-acked
+		select {
+		case <-acked:
+		case <-time.After(10 * time.Second):
+			t.Fatal("us's release of 200 was never requested")
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -151,10 +151,7 @@ func (a *Allocation) Rebalance(p Policy, now int64) (Plan, error) {
 			pool -= g
 			need -= g
 		}
-		// When scarce every region is low, and the others' figures are up
-		// to a report old: only a region known to be dry takes from the
-		// others, or regions selling evenly would pass stock to and fro.
-		if need > 0 && (!scarce || v.Available <= 0) {
+		if need > 0 {
 			short[v.Region] = need
 			receivers = append(receivers, v.Region)
 		}
@@ -179,16 +176,24 @@ func (a *Allocation) Rebalance(p Policy, now int64) (Plan, error) {
 		givers = append(givers, giver{v, excess, keep})
 	}
 	sort.SliceStable(givers, func(i, j int) bool { return givers[i].excess > givers[j].excess })
+	dry := map[string]bool{}
+	for _, v := range views {
+		dry[v.Region] = v.Available <= 0
+	}
 	for _, g := range givers {
 		to := ""
 		for _, r := range receivers { // by demand, highest first
-			if short[r] > 0 {
+			// When scarce every region is low, and the others' figures
+			// are up to a report old: from a giver whose buyers are still
+			// there only a region known to be dry takes, or regions
+			// selling evenly would pass stock to and fro.
+			if short[r] > 0 && (!scarce || dry[r] || g.v.LiveDemand() <= 0) {
 				to = r
 				break
 			}
 		}
 		if to == "" {
-			break
+			continue
 		}
 		k := min(g.excess, short[to])
 		plan.Releases = append(plan.Releases, ReleaseRequest{Region: g.v.Region, Units: k, To: to, Keep: g.keep})
