@@ -137,17 +137,11 @@ func (s *server) CreateSale(ctx context.Context, req *api.CreateSaleRequest) (*a
 // newAllocation is a sale's allocation before the initial split: its
 // regions with their weights and bounds, nothing granted.
 func newAllocation(spec layout.SaleSpec, pol quota.Policy) *quota.Allocation {
-	names := make([]string, len(spec.Regions))
+	regions := make([]quota.RegionBounds, len(spec.Regions))
 	for i, r := range spec.Regions {
-		names[i] = r.Name
+		regions[i] = quota.RegionBounds{Name: r.Name, Weight: r.Weight, Min: r.Min, Max: r.Max}
 	}
-	a := quota.NewAllocation(spec.ID, spec.Total, names...)
-	for _, r := range spec.Regions {
-		ra := a.Regions[r.Name]
-		ra.Weight, ra.Min, ra.Max = r.Weight, r.Min, r.Max
-	}
-	a.Policy = &pol
-	return a
+	return quota.NewSale(spec.ID, spec.Total, regions, pol)
 }
 
 func (s *server) GetSale(ctx context.Context, req *api.GetSaleRequest) (*api.Sale, error) {

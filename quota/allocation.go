@@ -73,6 +73,24 @@ func NewAllocation(sale string, total int64, regions ...string) *Allocation {
 	return a
 }
 
+// RegionBounds is how a sale's definition shapes one region's part: its
+// weight in the split and its bounds on the net grant (Max 0: none).
+type RegionBounds struct {
+	Name             string
+	Weight, Min, Max int64
+}
+
+// NewSale is a new sale's allocation, before the initial split: its
+// regions with their weights and bounds, nothing granted, and the policy
+// every leader will plan it with (stored with it).
+func NewSale(sale string, total int64, regions []RegionBounds, p Policy) *Allocation {
+	a := &Allocation{Sale: sale, Total: total, Regions: map[string]*RegionAlloc{}, Policy: &p}
+	for _, r := range regions {
+		a.Regions[r.Name] = &RegionAlloc{Weight: r.Weight, Min: r.Min, Max: r.Max}
+	}
+	return a
+}
+
 // RegionNames returns the regions in sorted order, so every loop over them is
 // deterministic.
 func (a *Allocation) RegionNames() []string {
