@@ -250,14 +250,8 @@ func (c *Coordinator) readView(ctx context.Context, id string) (*saleView, error
 	}
 	v := &saleView{spec: spec, doc: doc, reports: map[string]layout.RegionReport{}, live: map[string]layout.RegionInfo{}}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		region, sale, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), c.keys.Reports()), "/")
-		if !ok || sale != id {
-			continue
-		}
-		var rep layout.RegionReport
-		if json.Unmarshal(kv.Value, &rep) == nil {
-			rep.Region, rep.Sale = region, sale
-			v.reports[region] = rep
+		if rep, err := c.keys.DecodeReport(kv.Key, kv.Value); err == nil && rep.Sale == id {
+			v.reports[rep.Region] = rep
 		}
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -103,19 +102,12 @@ func (c *Coordinator) readSnapshot(ctx context.Context) (*snapshot, error) {
 		s.allocs[layout.Last(string(kv.Key))] = allocDoc{alloc: a, modRev: kv.ModRevision}
 	}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		// <prefix>/reports/<region>/<sale>
-		rest := strings.TrimPrefix(string(kv.Key), k.Reports())
-		region, sale, ok := strings.Cut(rest, "/")
-		if !ok || region == "" || sale == "" {
-			c.log.Warn("ignoring report under an unexpected key", "key", string(kv.Key))
+		rep, err := k.DecodeReport(kv.Key, kv.Value)
+		if err != nil {
+			c.log.Warn("ignoring a report", "err", err)
 			continue
 		}
-		var rep layout.RegionReport
-		if err := json.Unmarshal(kv.Value, &rep); err != nil {
-			c.log.Warn("ignoring malformed report", "key", string(kv.Key), "err", err)
-			continue
-		}
-		rep.Region, rep.Sale = region, sale // the key is what the agent's lease owns
+		region, sale := rep.Region, rep.Sale
 		if s.reports[sale] == nil {
 			s.reports[sale] = map[string]layout.RegionReport{}
 		}

@@ -251,14 +251,8 @@ func (c *Coordinator) readForUpdate(ctx context.Context, id string) (layout.Sale
 	}
 	reports := map[string]layout.RegionReport{}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		region, sale, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), c.keys.Reports()), "/")
-		if !ok || sale != id {
-			continue
-		}
-		var rep layout.RegionReport
-		if json.Unmarshal(kv.Value, &rep) == nil {
-			rep.Region, rep.Sale = region, sale
-			reports[region] = rep
+		if rep, err := c.keys.DecodeReport(kv.Key, kv.Value); err == nil && rep.Sale == id {
+			reports[rep.Region] = rep
 		}
 	}
 	return spec, skv[0].ModRevision, allocDoc{alloc: a, modRev: akv[0].ModRevision}, reports, nil

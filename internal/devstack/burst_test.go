@@ -55,15 +55,5 @@ func TestOpeningBurstSellsTheStock(t *testing.T) {
 // the split: the regions hold their quota at the opening second.
 func startBurstStack(t *testing.T, total int64) *Stack {
 	t.Helper()
-	s, err := Start(t.Context(), Options{Regions: []string{"us", "eu", "ap"}, Sellers: 2, JWTSecret: secret,
-		DemoTotal: total, DemoStart: 2 * time.Second, DemoTTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return s
+	return startStackOpening(t, total, 2*time.Second)
 }

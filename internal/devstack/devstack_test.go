@@ -28,8 +28,15 @@ const secret = "test-jwt-secret-at-least-32-bytes-long"
 
 func startStack(t *testing.T, total int64) *Stack {
 	t.Helper()
+	return startStackOpening(t, total, 300*time.Millisecond)
+}
+
+// startStackOpening starts three regions of two sellers each, whose demo
+// sale of total units opens after opens.
+func startStackOpening(t *testing.T, total int64, opens time.Duration) *Stack {
+	t.Helper()
 	o := Options{Regions: []string{"us", "eu", "ap"}, Sellers: 2, JWTSecret: secret,
-		DemoTotal: total, DemoStart: 300 * time.Millisecond, DemoTTL: time.Minute}
+		DemoTotal: total, DemoStart: opens, DemoTTL: time.Minute}
 	s, err := Start(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)

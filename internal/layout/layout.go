@@ -11,6 +11,8 @@
 package layout
 
 import (
+	"encoding/json"
+	"fmt"
 	"path"
 	"strings"
 	"time"
@@ -106,4 +108,30 @@ func (s SaleSpec) HasRegion(region string) bool {
 		}
 	}
 	return false
+}
+
+// ReportKey splits a report key (<prefix>/reports/<region>/<sale>) into
+// its region and sale; ok is false for any other key.
+func (k Keys) ReportKey(key string) (region, sale string, ok bool) {
+	rest, found := strings.CutPrefix(key, k.Reports())
+	if !found {
+		return "", "", false
+	}
+	region, sale, ok = strings.Cut(rest, "/")
+	return region, sale, ok && region != "" && sale != "" && !strings.Contains(sale, "/")
+}
+
+// DecodeReport decodes a report stored at key: region and sale come from
+// the key (what the agent's lease owns), whatever the document says.
+func (k Keys) DecodeReport(key, value []byte) (RegionReport, error) {
+	region, sale, ok := k.ReportKey(string(key))
+	if !ok {
+		return RegionReport{}, fmt.Errorf("report under an unexpected key %q", key)
+	}
+	var rep RegionReport
+	if err := json.Unmarshal(value, &rep); err != nil {
+		return RegionReport{}, fmt.Errorf("report %s: %w", key, err)
+	}
+	rep.Region, rep.Sale = region, sale
+	return rep, nil
 }

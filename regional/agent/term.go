@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -236,18 +235,16 @@ func (t *term) load(ctx context.Context) (int64, error) {
 // parseReport decodes a report key (<prefix>/reports/<region>/<sale>) and
 // value; a malformed one is logged and skipped (another agent wrote it).
 func (t *term) parseReport(key, value []byte) (region, sale string, rep layout.RegionReport, ok bool) {
-	region, sale, ok = strings.Cut(strings.TrimPrefix(string(key), t.a.keys.Reports()), "/")
-	if !ok || region == "" || sale == "" {
+	if value == nil { // a deletion
+		region, sale, ok = t.a.keys.ReportKey(string(key))
+		return region, sale, rep, ok
+	}
+	rep, err := t.a.keys.DecodeReport(key, value)
+	if err != nil {
+		t.a.log.Error("unreadable region report in etcd; ignored", "err", err)
 		return "", "", rep, false
 	}
-	if value == nil {
-		return region, sale, rep, true // a deletion
-	}
-	if err := json.Unmarshal(value, &rep); err != nil {
-		t.a.log.Error("unreadable region report in etcd; ignored", "key", string(key), "err", err)
-		return "", "", rep, false
-	}
-	return region, sale, rep, true
+	return rep.Region, rep.Sale, rep, true
 }
 
 // putOther records another region's live report (nil: it is gone).
