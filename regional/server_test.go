@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -790,4 +791,49 @@ func TestLifecycle(t *testing.T) {
 		}
 	}
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= baseline })
+}
+
+// TestHaltedAndUnavailableAnswers: a region halted by its agent (to
+// reconcile) answers 503 halted, and a Redis that went away between
+// readiness checks answers 503 unavailable; both are retryable (Retry-After
+// and retryAfterMs) and neither reserved anything.
+func TestHaltedAndUnavailableAnswers(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	if err := e.srv.Store().SetHalted(ctx, testSale, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	before := e.counters()
+	a := e.buy("alice", "h1")
+	expect(t, a, http.StatusServiceUnavailable, CodeHalted)
+	var eb errorBody
+	if err := json.Unmarshal(a.body, &eb); err != nil || a.header.Get("Retry-After") == "" || eb.RetryAfterMs <= 0 {
+		t.Fatalf("halted answer not retryable: %v %v %s", a.header, err, a.body)
+	}
+	if e.counters() != before {
+		t.Fatal("a halted region reserved")
+	}
+	if err := e.srv.Store().SetHalted(ctx, testSale, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Sales().Get(testSale).halted.Store(false) // the refresh loop would notice too
+	expect(t, e.buy("alice", "h2"), http.StatusCreated, "")
+
+	// Readiness has not run since: the seller still thinks Redis is up. A
+	// call on a pooled connection may have been sent before it broke
+	// (outcome_unknown); once the pool redials, nothing can have been sent.
+	e.redis.Kill()
+	for try := 0; ; try++ {
+		a = e.buy("bob", "u"+strconv.Itoa(try))
+		if a.header.Get("Retry-After") == "" {
+			t.Fatalf("refusal without Retry-After: %d %s", a.status, a.body)
+		}
+		if a.code() == CodeUnavailable {
+			break
+		}
+		expect(t, a, http.StatusServiceUnavailable, CodeOutcomeUnknown)
+		if try == 3 {
+			t.Fatal("a dead Redis never answered unavailable")
+		}
+	}
 }

@@ -650,14 +650,20 @@ func (s *Store) Stocks(ctx context.Context, sales []string) []Stock {
 		ledgers[i] = pipe.HMGet(ctx, SaleKey(sale, "ledger"), ledgerFields...)
 		views[i] = pipe.HMGet(ctx, SaleKey(sale, "view"), viewFields...)
 	}
-	// Exec's error is the first command's; each command keeps its own.
-	_, _ = pipe.Exec(ctx)
+	// Exec's error is the first command's; each command keeps its own,
+	// except when the pipeline never reached Redis (a refused dial): then
+	// the commands may carry no error and no answer, so Exec's error
+	// stands for all of them.
+	_, execErr := pipe.Exec(ctx)
 	for i, sale := range sales {
 		if out[i].Err != nil {
 			continue
 		}
 		c, err1 := ledgers[i].Result()
 		v, err2 := views[i].Result()
+		if err1 == nil && err2 == nil && (len(c) != len(ledgerFields) || len(v) != len(viewFields)) {
+			err1 = fmt.Errorf("no answer (pipeline: %v)", execErr)
+		}
 		if err := errors.Join(err1, err2); err != nil {
 			out[i].Err = fmt.Errorf("stock of %s: %w", sale, err)
 			continue

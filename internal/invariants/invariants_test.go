@@ -66,7 +66,7 @@ func TestCheckerCatchesEachViolation(t *testing.T) {
 		t.Fatalf("consistent deployment reported: %v", err)
 	}
 
-	ledger := regional.SaleKey("s", "ledger")
+	ledger, users := regional.SaleKey("s", "ledger"), regional.SaleKey("s", "users")
 	cases := []struct {
 		name  string
 		want  string
@@ -76,6 +76,10 @@ func TestCheckerCatchesEachViolation(t *testing.T) {
 		{"oversell", "I1", func() { us.HIncrBy(ctx, ledger, "sold", 10) }, func() { us.HIncrBy(ctx, ledger, "sold", -10) }},
 		{"ceiling above net grant", "I2", func() { eu.HIncrBy(ctx, ledger, "granted_seen", 1) }, func() { eu.HIncrBy(ctx, ledger, "granted_seen", -1) }},
 		{"sum of net grants above total", "I2: sum", func() { a.Regions["us"].Granted += 5; writeAlloc(a) }, func() { a.Regions["us"].Granted -= 5; writeAlloc(a) }},
+		// The coordinator counts a release the region's Redis never made.
+		{"released_local below released_r", "I2: sale s region us", func() { a.Regions["us"].Released++; writeAlloc(a) }, func() { a.Regions["us"].Released--; writeAlloc(a) }},
+		{"sold without its confirmed reservation", "I4: sale s region us: counters reserved 0 sold 2", func() { us.HIncrBy(ctx, ledger, "sold", 1) }, func() { us.HIncrBy(ctx, ledger, "sold", -1) }},
+		{"per-user hash off its reservations", "per-user hash disagrees", func() { eu.HIncrBy(ctx, users, "bob", 1) }, func() { eu.HIncrBy(ctx, users, "bob", -1) }},
 		{"user twice across regions", "I3", func() { reserve("eu", "alice", "r3") }, func() {}},
 	}
 	for _, c := range cases {
