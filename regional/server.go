@@ -379,6 +379,14 @@ type Readiness struct {
 // scripts Redis lost, applying static grants not yet applied).
 func (s *Server) CheckReady(ctx context.Context) Readiness { return s.maintain(ctx) }
 
+// LastReadiness is the result of the last maintenance pass (every
+// HealthInterval), which is what /readyz answers: a probe only reads.
+func (s *Server) LastReadiness() Readiness {
+	s.healthM.Lock()
+	defer s.healthM.Unlock()
+	return s.last
+}
+
 func (s *Server) maintain(ctx context.Context) Readiness {
 	s.healthM.Lock()
 	defer s.healthM.Unlock()
@@ -533,7 +541,7 @@ func (s *Server) routes() http.Handler {
 		writeReply(w, success(http.StatusOK, "ok", map[string]string{"status": "ok"}))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		rd := s.maintain(r.Context())
+		rd := s.LastReadiness()
 		status := http.StatusOK
 		if !rd.Ready {
 			status = http.StatusServiceUnavailable

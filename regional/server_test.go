@@ -600,19 +600,28 @@ func TestNotStartedNoRedisIO(t *testing.T) {
 // with everysec unless weak durability is allowed.
 func TestReadyz(t *testing.T) {
 	t.Run("durable", func(t *testing.T) {
-		e := newEnv(t, nil)
+		// The maintenance pass runs at Start and when the test says.
+		e := newEnv(t, func(c *Config) { c.HealthInterval = time.Hour })
 		a := e.do("GET", "/readyz", "", nil)
 		expect(t, a, http.StatusOK, "")
 		expect(t, e.do("GET", "/healthz", "", nil), http.StatusOK, "")
-		// Redis forgot the scripts (as after a restart): readyz reloads them.
-		if err := e.rdb.ScriptFlush(context.Background()).Err(); err != nil {
+		// Redis forgot the scripts (as after a restart). The probe only
+		// reads: it repairs nothing; the maintenance pass (every
+		// HealthInterval) reloads them.
+		ctx := context.Background()
+		if err := e.rdb.ScriptFlush(ctx).Err(); err != nil {
 			t.Fatal(err)
 		}
 		expect(t, e.do("GET", "/readyz", "", nil), http.StatusOK, "")
-		if ok, err := e.srv.Store().ScriptsLoaded(context.Background()); !ok || err != nil {
-			t.Fatalf("scripts loaded %v (%v) after readyz", ok, err)
+		if ok, err := e.srv.Store().ScriptsLoaded(ctx); ok || err != nil {
+			t.Fatalf("scripts loaded %v (%v) by a readiness probe: it must have no side effects", ok, err)
+		}
+		e.srv.CheckReady(ctx)
+		if ok, err := e.srv.Store().ScriptsLoaded(ctx); !ok || err != nil {
+			t.Fatalf("scripts loaded %v (%v) after the maintenance pass", ok, err)
 		}
 		e.redis.Kill()
+		e.srv.CheckReady(ctx)
 		expect(t, e.do("GET", "/readyz", "", nil), http.StatusServiceUnavailable, "")
 		if metric(t, e.reg, "flashsale_seller_ready", nil) != 0 {
 			t.Fatal("ready gauge still 1 with Redis down")
