@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"flashsale/quota"
+	"flashsale/regional/rediskey"
 )
 
 //go:embed scripts/*.lua
@@ -73,12 +74,16 @@ func NewStore(rdb redis.UniversalClient, region string) *Store {
 
 // scriptKeys are the fixed keys of a sale, in the order lib.lua expects.
 func scriptKeys(sale string) []string {
-	p := "{sale:" + sale + "}"
-	return []string{p + ":ledger", p + ":releases", p + ":users", p + ":req", p + ":expiry", p + ":orders", p + ":view"}
+	keys := make([]string, 0, 7)
+	for _, k := range []string{"ledger", "releases", "users", "req", "expiry", "orders", "view"} {
+		keys = append(keys, rediskey.Sale(sale, k))
+	}
+	return keys
 }
 
-// SaleKey names a sale's Redis key, e.g. SaleKey("s1", "orders") is "{sale:s1}:orders".
-func SaleKey(sale, suffix string) string { return "{sale:" + sale + "}:" + suffix }
+// SaleKey names a sale's Redis key (rediskey.Sale), e.g. SaleKey("s1",
+// "orders") is "{sale:s1}:orders".
+func SaleKey(sale, suffix string) string { return rediskey.Sale(sale, suffix) }
 
 // GrantsChannel is the Redis pub/sub channel on which apply_grant.lua
 // publishes a sale's id whenever its granted_seen rises, so the region's

@@ -1,6 +1,8 @@
 package orders
 
 import (
+	"flashsale/regional/rediskey"
+
 	"context"
 	"errors"
 	"fmt"
@@ -441,7 +443,7 @@ return 0`)
 
 func (c *Consumer) newLease(sale string) *lease {
 	return &lease{
-		rdb: c.cfg.Redis, key: "{sale:" + sale + "}:orders:" + c.cfg.Group + ":owner",
+		rdb: c.cfg.Redis, key: rediskey.Sale(sale, "orders:"+c.cfg.Group+":owner"),
 		owner: c.cfg.Consumer, ttl: c.cfg.ClaimMinIdle, log: c.log.With("sale", sale),
 	}
 }

@@ -1,6 +1,8 @@
 package orders
 
 import (
+	"flashsale/regional/rediskey"
+
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -34,7 +36,7 @@ const (
 
 // StreamKey is the order stream of a sale; the hash tag keeps it in the same
 // cluster slot as the sale's other keys.
-func StreamKey(sale string) string { return "{sale:" + sale + "}:orders" }
+func StreamKey(sale string) string { return rediskey.Stream(sale) }
 
 // Event is one order stream entry.
 type Event struct {

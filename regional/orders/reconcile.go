@@ -1,6 +1,8 @@
 package orders
 
 import (
+	"flashsale/regional/rediskey"
+
 	"context"
 	"errors"
 	"fmt"
@@ -127,17 +129,16 @@ func compare(ctx context.Context, rdb redis.UniversalClient, store Store, opt Re
 	if lag, err := Lag(ctx, rdb, StreamKey(opt.Sale), opt.Group); err == nil {
 		rep.Lag = lag
 	}
-	prefix := "{sale:" + opt.Sale + "}:"
-	ledger, err := rdb.HMGet(ctx, prefix+"ledger", "sold", "reserved").Result()
+	ledger, err := rdb.HMGet(ctx, rediskey.Sale(opt.Sale, "ledger"), "sold", "reserved").Result()
 	if err != nil {
 		return rep, fmt.Errorf("reconcile: read ledger: %w", err)
 	}
 	sold, reserved := hnum(ledger[0]), hnum(ledger[1])
-	users, err := rdb.HGetAll(ctx, prefix+"users").Result()
+	users, err := rdb.HGetAll(ctx, rediskey.Sale(opt.Sale, "users")).Result()
 	if err != nil {
 		return rep, fmt.Errorf("reconcile: read users: %w", err)
 	}
-	resv, err := reservations(ctx, rdb, prefix)
+	resv, err := reservations(ctx, rdb, opt.Sale)
 	if err != nil {
 		return rep, err
 	}
@@ -225,11 +226,11 @@ func compare(ctx context.Context, rdb redis.UniversalClient, store Store, opt Re
 // req hash maps every requestId to its reservation and is never trimmed,
 // so its values list every reservation without a SCAN of the keyspace
 // (ledgers from before ULIDs, with numeric ids, are listed the same way).
-func reservations(ctx context.Context, rdb redis.UniversalClient, prefix string) (map[string]redisResv, error) {
+func reservations(ctx context.Context, rdb redis.UniversalClient, sale string) (map[string]redisResv, error) {
 	resv := map[string]redisResv{}
 	var cursor uint64
 	for {
-		kv, next, err := rdb.HScan(ctx, prefix+"req", cursor, "*", 1000).Result()
+		kv, next, err := rdb.HScan(ctx, rediskey.Sale(sale, "req"), cursor, "*", 1000).Result()
 		if err != nil {
 			return nil, fmt.Errorf("reconcile: read reservation ids: %w", err)
 		}
@@ -237,7 +238,7 @@ func reservations(ctx context.Context, rdb redis.UniversalClient, prefix string)
 		cmds := map[string]*redis.SliceCmd{}
 		for i := 1; i < len(kv); i += 2 {
 			if id := kv[i]; cmds[id] == nil {
-				cmds[id] = pipe.HMGet(ctx, prefix+"resv:"+id, "user", "state")
+				cmds[id] = pipe.HMGet(ctx, rediskey.Sale(sale, "resv:"+id), "user", "state")
 			}
 		}
 		if len(cmds) > 0 {
