@@ -87,8 +87,10 @@ func raiseNoFile() uint64 {
 	return rl.Cur
 }
 
-// unknownRecorder wraps an Op and keeps the requestIds answered
-// outcome_unknown, to ask Redis which of them hold a unit.
+// unknownRecorder wraps an Op and keeps the requestIds whose buyer does
+// not know the outcome (answered outcome_unknown, or whose last try timed
+// out at the client: told nothing, it knows it does not know), to ask
+// Redis which of them hold a unit.
 type unknownRecorder struct {
 	op  loadgen.Op
 	mu  sync.Mutex
@@ -97,7 +99,7 @@ type unknownRecorder struct {
 
 func (u *unknownRecorder) Do(ctx context.Context, a loadgen.Attempt) loadgen.Result {
 	r := u.op.Do(ctx, a)
-	if r.Outcome == regional.CodeOutcomeUnknown {
+	if r.Outcome == regional.CodeOutcomeUnknown || r.Outcome == "timeout" {
 		u.mu.Lock()
 		u.ids = append(u.ids, a.RequestID)
 		u.mu.Unlock()
