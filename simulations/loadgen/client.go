@@ -192,7 +192,9 @@ func (o *HTTPOp) Do(ctx context.Context, a Attempt) Result {
 	lost := false // a try's answer was lost: it may have reserved
 	start := time.Now()
 	for try := 0; ; try++ {
+		tryStart := time.Now()
 		status, ans, err := o.post(ctx, target+BuyPath, token, body)
+		tryTook := time.Since(tryStart)
 		var res Result
 		switch {
 		case err != nil:
@@ -217,7 +219,7 @@ func (o *HTTPOp) Do(ctx context.Context, a Attempt) Result {
 			// script may have run. Later refusals do not undo that.
 			lost = true
 		}
-		res.Retries, res.Answers = try, append(last.Answers, res.Outcome)
+		res.Retries, res.Answers, res.LastTry = try, append(last.Answers, res.Outcome), tryTook
 		last = res
 		retryable := err != nil || ans.wait > 0
 		if !retryable || try >= o.cfg.Retries || ctx.Err() != nil {

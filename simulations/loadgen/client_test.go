@@ -184,6 +184,10 @@ func TestHTTPOpHonoursRetryHints(t *testing.T) {
 		if took < 60*time.Millisecond || took > 900*time.Millisecond {
 			t.Fatalf("took %v: want about 60 ms", took)
 		}
+		// The last try's latency holds neither the waits nor the tries before.
+		if res.LastTry <= 0 || res.LastTry > took-60*time.Millisecond {
+			t.Fatalf("last try %v of an attempt of %v: want it without the 60 ms of waits", res.LastTry, took)
+		}
 		if got := ids(); len(got) != 3 || got[0] != "run-1" || got[1] != "run-1" || got[2] != "run-1" {
 			t.Fatalf("requestIds %v: want run-1 three times", got)
 		}
