@@ -140,23 +140,34 @@ func (l *ConcLimit) InFlight() int {
 // retryHint is how long a shed buyer is told to wait. A fixed hint does
 // not fit: 8,000 clients told "1 s" come back at 8,000/s, and on two cores
 // answering them costs as much CPU as the reservations it protects; told
-// "10 s", they leave the seller idle. The fair wait is the time the seller
-// takes to serve everyone waiting once: waiting clients / admitted rate,
-// where the waiting clients are about shed rate x current hint (Little's
-// law). So every window the hint is scaled by sqrt(shed / admitted), at
-// most halved or doubled, which settles where shed answers come about as
-// often as admitted ones; the square root damps it. Within [min, max].
+// "10 s", they leave the seller idle. Nor does one hint for everyone shed
+// in a window, scaled by the shed ratio (the first version: sqrt(shed /
+// admitted) every 250 ms): a surge's first windows shed nearly everyone,
+// the hint doubled to its 5 s cap within a second, and 8,000 closed-loop
+// clients then slept so long that the seller answered 850/s, a tenth of
+// its capacity.
+//
+// The hint aims the offered load at the capacity instead: shed buyers
+// are booked into a virtual queue drained at the admitted rate measured
+// while the seller was saturated (a window in which someone was shed: the
+// limit was full, so admissions per second are what it can take). Each
+// shed buyer is told the queue's tail, which then moves on by 1/rate: a
+// burst of N shed at once is told to come back spread over N/rate, the
+// time the seller takes to serve them once (in-flight clients /
+// capacity). Within [min, max]; the jitter of the answer (±50%) smooths
+// the rest.
 type retryHint struct {
 	min, max, window time.Duration
 
 	mu           sync.Mutex
-	hint         time.Duration
+	rate         float64   // admissions per second when saturated; 0: not measured yet
+	tail         time.Time // the virtual queue's end
 	start        time.Time
 	shed, admits int
 }
 
 func newRetryHint(minD, maxD, window time.Duration) *retryHint {
-	return &retryHint{min: minD, max: maxD, window: window, hint: minD}
+	return &retryHint{min: minD, max: maxD, window: window}
 }
 
 // admitted counts an admitted request.
@@ -167,13 +178,27 @@ func (h *retryHint) admitted(now time.Time) {
 	h.mu.Unlock()
 }
 
-// shedNow counts a shed request and returns the hint to give it.
+// shedNow counts a shed request, books it into the queue and returns the
+// hint to give it.
 func (h *retryHint) shedNow(now time.Time) time.Duration {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.roll(now)
 	h.shed++
-	return h.hint
+	if h.tail.Before(now) {
+		h.tail = now
+	}
+	if h.rate > 0 {
+		h.tail = h.tail.Add(time.Duration(float64(time.Second) / h.rate))
+	}
+	// The tail is never booked beyond max: past it the buyers are told
+	// max anyway, and a queue of the unservable would outlive the surge.
+	h.tail = minTime(h.tail, now.Add(h.max))
+	return h.wait(now)
+}
+
+func (h *retryHint) wait(now time.Time) time.Duration {
+	return min(h.max, max(h.min, h.tail.Sub(now)))
 }
 
 func (h *retryHint) roll(now time.Time) {
@@ -181,24 +206,33 @@ func (h *retryHint) roll(now time.Time) {
 		h.start = now
 		return
 	}
-	if now.Sub(h.start) < h.window {
+	d := now.Sub(h.start)
+	if d < h.window {
 		return
 	}
-	if h.shed == 0 {
-		// No one was shed: relax towards the floor.
-		h.hint = max(h.min, h.hint/2)
-	} else {
-		f := math.Sqrt(float64(h.shed) / float64(max(1, h.admits)))
-		f = math.Min(2, math.Max(0.5, f))
-		h.hint = min(h.max, max(h.min, time.Duration(float64(h.hint)*f)))
+	if h.shed > 0 && h.admits > 0 {
+		r := float64(h.admits) / d.Seconds()
+		if h.rate == 0 {
+			h.rate = r
+		} else {
+			h.rate += (r - h.rate) / 2
+		}
 	}
 	h.start, h.shed, h.admits = now, 0, 0
 }
 
+// current is the wait a buyer refused now would be told, without booking.
 func (h *retryHint) current() time.Duration {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.hint
+	return h.wait(time.Now())
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // admission holds the seller's limits: one for its Redis, one per sale.
@@ -214,7 +248,7 @@ type admission struct {
 func newAdmission(cfg LimitConfig) *admission {
 	return &admission{
 		cfg: cfg, redis: NewConcLimit(cfg),
-		hint:  newRetryHint(250*time.Millisecond, 5*time.Second, 250*time.Millisecond),
+		hint:  newRetryHint(50*time.Millisecond, 5*time.Second, 250*time.Millisecond),
 		sales: map[string]*ConcLimit{},
 	}
 }

@@ -93,37 +93,47 @@ func TestConcLimitBadConfigDefaults(t *testing.T) {
 	}
 }
 
-func TestRetryHintFollowsShedRatio(t *testing.T) {
-	h := newRetryHint(500*time.Millisecond, 10*time.Second, 250*time.Millisecond)
+// Shed buyers are booked into a virtual queue drained at the admitted
+// rate measured while saturated: a burst is told to come back spread over
+// the time the seller takes to serve it once, not all after one wait.
+func TestRetryHintQueuesAtTheAdmittedRate(t *testing.T) {
+	h := newRetryHint(50*time.Millisecond, 5*time.Second, 250*time.Millisecond)
 	now := time.Unix(1000, 0)
-	window := func(shed, admitted int) time.Duration {
-		for range admitted {
-			h.admitted(now)
-		}
-		for range shed {
-			h.shedNow(now)
-		}
-		now = now.Add(250 * time.Millisecond)
-		h.admitted(now) // rolls the window
-		return h.current()
+	// No rate measured yet: the floor.
+	if got := h.shedNow(now); got != 50*time.Millisecond {
+		t.Fatalf("hint %v before any measurement, want the floor", got)
 	}
-	if got := window(0, 100); got != 500*time.Millisecond {
-		t.Fatalf("hint %v with nothing shed, want the floor", got)
+	// A saturated window: 1,000 admitted in 250 ms (4,000/s), some shed.
+	for range 1000 {
+		h.admitted(now)
 	}
-	// Sixteen shed per admitted: sqrt(16) = 4, at most doubled per window,
-	// up to the cap.
-	for _, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second} {
-		if got := window(1600, 100); got != want {
-			t.Fatalf("hint %v, want %v", got, want)
-		}
+	now = now.Add(250 * time.Millisecond)
+	h.admitted(now) // rolls the window
+	// 8,000 shed at once come back spread over 8,000 / 4,000/s = 2 s.
+	var hints []time.Duration
+	for range 8000 {
+		hints = append(hints, h.shedNow(now))
 	}
-	// As many shed as admitted: the fixed point, the hint stays.
-	if got := window(100, 99); got != 10*time.Second {
-		t.Fatalf("hint %v at the fixed point, want 10s", got)
+	if hints[0] != 50*time.Millisecond {
+		t.Fatalf("first of the burst told %v, want the floor", hints[0])
 	}
-	// Nothing shed: it halves back towards the floor.
-	if got := window(0, 100); got != 5*time.Second {
-		t.Fatalf("hint %v, want 5s", got)
+	if d := hints[3999] - time.Second; d < -time.Millisecond || d > time.Millisecond {
+		t.Fatalf("4,000th of the burst told %v, want 1 s", hints[3999])
+	}
+	if d := hints[7999] - 2*time.Second; d < -time.Millisecond || d > time.Millisecond {
+		t.Fatalf("last of the burst told %v, want 2 s", hints[7999])
+	}
+	// The queue drains with time.
+	now = now.Add(1500 * time.Millisecond)
+	if got := h.shedNow(now); got > 600*time.Millisecond || got < 400*time.Millisecond {
+		t.Fatalf("hint %v 1.5 s later, want about 0.5 s", got)
+	}
+	// Never beyond the cap, however long the queue.
+	for range 100000 {
+		h.shedNow(now)
+	}
+	if got := h.shedNow(now); got != 5*time.Second {
+		t.Fatalf("hint %v, want the 5 s cap", got)
 	}
 }
 

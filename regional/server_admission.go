@@ -29,7 +29,7 @@ func (s *Server) reserveFailed(sale, user string, err error) reply {
 	switch {
 	case errors.Is(err, ErrDropped):
 		return fail(http.StatusServiceUnavailable, CodeOverloaded,
-			"this region could not take the request in time: nothing was reserved; retry after retryAfterMs").after(s.adm.hint.current())
+			"this region could not take the request in time: nothing was reserved; retry after retryAfterMs").after(s.adm.hint.shedNow(time.Now()))
 	case errors.Is(err, ErrOutcomeUnknown) || !notSent(err) && !errors.Is(err, ErrBatcherClosed):
 		s.m.storeErrors.WithLabelValues("reserve").Inc()
 		s.warnThrottled("reserve outcome unknown", "sale", sale, "user", user, "err", err)

@@ -192,7 +192,9 @@ func (o *HTTPOp) Do(ctx context.Context, a Attempt) Result {
 	lost := false // a try's answer was lost: it may have reserved
 	start := time.Now()
 	for try := 0; ; try++ {
+		tryStart := time.Now()
 		status, ans, err := o.post(ctx, target+BuyPath, token, body)
+		tryTook := time.Since(tryStart)
 		var res Result
 		switch {
 		case err != nil:
@@ -201,16 +203,23 @@ func (o *HTTPOp) Do(ctx context.Context, a Attempt) Result {
 		case status == http.StatusCreated, status == http.StatusOK:
 			// 200: a retry found the reservation an earlier try made.
 			res = Result{Outcome: OutcomeReserved, Reserved: true, ReservationID: ans.ReservationID}
-		case lost && status == http.StatusServiceUnavailable:
-			// A retry refused without running (overloaded, not ready)
-			// says nothing of the lost try: the buyer does not know.
+		case lost:
+			// A retry refused (overloaded, not ready, rate limited, an
+			// answer from memory) says nothing of the earlier try whose
+			// outcome was lost or unknown: the buyer still does not know,
+			// and must not report a failure that may hide a reservation.
 			res = Result{Outcome: "outcome_unknown", RetryAfter: ans.wait}
 		case ans.Code != "":
 			res = Result{Outcome: ans.Code, RetryAfter: ans.wait}
 		default:
 			res = Result{Outcome: "http_" + strconv.Itoa(status)}
 		}
-		res.Retries, res.Answers = try, append(last.Answers, res.Outcome)
+		if ans.Code == "outcome_unknown" {
+			// The seller sent this try to Redis and lost its answer: the
+			// script may have run. Later refusals do not undo that.
+			lost = true
+		}
+		res.Retries, res.Answers, res.LastTry = try, append(last.Answers, res.Outcome), tryTook
 		last = res
 		retryable := err != nil || ans.wait > 0
 		if !retryable || try >= o.cfg.Retries || ctx.Err() != nil {

@@ -184,6 +184,10 @@ func TestHTTPOpHonoursRetryHints(t *testing.T) {
 		if took < 60*time.Millisecond || took > 900*time.Millisecond {
 			t.Fatalf("took %v: want about 60 ms", took)
 		}
+		// The last try's latency holds neither the waits nor the tries before.
+		if res.LastTry <= 0 || res.LastTry > took-60*time.Millisecond {
+			t.Fatalf("last try %v of an attempt of %v: want it without the 60 ms of waits", res.LastTry, took)
+		}
 		if got := ids(); len(got) != 3 || got[0] != "run-1" || got[1] != "run-1" || got[2] != "run-1" {
 			t.Fatalf("requestIds %v: want run-1 three times", got)
 		}
@@ -207,6 +211,42 @@ func TestHTTPOpHonoursRetryHints(t *testing.T) {
 			t.Fatalf("result %+v after %d tries in %v: a wait past RetryFor must not be taken", res, len(ids()), time.Since(start))
 		}
 	})
+}
+
+// Once a try was answered outcome_unknown (the seller sent it to Redis
+// and lost the answer), no later refusal is the attempt's outcome: a
+// retry shed before Redis (overloaded) or answered from memory says
+// nothing of the unit the first try may hold. Only a reservation is
+// final; anything else stays outcome_unknown (the goodput curve counted
+// such buyers as told "overloaded" while Redis held their unit).
+func TestHTTPOpOutcomeUnknownIsNotUndone(t *testing.T) {
+	unknown := [3]string{"503", `{"code":"outcome_unknown","message":"m","retryAfterMs":5}`, "1"}
+	overloaded := [3]string{"503", `{"code":"overloaded","message":"m","retryAfterMs":5}`, "1"}
+	soldOut := [3]string{"410", `{"code":"sold_out","message":"m"}`, ""}
+	reserved := [3]string{"201", `{"reservationId":"r9"}`, ""}
+	for _, tc := range []struct {
+		name    string
+		answers [][3]string
+		want    string
+	}{
+		{"then overloaded", [][3]string{unknown, overloaded}, "outcome_unknown"},
+		{"then overloaded twice", [][3]string{unknown, overloaded, overloaded}, "outcome_unknown"},
+		{"then sold out", [][3]string{unknown, soldOut}, "outcome_unknown"},
+		{"then reserved", [][3]string{unknown, overloaded, reserved}, OutcomeReserved},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url, ids := scripted(t, tc.answers...)
+			op, err := NewHTTPOp(HTTPConfig{Endpoints: map[string]string{"eu": url}, Sale: "s1", Timeout: time.Second, Retries: len(tc.answers) - 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer op.Close()
+			res := op.Do(context.Background(), Attempt{Seq: 1, User: User{ID: "u1", Region: "eu"}, RequestID: "run-1"})
+			if res.Outcome != tc.want || len(ids()) != len(tc.answers) {
+				t.Fatalf("result %+v after %d tries: want %s", res, len(ids()), tc.want)
+			}
+		})
+	}
 }
 
 func TestRetryWait(t *testing.T) {

@@ -87,6 +87,10 @@ type Result struct {
 	RetryAfter time.Duration
 	// Retries is how many tries the attempt took beyond the first.
 	Retries int
+	// LastTry is how long the last try took, from its send to its answer
+	// (0: not measured); the attempt's latency also holds the tries and
+	// retry waits before it.
+	LastTry time.Duration
 	// Answers lists the outcome of every try, in order (the last is
 	// Outcome); ops that do not retry may leave it empty.
 	Answers []string
@@ -246,7 +250,7 @@ func (r *runner) one(ctx context.Context, a Attempt) time.Duration {
 	if outcome == "" {
 		outcome = OutcomeError
 	}
-	r.rec.add(uint64(a.Seq), Sample{Outcome: outcome, At: at, Latency: end.Sub(a.Scheduled), Retries: res.Retries})
+	r.rec.add(uint64(a.Seq), Sample{Outcome: outcome, At: at, Latency: end.Sub(a.Scheduled), Retries: res.Retries, LastTry: res.LastTry})
 	r.countAnswers(res)
 	if res.Reserved {
 		r.reserved.Add(1)

@@ -14,6 +14,9 @@ type Sample struct {
 	At      time.Duration
 	Latency time.Duration
 	Retries int // tries beyond the first (attempts only)
+	// LastTry is the last try's own latency, without the tries and
+	// waits before it (0: the op does not measure it).
+	LastTry time.Duration
 }
 
 // recorder collects samples from many goroutines. Sharded so that tens of
