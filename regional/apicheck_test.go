@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -204,7 +205,8 @@ func (c *apiCheck) CloseIdleConnections() {
 // TestAPICheckCatchesDrift: the negative control of apiCheck. A real buy's
 // answer passes; the same answer drifted from the document (a required
 // field gone, a state the document does not list, a status it does not
-// list, an error code it does not know, a request it rejects answered 2xx)
+// list, an error code it does not know, a refusal without its Retry-After,
+// a request it rejects answered 2xx)
 // fails validation.
 func TestAPICheckCatchesDrift(t *testing.T) {
 	e := newEnv(t, nil)
@@ -248,6 +250,7 @@ func TestAPICheckCatchesDrift(t *testing.T) {
 		{"undocumented status", reqBody, http.StatusTeapot, errBody},
 		{"undocumented error code", reqBody, 410, []byte(`{"code":"gone_fishing","message":"m"}`)},
 		{"error without message", reqBody, 410, []byte(`{"code":"sold_out"}`)},
+		{"503 without Retry-After", reqBody, 503, []byte(`{"code":"quota_pending","message":"m","retryAfterMs":250}`)},
 		{"rejected request answered 201", []byte(`{"itemId":"phone"}`), 201, a.body},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -255,7 +258,7 @@ func TestAPICheckCatchesDrift(t *testing.T) {
 			if err == nil {
 				t.Fatalf("drift not caught: %d %s", tc.status, tc.body)
 			}
-			t.Logf("caught: %v", err)
+			t.Logf("caught: %s", strings.SplitN(err.Error(), "\n", 2)[0])
 		})
 	}
 }
