@@ -47,9 +47,10 @@ bench-quick: deps ## the benchmark table in under a minute
 	$(GO) run ./simulations/cmd/bench -quick
 
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet and the seller's OpenAPI document lint (ids, tags, descriptions, no unused components)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -run '^TestOpenAPI(Lint|Document)$$' ./regional/
 
 .PHONY: tidy
 tidy: ## go mod tidy

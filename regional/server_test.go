@@ -107,7 +107,8 @@ func newEnvDeps(t testing.TB, mutate func(*Config), deps func(*Deps), redisArgs 
 	e.srv = srv
 	e.url = "http://" + srv.Addr()
 	e.client = &http.Client{
-		Transport: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256},
+		// Every exchange is validated against openapi.yaml (apicheck_test.go).
+		Transport: &apiCheck{t: t, base: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}},
 		// Tests look at redirects themselves.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
