@@ -1,16 +1,13 @@
 package orders
 
 import (
-	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
+	_ "modernc.org/sqlite"             // the "sqlite" database/sql driver
 )
 
 // dialect is what really differs between the SQL databases the store runs
@@ -37,10 +34,6 @@ type dialect struct {
 	// lock, if not empty, runs first in the migration transaction so that
 	// sellers starting together migrate one after the other.
 	lock string
-	// abortsTx: a failed statement aborts the whole transaction (PostgreSQL)
-	// rather than only itself (SQLite).
-	abortsTx          bool
-	isUniqueViolation func(error) bool
 }
 
 // pgMigrationLock is the advisory lock key that serialises migrations.
@@ -58,10 +51,6 @@ var sqliteDialect = dialect{
 	expires:          func(ms int64) any { return ms },
 	ms:               func(col string) string { return col },
 	schemaMigrations: `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`,
-	isUniqueViolation: func(err error) bool {
-		var se *sqlite.Error
-		return errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE
-	},
 }
 
 var postgresDialect = dialect{
@@ -82,11 +71,6 @@ var postgresDialect = dialect{
 	},
 	schemaMigrations: `CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
 	lock:             `SELECT pg_advisory_xact_lock(` + strconv.Itoa(pgMigrationLock) + `)`,
-	abortsTx:         true,
-	isUniqueViolation: func(err error) bool {
-		var pe *pgconn.PgError
-		return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "orders_one_live_per_user"
-	},
 }
 
 // rebind rewrites the ? placeholders of q for d.

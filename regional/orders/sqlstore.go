@@ -106,19 +106,7 @@ func (s *sqlStore) migrate(ctx context.Context) (err error) {
 }
 
 // Apply writes the batch in one transaction through prepared statements.
-// When the per-user index refuses an event, SQLite fails only that
-// statement and the batch goes on with the event recorded as a reject; a
-// PostgreSQL transaction is aborted by it, so there the batch is redone
-// with one savepoint per event.
-func (s *sqlStore) Apply(ctx context.Context, b Batch) error {
-	err := s.apply(ctx, b, false)
-	if s.d.abortsTx && s.d.isUniqueViolation(err) {
-		return s.apply(ctx, b, true)
-	}
-	return err
-}
-
-func (s *sqlStore) apply(ctx context.Context, b Batch, savepoints bool) (err error) {
+func (s *sqlStore) Apply(ctx context.Context, b Batch) (err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("%s: begin: %w", s.d.name, err)
@@ -128,46 +116,27 @@ func (s *sqlStore) apply(ctx context.Context, b Batch, savepoints bool) (err err
 			_ = tx.Rollback()
 		}
 	}()
-	up, err := tx.PrepareContext(ctx, s.upsert)
-	if err != nil {
-		return fmt.Errorf("%s: prepare upsert: %w", s.d.name, err)
-	}
-	defer up.Close()
-	rejects := b.Rejects
-	for _, e := range b.Events {
-		if savepoints {
-			if _, err := tx.ExecContext(ctx, "SAVEPOINT ev"); err != nil {
-				return fmt.Errorf("%s: savepoint: %w", s.d.name, err)
-			}
-		}
-		_, err := up.ExecContext(ctx, e.Sale, e.Region, e.Resv, e.User, string(e.State()),
-			s.d.at(e.At), s.d.at(e.At), s.d.expires(e.ExpiresAt), e.PaymentID)
-		if s.d.isUniqueViolation(err) && (savepoints || !s.d.abortsTx) {
-			if savepoints {
-				if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT ev"); err != nil {
-					return fmt.Errorf("%s: rollback to savepoint: %w", s.d.name, err)
-				}
-			}
-			rejects = append(rejects, userLimitReject(e))
-			continue
-		}
+	if len(b.Events) > 0 {
+		up, err := tx.PrepareContext(ctx, s.upsert)
 		if err != nil {
-			return fmt.Errorf("%s: upsert %s/%s/%s: %w", s.d.name, e.Sale, e.Region, e.Resv, err)
+			return fmt.Errorf("%s: prepare upsert: %w", s.d.name, err)
 		}
-		if savepoints {
-			if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT ev"); err != nil {
-				return fmt.Errorf("%s: release savepoint: %w", s.d.name, err)
+		defer up.Close()
+		for _, e := range b.Events {
+			if _, err := up.ExecContext(ctx, e.Sale, e.Region, e.Resv, e.User, string(e.State()),
+				s.d.at(e.At), s.d.at(e.At), s.d.expires(e.ExpiresAt), e.PaymentID); err != nil {
+				return fmt.Errorf("%s: upsert %s/%s/%s: %w", s.d.name, e.Sale, e.Region, e.Resv, err)
 			}
 		}
 	}
-	if len(rejects) > 0 {
+	if len(b.Rejects) > 0 {
 		rej, err := tx.PrepareContext(ctx, s.reject)
 		if err != nil {
 			return fmt.Errorf("%s: prepare reject: %w", s.d.name, err)
 		}
 		defer rej.Close()
 		now := s.d.at(time.Now().UnixMilli())
-		for _, r := range rejects {
+		for _, r := range b.Rejects {
 			if _, err := rej.ExecContext(ctx, r.Sale, r.Region, r.StreamID, r.Resv, r.User, r.Type, r.Reason, r.Fields, now); err != nil {
 				return fmt.Errorf("%s: reject %s: %w", s.d.name, r.StreamID, err)
 			}
@@ -177,14 +146,6 @@ func (s *sqlStore) apply(ctx context.Context, b Batch, savepoints bool) (err err
 		return fmt.Errorf("%s: commit: %w", s.d.name, err)
 	}
 	return nil
-}
-
-func userLimitReject(e Event) Reject {
-	return Reject{
-		Sale: e.Sale, Region: e.Region, StreamID: e.StreamID, Resv: e.Resv, User: e.User, Type: e.Type,
-		Reason: "per-user limit: the user already holds a live order in this sale",
-		Fields: rawJSON(e.Fields()),
-	}
 }
 
 func (s *sqlStore) Orders(ctx context.Context, sale, region string) ([]Order, error) {
