@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -14,6 +15,10 @@ type sqlStore struct {
 	// Statements, rebound to the dialect.
 	upsert, reject, orders, rejects string
 }
+
+// upsertRows is the most rows one upsert statement writes (9 parameters a
+// row, under both databases' parameter limits).
+const upsertRows = 500
 
 func openSQL(ctx context.Context, d dialect, dsn string) (*sqlStore, error) {
 	dsn, err := d.dsn(dsn)
@@ -30,9 +35,8 @@ func openSQL(ctx context.Context, d dialect, dsn string) (*sqlStore, error) {
 	// The upsert moves a row forward only and merges times commutatively
 	// (first non-empty user, earliest created, latest updated and expiry),
 	// so events applied in any order, any number of times, give the same row.
-	s.upsert = d.rebind(fmt.Sprintf(`
-INSERT INTO orders (sale, region, resv, user_id, state, created_at, updated_at, expires_at, payment_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+	// s.upsert is the statement's tail, after its VALUES rows.
+	s.upsert = fmt.Sprintf(`
 ON CONFLICT (sale, region, resv) DO UPDATE SET
     state      = CASE WHEN orders.state = 'reserved' THEN excluded.state ELSE orders.state END,
     user_id    = CASE WHEN orders.user_id = '' THEN excluded.user_id ELSE orders.user_id END,
@@ -40,7 +44,7 @@ ON CONFLICT (sale, region, resv) DO UPDATE SET
     updated_at = %[2]s(orders.updated_at, excluded.updated_at),
     expires_at = %[2]s(orders.expires_at, excluded.expires_at),
     payment_id = CASE WHEN orders.payment_id = '' THEN excluded.payment_id ELSE orders.payment_id END`,
-		d.least, d.greatest))
+		d.least, d.greatest)
 	s.reject = d.rebind(`
 INSERT INTO order_rejects (sale, region, stream_id, resv, user_id, type, reason, fields, recorded_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -105,7 +109,7 @@ func (s *sqlStore) migrate(ctx context.Context) (err error) {
 	return nil
 }
 
-// Apply writes the batch in one transaction through prepared statements.
+// Apply writes the batch in one transaction.
 func (s *sqlStore) Apply(ctx context.Context, b Batch) (err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -116,18 +120,8 @@ func (s *sqlStore) Apply(ctx context.Context, b Batch) (err error) {
 			_ = tx.Rollback()
 		}
 	}()
-	if len(b.Events) > 0 {
-		up, err := tx.PrepareContext(ctx, s.upsert)
-		if err != nil {
-			return fmt.Errorf("%s: prepare upsert: %w", s.d.name, err)
-		}
-		defer up.Close()
-		for _, e := range b.Events {
-			if _, err := up.ExecContext(ctx, e.Sale, e.Region, e.Resv, e.User, string(e.State()),
-				s.d.at(e.At), s.d.at(e.At), s.d.expires(e.ExpiresAt), e.PaymentID); err != nil {
-				return fmt.Errorf("%s: upsert %s/%s/%s: %w", s.d.name, e.Sale, e.Region, e.Resv, err)
-			}
-		}
+	if err := s.upsertEvents(ctx, tx, b.Events); err != nil {
+		return err
 	}
 	if len(b.Rejects) > 0 {
 		rej, err := tx.PrepareContext(ctx, s.reject)
@@ -144,6 +138,51 @@ func (s *sqlStore) Apply(ctx context.Context, b Batch) (err error) {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("%s: commit: %w", s.d.name, err)
+	}
+	return nil
+}
+
+// upsertEvents writes events with multi-row upserts, one round trip per
+// statement rather than per event. PostgreSQL refuses a statement that
+// updates one row twice, so a reservation's second event in the batch goes
+// into a later statement (the merge is commutative: any split and order
+// gives the same rows).
+func (s *sqlStore) upsertEvents(ctx context.Context, tx *sql.Tx, events []Event) error {
+	type key struct{ sale, region, resv string }
+	seen := make(map[key]int, len(events))
+	var rounds [][]Event
+	for _, e := range events {
+		k := key{e.Sale, e.Region, e.Resv}
+		r := seen[k]
+		seen[k] = r + 1
+		if r == len(rounds) {
+			rounds = append(rounds, nil)
+		}
+		rounds[r] = append(rounds[r], e)
+	}
+	var q strings.Builder
+	args := make([]any, 0, 9*min(len(events), upsertRows))
+	for _, round := range rounds {
+		for len(round) > 0 {
+			chunk := round[:min(len(round), upsertRows)]
+			round = round[len(chunk):]
+			q.Reset()
+			args = args[:0]
+			q.WriteString("INSERT INTO orders (sale, region, resv, user_id, state, created_at, updated_at, expires_at, payment_id) VALUES ")
+			for i, e := range chunk {
+				if i > 0 {
+					q.WriteString(", ")
+				}
+				q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+				args = append(args, e.Sale, e.Region, e.Resv, e.User, string(e.State()),
+					s.d.at(e.At), s.d.at(e.At), s.d.expires(e.ExpiresAt), e.PaymentID)
+			}
+			q.WriteString(s.upsert)
+			if _, err := tx.ExecContext(ctx, s.d.rebind(q.String()), args...); err != nil {
+				e := chunk[0]
+				return fmt.Errorf("%s: upsert %d events from %s/%s/%s: %w", s.d.name, len(chunk), e.Sale, e.Region, e.Resv, err)
+			}
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -203,6 +204,42 @@ func TestEveryOrderOfAUserLandsAsARow(t *testing.T) {
 			}
 			if rej, err := s.Rejects(ctx, "s1"); err != nil || len(rej) != 0 {
 				t.Fatalf("rejects = %+v, %v; want none", rej, err)
+			}
+		}
+	})
+}
+
+// A batch larger than one statement, with a reservation's events spread
+// over it, lands whole.
+func TestLargeBatchSpansStatements(t *testing.T) {
+	eachStore(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		const n = 2*upsertRows + 7
+		var b Batch
+		for i := range n {
+			b.Events = append(b.Events, ev("reserved", strconv.Itoa(i), "u"+strconv.Itoa(i%3), int64(i+1), 10_000))
+		}
+		for i := 0; i < n; i += 2 {
+			b.Events = append(b.Events, ev("confirmed", strconv.Itoa(i), "u", int64(n+i), 0))
+		}
+		if err := s.Apply(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Orders(ctx, "s1", "eu")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != n {
+			t.Fatalf("%d rows, want %d", len(got), n)
+		}
+		for _, o := range got {
+			i, _ := strconv.Atoi(o.Resv)
+			want := Reserved
+			if i%2 == 0 {
+				want = Confirmed
+			}
+			if o.State != want || o.User != "u"+strconv.Itoa(i%3) || !o.CreatedAt.Equal(msTime(int64(i+1))) {
+				t.Fatalf("row %+v, want %s by u%d created at %d", o, want, i%3, i+1)
 			}
 		}
 	})
