@@ -214,7 +214,7 @@ func (c *Consumer) drain(ctx context.Context, sale string) {
 	for ctx.Err() == nil {
 		if !l.hold(ctx) {
 			// Another consumer drains this sale; it keeps the stream's
-			// order, which the per-user index relies on.
+			// order.
 			wait(ctx, c.cfg.Block)
 			continue
 		}
@@ -412,8 +412,8 @@ func Lag(ctx context.Context, rdb redis.UniversalClient, stream, group string) (
 
 // A lease gives one consumer of the group a sale's stream at a time, so
 // the events of a sale are written in stream order (consumers sharing one
-// stream would interleave batches, and a user's new reservation could reach
-// SQL before the cancel of the old one and trip the per-user index). It
+// stream would interleave batches and write a reservation's events out of
+// order). It
 // lasts ClaimMinIdle, the silence after which a consumer counts as dead
 // and its pending entries are claimed anyway; it is renewed after a third
 // of that. A lease is an efficiency and ordering aid, not a safety fence:

@@ -10,6 +10,11 @@
 // an out-of-order event converges to the same row. It must never delete an
 // order or move a row out of a terminal state.
 //
+// The store is one implementation on database/sql (sqlstore.go); dialect.go
+// holds what SQLite and PostgreSQL really differ in. Every order is a row,
+// keyed by (sale, region, resv): the per-user limit is Redis's to enforce
+// (DESIGN I3), so SQL never refuses a user's second order.
+//
 // Wiring, for a seller process:
 //
 //	store, err := orders.Open(ctx, dsn) // "postgres://..." or "sqlite:///var/lib/flashsale/orders.db"

@@ -23,7 +23,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"sale"}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flashsale_orders_rejects_total",
-			Help: "Order stream entries recorded in order_rejects instead of orders (malformed or refused by the per-user index).",
+			Help: "Order stream entries recorded in order_rejects instead of orders (malformed).",
 		}, []string{"sale"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "flashsale_orders_lag_entries",

@@ -49,15 +49,15 @@ type Store interface {
 func Open(ctx context.Context, dsn string) (Store, error) {
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return openPostgres(ctx, dsn)
+		return openSQL(ctx, postgresDialect, dsn)
 	case strings.HasPrefix(dsn, "sqlite://"):
 		path := strings.TrimPrefix(dsn, "sqlite://")
 		if path == "" {
 			return nil, fmt.Errorf("%w: %q has no path (want sqlite:///abs/path.db)", ErrBadDSN, dsn)
 		}
-		return openSQLite(ctx, "file:"+path)
+		return openSQL(ctx, sqliteDialect, "file:"+path)
 	case strings.HasPrefix(dsn, "file:"):
-		return openSQLite(ctx, dsn)
+		return openSQL(ctx, sqliteDialect, dsn)
 	}
 	return nil, fmt.Errorf("%w: got %q", ErrBadDSN, redact(dsn))
 }

@@ -2,10 +2,12 @@ package orders
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -61,6 +63,37 @@ func TestMigrationsApplyOnce(t *testing.T) {
 	got, err := b.Orders(context.Background(), "s1", "eu")
 	if err != nil || len(got) != 1 {
 		t.Fatalf("after reopen: %v %v", got, err)
+	}
+}
+
+// A store migrated before 0002 (with the unique index on live orders per
+// user) drops the index when it opens, so a user's second order lands.
+func TestMigration0002DropsThePerUserIndex(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "orders.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := loadMigrations("sqlite")
+	if err != nil || len(ms) < 2 || ms[0].version != 1 {
+		t.Fatalf("migrations = %v, %v", ms, err)
+	}
+	for _, q := range []string{
+		sqliteDialect.schemaMigrations, ms[0].sql,
+		`INSERT INTO schema_migrations (version, name, applied_at) VALUES (1, '0001_orders.sql', 0)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = db.Close()
+	s := openTestStore(t, "sqlite://"+path)
+	ctx := context.Background()
+	if err := s.Apply(ctx, Batch{Events: []Event{ev("reserved", "1", "u1", 1, 100), ev("reserved", "2", "u1", 2, 100)}}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Orders(ctx, "s1", "eu"); len(got) != 2 {
+		t.Fatalf("rows = %+v, want 2", got)
 	}
 }
 
@@ -138,45 +171,76 @@ func TestTerminalStatesNeverChange(t *testing.T) {
 	})
 }
 
-// The partial unique index refuses a second live order for a user; the
-// batch still commits, the refused event lands in order_rejects, and the
-// user can hold a new order once the first one ended.
-func TestPerUserIndexRejectsWithoutBlockingTheBatch(t *testing.T) {
+// The per-user limit is Redis's to enforce (DESIGN I3) and may be above 1:
+// every order of a user in a sale lands as a row, live or not, in one
+// region or several, and none goes to order_rejects.
+func TestEveryOrderOfAUserLandsAsARow(t *testing.T) {
 	eachStore(t, func(t *testing.T, s Store) {
 		ctx := context.Background()
+		other := ev("reserved", "3", "u1", 3, 100)
+		other.Region, other.StreamID = "us", "0-3-us"
 		batch := Batch{Events: []Event{
 			ev("reserved", "1", "u1", 1, 100),
-			ev("reserved", "2", "u1", 2, 100), // Redis would never allow this
-			ev("reserved", "3", "u3", 3, 100),
+			ev("reserved", "2", "u1", 2, 100), // a second live order: limit >= 2
+			ev("confirmed", "1", "u1", 4, 0),
+			other,
 		}}
-		if err := s.Apply(ctx, batch); err != nil {
+		for range 2 { // a replay changes nothing
+			if err := s.Apply(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Orders(ctx, "s1", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 3 || got[0].Resv != "1" || got[0].State != Confirmed || got[1].Resv != "2" || got[1].State != Reserved ||
+				got[2].Resv != "3" || got[2].Region != "us" || got[2].State != Reserved {
+				t.Fatalf("rows = %+v, want eu/1 confirmed, eu/2 reserved, us/3 reserved, all u1", got)
+			}
+			for _, o := range got {
+				if o.User != "u1" {
+					t.Errorf("resv %s user %q, want u1", o.Resv, o.User)
+				}
+			}
+			if rej, err := s.Rejects(ctx, "s1"); err != nil || len(rej) != 0 {
+				t.Fatalf("rejects = %+v, %v; want none", rej, err)
+			}
+		}
+	})
+}
+
+// A batch larger than one statement, with a reservation's events spread
+// over it, lands whole.
+func TestLargeBatchSpansStatements(t *testing.T) {
+	eachStore(t, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		const n = 2*upsertRows + 7
+		var b Batch
+		for i := range n {
+			b.Events = append(b.Events, ev("reserved", strconv.Itoa(i), "u"+strconv.Itoa(i%3), int64(i+1), 10_000))
+		}
+		for i := 0; i < n; i += 2 {
+			b.Events = append(b.Events, ev("confirmed", strconv.Itoa(i), "u", int64(n+i), 0))
+		}
+		if err := s.Apply(ctx, b); err != nil {
 			t.Fatal(err)
 		}
-		got, _ := s.Orders(ctx, "s1", "eu")
-		if len(got) != 2 || got[0].Resv != "1" || got[1].Resv != "3" {
-			t.Fatalf("rows = %+v, want resv 1 and 3", got)
-		}
-		rej, err := s.Rejects(ctx, "s1")
+		got, err := s.Orders(ctx, "s1", "eu")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(rej) != 1 || rej[0].Resv != "2" {
-			t.Fatalf("rejects = %+v, want resv 2", rej)
+		if len(got) != n {
+			t.Fatalf("%d rows, want %d", len(got), n)
 		}
-		// Replaying the same batch changes nothing and does not fail.
-		if err := s.Apply(ctx, batch); err != nil {
-			t.Fatal(err)
-		}
-		if rej, _ := s.Rejects(ctx, "s1"); len(rej) != 1 {
-			t.Fatalf("rejects after replay = %d, want 1", len(rej))
-		}
-		// After the first order ends the same user may reserve again.
-		if err := s.Apply(ctx, Batch{Events: []Event{ev("cancelled", "1", "u1", 4, 0), ev("reserved", "4", "u1", 5, 100)}}); err != nil {
-			t.Fatal(err)
-		}
-		got, _ = s.Orders(ctx, "s1", "eu")
-		if len(got) != 3 {
-			t.Fatalf("rows = %+v, want 3", got)
+		for _, o := range got {
+			i, _ := strconv.Atoi(o.Resv)
+			want := Reserved
+			if i%2 == 0 {
+				want = Confirmed
+			}
+			if o.State != want || o.User != "u"+strconv.Itoa(i%3) || !o.CreatedAt.Equal(msTime(int64(i+1))) {
+				t.Fatalf("row %+v, want %s by u%d created at %d", o, want, i%3, i+1)
+			}
 		}
 	})
 }
