@@ -84,8 +84,11 @@ func (a *Allocation) demandWeighted(now int64, p Policy) *Allocation {
 //     units are granted only on the giver's acknowledgement.
 //   - Damping: a short region that is not dry must lack a quarter of its
 //     target, and a giver with demand must hold a quarter above its own,
-//     before anything moves between them; when scarce, only a dry region
-//     takes from the others (the pool still tops up any low region).
+//     before anything moves between them; when scarce, a giver whose buyers
+//     are still there gives only to a dry region (the pool still tops up
+//     any low region, and an idle giver any short one). Each release
+//     carries the giver's floor (Keep), which the release script honours
+//     whatever the giver sold since the figures this plan was made from.
 //
 // A stale report counts as no demand, and a stale region is neither topped
 // up nor asked for anything: it could not answer.
