@@ -297,139 +297,182 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request) reply {
 	return success(http.StatusOK, "ok", st)
 }
 
-func (s *Server) confirm(w http.ResponseWriter, r *http.Request) reply {
-	return s.finish(w, r, true)
+// finishing is a confirm or cancel under way: the caller's own
+// reservation, read from Redis inside an admission slot.
+type finishing struct {
+	item, id string
+	sale     *Sale
+	resv     quota.Reservation
+	now      time.Time
+	slot     *slot
+	ctx      context.Context
+	cancel   context.CancelFunc
 }
 
-func (s *Server) cancelResv(w http.ResponseWriter, r *http.Request) reply {
-	return s.finish(w, r, false)
+// close releases the slot (the latest one, if the confirm took another
+// after its payment) and the Redis deadline.
+func (f *finishing) close() {
+	f.slot.done(false, time.Now())
+	f.cancel()
 }
 
-// finish confirms or cancels a reservation. Only its user may; ended
-// sales still accept both, since the reservation was made while open.
-func (s *Server) finish(w http.ResponseWriter, r *http.Request, confirm bool) reply {
+// ownReservation runs what confirm and cancel share: the request's
+// checks, identity (only the reservation's user may finish it; ended sales
+// still accept both, since it was made while open), the rate limits, an
+// admission slot, and the reservation read from Redis. The caller closes
+// the returned finishing.
+func (s *Server) ownReservation(w http.ResponseWriter, r *http.Request) (*finishing, reply, bool) {
 	var in finishRequest
 	if rep, ok := decodeBody(w, r, s.cfg.MaxBodyBytes, &in, true); !ok {
-		return rep
+		return nil, rep, false
 	}
 	q := r.URL.Query()
 	item, rep, ok := oneOf("itemId", CodeBadItemID, in.ItemID, q.Get("itemId"))
 	if !ok {
-		return rep
+		return nil, rep, false
 	}
 	user, rep, ok := oneOf("userId", CodeBadUserID, in.UserID, q.Get("userId"))
 	if !ok {
-		return rep
+		return nil, rep, false
 	}
 	id := r.PathValue("id")
 	if rep, ok := checkID("reservation id", CodeBadReservationID, id, false); !ok {
-		return rep
+		return nil, rep, false
 	}
 	if rep, ok := checkID("itemId", CodeBadItemID, item, false); !ok {
-		return rep
+		return nil, rep, false
 	}
 	if rep, ok := checkID("userId", CodeBadUserID, user, true); !ok {
-		return rep
+		return nil, rep, false
 	}
 	p, rep, ok := s.identify(r, user, true)
 	if !ok {
-		return rep
+		return nil, rep, false
 	}
 	sale := s.sales.Get(item)
 	if sale == nil {
-		return fail(http.StatusNotFound, CodeUnknownSale, "no sale %s", item)
+		return nil, fail(http.StatusNotFound, CodeUnknownSale, "no sale %s", item), false
 	}
 	now := s.cfg.now()
 	if rep, ok := s.admit(r, p.User, now); !ok {
-		return rep
+		return nil, rep, false
 	}
-	slot, rep, ok := s.enterRedis("")
+	sl, rep, ok := s.enterRedis("")
+	if !ok {
+		return nil, rep, false
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.RedisTimeout)
+	f := &finishing{item: item, id: id, sale: sale, now: now, slot: sl, ctx: ctx, cancel: cancel}
+	resv, err := s.store.Reservation(ctx, item, id)
+	switch {
+	case errors.Is(err, quota.ErrNoSuchResv):
+		f.close()
+		return nil, fail(http.StatusNotFound, CodeUnknownResv, "no reservation %s in sale %s in this region", id, item), false
+	case err != nil:
+		sl.done(true, time.Now())
+		f.close()
+		s.m.storeErrors.WithLabelValues("reservation").Inc()
+		s.warnThrottled("read reservation failed", "sale", item, "reservation", id, "err", err)
+		return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "could not read the reservation: retry").after(time.Second), false
+	case resv.User != p.User:
+		f.close()
+		return nil, fail(http.StatusForbidden, CodeNotYours, "reservation %s belongs to another user", id), false
+	}
+	f.resv = resv
+	return f, reply{}, true
+}
+
+// finishFailed answers a confirm or cancel script that refused or failed.
+func (s *Server) finishFailed(f *finishing, op string, err error) reply {
+	switch {
+	case errors.Is(err, quota.ErrNotActive):
+		return fail(http.StatusConflict, CodeNotActive, "reservation %s is %s", f.id, stateName(f.resv.State))
+	case errors.Is(err, quota.ErrNoSuchResv):
+		return fail(http.StatusNotFound, CodeUnknownResv, "no reservation %s in sale %s in this region", f.id, f.item)
+	}
+	f.slot.done(true, time.Now())
+	s.m.storeErrors.WithLabelValues(op).Inc()
+	s.warnThrottled(op+" failed", "sale", f.item, "reservation", f.id, "err", err)
+	return fail(http.StatusServiceUnavailable, CodeUnavailable, "could not reach this region's stock: retry (it is idempotent)").after(time.Second)
+}
+
+// cancelResv cancels the caller's reservation; its unit goes back to stock.
+func (s *Server) cancelResv(w http.ResponseWriter, r *http.Request) reply {
+	f, rep, ok := s.ownReservation(w, r)
 	if !ok {
 		return rep
 	}
-	defer func() { slot.done(false, time.Now()) }()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.RedisTimeout)
-	defer cancel()
-	resv, err := s.store.Reservation(ctx, item, id)
-	if err != nil && !errors.Is(err, quota.ErrNoSuchResv) {
-		slot.done(true, time.Now())
+	defer f.close()
+	if err := s.store.Cancel(f.ctx, f.item, f.id, f.now); err != nil {
+		return s.finishFailed(f, "cancel", err)
 	}
-	if errors.Is(err, quota.ErrNoSuchResv) {
-		return fail(http.StatusNotFound, CodeUnknownResv, "no reservation %s in sale %s in this region", id, item)
+	f.sale.MaybeAvailable()
+	f.resv.State = quota.Cancelled
+	return success(http.StatusOK, "cancelled", s.resvJSON(f.item, f.resv))
+}
+
+// confirm pays for the caller's reservation (when a payment provider is
+// set) and records it as sold.
+func (s *Server) confirm(w http.ResponseWriter, r *http.Request) reply {
+	f, rep, ok := s.ownReservation(w, r)
+	if !ok {
+		return rep
 	}
-	if err != nil {
-		s.m.storeErrors.WithLabelValues("reservation").Inc()
-		s.warnThrottled("read reservation failed", "sale", item, "reservation", id, "err", err)
-		return fail(http.StatusServiceUnavailable, CodeUnavailable, "could not read the reservation: retry").after(time.Second)
-	}
-	if resv.User != p.User {
-		return fail(http.StatusForbidden, CodeNotYours, "reservation %s belongs to another user", id)
-	}
-	op, opName, outcome, state := s.store.Cancel, "cancel", "cancelled", quota.Cancelled
-	if confirm {
-		// The sweeper may lag behind the clock: a reservation past its
-		// time is over even if its unit has not been returned yet.
-		if resv.State == quota.Active && resv.ExpiresAt <= now.UnixMilli() {
-			return fail(http.StatusConflict, CodeNotActive, "reservation %s expired at %s", id, time.UnixMilli(resv.ExpiresAt).UTC().Format(time.RFC3339Nano))
-		}
-		op, opName, outcome, state = s.store.Confirm, "confirm", "confirmed", quota.Confirmed
+	defer f.close()
+	item, id, resv := f.item, f.id, f.resv
+	// The sweeper may lag behind the clock: a reservation past its time is
+	// over even if its unit has not been returned yet.
+	if resv.State == quota.Active && resv.ExpiresAt <= f.now.UnixMilli() {
+		return fail(http.StatusConflict, CodeNotActive, "reservation %s expired at %s", id, time.UnixMilli(resv.ExpiresAt).UTC().Format(time.RFC3339Nano))
 	}
 	// Pay first, then record: a confirm whose Pay went through but whose
 	// Confirm was not recorded is retried with the same payment id, which
 	// the provider answers without charging again. A confirmed reservation
 	// was paid already; a cancelled or expired one is refused below.
-	paid := false
-	if confirm && s.payment != nil && resv.State == quota.Active {
-		// The payment is not Redis work: its slot is given back while it
-		// runs, and a forced one taken after it (the money is taken: the
-		// confirm is not shed).
-		slot.done(false, time.Now())
-		rep, ok := s.takePayment(r, item, sale.Spec().ReservationTTL, resv, now)
-		slot = s.adm.force()
-		if !ok {
-			return rep
+	if s.payment == nil || resv.State != quota.Active {
+		if err := s.store.Confirm(f.ctx, item, id, f.now); err != nil {
+			return s.finishFailed(f, "confirm", err)
 		}
-		paid = true
-		paymentID := PaymentID(s.cfg.Region, item, resv.ID)
-		op = func(ctx context.Context, sale, id string, now time.Time) error {
-			return s.store.ConfirmPaid(ctx, sale, id, now, paymentID)
-		}
-		// The payment may have used up the Redis deadline.
-		cancel()
-		ctx, cancel = context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.RedisTimeout)
-		defer cancel()
+		return s.confirmed(f)
 	}
-	switch err := op(ctx, item, id, now); {
-	case errors.Is(err, quota.ErrNotActive):
-		if paid {
-			// Expired or cancelled while the payment ran: the money is
-			// taken for nothing. Rare (the reservation was active and
-			// unexpired just before), and it needs a person.
-			s.pm.orphans.WithLabelValues(item).Inc()
-			s.log.Error("payment taken but the reservation is no longer active: refund it", "sale", item,
-				"reservation", id, "payment", PaymentID(s.cfg.Region, item, id))
-			return fail(http.StatusConflict, CodeNotActive, "reservation %s ended while it was being paid: payment %s will be refunded",
-				id, PaymentID(s.cfg.Region, item, id))
-		}
-		return fail(http.StatusConflict, CodeNotActive, "reservation %s is %s", id, stateName(resv.State))
-	case errors.Is(err, quota.ErrNoSuchResv):
-		return fail(http.StatusNotFound, CodeUnknownResv, "no reservation %s in sale %s in this region", id, item)
-	case err != nil:
-		slot.done(true, time.Now())
-		s.m.storeErrors.WithLabelValues(opName).Inc()
-		s.warnThrottled(opName+" failed", "sale", item, "reservation", id, "err", err)
-		return fail(http.StatusServiceUnavailable, CodeUnavailable, "could not reach this region's stock: retry (it is idempotent)").after(time.Second)
+	// The payment is not Redis work: its slot is given back while it runs,
+	// and a forced one taken after it (the money is taken: the confirm is
+	// not shed).
+	f.slot.done(false, time.Now())
+	rep, ok = s.takePayment(r, item, f.sale.Spec().ReservationTTL, resv, f.now)
+	f.slot = s.adm.force()
+	if !ok {
+		return rep
 	}
-	if !confirm {
-		sale.MaybeAvailable()
-	} else if sale.dry.Load() {
-		// A dry region's confirms turn "all reserved" into "sold out":
-		// read the counters now rather than at the next tick, so buyers
-		// are told the sale is over as soon as it is.
+	// The payment may have used up the Redis deadline.
+	f.cancel()
+	f.ctx, f.cancel = context.WithTimeout(context.WithoutCancel(r.Context()), s.cfg.RedisTimeout)
+	paymentID := PaymentID(s.cfg.Region, item, resv.ID)
+	err := s.store.ConfirmPaid(f.ctx, item, id, f.now, paymentID)
+	if errors.Is(err, quota.ErrNotActive) {
+		// Expired or cancelled while the payment ran: the money is taken
+		// for nothing. Rare (the reservation was active and unexpired just
+		// before), and it needs a person.
+		s.pm.orphans.WithLabelValues(item).Inc()
+		s.log.Error("payment taken but the reservation is no longer active: refund it", "sale", item,
+			"reservation", id, "payment", paymentID)
+		return fail(http.StatusConflict, CodeNotActive, "reservation %s ended while it was being paid: payment %s will be refunded", id, paymentID)
+	}
+	if err != nil {
+		return s.finishFailed(f, "confirm", err)
+	}
+	return s.confirmed(f)
+}
+
+// confirmed answers a recorded confirm. In a dry region, confirms turn
+// "all reserved" into "sold out": the counters are read now rather than at
+// the next tick, so buyers are told the sale is over as soon as it is.
+func (s *Server) confirmed(f *finishing) reply {
+	if f.sale.dry.Load() {
 		s.kickRefresh()
 	}
-	resv.State = state
-	return success(http.StatusOK, outcome, s.resvJSON(item, resv))
+	f.resv.State = quota.Confirmed
+	return success(http.StatusOK, "confirmed", s.resvJSON(f.item, f.resv))
 }
 
 // oneOf picks a field given in the body or the query; both must agree.
