@@ -52,10 +52,10 @@ func ctl(t *testing.T, args ...string) (string, error) {
 	return out.String(), err
 }
 
-func TestSaleLifecycleAndErrors(t *testing.T) {
-	addr := startCoordinator(t)
-	conn := []string{"--addr", addr, "--token", token}
-	must := func(args ...string) string {
+// mustCtl runs flashctl with the connection flags conn and fails the test
+// on an error, returning the output.
+func mustCtl(t *testing.T, conn []string) func(args ...string) string {
+	return func(args ...string) string {
 		t.Helper()
 		out, err := ctl(t, append(conn, args...)...)
 		if err != nil {
@@ -63,6 +63,12 @@ func TestSaleLifecycleAndErrors(t *testing.T) {
 		}
 		return out
 	}
+}
+
+func TestSaleLifecycleAndErrors(t *testing.T) {
+	addr := startCoordinator(t)
+	conn := []string{"--addr", addr, "--token", token}
+	must := mustCtl(t, conn)
 
 	out := must("sale", "create", "--id", "phone", "--total", "1000", "--regions", "us=2,eu,ap", "--starts-at", "+1s", "--duration", "1h")
 	if !strings.Contains(out, "phone") || !strings.Contains(out, "us=2,eu,ap") {

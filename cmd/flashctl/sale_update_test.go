@@ -9,14 +9,7 @@ import (
 func TestSaleUpdate(t *testing.T) {
 	addr := startCoordinator(t)
 	conn := []string{"--addr", addr, "--token", token}
-	must := func(args ...string) string {
-		t.Helper()
-		out, err := ctl(t, append(conn, args...)...)
-		if err != nil {
-			t.Fatalf("flashctl %v: %v\n%s", args, err, out)
-		}
-		return out
-	}
+	must := mustCtl(t, conn)
 	must("sale", "create", "--id", "tv", "--total", "50", "--regions", "us,eu", "--starts-at", "+1h")
 	out := must("sale", "update", "tv", "--total", "80", "--weights", "us=2", "--max", "eu=30", "--starts-at", "+2h", "--ends-at", "+5h", "-o", "json")
 	var got struct {
