@@ -7,8 +7,8 @@ import (
 	"net"
 	"time"
 
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // Config is the coordinator's configuration. Start from DefaultConfig or

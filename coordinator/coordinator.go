@@ -17,7 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"flashsale/coordinator/api"
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 )
 
 // Coordinator is one coordinator process: it campaigns for leadership,

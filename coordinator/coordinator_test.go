@@ -19,7 +19,7 @@ import (
 
 	"flashsale/coordinator/api"
 	"flashsale/internal/etcdtest"
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 )
 
 func regions3() []*api.RegionSpec {

@@ -18,8 +18,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"flashsale/coordinator/api"
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // server implements api.CoordinatorServer on top of a Coordinator.
@@ -162,9 +162,9 @@ func (s *server) ListSales(ctx context.Context, _ *api.ListSalesRequest) (*api.L
 	}
 	out := &api.ListSalesResponse{}
 	for _, kv := range resp.Kvs {
-		var spec layout.SaleSpec
-		if err := json.Unmarshal(kv.Value, &spec); err != nil {
-			return nil, s.c.grpcErr(ctx, fmt.Errorf("sale %s: %w", kv.Key, err))
+		spec, err := layout.DecodeSale(kv.Key, kv.Value)
+		if err != nil {
+			return nil, s.c.grpcErr(ctx, err)
 		}
 		out.Sales = append(out.Sales, specToProto(spec))
 	}
@@ -200,9 +200,9 @@ func (s *server) setState(ctx context.Context, id string, to layout.SaleState) (
 	if len(resp.Kvs) == 0 {
 		return nil, c.grpcErr(ctx, fmt.Errorf("sale %s: %w", id, errNoSale))
 	}
-	var spec layout.SaleSpec
-	if err := json.Unmarshal(resp.Kvs[0].Value, &spec); err != nil {
-		return nil, c.grpcErr(ctx, fmt.Errorf("sale %s: %w", id, err))
+	spec, err := layout.DecodeSale(resp.Kvs[0].Key, resp.Kvs[0].Value)
+	if err != nil {
+		return nil, c.grpcErr(ctx, err)
 	}
 	if spec.State == to {
 		return specToProto(spec), nil
@@ -255,8 +255,7 @@ func (c *Coordinator) readView(ctx context.Context, id string) (*saleView, error
 		}
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		var info layout.RegionInfo
-		if json.Unmarshal(kv.Value, &info) == nil {
+		if info, err := layout.DecodeRegion(kv.Key, kv.Value); err == nil {
 			v.live[layout.Last(string(kv.Key))] = info
 		}
 	}

@@ -20,8 +20,8 @@ import (
 	"flashsale/coordinator/api"
 	"flashsale/internal/etcdembed"
 	"flashsale/internal/etcdtest"
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 const testToken = "s3cret"
@@ -112,7 +112,7 @@ func readAlloc(t *testing.T, cli *clientv3.Client, sale string) (*quota.Allocati
 	if len(resp.Kvs) == 0 {
 		t.Fatalf("no allocation for %s", sale)
 	}
-	a, err := decodeAlloc(resp.Kvs[0].Value)
+	a, err := layout.DecodeAlloc(resp.Kvs[0].Key, resp.Kvs[0].Value)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func startChecker(t *testing.T, cli *clientv3.Client) *atomic.Int64 {
 			resp, err := cli.Get(ctx, layout.Keys{Prefix: layout.DefaultPrefix}.Allocs(), clientv3.WithPrefix())
 			if err == nil {
 				for _, kv := range resp.Kvs {
-					a, err := decodeAlloc(kv.Value)
+					a, err := layout.DecodeAlloc(kv.Key, kv.Value)
 					if err != nil {
 						t.Errorf("checker: %s: %v", kv.Key, err)
 						continue
@@ -234,7 +234,7 @@ func waitSplit(t *testing.T, cli *clientv3.Client, sale string) *quota.Allocatio
 		if err != nil || len(resp.Kvs) == 0 {
 			return false
 		}
-		a, err = decodeAlloc(resp.Kvs[0].Value)
+		a, err = layout.DecodeAlloc(resp.Kvs[0].Key, resp.Kvs[0].Value)
 		return err == nil && isSplit(a)
 	})
 	return a

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"flashsale/coordinator/api"
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // simRegion plays a region agent and its Redis in memory: it max-merges
@@ -81,7 +81,7 @@ func TestThreeRegionLoadWritesPerThousandPurchases(t *testing.T) {
 			if err != nil || len(resp.Kvs) == 0 {
 				continue
 			}
-			a, err := decodeAlloc(resp.Kvs[0].Value)
+			a, err := layout.DecodeAlloc(resp.Kvs[0].Key, resp.Kvs[0].Value)
 			if err != nil {
 				t.Error(err)
 				return

@@ -10,8 +10,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // runLoop is the leader's rebalance loop. It returns when ctx ends or a

@@ -3,8 +3,8 @@ package coordinator
 import (
 	"fmt"
 
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // planResult is what was applied to an allocation: grants and release

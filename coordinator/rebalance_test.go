@@ -10,8 +10,8 @@ import (
 
 	"flashsale/coordinator/api"
 	"flashsale/internal/etcdtest"
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // A busy region that runs low pulls at once: the pool, then the idle

@@ -14,8 +14,8 @@ import (
 
 	"flashsale/coordinator/api"
 	"flashsale/internal/etcdtest"
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // waitTicks lets c's loop run n more iterations.

@@ -9,8 +9,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // Sentinel errors callers branch on.
@@ -88,16 +88,16 @@ func (c *Coordinator) readSnapshot(ctx context.Context) (*snapshot, error) {
 		reportRev: map[string]int64{},
 	}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		var spec layout.SaleSpec
-		if err := json.Unmarshal(kv.Value, &spec); err != nil {
-			return nil, fmt.Errorf("sale %s: %w", kv.Key, err)
+		spec, err := layout.DecodeSale(kv.Key, kv.Value)
+		if err != nil {
+			return nil, err
 		}
 		s.sales[layout.Last(string(kv.Key))] = spec
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		a, err := decodeAlloc(kv.Value)
+		a, err := layout.DecodeAlloc(kv.Key, kv.Value)
 		if err != nil {
-			return nil, fmt.Errorf("allocation %s: %w", kv.Key, err)
+			return nil, err
 		}
 		s.allocs[layout.Last(string(kv.Key))] = allocDoc{alloc: a, modRev: kv.ModRevision}
 	}
@@ -115,25 +115,14 @@ func (c *Coordinator) readSnapshot(ctx context.Context) (*snapshot, error) {
 		s.reportRev[region] = max(s.reportRev[region], kv.ModRevision)
 	}
 	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
-		var info layout.RegionInfo
-		if err := json.Unmarshal(kv.Value, &info); err != nil {
-			c.log.Warn("ignoring malformed region info", "key", string(kv.Key), "err", err)
+		info, err := layout.DecodeRegion(kv.Key, kv.Value)
+		if err != nil {
+			c.log.Warn("ignoring malformed region info", "err", err)
 			continue
 		}
 		s.regions[layout.Last(string(kv.Key))] = info
 	}
 	return s, nil
-}
-
-func decodeAlloc(b []byte) (*quota.Allocation, error) {
-	var a quota.Allocation
-	if err := json.Unmarshal(b, &a); err != nil {
-		return nil, err
-	}
-	if a.Regions == nil {
-		a.Regions = map[string]*quota.RegionAlloc{}
-	}
-	return &a, nil
 }
 
 // readAlloc reads one sale's spec and allocation.
@@ -149,15 +138,15 @@ func (c *Coordinator) readSale(ctx context.Context, id string) (layout.SaleSpec,
 	if len(skv) == 0 {
 		return layout.SaleSpec{}, allocDoc{}, fmt.Errorf("sale %s: %w", id, errNoSale)
 	}
-	var spec layout.SaleSpec
-	if err := json.Unmarshal(skv[0].Value, &spec); err != nil {
-		return layout.SaleSpec{}, allocDoc{}, fmt.Errorf("sale %s: %w", id, err)
+	spec, err := layout.DecodeSale(skv[0].Key, skv[0].Value)
+	if err != nil {
+		return layout.SaleSpec{}, allocDoc{}, err
 	}
 	akv := resp.Responses[1].GetResponseRange().Kvs
 	if len(akv) == 0 {
 		return spec, allocDoc{}, fmt.Errorf("allocation of sale %s: %w", id, errNoSale)
 	}
-	a, err := decodeAlloc(akv[0].Value)
+	a, err := layout.DecodeAlloc(akv[0].Key, akv[0].Value)
 	if err != nil {
 		return spec, allocDoc{}, fmt.Errorf("allocation of sale %s: %w", id, err)
 	}

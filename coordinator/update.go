@@ -15,8 +15,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"flashsale/coordinator/api"
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // defaultReleaseWait bounds how long UpdateSale waits for the releases a
@@ -238,14 +238,15 @@ func (c *Coordinator) readForUpdate(ctx context.Context, id string) (layout.Sale
 	if len(skv) == 0 {
 		return spec, 0, allocDoc{}, nil, fmt.Errorf("sale %s: %w", id, errNoSale)
 	}
-	if err := json.Unmarshal(skv[0].Value, &spec); err != nil {
-		return spec, 0, allocDoc{}, nil, fmt.Errorf("sale %s: %w", id, err)
+	spec, err = layout.DecodeSale(skv[0].Key, skv[0].Value)
+	if err != nil {
+		return spec, 0, allocDoc{}, nil, err
 	}
 	akv := resp.Responses[1].GetResponseRange().Kvs
 	if len(akv) == 0 {
 		return spec, 0, allocDoc{}, nil, fmt.Errorf("allocation of sale %s: %w", id, errNoSale)
 	}
-	a, err := decodeAlloc(akv[0].Value)
+	a, err := layout.DecodeAlloc(akv[0].Key, akv[0].Value)
 	if err != nil {
 		return spec, 0, allocDoc{}, nil, fmt.Errorf("allocation of sale %s: %w", id, err)
 	}

@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"flashsale/coordinator/api"
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 )
 
 // Sale ids and region names end up in etcd keys and in Redis hash tags

@@ -8,7 +8,7 @@ import (
 	"net/url"
 	"time"
 
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 )
 
 // Config is one seller's configuration. Start from DefaultConfig or

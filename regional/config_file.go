@@ -16,7 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 )
 
 // FileConfig is the config file of `flashsale regional`, YAML or JSON (JSON

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 )
 
 func validConfig() Config {

@@ -2,6 +2,7 @@ package regional
 
 import (
 	"context"
+	"flashsale/quota/layout"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -39,7 +40,7 @@ func (d *Demand) Flush(ctx context.Context, rdb redis.UniversalClient) error {
 		if n == 0 {
 			return true
 		}
-		if err := rdb.IncrBy(ctx, SaleKey(k.(string), "attempts"), n).Err(); err != nil {
+		if err := rdb.IncrBy(ctx, layout.SaleKey(k.(string), "attempts"), n).Err(); err != nil {
 			c.Add(n)
 			if firstErr == nil {
 				firstErr = err
@@ -89,7 +90,7 @@ func NewDemandMeter(rdb redis.UniversalClient, now func() time.Time) *DemandMete
 func (m *DemandMeter) Rate(sale string) float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	v, err := m.rdb.Get(ctx, SaleKey(sale, "attempts")).Result()
+	v, err := m.rdb.Get(ctx, layout.SaleKey(sale, "attempts")).Result()
 	if err != nil && err != redis.Nil {
 		return 0
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"flashsale/internal/redistest"
+	"flashsale/quota/layout"
 )
 
 func TestDemandCountsFlushAndRate(t *testing.T) {
@@ -35,7 +36,7 @@ func TestDemandCountsFlushAndRate(t *testing.T) {
 	if err := a.Flush(ctx, rdb); err != nil { // nothing new: no double count
 		t.Fatal(err)
 	}
-	if got, _ := rdb.Get(ctx, SaleKey("s", "attempts")).Int64(); got != 100 {
+	if got, _ := rdb.Get(ctx, layout.SaleKey("s", "attempts")).Int64(); got != 100 {
 		t.Fatalf("attempts in Redis = %d, want 100", got)
 	}
 	now = now.Add(2 * time.Second)
@@ -66,7 +67,7 @@ func TestDemandFlushKeepsCountsOnError(t *testing.T) {
 	if err := d.Flush(context.Background(), rdb); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := rdb.Get(context.Background(), SaleKey("s", "attempts")).Int64(); got != 2 {
+	if got, _ := rdb.Get(context.Background(), layout.SaleKey("s", "attempts")).Int64(); got != 2 {
 		t.Fatalf("attempts after retry = %d, want 2", got)
 	}
 }

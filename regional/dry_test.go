@@ -3,6 +3,7 @@ package regional
 import (
 	"context"
 	"encoding/json"
+	"flashsale/quota/layout"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,7 +23,7 @@ func (a answer) retryHint(t testing.TB) int64 {
 func (e *testEnv) attempts() int64 {
 	e.t.Helper()
 	e.srv.flushDemand(context.Background())
-	n, _ := e.rdb.Get(context.Background(), SaleKey(testSale, "attempts")).Int64()
+	n, _ := e.rdb.Get(context.Background(), layout.SaleKey(testSale, "attempts")).Int64()
 	return n
 }
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 )
 
 // TestHTTPBadInput: every malformed or refused request gets its status and

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flashsale/quota/layout"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -33,7 +34,7 @@ func evalshaCalls(t testing.TB, e *testEnv) int {
 // its reservation id.
 func reservedRequests(t testing.TB, e *testEnv) map[string]string {
 	t.Helper()
-	m, err := e.rdb.HGetAll(context.Background(), SaleKey(testSale, "req")).Result()
+	m, err := e.rdb.HGetAll(context.Background(), layout.SaleKey(testSale, "req")).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +162,7 @@ func TestOverloadPausedRedis(t *testing.T) {
 			t.Errorf("retry of %s answered another request's reservation: %s", a.req, got.body)
 		}
 	}
-	if n, err := e.rdb.HLen(context.Background(), SaleKey(testSale, "users")).Result(); err != nil || int(n) != len(reservedRequests(t, e)) {
+	if n, err := e.rdb.HLen(context.Background(), layout.SaleKey(testSale, "users")).Result(); err != nil || int(n) != len(reservedRequests(t, e)) {
 		t.Fatalf("users %d (err %v) != reservations %d: someone holds two", n, err, len(reservedRequests(t, e)))
 	}
 	c := e.counters()

@@ -7,8 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // DefaultReservationTTL is how long a reservation holds its unit when a

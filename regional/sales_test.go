@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 )
 
 func TestSalePhases(t *testing.T) {

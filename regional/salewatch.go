@@ -2,7 +2,6 @@ package regional
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,7 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 )
 
 // SaleWatcher keeps a seller's Sales cache equal to the sale specs in etcd
@@ -82,7 +81,7 @@ func (w *SaleWatcher) follow(ctx context.Context) error {
 	for _, kv := range resp.Kvs {
 		id := layout.Last(string(kv.Key))
 		seen[id] = true
-		w.apply(id, kv.Value)
+		w.apply(id, kv.Key, kv.Value)
 	}
 	for _, id := range w.sales.IDs() {
 		if !seen[id] {
@@ -102,7 +101,7 @@ func (w *SaleWatcher) follow(ctx context.Context) error {
 				w.sales.Remove(id)
 				continue
 			}
-			w.apply(id, ev.Kv.Value)
+			w.apply(id, ev.Kv.Key, ev.Kv.Value)
 		}
 	}
 	if ctx.Err() != nil {
@@ -111,10 +110,10 @@ func (w *SaleWatcher) follow(ctx context.Context) error {
 	return errors.New("watch channel closed")
 }
 
-func (w *SaleWatcher) apply(id string, value []byte) {
-	var spec layout.SaleSpec
-	if err := json.Unmarshal(value, &spec); err != nil {
-		w.log.Error("undecodable sale spec in etcd; ignoring it", "sale", id, "err", err)
+func (w *SaleWatcher) apply(id string, key, value []byte) {
+	spec, err := layout.DecodeSale(key, value)
+	if err != nil {
+		w.log.Error("undecodable sale spec in etcd; ignoring it", "err", err)
 		return
 	}
 	if !spec.HasRegion(w.region) {

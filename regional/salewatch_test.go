@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"flashsale/internal/etcdtest"
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 )
 
 func TestSaleWatcherFollowsEtcd(t *testing.T) {

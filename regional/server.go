@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"flashsale/quota"
+	"flashsale/quota/layout"
 	"flashsale/regional/orders"
 	"flashsale/regional/payment"
 )
@@ -497,14 +498,14 @@ func (s *Server) refreshAll(ctx context.Context) {
 }
 
 // watchGrants refreshes the counters as soon as the region's agent raises
-// a grant (apply_grant.lua publishes the sale on GrantsChannel), so buys
+// a grant (apply_grant.lua publishes the sale on layout.GrantsChannel), so buys
 // held for quota resume within a Redis round trip of the grant rather than
 // at the next refresh tick. One subscription per seller; a lost message
 // costs only the wait until that tick. go-redis resubscribes after a
 // reconnect by itself.
 func (s *Server) watchGrants(ctx context.Context) {
 	defer s.wg.Done()
-	ps := s.store.rdb.Subscribe(ctx, GrantsChannel)
+	ps := s.store.rdb.Subscribe(ctx, layout.GrantsChannel)
 	defer ps.Close()
 	msgs := ps.Channel()
 	for {

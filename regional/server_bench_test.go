@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 )
 
 func benchBuy(b *testing.B, h http.Handler, sale string, tok string) {

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"flashsale/quota"
+	"flashsale/quota/layout"
 	"flashsale/regional/payment"
 )
 
@@ -73,7 +74,7 @@ func PaymentID(region, sale, resv string) string {
 // time, so the cap is derived from the first extension (expiresAt - TTL is
 // the reservation time then) and kept: deriving it again from an extended
 // expiresAt would let every outage push the cap further.
-func ExtensionCapKey(sale string) string { return SaleKey(sale, "extcap") }
+func ExtensionCapKey(sale string) string { return layout.SaleKey(sale, "extcap") }
 
 // takePayment charges the buyer of an active reservation. ok means paid;
 // otherwise rep is the answer (for an unavailable provider, after the

@@ -19,8 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"flashsale/internal/layout"
 	"flashsale/internal/redistest"
+	"flashsale/quota/layout"
 )
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef-test")
@@ -334,7 +334,7 @@ func TestHTTPConcurrentBuyers(t *testing.T) {
 	if c.Reserved != 100 || c.Sold != 0 || c.Available() != 0 || reservationCount(t, e.rdb, testSale) != 100 {
 		t.Fatalf("counters %+v: want 100 reserved, 0 available, 100 reservations made", c)
 	}
-	held, err := e.rdb.HLen(context.Background(), SaleKey(testSale, "users")).Result()
+	held, err := e.rdb.HLen(context.Background(), layout.SaleKey(testSale, "users")).Result()
 	if err != nil || held != 100 {
 		t.Fatalf("users hash holds %d (%v), want 100", held, err)
 	}
@@ -737,7 +737,7 @@ func TestDemandAndRemove(t *testing.T) {
 	e.srv.refreshAll(context.Background())
 	attempts := func() int64 {
 		e.srv.flushDemand(context.Background())
-		n, _ := e.srv.store.rdb.Get(context.Background(), SaleKey(testSale, "attempts")).Int64()
+		n, _ := e.srv.store.rdb.Get(context.Background(), layout.SaleKey(testSale, "attempts")).Int64()
 		return n
 	}
 	if n := attempts(); n != 0 {

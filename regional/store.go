@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"flashsale/quota"
-	"flashsale/regional/rediskey"
+	"flashsale/quota/layout"
 )
 
 //go:embed scripts/*.lua
@@ -76,23 +76,10 @@ func NewStore(rdb redis.UniversalClient, region string) *Store {
 func scriptKeys(sale string) []string {
 	keys := make([]string, 0, 7)
 	for _, k := range []string{"ledger", "releases", "users", "req", "expiry", "orders", "view"} {
-		keys = append(keys, rediskey.Sale(sale, k))
+		keys = append(keys, layout.SaleKey(sale, k))
 	}
 	return keys
 }
-
-// SaleKey names a sale's Redis key (rediskey.Sale), e.g. SaleKey("s1",
-// "orders") is "{sale:s1}:orders".
-func SaleKey(sale, suffix string) string { return rediskey.Sale(sale, suffix) }
-
-// GrantsChannel is the Redis pub/sub channel on which apply_grant.lua
-// publishes a sale's id whenever its granted_seen rises, so the region's
-// sellers re-read the counters at once (the name is repeated in the
-// script, which cannot import it).
-const GrantsChannel = "flashsale:grants"
-
-// ResvKey names one reservation's hash.
-func ResvKey(sale, id string) string { return SaleKey(sale, "resv:"+id) }
 
 func checkKeyPart(what, v string) error {
 	if v == "" {
@@ -442,7 +429,7 @@ func (s *Store) Reservation(ctx context.Context, sale, id string) (quota.Reserva
 	if err := checkKeyPart("reservation id", id); err != nil {
 		return quota.Reservation{}, err
 	}
-	v, err := s.rdb.HMGet(ctx, ResvKey(sale, id), "user", "req", "expiresAt", "state").Result()
+	v, err := s.rdb.HMGet(ctx, layout.ResvKey(sale, id), "user", "req", "expiresAt", "state").Result()
 	if err != nil {
 		return quota.Reservation{}, fmt.Errorf("reservation %s/%s: %w", sale, id, err)
 	}
@@ -571,7 +558,7 @@ func (s *Store) Counters(ctx context.Context, sale string) (Counters, error) {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return Counters{}, err
 	}
-	v, err := s.rdb.HMGet(ctx, SaleKey(sale, "ledger"), ledgerFields...).Result()
+	v, err := s.rdb.HMGet(ctx, layout.SaleKey(sale, "ledger"), ledgerFields...).Result()
 	if err != nil {
 		return Counters{}, fmt.Errorf("counters of %s: %w", sale, err)
 	}
@@ -616,7 +603,7 @@ func (s *Store) View(ctx context.Context, sale string) (SaleView, error) {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return SaleView{}, err
 	}
-	v, err := s.rdb.HMGet(ctx, SaleKey(sale, "view"), viewFields...).Result()
+	v, err := s.rdb.HMGet(ctx, layout.SaleKey(sale, "view"), viewFields...).Result()
 	if err != nil {
 		return SaleView{}, fmt.Errorf("view of %s: %w", sale, err)
 	}
@@ -652,8 +639,8 @@ func (s *Store) Stocks(ctx context.Context, sales []string) []Stock {
 		if out[i].Err = checkKeyPart("sale", sale); out[i].Err != nil {
 			continue
 		}
-		ledgers[i] = pipe.HMGet(ctx, SaleKey(sale, "ledger"), ledgerFields...)
-		views[i] = pipe.HMGet(ctx, SaleKey(sale, "view"), viewFields...)
+		ledgers[i] = pipe.HMGet(ctx, layout.SaleKey(sale, "ledger"), ledgerFields...)
+		views[i] = pipe.HMGet(ctx, layout.SaleKey(sale, "view"), viewFields...)
 	}
 	// Exec's error is the first command's; each command keeps its own,
 	// except when the pipeline never reached Redis (a refused dial): then
@@ -728,7 +715,7 @@ func (s *Store) RequestReservation(ctx context.Context, sale, requestID string) 
 	if err := checkKeyPart("request id", requestID); err != nil {
 		return quota.Reservation{}, err
 	}
-	id, err := s.rdb.HGet(ctx, SaleKey(sale, "req"), requestID).Result()
+	id, err := s.rdb.HGet(ctx, layout.SaleKey(sale, "req"), requestID).Result()
 	if errors.Is(err, redis.Nil) {
 		return quota.Reservation{}, fmt.Errorf("request %s/%s: %w", sale, requestID, quota.ErrNoSuchResv)
 	}

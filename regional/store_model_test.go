@@ -14,6 +14,7 @@ import (
 
 	"flashsale/internal/redistest"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // newTestStore starts a real redis-server and returns a Store on it.
@@ -275,15 +276,15 @@ func (m *modelRun) checkAll(rdb *redis.Client) {
 			users[u] = strconv.FormatInt(n, 10)
 		}
 	}
-	hashEq(SaleKey(m.sale, "users"), users)
-	hashEq(SaleKey(m.sale, "req"), m.l.ByReq)
+	hashEq(layout.SaleKey(m.sale, "users"), users)
+	hashEq(layout.SaleKey(m.sale, "req"), m.l.ByReq)
 	rel := map[string]string{}
 	for id, n := range m.l.Releases {
 		rel[id] = strconv.FormatInt(n, 10)
 	}
-	hashEq(SaleKey(m.sale, "releases"), rel)
+	hashEq(layout.SaleKey(m.sale, "releases"), rel)
 
-	zs, err := rdb.ZRangeWithScores(ctx, SaleKey(m.sale, "expiry"), 0, -1).Result()
+	zs, err := rdb.ZRangeWithScores(ctx, layout.SaleKey(m.sale, "expiry"), 0, -1).Result()
 	if err != nil {
 		m.fail("expiry: %v", err)
 	}
@@ -310,7 +311,7 @@ func (m *modelRun) checkAll(rdb *redis.Client) {
 // matching its state, nothing else but extended events.
 func checkStream(t testing.TB, rdb *redis.Client, sale, region string, resv map[string]*quota.Reservation) {
 	t.Helper()
-	msgs, err := rdb.XRange(context.Background(), SaleKey(sale, "orders"), "-", "+").Result()
+	msgs, err := rdb.XRange(context.Background(), layout.SaleKey(sale, "orders"), "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"flashsale/internal/redistest"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 var t0 = time.UnixMilli(1_700_000_000_000)
@@ -55,7 +56,7 @@ func allReservations(t testing.TB, s *Store, rdb *redis.Client, sale string) map
 	t.Helper()
 	ctx := context.Background()
 	out := map[string]*quota.Reservation{}
-	prefix := ResvKey(sale, "")
+	prefix := layout.ResvKey(sale, "")
 	iter := rdb.Scan(ctx, 0, strings.ReplaceAll(prefix, "{", `\{`)+"*", 1000).Iterator()
 	for iter.Next(ctx) {
 		id := strings.TrimPrefix(iter.Val(), prefix)
@@ -75,7 +76,7 @@ func allReservations(t testing.TB, s *Store, rdb *redis.Client, sale string) map
 // maps each one's requestId to it and is never trimmed.
 func reservationCount(t testing.TB, rdb *redis.Client, sale string) int64 {
 	t.Helper()
-	n, err := rdb.HLen(context.Background(), SaleKey(sale, "req")).Result()
+	n, err := rdb.HLen(context.Background(), layout.SaleKey(sale, "req")).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func checkConsistent(t testing.TB, s *Store, rdb *redis.Client, sale string) (Co
 	if c.Sold+c.Reserved > c.Ceiling() {
 		t.Fatalf("I1 broken: sold %d + reserved %d > ceiling %d", c.Sold, c.Reserved, c.Ceiling())
 	}
-	got, err := rdb.HGetAll(context.Background(), SaleKey(sale, "users")).Result()
+	got, err := rdb.HGetAll(context.Background(), layout.SaleKey(sale, "users")).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +366,7 @@ func TestExtend(t *testing.T) {
 	if _, err := s.Extend(ctx, "x", "99", old, old); !errors.Is(err, quota.ErrNoSuchResv) {
 		t.Fatalf("extend unknown: %v, want ErrNoSuchResv", err)
 	}
-	n, err := rdb.XLen(ctx, SaleKey("x", "orders")).Result()
+	n, err := rdb.XLen(ctx, layout.SaleKey("x", "orders")).Result()
 	if err != nil || n != 3 { // reserved, extended, expired
 		t.Fatalf("stream length %d, %v; want 3", n, err)
 	}
@@ -593,7 +594,7 @@ func TestReserveBatchLimits(t *testing.T) {
 	if c, _ := checkConsistent(t, s, rdb, "x"); c.Reserved != MaxBatch-1 {
 		t.Fatalf("reserved %d, want %d", c.Reserved, MaxBatch-1)
 	}
-	if n, err := rdb.HGet(ctx, SaleKey("x", "users"), "u0").Int64(); err != nil || n != 2 {
+	if n, err := rdb.HGet(ctx, layout.SaleKey("x", "users"), "u0").Int64(); err != nil || n != 2 {
 		t.Fatalf("u0 holds %d (%v), want 2", n, err)
 	}
 	keys := rdb.DBSize(ctx).Val()

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"flashsale/regional/rediskey"
+	"flashsale/quota/layout"
 
 	"context"
 	"errors"
@@ -139,7 +139,7 @@ its floor from SQL (DESIGN §4) instead.`,
 // the wrong Redis, which would otherwise read as "no differences". A sale
 // with SQL rows but nothing in Redis is compared (Redis lost it).
 func checkSaleKnown(ctx context.Context, rdb redis.UniversalClient, store orders.Store, sale, region, addr string) error {
-	n, err := rdb.Exists(ctx, rediskey.Sale(sale, "ledger"), orders.StreamKey(sale)).Result()
+	n, err := rdb.Exists(ctx, layout.SaleKey(sale, "ledger"), layout.StreamKey(sale)).Result()
 	if err != nil {
 		return fmt.Errorf("redis %s: %w", addr, err)
 	}

@@ -25,8 +25,8 @@ import (
 	"flashsale/coordinator/api"
 	"flashsale/internal/devtoken"
 	"flashsale/internal/invariants"
-	"flashsale/internal/layout"
 	"flashsale/internal/redistest"
+	"flashsale/quota/layout"
 )
 
 // proc is one flashsale child process.

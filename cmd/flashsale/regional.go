@@ -19,7 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 	"flashsale/regional"
 	"flashsale/regional/agent"
 	"flashsale/regional/orders"

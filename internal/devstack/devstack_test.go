@@ -19,7 +19,7 @@ import (
 	"flashsale/coordinator/api"
 	"flashsale/internal/devtoken"
 	"flashsale/internal/invariants"
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 )
 
 const debugStatus = false

@@ -15,7 +15,6 @@ package invariants
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -23,9 +22,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"flashsale/internal/layout"
 	"flashsale/quota"
-	"flashsale/regional"
+	"flashsale/quota/layout"
 )
 
 // Region is one region's Redis, as the checker reads it.
@@ -89,25 +87,24 @@ func readAllocs(ctx context.Context, cli *clientv3.Client, keys layout.Keys) (ma
 	}
 	m := map[string]*quota.Allocation{}
 	for _, kv := range resp.Kvs {
-		var a quota.Allocation
-		if err := json.Unmarshal(kv.Value, &a); err != nil {
-			return nil, fmt.Errorf("allocation %s: %w", kv.Key, err)
+		a, err := layout.DecodeAlloc(kv.Key, kv.Value)
+		if err != nil {
+			return nil, err
 		}
-		m[a.Sale] = &a
+		m[a.Sale] = a
 	}
 	return m, nil
 }
 
 func readSpec(ctx context.Context, cli *clientv3.Client, keys layout.Keys, sale string) (layout.SaleSpec, error) {
-	var spec layout.SaleSpec
 	r, err := cli.Get(ctx, keys.Sale(sale))
 	if err != nil {
-		return spec, fmt.Errorf("read sale %s: %w", sale, err)
+		return layout.SaleSpec{}, fmt.Errorf("read sale %s: %w", sale, err)
 	}
 	if len(r.Kvs) == 0 {
-		return spec, fmt.Errorf("allocation for sale %s has no sale spec", sale)
+		return layout.SaleSpec{}, fmt.Errorf("allocation for sale %s has no sale spec", sale)
 	}
-	return spec, json.Unmarshal(r.Kvs[0].Value, &spec)
+	return layout.DecodeSale(r.Kvs[0].Key, r.Kvs[0].Value)
 }
 
 // checkSale checks one sale: before and after are its allocation read before
@@ -184,8 +181,8 @@ return {ledger, users, resv}
 
 func readRegion(ctx context.Context, rdb redis.UniversalClient, sale string) (regionState, error) {
 	st := regionState{holdings: map[string]int64{}}
-	prefix := regional.ResvKey(sale, "")
-	v, err := snapshot.Run(ctx, rdb, []string{regional.SaleKey(sale, "ledger"), regional.SaleKey(sale, "users"), regional.SaleKey(sale, "req")}, prefix).Slice()
+	prefix := layout.ResvKey(sale, "")
+	v, err := snapshot.Run(ctx, rdb, []string{layout.SaleKey(sale, "ledger"), layout.SaleKey(sale, "users"), layout.SaleKey(sale, "req")}, prefix).Slice()
 	if err != nil {
 		return st, err
 	}

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"flashsale/internal/etcdtest"
-	"flashsale/internal/layout"
 	"flashsale/internal/redistest"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 	"flashsale/regional"
 )
 
@@ -66,7 +66,7 @@ func TestCheckerCatchesEachViolation(t *testing.T) {
 		t.Fatalf("consistent deployment reported: %v", err)
 	}
 
-	ledger, users := regional.SaleKey("s", "ledger"), regional.SaleKey("s", "users")
+	ledger, users := layout.SaleKey("s", "ledger"), layout.SaleKey("s", "users")
 	cases := []struct {
 		name  string
 		want  string

@@ -13,7 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 	"flashsale/regional"
 )
 

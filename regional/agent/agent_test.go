@@ -19,9 +19,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"flashsale/internal/etcdtest"
-	"flashsale/internal/layout"
 	"flashsale/internal/redistest"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 	"flashsale/regional"
 )
 
@@ -353,7 +353,7 @@ func TestReleaseRunsOnceAndAcksCumulative(t *testing.T) {
 	if c.ReleasedLocal != 90 || c.Ceiling() != 10 || c.Available() != 0 {
 		t.Errorf("counters %+v, want released_local 90, ceiling 10", c)
 	}
-	if got := hgetall(t, w.rdb["eu"], regional.SaleKey("s1", "releases")); len(got) != 2 || got["s1-1"] != "30" || got[id] != "60" {
+	if got := hgetall(t, w.rdb["eu"], layout.SaleKey("s1", "releases")); len(got) != 2 || got["s1-1"] != "30" || got[id] != "60" {
 		t.Errorf("releases %v, want s1-1=30 %s=60", got, id)
 	}
 	if n := value(a.m.releases); n != 2 {
@@ -394,7 +394,7 @@ func TestReleaseKilledBeforeAckIsRerunAndAcked(t *testing.T) {
 	if c := w.counters("eu", "s1"); c.ReleasedLocal != 40 || c.Fence != second.Fence() {
 		t.Errorf("counters %+v: the release must count once", c)
 	}
-	if got := hgetall(t, w.rdb["eu"], regional.SaleKey("s1", "releases")); len(got) != 1 || got[id] != "40" {
+	if got := hgetall(t, w.rdb["eu"], layout.SaleKey("s1", "releases")); len(got) != 1 || got[id] != "40" {
 		t.Errorf("releases %v, want only %s=40", got, id)
 	}
 	if n := value(second.m.releases); n != 1 {
@@ -435,7 +435,7 @@ func TestOnlyLeaderActsAndDeposedAgentIsFenced(t *testing.T) {
 
 	// The deposed term acts late, as on a delayed watch event: every Redis
 	// write is refused by the fence and nothing changes.
-	ledger, releases := regional.SaleKey("s1", "ledger"), regional.SaleKey("s1", "releases")
+	ledger, releases := layout.SaleKey("s1", "ledger"), layout.SaleKey("s1", "releases")
 	before, beforeRel := hgetall(t, w.rdb["eu"], ledger), hgetall(t, w.rdb["eu"], releases)
 	ctx := context.Background()
 	if _, err := stale.applyGrant(ctx, "s1", 900); !errors.Is(err, errDeposed) || !errors.Is(err, quota.ErrStaleFence) {
@@ -477,7 +477,7 @@ func TestStepsDownOnNewerFenceInRedis(t *testing.T) {
 	waitFor(t, "fence claimed", func() bool { return a.Leader() && w.counters("eu", "s1").Fence == a.Fence() })
 	old := a.Fence()
 	// Someone with a newer fence wrote to this Redis: this agent must stop.
-	if err := w.rdb["eu"].HSet(context.Background(), regional.SaleKey("s1", "ledger"), "fence", old+1).Err(); err != nil {
+	if err := w.rdb["eu"].HSet(context.Background(), layout.SaleKey("s1", "ledger"), "fence", old+1).Err(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "step down", func() bool { return value(a.m.stepDowns.WithLabelValues("deposed")) >= 1 })
@@ -677,7 +677,7 @@ func TestLostWritesRestoredOlderCountersSeenAtStartup(t *testing.T) {
 	w.update("s1", func(a *quota.Allocation) { a.Regions["eu"].Report = nil })
 	// With no agent running, Redis is restored from an older state: before
 	// the sales and the release.
-	ledger := regional.SaleKey("s1", "ledger")
+	ledger := layout.SaleKey("s1", "ledger")
 	if err := w.rdb["eu"].HSet(context.Background(), ledger, "sold", 0, "released_local", 0).Err(); err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 )
 
 // Config is the region agent's configuration. Start from DefaultConfig or

@@ -11,8 +11,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 	"flashsale/regional"
 )
 
@@ -278,13 +278,13 @@ func (t *term) names() []string {
 }
 
 func (t *term) putAlloc(sale string, value []byte) {
-	var a quota.Allocation
-	if err := json.Unmarshal(value, &a); err != nil {
-		t.a.log.Error("unreadable allocation in etcd; ignored", "sale", sale, "err", err)
+	a, err := layout.DecodeAlloc([]byte(t.a.keys.Alloc(sale)), value)
+	if err != nil {
+		t.a.log.Error("unreadable allocation in etcd; ignored", "err", err)
 		return
 	}
 	s := t.sale(sale)
-	s.alloc = &a
+	s.alloc = a
 	if ra := s.region(t.a.cfg.Region); ra != nil {
 		// Released is durable and only grows on an ack of ours, so Redis
 		// holds at least that much released_local.
@@ -296,9 +296,9 @@ func (t *term) putAlloc(sale string, value []byte) {
 }
 
 func (t *term) putSale(sale string, value []byte) {
-	var spec layout.SaleSpec
-	if err := json.Unmarshal(value, &spec); err != nil {
-		t.a.log.Error("unreadable sale in etcd; ignored", "sale", sale, "err", err)
+	spec, err := layout.DecodeSale([]byte(t.a.keys.Sale(sale)), value)
+	if err != nil {
+		t.a.log.Error("unreadable sale in etcd; ignored", "err", err)
 		return
 	}
 	t.sale(sale).spec = &spec

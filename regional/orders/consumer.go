@@ -1,7 +1,7 @@
 package orders
 
 import (
-	"flashsale/regional/rediskey"
+	"flashsale/quota/layout"
 
 	"context"
 	"errors"
@@ -201,7 +201,7 @@ func (c *Consumer) supervise(ctx context.Context) {
 // pending entries (left by a crash or a failed ack), then from time to time
 // entries idle too long in dead consumers, otherwise new entries.
 func (c *Consumer) drain(ctx context.Context, sale string) {
-	stream := StreamKey(sale)
+	stream := layout.StreamKey(sale)
 	log := c.log.With("sale", sale)
 	bo := c.backoff()
 	ownPending := true
@@ -443,7 +443,7 @@ return 0`)
 
 func (c *Consumer) newLease(sale string) *lease {
 	return &lease{
-		rdb: c.cfg.Redis, key: rediskey.Sale(sale, "orders:"+c.cfg.Group+":owner"),
+		rdb: c.cfg.Redis, key: layout.SaleKey(sale, "orders:"+c.cfg.Group+":owner"),
 		owner: c.cfg.Consumer, ttl: c.cfg.ClaimMinIdle, log: c.log.With("sale", sale),
 	}
 }

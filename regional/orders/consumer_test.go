@@ -15,6 +15,7 @@ import (
 
 	"flashsale/internal/pgtest"
 	"flashsale/internal/redistest"
+	"flashsale/quota/layout"
 )
 
 func testConfig(rdb *redis.Client, s Store, name string, sales ...string) Config {
@@ -44,7 +45,7 @@ func startConsumer(t *testing.T, cfg Config) *Consumer {
 }
 
 func lagOf(rdb *redis.Client, sale string) int64 {
-	n, err := Lag(context.Background(), rdb, StreamKey(sale), "orders-sql")
+	n, err := Lag(context.Background(), rdb, layout.StreamKey(sale), "orders-sql")
 	if err != nil {
 		return -1
 	}
@@ -130,7 +131,7 @@ func TestCrashBetweenCommitAndAck(t *testing.T) {
 			<-crashed
 			_ = c1.Close()
 
-			pend, err := rdb.XPending(context.Background(), StreamKey("s1"), "orders-sql").Result()
+			pend, err := rdb.XPending(context.Background(), layout.StreamKey("s1"), "orders-sql").Result()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -190,7 +191,7 @@ func TestMalformedEntryIsRejectedNotStuck(t *testing.T) {
 	rdb := redistest.Start(t).Client()
 	ctx := context.Background()
 	xaddAll(t, rdb, []Event{{Type: TypeReserved, Sale: "s1", Region: "eu", Resv: "1", User: "u1", Req: "r1", At: 5, ExpiresAt: 10}})
-	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: StreamKey("s1"), Values: map[string]any{"type": "bogus", "sale": "s1", "region": "eu", "resv": "2"}}).Err(); err != nil {
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: layout.StreamKey("s1"), Values: map[string]any{"type": "bogus", "sale": "s1", "region": "eu", "resv": "2"}}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	xaddAll(t, rdb, []Event{{Type: TypeConfirmed, Sale: "s1", Region: "eu", Resv: "1", User: "u1", Req: "r1", At: 6}})

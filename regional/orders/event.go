@@ -1,8 +1,6 @@
 package orders
 
 import (
-	"flashsale/regional/rediskey"
-
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -33,10 +31,6 @@ const (
 	TypeExpired   = "expired"
 	TypeExtended  = "extended"
 )
-
-// StreamKey is the order stream of a sale; the hash tag keeps it in the same
-// cluster slot as the sale's other keys.
-func StreamKey(sale string) string { return rediskey.Stream(sale) }
 
 // Event is one order stream entry.
 type Event struct {

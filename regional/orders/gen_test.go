@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // genEvents drives the pure ledger (the contract of the Lua scripts) with
@@ -102,7 +103,7 @@ func xaddAll(t testing.TB, rdb *redis.Client, evs []Event) {
 	for i := 0; i < len(evs); i += 500 {
 		pipe := rdb.Pipeline()
 		for _, e := range evs[i:min(i+500, len(evs))] {
-			pipe.XAdd(ctx, &redis.XAddArgs{Stream: StreamKey(e.Sale), Values: e.Fields()})
+			pipe.XAdd(ctx, &redis.XAddArgs{Stream: layout.StreamKey(e.Sale), Values: e.Fields()})
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			t.Fatalf("XADD: %v", err)

@@ -1,7 +1,7 @@
 package orders
 
 import (
-	"flashsale/regional/rediskey"
+	"flashsale/quota/layout"
 
 	"context"
 	"errors"
@@ -103,7 +103,7 @@ func Reconcile(ctx context.Context, rdb redis.UniversalClient, store Store, opt 
 // consumer group: entries the consumer has not acknowledged yet will be
 // written again, harmlessly.
 func Replay(ctx context.Context, rdb redis.UniversalClient, store Store, sale string) (int, error) {
-	stream := StreamKey(sale)
+	stream := layout.StreamKey(sale)
 	from, n := "-", 0
 	for {
 		msgs, err := rdb.XRangeN(ctx, stream, from, "+", 1000).Result()
@@ -126,15 +126,15 @@ type redisResv struct{ user, state string }
 
 func compare(ctx context.Context, rdb redis.UniversalClient, store Store, opt ReconcileOptions) (Report, error) {
 	rep := Report{Sale: opt.Sale, Region: opt.Region, Lag: -1}
-	if lag, err := Lag(ctx, rdb, StreamKey(opt.Sale), opt.Group); err == nil {
+	if lag, err := Lag(ctx, rdb, layout.StreamKey(opt.Sale), opt.Group); err == nil {
 		rep.Lag = lag
 	}
-	ledger, err := rdb.HMGet(ctx, rediskey.Sale(opt.Sale, "ledger"), "sold", "reserved").Result()
+	ledger, err := rdb.HMGet(ctx, layout.SaleKey(opt.Sale, "ledger"), "sold", "reserved").Result()
 	if err != nil {
 		return rep, fmt.Errorf("reconcile: read ledger: %w", err)
 	}
 	sold, reserved := hnum(ledger[0]), hnum(ledger[1])
-	users, err := rdb.HGetAll(ctx, rediskey.Sale(opt.Sale, "users")).Result()
+	users, err := rdb.HGetAll(ctx, layout.SaleKey(opt.Sale, "users")).Result()
 	if err != nil {
 		return rep, fmt.Errorf("reconcile: read users: %w", err)
 	}
@@ -230,7 +230,7 @@ func reservations(ctx context.Context, rdb redis.UniversalClient, sale string) (
 	resv := map[string]redisResv{}
 	var cursor uint64
 	for {
-		kv, next, err := rdb.HScan(ctx, rediskey.Sale(sale, "req"), cursor, "*", 1000).Result()
+		kv, next, err := rdb.HScan(ctx, layout.SaleKey(sale, "req"), cursor, "*", 1000).Result()
 		if err != nil {
 			return nil, fmt.Errorf("reconcile: read reservation ids: %w", err)
 		}
@@ -238,7 +238,7 @@ func reservations(ctx context.Context, rdb redis.UniversalClient, sale string) (
 		cmds := map[string]*redis.SliceCmd{}
 		for i := 1; i < len(kv); i += 2 {
 			if id := kv[i]; cmds[id] == nil {
-				cmds[id] = pipe.HMGet(ctx, rediskey.Sale(sale, "resv:"+id), "user", "state")
+				cmds[id] = pipe.HMGet(ctx, layout.SaleKey(sale, "resv:"+id), "user", "state")
 			}
 		}
 		if len(cmds) > 0 {

@@ -13,6 +13,7 @@ import (
 	"flashsale/internal/pgtest"
 	"flashsale/internal/redistest"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 	"flashsale/regional"
 	"flashsale/regional/orders"
 )
@@ -189,7 +190,7 @@ func TestScriptsToSQLEndToEnd(t *testing.T) {
 			defer c.Close()
 			deadline := time.Now().Add(60 * time.Second)
 			for {
-				n, err := orders.Lag(context.Background(), rdb, orders.StreamKey("s1"), cfg.Group)
+				n, err := orders.Lag(context.Background(), rdb, layout.StreamKey("s1"), cfg.Group)
 				if err == nil && n == 0 {
 					break
 				}

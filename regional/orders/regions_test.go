@@ -11,6 +11,7 @@ import (
 
 	"flashsale/internal/redistest"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 	"flashsale/regional"
 	"flashsale/regional/orders"
 	"flashsale/regional/orders/orderstest"
@@ -78,7 +79,7 @@ func TestTwoRegionsIntoOneStore(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for _, rdb := range rdbs {
 		for {
-			lag, err := orders.Lag(ctx, rdb, orders.StreamKey(sale), orders.DefaultConfig().Group)
+			lag, err := orders.Lag(ctx, rdb, layout.StreamKey(sale), orders.DefaultConfig().Group)
 			if err == nil && lag == 0 {
 				break
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"flashsale/quota/layout"
 	"flashsale/regional"
 	"flashsale/simulations/loadgen"
 )
@@ -186,7 +187,7 @@ func (e *env) runGoodput(ctx context.Context, url string, rdb *redis.Client, reg
 		p.MadeInRedis = after - before
 		p.Told = rep.Reserved
 		if ids := rec.take(); len(ids) > 0 {
-			vals, err := rdb.HMGet(ctx, regional.SaleKey(saleGoodput, "req"), ids...).Result()
+			vals, err := rdb.HMGet(ctx, layout.SaleKey(saleGoodput, "req"), ids...).Result()
 			if err != nil {
 				return GoodputPoint{}, nil, fmt.Errorf("bench goodput: %w", err)
 			}

@@ -13,7 +13,7 @@ import (
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/redis/go-redis/v9"
 
-	"flashsale/internal/layout"
+	"flashsale/quota/layout"
 	"flashsale/regional"
 )
 

@@ -3,8 +3,8 @@ package protosim
 import (
 	"errors"
 
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // agent is one region agent process. Each term starts by campaigning, which

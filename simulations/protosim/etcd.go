@@ -3,8 +3,8 @@ package protosim
 import (
 	"errors"
 
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 var (

@@ -3,8 +3,8 @@ package protosim
 import (
 	"math/rand/v2"
 
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 type msgKind int

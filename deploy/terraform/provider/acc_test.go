@@ -25,8 +25,8 @@ import (
 	"flashsale/coordinator/api"
 	"flashsale/deploy/terraform/provider"
 	"flashsale/internal/etcdtest"
-	"flashsale/internal/layout"
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 const accToken = "tf-acc-token"

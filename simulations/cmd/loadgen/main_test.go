@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"flashsale/internal/layout"
 	"flashsale/internal/redistest"
+	"flashsale/quota/layout"
 	"flashsale/regional"
 	"flashsale/regional/orders"
 )

@@ -135,3 +135,37 @@ func (k Keys) DecodeReport(key, value []byte) (RegionReport, error) {
 	rep.Region, rep.Sale = region, sale
 	return rep, nil
 }
+
+// The documents are decoded here and nowhere else, each wrapped with its
+// key so that an unreadable one names itself.
+
+// DecodeSale decodes a sale spec stored at key.
+func DecodeSale(key, value []byte) (SaleSpec, error) {
+	var spec SaleSpec
+	if err := json.Unmarshal(value, &spec); err != nil {
+		return SaleSpec{}, fmt.Errorf("sale %s: %w", key, err)
+	}
+	return spec, nil
+}
+
+// DecodeAlloc decodes an allocation stored at key; its Regions map is
+// never nil.
+func DecodeAlloc(key, value []byte) (*quota.Allocation, error) {
+	var a quota.Allocation
+	if err := json.Unmarshal(value, &a); err != nil {
+		return nil, fmt.Errorf("allocation %s: %w", key, err)
+	}
+	if a.Regions == nil {
+		a.Regions = map[string]*quota.RegionAlloc{}
+	}
+	return &a, nil
+}
+
+// DecodeRegion decodes a region's info stored at key.
+func DecodeRegion(key, value []byte) (RegionInfo, error) {
+	var info RegionInfo
+	if err := json.Unmarshal(value, &info); err != nil {
+		return RegionInfo{}, fmt.Errorf("region %s: %w", key, err)
+	}
+	return info, nil
+}
