@@ -14,7 +14,7 @@ import (
 // Config is the coordinator's configuration. Start from DefaultConfig or
 // DevConfig and override what differs.
 type Config struct {
-	// Prefix is the etcd key prefix (internal/layout).
+	// Prefix is the etcd key prefix (quota/layout).
 	Prefix string
 	// ListenAddr is where the gRPC API listens (host:port; port 0 picks one).
 	ListenAddr string

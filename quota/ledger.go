@@ -70,7 +70,7 @@ type Reservation struct {
 }
 
 // Ledger is the pure model of one sale's state in one region's Redis, exactly
-// what regional/scripts/*.lua do. The Redis scripts and this model must
+// what regional/redisstore/scripts/*.lua do. The Redis scripts and this model must
 // agree step for step: regional's tests replay the same sequences on both.
 //
 // Ceiling = GrantedSeen - ReleasedLocal; Available = Ceiling - Sold - Reserved.

@@ -1,6 +1,7 @@
 package regional
 
 import (
+	"flashsale/regional/redisstore"
 	"math"
 	"sync"
 	"time"
@@ -52,7 +53,7 @@ type LimitConfig struct {
 // fsync, so a limit cut by a CPU stall (the Go scheduler, not Redis)
 // would lower the throughput it is meant to protect.
 func DefaultLimitConfig() LimitConfig {
-	return LimitConfig{Initial: 256, Min: DefaultMaxInFlight * DefaultMaxBatch, Max: 4096, Target: 50 * time.Millisecond, Backoff: 0.9}
+	return LimitConfig{Initial: 256, Min: redisstore.DefaultMaxInFlight * redisstore.DefaultMaxBatch, Max: 4096, Target: 50 * time.Millisecond, Backoff: 0.9}
 }
 
 func (c LimitConfig) valid() bool {

@@ -1,7 +1,7 @@
 // Package regional is the seller of one region: the shopper HTTP API and its
-// funnel, the Redis store driven by atomic Lua scripts (which mirror
-// quota.Ledger), the sale watch (specs from etcd), demand counting, and
-// reservation expiry. The region agent that applies grants and releases
+// funnel, admission control, the sale watch (specs from etcd) and
+// reservation expiry. Its Redis (the Lua scripts, counters, batching,
+// demand counting) is regional/redisstore. The region agent that applies grants and releases
 // and writes the sale view is regional/agent; orders and payment have
 // packages of their own.
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"flashsale/quota/layout"
+	"flashsale/regional/redisstore"
 	"net/http"
 	"strings"
 	"testing"
@@ -70,7 +71,7 @@ func TestDryRegionAnswers(t *testing.T) {
 				}
 			}
 			if tc.view != nil {
-				v := SaleView{Total: tc.view.total, OthersSold: tc.view.othersSold, OthersReserved: tc.view.othersReserved, At: e.clock.Now().UnixMilli()}
+				v := redisstore.SaleView{Total: tc.view.total, OthersSold: tc.view.othersSold, OthersReserved: tc.view.othersReserved, At: e.clock.Now().UnixMilli()}
 				if err := e.srv.Store().SetSaleView(ctx, testSale, 1, v); err != nil {
 					t.Fatal(err)
 				}
@@ -142,7 +143,7 @@ func TestStatusOpen(t *testing.T) {
 	if s := e.status(); s.State != "open" || s.Remaining != 100 || s.RegionRemaining != 100 {
 		t.Fatalf("config-file status %+v: want open, 100 and 100", s)
 	}
-	v := SaleView{Total: 1000, OthersSold: 300, OthersReserved: 50, At: e.clock.Now().UnixMilli()}
+	v := redisstore.SaleView{Total: 1000, OthersSold: 300, OthersReserved: 50, At: e.clock.Now().UnixMilli()}
 	if err := e.srv.Store().SetSaleView(ctx, testSale, 1, v); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestQuotaHold(t *testing.T) {
 		if _, err := e.srv.Store().ApplyGrant(ctx, testSale, 1, 1); err != nil {
 			t.Fatal(err)
 		}
-		v := SaleView{Total: 100, At: e.clock.Now().UnixMilli()}
+		v := redisstore.SaleView{Total: 100, At: e.clock.Now().UnixMilli()}
 		if err := e.srv.Store().SetSaleView(ctx, testSale, 1, v); err != nil {
 			t.Fatal(err)
 		}

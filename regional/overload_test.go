@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flashsale/quota/layout"
+	"flashsale/regional/redisstore"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -42,12 +43,8 @@ func reservedRequests(t testing.TB, e *testEnv) map[string]string {
 }
 
 // batcherIdle waits until no reserve batch is queued or in flight.
-func batcherIdle(t *testing.T, b *Batcher) {
-	waitFor(t, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return len(b.sales) == 0
-	})
+func batcherIdle(t *testing.T, b *redisstore.Batcher) {
+	waitFor(t, func() bool { return b.Idle() })
 }
 
 // TestOverloadPausedRedis: Redis stalls (SIGSTOP) under a burst of buyers,
@@ -78,11 +75,8 @@ func TestOverloadPausedRedis(t *testing.T) {
 			// Buyer 0's call is sent (the batch is stuck in Redis) before
 			// the others come.
 			waitFor(t, func() bool {
-				b := e.srv.batcher
-				b.mu.Lock()
-				defer b.mu.Unlock()
-				q := b.sales[testSale]
-				return q != nil && q.running == 1 && len(q.waiting) == 0
+				running, waiting := e.srv.batcher.Queue(testSale)
+				return running == 1 && waiting == 0
 			})
 		}
 		wg.Go(func() {
@@ -196,67 +190,6 @@ func TestRequestOutcome(t *testing.T) {
 	expect(t, get("mallory", "q1"), http.StatusForbidden, CodeNotYourRequest)
 	expect(t, e.do("GET", "/v1/flash-sale/requests/q1?itemId="+testSale, "", nil), http.StatusUnauthorized, CodeUnauthenticated)
 	expect(t, get("alice", "q1?itemId=nope"), http.StatusBadRequest, "")
-}
-
-// TestBatcherDropsAtDeadline: a call whose deadline passes while it waits
-// for a batch is dropped unsent (ErrDropped, nothing reserved); one sent
-// whose answer is late hears ErrOutcomeUnknown, and its retry finds what
-// was done.
-func TestBatcherDropsAtDeadline(t *testing.T) {
-	e := newEnv(t, nil)
-	b := NewBatcher(e.srv.Store(), 1, 1)
-	t.Cleanup(func() { _ = b.Close() })
-	gate := make(chan struct{})
-	entered := make(chan struct{}, 10)
-	b.onBatch = func(string, int) { entered <- struct{}{}; <-gate }
-	now := e.clock.Now()
-	req := func(user string) ReserveRequest {
-		return ReserveRequest{User: user, RequestID: "d-" + user, Now: now, TTL: time.Minute, PerUserLimit: 1}
-	}
-	// The first call is taken into a batch that the hook holds.
-	ctx1, cancel1 := context.WithCancel(context.Background())
-	errc := make(chan error, 2)
-	go func() { _, err := b.Reserve(ctx1, testSale, req("a")); errc <- err }()
-	<-entered
-	// The second waits behind it; its caller gives up.
-	ctx2, cancel2 := context.WithCancel(context.Background())
-	go func() { _, err := b.Reserve(ctx2, testSale, req("b")); errc <- err }()
-	waitFor(t, func() bool {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		q := b.sales[testSale]
-		return q != nil && len(q.waiting) == 1
-	})
-	cancel2()
-	if err := <-errc; !isErr(err, ErrDropped) {
-		t.Fatalf("waiting call: %v, want ErrDropped", err)
-	}
-	cancel1()
-	if err := <-errc; !isErr(err, ErrOutcomeUnknown) {
-		t.Fatalf("sent call: %v, want ErrOutcomeUnknown", err)
-	}
-	close(gate)
-	batcherIdle(t, b)
-	held := reservedRequests(t, e)
-	if _, ok := held["d-b"]; ok {
-		t.Fatal("the dropped call reserved a unit")
-	}
-	if _, ok := held["d-a"]; !ok {
-		t.Fatal("the sent call did not run")
-	}
-	res, err := b.Reserve(context.Background(), testSale, req("a"))
-	if err != nil || res.Reservation.RequestID != "d-a" {
-		t.Fatalf("retry of the unknown call: %+v %v", res, err)
-	}
-	// A deadline already past when the batch is taken: dropped unsent.
-	ctx3, cancel3 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
-	defer cancel3()
-	if _, err := b.Reserve(ctx3, testSale, req("c")); !isErr(err, ErrDropped) {
-		t.Fatalf("past deadline: %v, want ErrDropped", err)
-	}
-	if _, ok := reservedRequests(t, e)["d-c"]; ok {
-		t.Fatal("a call past its deadline reserved a unit")
-	}
 }
 
 func isErr(err, target error) bool { return err != nil && errors.Is(err, target) }

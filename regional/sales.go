@@ -9,6 +9,7 @@ import (
 
 	"flashsale/quota"
 	"flashsale/quota/layout"
+	"flashsale/regional/redisstore"
 )
 
 // DefaultReservationTTL is how long a reservation holds its unit when a
@@ -72,7 +73,7 @@ type Sale struct {
 	spec   atomic.Pointer[layout.SaleSpec]
 	dry    atomic.Bool // this region could not reserve at the last look
 	halted atomic.Bool
-	stock  atomic.Pointer[Stock] // the last counters and view read; nil before the first
+	stock  atomic.Pointer[redisstore.Stock] // the last counters and view read; nil before the first
 	// marks counts sold-out answers from scripts; a counter read that
 	// started before one must not clear the dry flag that answer set.
 	marks atomic.Int64
@@ -205,7 +206,7 @@ type saleWide struct {
 // region without an agent (fence 0: a seller run from a config file) is
 // its own whole sale. dry says a script found no stock here: this region
 // then uses at least its ceiling, whatever an older counter read said.
-func wholeSale(st *Stock, dry bool) (saleWide, bool) {
+func wholeSale(st *redisstore.Stock, dry bool) (saleWide, bool) {
 	c, v := st.Counters, st.View
 	mine := c.Sold + c.Reserved
 	if dry {
@@ -281,7 +282,7 @@ func (s *Sale) woken() <-chan struct{} {
 // observe applies counters and view read from Redis. marksBefore is
 // marksNow() taken before the read started: if a script answered sold-out
 // since, the read may predate that answer and must not clear the flag.
-func (s *Sale) observe(st Stock, marksBefore int64) {
+func (s *Sale) observe(st redisstore.Stock, marksBefore int64) {
 	s.halted.Store(st.Counters.Halted)
 	s.stock.Store(&st)
 	if st.Counters.Available() <= 0 {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"flashsale/quota/layout"
+	"flashsale/regional/redisstore"
 )
 
 func TestSalePhases(t *testing.T) {
@@ -36,8 +37,8 @@ func TestSalePhases(t *testing.T) {
 		t.Fatalf("after MarkDry: %v, remaining %d / %d", s.Phase(at), s.Remaining(), s.SaleRemaining())
 	}
 	// A counter read that began before the sold-out answer must not undo it.
-	stock := func(available int64, halted bool) Stock {
-		return Stock{Counters: Counters{GrantedSeen: 10, Reserved: 10 - available, Halted: halted}}
+	stock := func(available int64, halted bool) redisstore.Stock {
+		return redisstore.Stock{Counters: redisstore.Counters{GrantedSeen: 10, Reserved: 10 - available, Halted: halted}}
 	}
 	marks := s.marksNow() - 1
 	s.observe(stock(3, false), marks)
@@ -85,30 +86,30 @@ func TestSaleSpecRejected(t *testing.T) {
 // sold_out; a view never written means "unknown" in a region run by an
 // agent, and "this region is the whole sale" in one run from a config file.
 func TestDryPhase(t *testing.T) {
-	view := func(total, sold, reserved int64) SaleView {
-		return SaleView{Total: total, OthersSold: sold, OthersReserved: reserved, At: 1}
+	view := func(total, sold, reserved int64) redisstore.SaleView {
+		return redisstore.SaleView{Total: total, OthersSold: sold, OthersReserved: reserved, At: 1}
 	}
 	for _, tc := range []struct {
 		name      string
-		c         Counters
-		v         SaleView
+		c         redisstore.Counters
+		v         redisstore.SaleView
 		dry       bool
 		want      Phase
 		remaining int64
 	}{
-		{"stock elsewhere", Counters{Fence: 3, GrantedSeen: 10, Sold: 4, Reserved: 6}, view(100, 20, 10), true, PhaseQuotaPending, 60},
-		{"pool left", Counters{Fence: 3, GrantedSeen: 10, Sold: 10}, view(100, 80, 0), true, PhaseQuotaPending, 10},
-		{"all held", Counters{Fence: 3, GrantedSeen: 10, Sold: 4, Reserved: 6}, view(30, 15, 5), true, PhaseAllReserved, 0},
-		{"all sold", Counters{Fence: 3, GrantedSeen: 10, Sold: 10}, view(30, 20, 0), true, PhaseSoldOut, 0},
-		{"stale counters, script said dry", Counters{Fence: 3, GrantedSeen: 10, Sold: 2}, view(20, 10, 0), true, PhaseAllReserved, 0},
-		{"agent, no view yet", Counters{Fence: 3, GrantedSeen: 10, Sold: 10}, SaleView{}, true, PhaseQuotaPending, -1},
-		{"config file, all sold", Counters{GrantedSeen: 10, Sold: 10}, SaleView{}, true, PhaseSoldOut, 0},
-		{"config file, all held", Counters{GrantedSeen: 10, Sold: 4, Reserved: 6}, SaleView{}, true, PhaseAllReserved, 0},
-		{"open", Counters{Fence: 3, GrantedSeen: 10, Sold: 4}, view(30, 5, 5), false, PhaseOpen, 16},
+		{"stock elsewhere", redisstore.Counters{Fence: 3, GrantedSeen: 10, Sold: 4, Reserved: 6}, view(100, 20, 10), true, PhaseQuotaPending, 60},
+		{"pool left", redisstore.Counters{Fence: 3, GrantedSeen: 10, Sold: 10}, view(100, 80, 0), true, PhaseQuotaPending, 10},
+		{"all held", redisstore.Counters{Fence: 3, GrantedSeen: 10, Sold: 4, Reserved: 6}, view(30, 15, 5), true, PhaseAllReserved, 0},
+		{"all sold", redisstore.Counters{Fence: 3, GrantedSeen: 10, Sold: 10}, view(30, 20, 0), true, PhaseSoldOut, 0},
+		{"stale counters, script said dry", redisstore.Counters{Fence: 3, GrantedSeen: 10, Sold: 2}, view(20, 10, 0), true, PhaseAllReserved, 0},
+		{"agent, no view yet", redisstore.Counters{Fence: 3, GrantedSeen: 10, Sold: 10}, redisstore.SaleView{}, true, PhaseQuotaPending, -1},
+		{"config file, all sold", redisstore.Counters{GrantedSeen: 10, Sold: 10}, redisstore.SaleView{}, true, PhaseSoldOut, 0},
+		{"config file, all held", redisstore.Counters{GrantedSeen: 10, Sold: 4, Reserved: 6}, redisstore.SaleView{}, true, PhaseAllReserved, 0},
+		{"open", redisstore.Counters{Fence: 3, GrantedSeen: 10, Sold: 4}, view(30, 5, 5), false, PhaseOpen, 16},
 	} {
 		s := &Sale{wake: make(chan struct{})}
 		s.spec.Store(&layout.SaleSpec{ID: "s", Total: 30})
-		s.observe(Stock{Counters: tc.c, View: tc.v}, s.marksNow())
+		s.observe(redisstore.Stock{Counters: tc.c, View: tc.v}, s.marksNow())
 		if tc.dry {
 			s.MarkDry()
 		}
@@ -125,13 +126,13 @@ func TestWakeHolders(t *testing.T) {
 	s.spec.Store(&layout.SaleSpec{ID: "s"})
 	s.MarkDry()
 	w := s.woken()
-	s.observe(Stock{Counters: Counters{GrantedSeen: 1, Reserved: 1}}, s.marksNow())
+	s.observe(redisstore.Stock{Counters: redisstore.Counters{GrantedSeen: 1, Reserved: 1}}, s.marksNow())
 	select {
 	case <-w:
 		t.Fatal("woken while still dry")
 	default:
 	}
-	s.observe(Stock{Counters: Counters{GrantedSeen: 2, Reserved: 1}}, s.marksNow())
+	s.observe(redisstore.Stock{Counters: redisstore.Counters{GrantedSeen: 2, Reserved: 1}}, s.marksNow())
 	select {
 	case <-w:
 	default:

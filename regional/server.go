@@ -17,9 +17,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"flashsale/quota"
-	"flashsale/quota/layout"
 	"flashsale/regional/orders"
 	"flashsale/regional/payment"
+	"flashsale/regional/redisstore"
 )
 
 //go:embed openapi.yaml
@@ -59,7 +59,7 @@ var consumerSeq atomic.Int64
 
 // reserver is Store.Reserve, or the Batcher that coalesces it.
 type reserver interface {
-	Reserve(ctx context.Context, sale string, r ReserveRequest) (ReserveResult, error)
+	Reserve(ctx context.Context, sale string, r redisstore.ReserveRequest) (redisstore.ReserveResult, error)
 }
 
 // Server is one regional seller: the shopper HTTP API and its funnel, the
@@ -67,13 +67,13 @@ type reserver interface {
 // reservation sweeper.
 type Server struct {
 	cfg     Config
-	lnGiven net.Listener // Deps.Listener
-	demand  Demand       // buy attempts per sale, flushed to Redis for the agent
+	lnGiven net.Listener      // Deps.Listener
+	demand  redisstore.Demand // buy attempts per sale, flushed to Redis for the agent
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	m       *metrics
-	store   *Store
-	batcher *Batcher
+	store   *redisstore.Store
+	batcher *redisstore.Batcher
 	reserve reserver
 	adm     *admission
 	sales   *Sales
@@ -150,7 +150,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		log:     log,
 		reg:     reg,
 		m:       m,
-		store:   NewStore(deps.Redis, cfg.Region),
+		store:   redisstore.NewStore(deps.Redis, cfg.Region),
 		sales:   sales,
 		ident:   ident,
 		userLim: newLimiter(cfg.UserRate, cfg.UserBurst),
@@ -185,7 +185,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.reserve = s.store
 	if cfg.BatchReserve {
-		s.batcher = NewBatcher(s.store, DefaultMaxBatch, DefaultMaxInFlight)
+		s.batcher = redisstore.NewBatcher(s.store, redisstore.DefaultMaxBatch, redisstore.DefaultMaxInFlight)
 		s.reserve = s.batcher
 	}
 	s.sweeper, err = NewSweeper(s.store, sales, SweeperConfig{
@@ -217,7 +217,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 func (s *Server) Sales() *Sales { return s.sales }
 
 // Store is the Redis store the server sells from.
-func (s *Server) Store() *Store { return s.store }
+func (s *Server) Store() *redisstore.Store { return s.store }
 
 // Handler is the HTTP API, for tests and for embedding in another server.
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -325,7 +325,7 @@ func (s *Server) loop(ctx context.Context, every time.Duration, kick <-chan stru
 func (s *Server) flushDemand(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	defer cancel()
-	if err := s.demand.Flush(ctx, s.store.rdb); err != nil {
+	if err := s.store.FlushDemand(ctx, &s.demand); err != nil {
 		s.log.Debug("demand flush failed; kept for the next one", "err", err)
 	}
 }
@@ -426,7 +426,7 @@ func (s *Server) maintain(ctx context.Context) Readiness {
 	durable := true
 	if err := s.store.Durability(ctx); err != nil {
 		rd.Durability = err.Error()
-		if s.cfg.AllowWeakDurability && errors.Is(err, ErrNotDurable) {
+		if s.cfg.AllowWeakDurability && errors.Is(err, redisstore.ErrNotDurable) {
 			rd.Durability = "allowed weak durability: " + err.Error()
 		} else {
 			durable = false
@@ -505,7 +505,7 @@ func (s *Server) refreshAll(ctx context.Context) {
 // reconnect by itself.
 func (s *Server) watchGrants(ctx context.Context) {
 	defer s.wg.Done()
-	ps := s.store.rdb.Subscribe(ctx, layout.GrantsChannel)
+	ps := s.store.SubscribeGrants(ctx)
 	defer ps.Close()
 	msgs := ps.Channel()
 	for {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"flashsale/quota"
+	"flashsale/regional/redisstore"
 )
 
 // enterRedis is the admission step (issue 14): a slot of the sale's and
@@ -27,10 +28,10 @@ func (s *Server) enterRedis(sale string) (*slot, reply, bool) {
 // an error proving the script did not run is "unavailable".
 func (s *Server) reserveFailed(sale, user string, err error) reply {
 	switch {
-	case errors.Is(err, ErrDropped):
+	case errors.Is(err, redisstore.ErrDropped):
 		return fail(http.StatusServiceUnavailable, CodeOverloaded,
 			"this region could not take the request in time: nothing was reserved; retry after retryAfterMs").after(s.adm.hint.shedNow(time.Now()))
-	case errors.Is(err, ErrOutcomeUnknown) || !notSent(err) && !errors.Is(err, ErrBatcherClosed):
+	case errors.Is(err, redisstore.ErrOutcomeUnknown) || !redisstore.NotSent(err) && !errors.Is(err, redisstore.ErrBatcherClosed):
 		s.m.storeErrors.WithLabelValues("reserve").Inc()
 		s.warnThrottled("reserve outcome unknown", "sale", sale, "user", user, "err", err)
 		return fail(http.StatusServiceUnavailable, CodeOutcomeUnknown,

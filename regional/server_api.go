@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"flashsale/quota"
+	"flashsale/regional/redisstore"
 )
 
 type buyRequest struct {
@@ -146,7 +147,7 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 	// context); its caller then hears outcome_unknown.
 	ctx, cancel := context.WithDeadline(r.Context(), slot.start.Add(s.cfg.RedisTimeout))
 	defer cancel()
-	req := ReserveRequest{User: p.User, RequestID: in.RequestID, Now: now, TTL: spec.ReservationTTL, PerUserLimit: spec.PerUserLimit}
+	req := redisstore.ReserveRequest{User: p.User, RequestID: in.RequestID, Now: now, TTL: spec.ReservationTTL, PerUserLimit: spec.PerUserLimit}
 	res, err := s.reserveIn(ctx, sale, in.ItemID, req)
 	// The limiter learns from the script call alone, not from the hold
 	// below (a held request is slow on purpose, not because Redis is).
@@ -188,7 +189,7 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 // reserveIn runs the reserve script. Its sold_out speaks for this region
 // only: the sale is marked dry (DryPhase then says why) and the counters
 // are read again at once.
-func (s *Server) reserveIn(ctx context.Context, sale *Sale, item string, req ReserveRequest) (ReserveResult, error) {
+func (s *Server) reserveIn(ctx context.Context, sale *Sale, item string, req redisstore.ReserveRequest) (redisstore.ReserveResult, error) {
 	res, err := s.reserve.Reserve(ctx, item, req)
 	if err == nil && res.Outcome == quota.SoldOut {
 		sale.MarkDry()

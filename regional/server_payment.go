@@ -5,13 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"flashsale/quota"
-	"flashsale/quota/layout"
 	"flashsale/regional/payment"
 )
 
@@ -68,13 +66,6 @@ func newPayMetrics(reg prometheus.Registerer, region string) (*payMetrics, error
 func PaymentID(region, sale, resv string) string {
 	return "fs-" + region + "-" + sale + "-" + resv
 }
-
-// ExtensionCapKey holds, per reservation id, the latest expiry (unix ms)
-// payment outages may extend it to. The reservation hash has no creation
-// time, so the cap is derived from the first extension (expiresAt - TTL is
-// the reservation time then) and kept: deriving it again from an extended
-// expiresAt would let every outage push the cap further.
-func ExtensionCapKey(sale string) string { return layout.SaleKey(sale, "extcap") }
 
 // takePayment charges the buyer of an active reservation. ok means paid;
 // otherwise rep is the answer (for an unavailable provider, after the
@@ -133,18 +124,11 @@ func (s *Server) holdForPayment(sale string, ttl time.Duration, resv quota.Reser
 // returns the expiry in force.
 func (s *Server) extend(ctx context.Context, sale string, ttl time.Duration, resv quota.Reservation, now time.Time, retry time.Duration) (time.Time, error) {
 	expires := time.UnixMilli(resv.ExpiresAt)
-	key := ExtensionCapKey(sale)
-	pipe := s.store.rdb.TxPipeline()
-	pipe.HSetNX(ctx, key, resv.ID, expires.Add(ttl).UnixMilli()) // reservedAt + 2 TTL, with reservedAt = expiresAt - TTL
-	got := pipe.HGet(ctx, key, resv.ID)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return expires, fmt.Errorf("extension cap of %s/%s: %w", sale, resv.ID, err)
-	}
-	capMs, err := strconv.ParseInt(got.Val(), 10, 64)
+	// reservedAt + 2 TTL, with reservedAt = expiresAt - TTL
+	limit, err := s.store.ExtensionCap(ctx, sale, resv.ID, expires.Add(ttl))
 	if err != nil {
-		return expires, fmt.Errorf("extension cap of %s/%s: %q: %w", sale, resv.ID, got.Val(), err)
+		return expires, err
 	}
-	limit := time.UnixMilli(capMs)
 	until, ok := payment.Extension(limit.Add(-2*ttl), ttl, expires, now, retry)
 	if !ok {
 		return expires, nil

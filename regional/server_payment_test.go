@@ -12,6 +12,7 @@ import (
 	"flashsale/regional/orders"
 	"flashsale/regional/orders/orderstest"
 	"flashsale/regional/payment"
+	"flashsale/regional/redisstore"
 )
 
 // payEnv is a seller of region eu with a real dev payment provider behind
@@ -282,7 +283,7 @@ func TestConfirmPaymentRejected(t *testing.T) {
 // the reservation (through the real store) while the payment runs.
 type cancelDuringPay struct {
 	*payment.Dev
-	store *Store
+	store *redisstore.Store
 	now   func() time.Time
 }
 
@@ -301,7 +302,7 @@ func TestConfirmPaidButEnded(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnvDeps(t, nil, func(d *Deps) {
-		d.Payment = cancelDuringPay{Dev: dev, store: NewStore(d.Redis, "eu"), now: time.Now}
+		d.Payment = cancelDuringPay{Dev: dev, store: redisstore.NewStore(d.Redis, "eu"), now: time.Now}
 	})
 	id := e.buy("alice", "r1").resv(t).ReservationID
 	got := e.finish("confirm", "alice", id)

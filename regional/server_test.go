@@ -21,6 +21,7 @@ import (
 
 	"flashsale/internal/redistest"
 	"flashsale/quota/layout"
+	"flashsale/regional/redisstore"
 )
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef-test")
@@ -204,7 +205,7 @@ func (e *testEnv) finish(op, user, id string) answer {
 	return e.do("POST", "/v1/flash-sale/reservations/"+id+"/"+op, tok, map[string]string{"itemId": testSale})
 }
 
-func (e *testEnv) counters() Counters {
+func (e *testEnv) counters() redisstore.Counters {
 	e.t.Helper()
 	c, err := e.srv.Store().Counters(context.Background(), testSale)
 	if err != nil {
@@ -331,7 +332,7 @@ func TestHTTPConcurrentBuyers(t *testing.T) {
 		t.Fatalf("answers %v: want 100 reservations and %d 503 all_reserved", statuses, buyers-100)
 	}
 	c := e.counters()
-	if c.Reserved != 100 || c.Sold != 0 || c.Available() != 0 || reservationCount(t, e.rdb, testSale) != 100 {
+	if c.Reserved != 100 || c.Sold != 0 || c.Available() != 0 || int64(len(reservedRequests(t, e))) != 100 {
 		t.Fatalf("counters %+v: want 100 reserved, 0 available, 100 reservations made", c)
 	}
 	held, err := e.rdb.HLen(context.Background(), layout.SaleKey(testSale, "users")).Result()
@@ -408,7 +409,7 @@ func TestRetrySameRequestID(t *testing.T) {
 	if created > 1-int(made) {
 		t.Fatalf("%d retries made a reservation (%d existed before them)", created, made)
 	}
-	if c := e.counters(); c.Reserved != 1 || reservationCount(t, e.rdb, testSale) != 1 {
+	if c := e.counters(); c.Reserved != 1 || int64(len(reservedRequests(t, e))) != 1 {
 		t.Fatalf("counters %+v after retries: want exactly one reservation", c)
 	}
 	// A new requestId of the same user is a second purchase: over the limit.
@@ -418,7 +419,7 @@ func TestRetrySameRequestID(t *testing.T) {
 	if created > 1-int(made) {
 		t.Fatalf("%d retries made a reservation (%d existed before them)", created, made)
 	}
-	if c := e.counters(); c.Reserved != 1 || reservationCount(t, e.rdb, testSale) != 1 {
+	if c := e.counters(); c.Reserved != 1 || int64(len(reservedRequests(t, e))) != 1 {
 		t.Fatalf("counters %+v: the refused attempts changed Redis", c)
 	}
 }
@@ -737,7 +738,7 @@ func TestDemandAndRemove(t *testing.T) {
 	e.srv.refreshAll(context.Background())
 	attempts := func() int64 {
 		e.srv.flushDemand(context.Background())
-		n, _ := e.srv.store.rdb.Get(context.Background(), layout.SaleKey(testSale, "attempts")).Int64()
+		n, _ := e.rdb.Get(context.Background(), layout.SaleKey(testSale, "attempts")).Int64()
 		return n
 	}
 	if n := attempts(); n != 0 {

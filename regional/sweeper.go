@@ -3,6 +3,7 @@ package regional
 import (
 	"context"
 	"errors"
+	"flashsale/regional/redisstore"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -28,7 +29,7 @@ type SweeperConfig struct {
 // expired). Several sellers of a region may sweep at once: the expire
 // script ends each reservation once.
 type Sweeper struct {
-	store *Store
+	store *redisstore.Store
 	sales *Sales
 	cfg   SweeperConfig
 	log   *slog.Logger
@@ -39,7 +40,7 @@ type Sweeper struct {
 }
 
 // NewSweeper returns a sweeper over the sales in sales.
-func NewSweeper(store *Store, sales *Sales, cfg SweeperConfig, log *slog.Logger) (*Sweeper, error) {
+func NewSweeper(store *redisstore.Store, sales *Sales, cfg SweeperConfig, log *slog.Logger) (*Sweeper, error) {
 	switch {
 	case store == nil || sales == nil:
 		return nil, errors.New("sweeper: store and sales are required")

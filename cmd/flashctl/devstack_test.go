@@ -10,7 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"flashsale/internal/devstack"
+	"flashsale/cmd/flashsale/devstack"
 )
 
 // The real commands against a real dev stack (etcd, coordinator, three

@@ -10,8 +10,8 @@ import (
 
 	"flashsale/internal/pgtest"
 	"flashsale/internal/redistest"
-	"flashsale/regional"
 	"flashsale/regional/orders"
+	"flashsale/regional/redisstore"
 )
 
 // TestOrdersReconcile runs the real `flashctl orders reconcile` against a
@@ -29,7 +29,7 @@ func testReconcile(t *testing.T, dsn string) {
 	ctx := context.Background()
 	rs := redistest.Start(t)
 	rdb := rs.Client()
-	st := regional.NewStore(rdb, "eu")
+	st := redisstore.NewStore(rdb, "eu")
 	if err := st.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func testReconcile(t *testing.T, dsn string) {
 	now := time.Now()
 	reserve := func(user string) string {
 		t.Helper()
-		res, err := st.Reserve(ctx, "phone", regional.ReserveRequest{User: user, RequestID: "req-" + user, Now: now, TTL: time.Minute, PerUserLimit: 1})
+		res, err := st.Reserve(ctx, "phone", redisstore.ReserveRequest{User: user, RequestID: "req-" + user, Now: now, TTL: time.Minute, PerUserLimit: 1})
 		if err != nil {
 			t.Fatal(err)
 		}

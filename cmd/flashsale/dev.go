@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"flashsale/internal/devstack"
+	"flashsale/cmd/flashsale/devstack"
 	"flashsale/internal/devtoken"
 )
 

@@ -24,7 +24,7 @@ import (
 
 	"flashsale/coordinator/api"
 	"flashsale/internal/devtoken"
-	"flashsale/internal/invariants"
+	"flashsale/simulations/invariants"
 	"flashsale/internal/redistest"
 	"flashsale/quota/layout"
 )

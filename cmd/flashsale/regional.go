@@ -24,6 +24,7 @@ import (
 	"flashsale/regional/agent"
 	"flashsale/regional/orders"
 	"flashsale/regional/payment"
+	"flashsale/regional/redisstore"
 )
 
 // Environment variables of the regional role. They override the config
@@ -188,7 +189,7 @@ func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb
 		if acfg.Endpoint == "" {
 			acfg.Endpoint = "http://" + srv.Addr()
 		}
-		acfg.Demand = regional.NewDemandMeter(rdb, nil).Rate
+		acfg.Demand = redisstore.NewDemandMeter(rdb, nil).Rate
 		if a, err = agent.New(acfg, cli, srv.Store(), reg); err == nil {
 			err = a.Start(ctx)
 		}

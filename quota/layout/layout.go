@@ -1,6 +1,7 @@
-// Package layout is the etcd key layout and the JSON documents shared by the
-// coordinator and the region agents: the contract between them. It does no
-// I/O itself.
+// Package layout is the one home of the system's contracts: the etcd key
+// layout and the JSON documents shared by the coordinator, the region
+// agents and the sellers (decoded here and nowhere else), and a sale's
+// Redis key layout (redis.go). It does no I/O.
 //
 //	<prefix>/leader/                  coordinator election (concurrency.Election)
 //	<prefix>/sales/<sale>             SaleSpec, written by the leader

@@ -14,7 +14,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"flashsale/quota/layout"
-	"flashsale/regional"
+	"flashsale/regional/redisstore"
 )
 
 // errDeposed means this agent is no longer its region's leader: Redis holds
@@ -28,7 +28,7 @@ type Agent struct {
 	cfg   Config
 	keys  layout.Keys
 	cli   *clientv3.Client
-	store *regional.Store
+	store *redisstore.Store
 	m     *metrics
 	log   *slog.Logger
 
@@ -48,7 +48,7 @@ type Agent struct {
 
 // New returns an agent for cfg.Region that drives store from the etcd
 // behind cli. Metrics go to reg (nil: not registered).
-func New(cfg Config, cli *clientv3.Client, store *regional.Store, reg prometheus.Registerer) (*Agent, error) {
+func New(cfg Config, cli *clientv3.Client, store *redisstore.Store, reg prometheus.Registerer) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

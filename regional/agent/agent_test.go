@@ -22,7 +22,7 @@ import (
 	"flashsale/internal/redistest"
 	"flashsale/quota"
 	"flashsale/quota/layout"
-	"flashsale/regional"
+	"flashsale/regional/redisstore"
 )
 
 // waitFor polls cond until it holds; the generous limit only bounds a hung
@@ -65,7 +65,7 @@ type world struct {
 	keys  layout.Keys
 	redis map[string]*redistest.Server
 	rdb   map[string]*redis.Client
-	store map[string]*regional.Store
+	store map[string]*redisstore.Store
 
 	mu     sync.Mutex // held while the coordinator writes, so a checker sees one allocation
 	allocs map[string]*quota.Allocation
@@ -75,13 +75,13 @@ func newWorld(t *testing.T, redisArgs []string, regions ...string) *world {
 	e := etcdtest.Start(t)
 	w := &world{
 		t: t, cli: etcdtest.Client(t, e), keys: layout.Keys{Prefix: layout.DefaultPrefix},
-		redis: map[string]*redistest.Server{}, rdb: map[string]*redis.Client{}, store: map[string]*regional.Store{},
+		redis: map[string]*redistest.Server{}, rdb: map[string]*redis.Client{}, store: map[string]*redisstore.Store{},
 		allocs: map[string]*quota.Allocation{},
 	}
 	for _, r := range regions {
 		w.redis[r] = redistest.Start(t, redisArgs...)
 		w.rdb[r] = w.redis[r].Client()
-		w.store[r] = regional.NewStore(w.rdb[r], r)
+		w.store[r] = redisstore.NewStore(w.rdb[r], r)
 	}
 	return w
 }
@@ -154,7 +154,7 @@ func (w *world) newSale(sale string, total int64, grants map[string]int64) {
 	})
 }
 
-func (w *world) counters(region, sale string) regional.Counters {
+func (w *world) counters(region, sale string) redisstore.Counters {
 	w.t.Helper()
 	c, err := w.store[region].Counters(context.Background(), sale)
 	if err != nil {
@@ -233,7 +233,7 @@ func (w *world) sell(region, sale string, n int, tag string) {
 	w.t.Helper()
 	ctx := context.Background()
 	for i := range n {
-		res, err := w.store[region].Reserve(ctx, sale, regional.ReserveRequest{
+		res, err := w.store[region].Reserve(ctx, sale, redisstore.ReserveRequest{
 			User: fmt.Sprintf("%s-u%d", tag, i), RequestID: fmt.Sprintf("%s-r%d", tag, i),
 			Now: time.Now(), TTL: time.Minute, PerUserLimit: 1,
 		})
@@ -879,7 +879,7 @@ func TestSaleViewFollowsOtherRegions(t *testing.T) {
 	w.newSale("s1", 1000, map[string]int64{"eu": 100, "us": 200})
 	w.start(w.config("eu"), nil)
 	waitFor(t, "grant applied", func() bool { return w.counters("eu", "s1").GrantedSeen == 100 })
-	view := func() regional.SaleView {
+	view := func() redisstore.SaleView {
 		v, err := w.store["eu"].View(context.Background(), "s1")
 		if err != nil {
 			t.Fatal(err)

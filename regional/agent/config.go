@@ -18,7 +18,7 @@ type Config struct {
 	// Region is the region this agent serves; required. It names etcd keys,
 	// so it is limited to [a-z0-9_-].
 	Region string
-	// Prefix is the etcd key prefix (internal/layout).
+	// Prefix is the etcd key prefix (quota/layout).
 	Prefix string
 	// ID is this process's election value, shown to operators as who leads
 	// the region. Empty: host name and pid.

@@ -13,7 +13,7 @@ import (
 
 	"flashsale/quota"
 	"flashsale/quota/layout"
-	"flashsale/regional"
+	"flashsale/regional/redisstore"
 )
 
 // maxOpsPerTxn stays below etcd's default --max-txn-ops (128).
@@ -52,7 +52,7 @@ type saleState struct {
 	// others holds the other regions' live reports (etcd, on their agents'
 	// leases), from which the sale view copied into Redis is made.
 	others map[string]quota.Report
-	view   regional.SaleView // the view last written to Redis
+	view   redisstore.SaleView // the view last written to Redis
 }
 
 func (s *saleState) region(name string) *quota.RegionAlloc {
@@ -71,7 +71,7 @@ func raiseFloor(f *quota.Report, r quota.Report) {
 // lostWrites reports whether Redis holds less than etcd heard from it. Sold,
 // released_local and granted_seen only grow in Redis, so any of them below
 // a report means Redis forgot acknowledged writes.
-func lostWrites(c regional.Counters, f quota.Report) bool {
+func lostWrites(c redisstore.Counters, f quota.Report) bool {
 	return c.Sold < f.Sold || c.ReleasedLocal < f.ReleasedLocal || c.GrantedSeen < f.GrantedSeen
 }
 
@@ -532,7 +532,7 @@ func (t *term) reportDue(s *saleState, rep *layout.RegionReport, avail int64, no
 // Written when it changed, and at least every ReportRefresh so its age
 // tells sellers it is current.
 func (t *term) writeView(ctx context.Context, sale string, s *saleState, now time.Time) error {
-	v := regional.SaleView{Total: s.alloc.Total}
+	v := redisstore.SaleView{Total: s.alloc.Total}
 	for name, ra := range s.alloc.Regions {
 		if name == t.a.cfg.Region {
 			continue
@@ -563,7 +563,7 @@ func (t *term) writeView(ctx context.Context, sale string, s *saleState, now tim
 
 // recover halts a Redis that lost writes, raises its floors to what etcd
 // knows, re-applies the grant and resumes selling (DESIGN §4).
-func (t *term) recover(ctx context.Context, sale string, s *saleState, c regional.Counters, now time.Time) (regional.Counters, error) {
+func (t *term) recover(ctx context.Context, sale string, s *saleState, c redisstore.Counters, now time.Time) (redisstore.Counters, error) {
 	ra, f := s.region(t.a.cfg.Region), s.floor
 	log := t.a.log.With("sale", sale,
 		"redisSold", c.Sold, "redisReleasedLocal", c.ReleasedLocal, "redisGrantedSeen", c.GrantedSeen,
@@ -611,7 +611,7 @@ func (t *term) recover(ctx context.Context, sale string, s *saleState, c regiona
 
 // report builds the sale's report. Its counters never go below the floor:
 // while Redis is being reconciled they say what etcd already knew.
-func (t *term) report(sale string, s *saleState, c regional.Counters, now time.Time) *layout.RegionReport {
+func (t *term) report(sale string, s *saleState, c redisstore.Counters, now time.Time) *layout.RegionReport {
 	var demand float64
 	if d := t.a.cfg.Demand; d != nil {
 		demand = d(sale)
@@ -690,7 +690,7 @@ func fenced(op, sale string, err error) error {
 	return fmt.Errorf("%s %s: %w", op, sale, err)
 }
 
-func (t *term) counters(ctx context.Context, sale string) (regional.Counters, error) {
+func (t *term) counters(ctx context.Context, sale string) (redisstore.Counters, error) {
 	octx, cancel := t.op(ctx)
 	defer cancel()
 	c, err := t.a.store.Counters(octx, sale)

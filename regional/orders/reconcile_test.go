@@ -14,11 +14,11 @@ import (
 	"flashsale/internal/redistest"
 	"flashsale/quota"
 	"flashsale/quota/layout"
-	"flashsale/regional"
 	"flashsale/regional/orders"
+	"flashsale/regional/redisstore"
 )
 
-// These tests drive the real Lua scripts (regional.Store), so the stream
+// These tests drive the real Lua scripts (redisstore.Store), so the stream
 // format the consumer parses is the one the scripts write.
 
 func open(t *testing.T, dsn string) orders.Store {
@@ -38,10 +38,10 @@ func sqliteStore(t *testing.T) orders.Store {
 // sell runs a small sale on the real scripts: 60 reservations, 20
 // confirmed, 10 cancelled, 10 expired, 20 still active. It returns the
 // active ids.
-func sell(t *testing.T, rdb *redis.Client) (*regional.Store, []string) {
+func sell(t *testing.T, rdb *redis.Client) (*redisstore.Store, []string) {
 	t.Helper()
 	ctx := context.Background()
-	st := regional.NewStore(rdb, "eu")
+	st := redisstore.NewStore(rdb, "eu")
 	if err := st.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func sell(t *testing.T, rdb *redis.Client) (*regional.Store, []string) {
 	var ids []string
 	for i := range 60 {
 		u := "u" + strconv.Itoa(i)
-		res, err := st.Reserve(ctx, "s1", regional.ReserveRequest{User: u, RequestID: "req-" + u, Now: now.Add(time.Duration(i) * time.Millisecond), TTL: time.Minute, PerUserLimit: 1})
+		res, err := st.Reserve(ctx, "s1", redisstore.ReserveRequest{User: u, RequestID: "req-" + u, Now: now.Add(time.Duration(i) * time.Millisecond), TTL: time.Minute, PerUserLimit: 1})
 		if err != nil || res.Outcome != quota.Reserved {
 			t.Fatalf("reserve %s: %+v %v", u, res, err)
 		}

@@ -12,9 +12,9 @@ import (
 	"flashsale/internal/redistest"
 	"flashsale/quota"
 	"flashsale/quota/layout"
-	"flashsale/regional"
 	"flashsale/regional/orders"
 	"flashsale/regional/orders/orderstest"
+	"flashsale/regional/redisstore"
 )
 
 // TestTwoRegionsIntoOneStore: the order streams of two regions (each its
@@ -36,14 +36,14 @@ func TestTwoRegionsIntoOneStore(t *testing.T) {
 	for _, region := range []string{"us", "eu"} {
 		rdb := redistest.Start(t).Client()
 		rdbs[region] = rdb
-		st := regional.NewStore(rdb, region)
+		st := redisstore.NewStore(rdb, region)
 		if _, err := st.ApplyGrant(ctx, sale, 1, n); err != nil {
 			t.Fatal(err)
 		}
 		for i := range n {
 			// Users differ by region (each buys at home); requestIds do not.
 			u := region + "-u" + strconv.Itoa(i)
-			res, err := st.Reserve(ctx, sale, regional.ReserveRequest{User: u, RequestID: "req-" + strconv.Itoa(i), Now: now, TTL: time.Minute, PerUserLimit: 1})
+			res, err := st.Reserve(ctx, sale, redisstore.ReserveRequest{User: u, RequestID: "req-" + strconv.Itoa(i), Now: now, TTL: time.Minute, PerUserLimit: 1})
 			if err != nil || res.Outcome != quota.Reserved {
 				t.Fatalf("%s reserve %s: %+v %v", region, u, res, err)
 			}

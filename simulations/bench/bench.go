@@ -20,6 +20,7 @@ import (
 
 	"flashsale/internal/redisproc"
 	"flashsale/regional"
+	"flashsale/regional/redisstore"
 	"flashsale/simulations/loadgen"
 
 	"flashsale/internal/pgproc"
@@ -320,11 +321,11 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 	// Group 2, store cost with no HTTP: the floor, the script, the script
 	// batched, the PostgreSQL hot row.
-	store := regional.NewStore(rdb, region)
+	store := redisstore.NewStore(rdb, region)
 	if _, err := store.ApplyGrant(ctx, "bench-direct", 0, openStock); err != nil {
 		return nil, fmt.Errorf("bench: grant: %w", err)
 	}
-	batcher := regional.NewBatcher(store, regional.DefaultMaxBatch, regional.DefaultMaxInFlight)
+	batcher := redisstore.NewBatcher(store, redisstore.DefaultMaxBatch, redisstore.DefaultMaxInFlight)
 	closers = append(closers, func() { _ = batcher.Close() })
 	direct := []scenario{
 		{name: "redis_incr", kind: "direct", op: incrOp(rdb, "bench:incr"), note: "bare INCR: the floor of any Redis counter"},

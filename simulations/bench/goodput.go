@@ -16,6 +16,7 @@ import (
 
 	"flashsale/quota/layout"
 	"flashsale/regional"
+	"flashsale/regional/redisstore"
 	"flashsale/simulations/loadgen"
 )
 
@@ -118,7 +119,7 @@ func (u *unknownRecorder) take() []string {
 }
 
 // held is what the goodput sale holds in Redis (sold + reserved).
-func held(ctx context.Context, store *regional.Store) (int64, error) {
+func held(ctx context.Context, store *redisstore.Store) (int64, error) {
 	c, err := store.Counters(ctx, saleGoodput)
 	if err != nil {
 		return 0, err
@@ -128,7 +129,7 @@ func held(ctx context.Context, store *regional.Store) (int64, error) {
 
 // settle waits until the sale's counters stop moving: every request of a
 // point has been answered, but a script sent late may still land.
-func settle(ctx context.Context, store *regional.Store) (int64, error) {
+func settle(ctx context.Context, store *redisstore.Store) (int64, error) {
 	last, err := held(ctx, store)
 	if err != nil {
 		return 0, err
@@ -154,7 +155,7 @@ func (e *env) runGoodput(ctx context.Context, url string, rdb *redis.Client, reg
 	if need := uint64(slices.Max(gc.conns)) + 512; nofile < need {
 		e.cfg.Log.Warn("bench: open-file limit below the largest point", "limit", nofile, "need", need)
 	}
-	store := regional.NewStore(rdb, region)
+	store := redisstore.NewStore(rdb, region)
 	op, err := loadgen.NewHTTPOp(loadgen.HTTPConfig{
 		// A try that times out is retried once with the same requestId,
 		// as the API asks (openapi.yaml): the buyer then learns of a

@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"flashsale/quota"
-	"flashsale/regional"
+	"flashsale/regional/redisstore"
 	"flashsale/simulations/loadgen"
 )
 
@@ -29,16 +29,16 @@ func incrOp(rdb redis.UniversalClient, key string) loadgen.Op {
 	})
 }
 
-// reserver is regional.Store or regional.Batcher.
+// reserver is redisstore.Store or redisstore.Batcher.
 type reserver interface {
-	Reserve(ctx context.Context, sale string, r regional.ReserveRequest) (regional.ReserveResult, error)
+	Reserve(ctx context.Context, sale string, r redisstore.ReserveRequest) (redisstore.ReserveResult, error)
 }
 
 // reserveOp runs the seller's reserve script for each attempt, through the
 // store (one EVALSHA each) or the batcher.
 func reserveOp(r reserver, sale string) loadgen.Op {
 	return loadgen.OpFunc(func(ctx context.Context, a loadgen.Attempt) loadgen.Result {
-		res, err := r.Reserve(ctx, sale, regional.ReserveRequest{
+		res, err := r.Reserve(ctx, sale, redisstore.ReserveRequest{
 			User: a.User.ID, RequestID: a.RequestID, Now: time.Now(), TTL: time.Hour, PerUserLimit: 1,
 		})
 		if err != nil {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"flashsale/internal/redistest"
-	"flashsale/regional"
+	"flashsale/regional/redisstore"
 	"flashsale/simulations/loadgen"
 
 	"flashsale/internal/pgproc"
@@ -68,11 +68,11 @@ func TestPGHotRowSellsExactlyItsStock(t *testing.T) {
 func TestReserveOpsSellTheStock(t *testing.T) {
 	ctx := context.Background()
 	rdb := redistest.Start(t).Client()
-	store := regional.NewStore(rdb, "eu")
+	store := redisstore.NewStore(rdb, "eu")
 	if _, err := store.ApplyGrant(ctx, "s", 0, 10); err != nil {
 		t.Fatal(err)
 	}
-	b := regional.NewBatcher(store, 0, 0)
+	b := redisstore.NewBatcher(store, 0, 0)
 	defer b.Close()
 	plan := loadgen.Plan{Workers: 4, Duration: time.Minute, MaxRequests: 12, Seed: 1}
 	r1, err := loadgen.Run(ctx, plan, smallPop(t), reserveOp(store, "s"), nil)

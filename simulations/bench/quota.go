@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"flashsale/internal/devstack"
+	"flashsale/cmd/flashsale/devstack"
 )
 
 // QuotaResults is group 5: quota where the buyers are, on the whole dev

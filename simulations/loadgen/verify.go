@@ -99,7 +99,7 @@ type Verdict struct {
 // OK says no invariant was violated.
 func (v Verdict) OK() bool { return len(v.Violations) == 0 }
 
-// Redis keys of a sale (the layout in regional/store.go), written out here
+// Redis keys of a sale (the layout in regional/redisstore/store.go), written out here
 // rather than imported so that the verifier is an independent witness.
 func saleKey(sale, suffix string) string { return "{sale:" + sale + "}:" + suffix }
 

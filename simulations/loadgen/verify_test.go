@@ -11,9 +11,9 @@ import (
 
 	"flashsale/internal/redistest"
 	"flashsale/quota"
-	"flashsale/regional"
 	"flashsale/regional/orders"
 	"flashsale/regional/orders/orderstest"
+	"flashsale/regional/redisstore"
 )
 
 // sellSome makes real reservations through the seller's scripts: n users
@@ -43,16 +43,16 @@ var testNow = time.UnixMilli(1_700_000_000_000)
 
 // reserveEach grants ceiling units to region and has each user reserve
 // one, through the seller's scripts; it returns the reservation ids.
-func reserveEach(t *testing.T, rdb *redis.Client, region, sale string, ceiling int64, users []string) (*regional.Store, []string) {
+func reserveEach(t *testing.T, rdb *redis.Client, region, sale string, ceiling int64, users []string) (*redisstore.Store, []string) {
 	t.Helper()
 	ctx := context.Background()
-	st := regional.NewStore(rdb, region)
+	st := redisstore.NewStore(rdb, region)
 	if _, err := st.ApplyGrant(ctx, sale, 0, ceiling); err != nil {
 		t.Fatal(err)
 	}
 	var ids []string
 	for _, u := range users {
-		res, err := st.Reserve(ctx, sale, regional.ReserveRequest{User: u, RequestID: "r-" + u, Now: testNow, TTL: time.Minute, PerUserLimit: 1})
+		res, err := st.Reserve(ctx, sale, redisstore.ReserveRequest{User: u, RequestID: "r-" + u, Now: testNow, TTL: time.Minute, PerUserLimit: 1})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,6 +18,7 @@ import (
 	"flashsale/quota/layout"
 	"flashsale/regional"
 	"flashsale/regional/orders"
+	"flashsale/regional/redisstore"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef-loadgen"
@@ -34,7 +35,7 @@ func startRegions(t *testing.T, sale string, grants map[string]int64) (endpoints
 	for _, g := range grants {
 		total += g
 	}
-	stores := map[string]*regional.Store{}
+	stores := map[string]*redisstore.Store{}
 	ports := map[string]int{}
 	urls := map[string]string{}
 	for r := range grants {
@@ -60,7 +61,7 @@ func startRegions(t *testing.T, sale string, grants map[string]int64) (endpoints
 				cfg.Regions[o] = u
 			}
 		}
-		stores[r] = regional.NewStore(rs.Client(), r)
+		stores[r] = redisstore.NewStore(rs.Client(), r)
 		cfg.Sales = []layout.SaleSpec{{ID: sale, Total: total, PerUserLimit: 1, ReservationTTL: time.Hour, StartsAt: time.Now().Add(-time.Minute)}}
 		cfg.StaticGrants = map[string]int64{sale: g}
 		srv, err := regional.New(cfg, regional.Deps{Redis: rs.Client(), Orders: store})
@@ -81,7 +82,7 @@ func startRegions(t *testing.T, sale string, grants map[string]int64) (endpoints
 
 // copyViews does a region agent's view duty until the test ends: every
 // 20 ms each region learns the others' sold and reserved.
-func copyViews(t *testing.T, sale string, total int64, stores map[string]*regional.Store) {
+func copyViews(t *testing.T, sale string, total int64, stores map[string]*redisstore.Store) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
@@ -90,14 +91,14 @@ func copyViews(t *testing.T, sale string, total int64, stores map[string]*region
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			counts := map[string]regional.Counters{}
+			counts := map[string]redisstore.Counters{}
 			for r, st := range stores {
 				if c, err := st.Counters(ctx, sale); err == nil {
 					counts[r] = c
 				}
 			}
 			for r, st := range stores {
-				v := regional.SaleView{Total: total, At: time.Now().UnixMilli()}
+				v := redisstore.SaleView{Total: total, At: time.Now().UnixMilli()}
 				for o, c := range counts {
 					if o != r {
 						v.OthersSold += c.Sold

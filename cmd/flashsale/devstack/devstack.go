@@ -37,6 +37,7 @@ import (
 	"flashsale/regional/agent"
 	"flashsale/regional/orders"
 	"flashsale/regional/payment"
+	"flashsale/regional/redisstore"
 )
 
 // Options shape the stack. Zero values take the defaults of DefaultOptions.
@@ -84,7 +85,7 @@ type Region struct {
 	Name     string
 	Endpoint string // the first seller's base URL, used for redirects
 	Redis    *redisproc.Proc
-	Store    *regional.Store
+	Store    *redisstore.Store
 	Agent    *agent.Agent
 	Sellers  []*regional.Server
 	// OrdersDSN is the region's SQLite order store (under the data dir):
@@ -199,7 +200,7 @@ func (s *Stack) startRegion(ctx context.Context, name string, lns []net.Listener
 	s.closers = append(s.closers, r.Redis.Close)
 	r.rdb = redis.NewClient(&redis.Options{Addr: r.Redis.Addr, PoolSize: 64})
 	s.closers = append(s.closers, r.rdb.Close)
-	r.Store = regional.NewStore(r.rdb, name)
+	r.Store = redisstore.NewStore(r.rdb, name)
 	if err := r.Store.Load(ctx); err != nil {
 		return nil, err
 	}
@@ -219,7 +220,7 @@ func (s *Stack) startRegion(ctx context.Context, name string, lns []net.Listener
 	acfg.Endpoint = r.Endpoint
 	acfg.RedisAddr = r.Redis.Addr
 	acfg.Logger = log.With("role", "agent")
-	acfg.Demand = regional.NewDemandMeter(r.rdb, nil).Rate
+	acfg.Demand = redisstore.NewDemandMeter(r.rdb, nil).Rate
 	if r.Agent, err = agent.New(acfg, s.Etcdcli, r.Store, prometheus.NewRegistry()); err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package regional
+package redisstore
 
 import (
 	"context"
@@ -723,4 +723,33 @@ func (s *Store) RequestReservation(ctx context.Context, sale, requestID string) 
 		return quota.Reservation{}, fmt.Errorf("request %s/%s: %w", sale, requestID, err)
 	}
 	return s.Reservation(ctx, sale, id)
+}
+
+// ExtensionCap returns the latest expiry payment outages may extend
+// reservation id to, setting it to proposed on the first call. The
+// reservation hash has no creation time, so the cap is derived from the
+// first extension and kept ({sale:ID}:extcap): deriving it again from an
+// extended expiresAt would let every outage push the cap further.
+func (s *Store) ExtensionCap(ctx context.Context, sale, id string, proposed time.Time) (time.Time, error) {
+	key := layout.SaleKey(sale, "extcap")
+	pipe := s.rdb.TxPipeline()
+	pipe.HSetNX(ctx, key, id, proposed.UnixMilli())
+	got := pipe.HGet(ctx, key, id)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return time.Time{}, fmt.Errorf("extension cap of %s/%s: %w", sale, id, err)
+	}
+	ms, err := strconv.ParseInt(got.Val(), 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("extension cap of %s/%s: %q: %w", sale, id, got.Val(), err)
+	}
+	return time.UnixMilli(ms), nil
+}
+
+// FlushDemand adds the buy attempts d counted since its last flush to the
+// sales' attempts counters (see Demand.Flush).
+func (s *Store) FlushDemand(ctx context.Context, d *Demand) error { return d.Flush(ctx, s.rdb) }
+
+// SubscribeGrants subscribes to layout.GrantsChannel.
+func (s *Store) SubscribeGrants(ctx context.Context) *redis.PubSub {
+	return s.rdb.Subscribe(ctx, layout.GrantsChannel)
 }

@@ -11,7 +11,7 @@ import (
 	"flashsale/internal/redistest"
 	"flashsale/quota"
 	"flashsale/quota/layout"
-	"flashsale/regional"
+	"flashsale/regional/redisstore"
 )
 
 // The checker passes a consistent deployment and catches each invariant
@@ -39,7 +39,7 @@ func TestCheckerCatchesEachViolation(t *testing.T) {
 	spec, _ := json.Marshal(layout.SaleSpec{ID: "s", Total: 10, PerUserLimit: 1})
 	cli.Put(ctx, keys.Sale("s"), string(spec))
 
-	stores := map[string]*regional.Store{"us": regional.NewStore(us, "us"), "eu": regional.NewStore(eu, "eu")}
+	stores := map[string]*redisstore.Store{"us": redisstore.NewStore(us, "us"), "eu": redisstore.NewStore(eu, "eu")}
 	for name, st := range stores {
 		if err := st.Load(ctx); err != nil {
 			t.Fatal(err)
@@ -51,7 +51,7 @@ func TestCheckerCatchesEachViolation(t *testing.T) {
 	now := time.Now()
 	reserve := func(region, user, req string) quota.Reservation {
 		t.Helper()
-		r, err := stores[region].Reserve(ctx, "s", regional.ReserveRequest{User: user, RequestID: req, Now: now, TTL: time.Minute, PerUserLimit: 1})
+		r, err := stores[region].Reserve(ctx, "s", redisstore.ReserveRequest{User: user, RequestID: req, Now: now, TTL: time.Minute, PerUserLimit: 1})
 		if err != nil || r.Outcome != quota.Reserved {
 			t.Fatalf("reserve %s in %s: %v %v", user, region, r.Outcome, err)
 		}

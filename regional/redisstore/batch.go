@@ -1,4 +1,4 @@
-package regional
+package redisstore
 
 import (
 	"context"
@@ -228,7 +228,7 @@ func (b *Batcher) flush(sale string, q *batchQueue) {
 		b.mu.Lock()
 		b.callDur += (took - b.callDur) / 8
 		b.mu.Unlock()
-		if err != nil && !notSent(err) {
+		if err != nil && !NotSent(err) {
 			err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 		}
 		for i, c := range batch {
@@ -266,7 +266,7 @@ func (b *Batcher) Close() error {
 // not at all), no connection could be had, or the client was closed.
 // Anything else (a read timeout, a reset connection) may have come after
 // Redis ran the command.
-func notSent(err error) bool {
+func NotSent(err error) bool {
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
 		return true
@@ -276,4 +276,22 @@ func notSent(err error) bool {
 	}
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// Idle reports whether no call is waiting for a batch or in one.
+func (b *Batcher) Idle() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.sales) == 0
+}
+
+// Queue returns how many batches of sale are in flight and how many calls
+// wait for the next one.
+func (b *Batcher) Queue(sale string) (running, waiting int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if q := b.sales[sale]; q != nil {
+		return q.running, len(q.waiting)
+	}
+	return 0, 0
 }

@@ -1,4 +1,4 @@
-package regional
+package redisstore
 
 import (
 	"context"

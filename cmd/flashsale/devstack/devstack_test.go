@@ -18,7 +18,7 @@ import (
 	"flashsale/coordinator"
 	"flashsale/coordinator/api"
 	"flashsale/internal/devtoken"
-	"flashsale/internal/invariants"
+	"flashsale/simulations/invariants"
 	"flashsale/quota/layout"
 )
 
