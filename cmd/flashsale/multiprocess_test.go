@@ -24,9 +24,9 @@ import (
 
 	"flashsale/coordinator/api"
 	"flashsale/internal/devtoken"
-	"flashsale/simulations/invariants"
 	"flashsale/internal/redistest"
 	"flashsale/quota/layout"
+	"flashsale/simulations/invariants"
 )
 
 // proc is one flashsale child process.

@@ -18,8 +18,8 @@ import (
 	"flashsale/coordinator"
 	"flashsale/coordinator/api"
 	"flashsale/internal/devtoken"
-	"flashsale/simulations/invariants"
 	"flashsale/quota/layout"
+	"flashsale/simulations/invariants"
 )
 
 const debugStatus = false
