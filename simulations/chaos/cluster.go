@@ -103,8 +103,8 @@ type coordProc struct {
 type region struct {
 	name        string
 	redis       *redisproc.Proc
-	rdb         *redis.Client     // straight to Redis: the checker's
-	sellerRedis *toxiproxy.Proxy  // the seller's link to Redis
+	rdb         *redis.Client      // straight to Redis: the checker's
+	sellerRedis *toxiproxy.Proxy   // the seller's link to Redis
 	agentEtcd   []*toxiproxy.Proxy // the agent's links to the etcd members
 	seller      *proc
 	agent       *proc
