@@ -117,6 +117,9 @@ type region struct {
 // Start brings the deployment up and waits until a coordinator leads and
 // every process is ready.
 func Start(ctx context.Context, bin, dir string, topo Topology) (c *Cluster, err error) {
+	// The checker's clients dial stores that a scenario kills on purpose:
+	// go-redis's log of each failed dial is noise here.
+	redis.SetLogger(quietRedis{})
 	c = &Cluster{dir: dir, bin: bin, topo: topo, regions: map[string]*region{}}
 	defer func() {
 		if err != nil {
@@ -234,6 +237,10 @@ func Start(ctx context.Context, bin, dir string, topo Topology) (c *Cluster, err
 	}
 	return c, nil
 }
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
 
 func (c *Cluster) proxy(name, upstream string) (*toxiproxy.Proxy, error) {
 	p := toxiproxy.NewProxy(c.tox, name, "127.0.0.1:0", upstream)

@@ -1,13 +1,13 @@
 package chaos
 
 import (
+	"encoding/binary"
 	"fmt"
 	"hash/fnv"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -19,7 +19,7 @@ import (
 // and idempotent requestIds. Reservations do not expire in the model: the
 // chaos sales use a TTL far longer than a run.
 
-// resvState is a reservation's state in the model.
+// resvState is a reservation's state in the model (0: not made).
 type resvState byte
 
 const (
@@ -28,115 +28,165 @@ const (
 	cancelled resvState = 'x'
 )
 
-type resvEntry struct {
-	user  string
-	state resvState
-}
+// Every requestId, reservation id and user of a history gets an index
+// before the check, so a state is a few flat slices: a step copies them
+// (about a kilobyte for a thousand operations) instead of maps.
+const (
+	reqNone        = -1 // the requestId was never reserved
+	reqPlaceholder = -2 // reserved by a try whose answer was lost; the id is not known yet
+)
 
 // saleState is immutable once built: every step copies it.
 type saleState struct {
-	free, sold int64             // free: neither sold nor reserved
-	users      map[string]int64  // user -> active + confirmed
-	reqs       map[string]string // requestId -> reservation id ("?"+requestId: made by a buy whose answer was lost)
-	resv       map[string]resvEntry
-	key        string // canonical form, for Equal and Hash
+	free, sold int64
+	reqs       []int32     // requestId -> reservation index, reqNone or reqPlaceholder
+	resv       []resvState // reservation -> state
+	users      []int32     // user -> active + confirmed units
 }
 
 func (s *saleState) clone() *saleState {
-	return &saleState{free: s.free, sold: s.sold, users: cloneMap(s.users), reqs: cloneMap(s.reqs), resv: cloneMap(s.resv)}
+	return &saleState{free: s.free, sold: s.sold, reqs: slices.Clone(s.reqs), resv: slices.Clone(s.resv), users: slices.Clone(s.users)}
 }
 
-func cloneMap[K comparable, V any](m map[K]V) map[K]V {
-	c := make(map[K]V, len(m)+1)
-	for k, v := range m {
-		c[k] = v
+func (s *saleState) hash() uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	for _, v := range []int64{s.free, s.sold} {
+		binary.LittleEndian.PutUint64(b[:], uint64(v))
+		_, _ = h.Write(b[:])
 	}
-	return c
+	for _, v := range s.reqs {
+		binary.LittleEndian.PutUint32(b[:4], uint32(v))
+		_, _ = h.Write(b[:4])
+	}
+	for _, v := range s.resv {
+		_, _ = h.Write([]byte{byte(v)})
+	}
+	return h.Sum64() // users is derived from reqs and resv
 }
 
-// seal computes the canonical key; users is derived from resv, so it is
-// left out.
-func (s *saleState) seal() *saleState {
-	var b strings.Builder
-	fmt.Fprintf(&b, "free=%d sold=%d", s.free, s.sold)
-	reqs := make([]string, 0, len(s.reqs))
-	for k, v := range s.reqs {
-		reqs = append(reqs, k+"="+v)
+func equalStates(a, b *saleState) bool {
+	return a.free == b.free && a.sold == b.sold && slices.Equal(a.reqs, b.reqs) && slices.Equal(a.resv, b.resv)
+}
+
+// indexedOp is an Op with the indices of its requestId, reservation and
+// user (-1: none).
+type indexedOp struct {
+	Op
+	req, resv, user int32
+	resvUser        []int32 // the user of each reservation index (shared)
+}
+
+// indexer numbers the requestIds, reservation ids and users of a history.
+type indexer struct {
+	reqs, resv, users map[string]int32
+	resvUser          []int32
+}
+
+func newIndexer(ops []Op) *indexer {
+	ix := &indexer{reqs: map[string]int32{}, resv: map[string]int32{}, users: map[string]int32{}}
+	num := func(m map[string]int32, k string) int32 {
+		if k == "" {
+			return -1
+		}
+		if i, ok := m[k]; ok {
+			return i
+		}
+		m[k] = int32(len(m))
+		return m[k]
 	}
-	slices.Sort(reqs)
-	ids := make([]string, 0, len(s.resv))
-	for id, e := range s.resv {
-		ids = append(ids, id+":"+e.user+":"+string(e.state))
+	for _, op := range ops {
+		num(ix.reqs, op.Req)
+		u := num(ix.users, op.User)
+		if op.Resv != "" {
+			if _, ok := ix.resv[op.Resv]; !ok {
+				num(ix.resv, op.Resv)
+				ix.resvUser = append(ix.resvUser, u)
+			}
+		}
 	}
-	slices.Sort(ids)
-	b.WriteString(" req{" + strings.Join(reqs, ",") + "} resv{" + strings.Join(ids, ",") + "}")
-	s.key = b.String()
+	return ix
+}
+
+func (ix *indexer) index(op Op) indexedOp {
+	get := func(m map[string]int32, k string) int32 {
+		if i, ok := m[k]; ok && k != "" {
+			return i
+		}
+		return -1
+	}
+	return indexedOp{Op: op, req: get(ix.reqs, op.Req), resv: get(ix.resv, op.Resv), user: get(ix.users, op.User), resvUser: ix.resvUser}
+}
+
+func (ix *indexer) init(total int64) *saleState {
+	s := &saleState{free: total, reqs: make([]int32, len(ix.reqs)), resv: make([]resvState, len(ix.resv)), users: make([]int32, len(ix.users))}
+	for i := range s.reqs {
+		s.reqs[i] = reqNone
+	}
 	return s
 }
 
-// placeholder is the id of a reservation made by a buy whose answer was
-// lost: a later answer to the same requestId names it.
-func placeholder(req string) string { return "?" + req }
-
-// reserve returns s with a new active reservation id for user, or nil if
-// the sale or the user's limit does not allow it.
-func (s *saleState) reserve(limit int64, user, req, id string) *saleState {
-	if s.free <= 0 || s.users[user] >= limit {
+// reserve returns s with req reserved for user as reservation id (an
+// index, or reqPlaceholder), or nil if the stock, the user's limit or an
+// id already made does not allow it.
+func (s *saleState) reserve(limit int64, user, req, id int32) *saleState {
+	if s.free <= 0 || int64(s.users[user]) >= limit {
 		return nil
 	}
-	if _, taken := s.resv[id]; taken {
+	if id >= 0 && s.resv[id] != 0 {
 		return nil
 	}
 	n := s.clone()
 	n.free--
 	n.users[user]++
 	n.reqs[req] = id
-	n.resv[id] = resvEntry{user: user, state: active}
-	return n.seal()
+	if id >= 0 {
+		n.resv[id] = active
+	}
+	return n
 }
 
-// bind renames a placeholder reservation to the id an answer named.
-func (s *saleState) bind(req, id string) *saleState {
-	ph := placeholder(req)
-	if _, taken := s.resv[id]; taken {
+// bind names the reservation a lost try made.
+func (s *saleState) bind(req, id int32) *saleState {
+	if s.resv[id] != 0 {
 		return nil
 	}
 	n := s.clone()
 	n.reqs[req] = id
-	n.resv[id] = n.resv[ph]
-	delete(n.resv, ph)
-	return n.seal()
+	n.resv[id] = active
+	return n
 }
 
-func (s *saleState) finish(id string, to resvState) *saleState {
+func (s *saleState) finish(id, user int32, to resvState) *saleState {
 	n := s.clone()
-	e := n.resv[id]
 	switch to {
 	case confirmed:
 		n.sold++
 	case cancelled:
 		n.free++
-		n.users[e.user]--
+		n.users[user]--
 	}
-	e.state = to
-	n.resv[id] = e
-	return n.seal()
+	n.resv[id] = to
+	return n
 }
 
 // step is the nondeterministic model: every state the sale can be in after
 // op answered as it did, from s (none: the answer is impossible).
-func step(total, limit int64, s *saleState, op Op) []*saleState {
+func step(total, limit int64, s *saleState, op indexedOp) []*saleState {
 	same := []*saleState{s}
 	switch op.Kind {
 	case Buy:
-		if id, known := s.reqs[op.Req]; known {
+		if op.req < 0 || op.user < 0 {
+			return nil
+		}
+		if id := s.reqs[op.req]; id != reqNone {
 			switch op.Result {
 			case Reserved:
-				if id == op.Resv {
+				if id == op.resv {
 					return same
 				}
-				if id == placeholder(op.Req) {
-					if n := s.bind(op.Req, op.Resv); n != nil {
+				if id == reqPlaceholder && op.resv >= 0 {
+					if n := s.bind(op.req, op.resv); n != nil {
 						return []*saleState{n}
 					}
 				}
@@ -154,19 +204,22 @@ func step(total, limit int64, s *saleState, op Op) []*saleState {
 		}
 		switch op.Result {
 		case Reserved:
-			if n := s.reserve(limit, op.User, op.Req, op.Resv); n != nil {
+			if op.resv < 0 {
+				return nil
+			}
+			if n := s.reserve(limit, op.user, op.req, op.resv); n != nil {
 				return []*saleState{n}
 			}
 			return nil
 		case Unknown:
-			if n := s.reserve(limit, op.User, op.Req, placeholder(op.Req)); n != nil {
+			if n := s.reserve(limit, op.user, op.req, reqPlaceholder); n != nil {
 				return []*saleState{s, n}
 			}
 			return same
 		case Refused:
 			return same
 		case AlreadyBought:
-			if s.users[op.User] >= limit {
+			if int64(s.users[op.user]) >= limit {
 				return same
 			}
 		case SoldOut:
@@ -176,8 +229,7 @@ func step(total, limit int64, s *saleState, op Op) []*saleState {
 		}
 		return nil
 	case Confirm, Cancel:
-		e, ok := s.resv[op.Resv]
-		if !ok {
+		if op.resv < 0 || s.resv[op.resv] == 0 {
 			// The buy that named this id returned before this call began,
 			// so it is in every state this call can see: only a refusal or
 			// an unknown answer says nothing here.
@@ -186,6 +238,7 @@ func step(total, limit int64, s *saleState, op Op) []*saleState {
 			}
 			return nil
 		}
+		st, user := s.resv[op.resv], op.resvUser[op.resv]
 		to, other := confirmed, cancelled
 		if op.Kind == Cancel {
 			to, other = cancelled, confirmed
@@ -193,15 +246,15 @@ func step(total, limit int64, s *saleState, op Op) []*saleState {
 		switch {
 		case op.Result == Refused:
 			return same
-		case op.Result == Unknown && e.state == active:
-			return []*saleState{s, s.finish(op.Resv, to)}
+		case op.Result == Unknown && st == active:
+			return []*saleState{s, s.finish(op.resv, user, to)}
 		case op.Result == Unknown:
 			return same
-		case op.Result == OK && e.state == active:
-			return []*saleState{s.finish(op.Resv, to)}
-		case op.Result == OK && e.state == to:
+		case op.Result == OK && st == active:
+			return []*saleState{s.finish(op.resv, user, to)}
+		case op.Result == OK && st == to:
 			return same
-		case op.Result == NotActive && e.state == other:
+		case op.Result == NotActive && st == other:
 			return same
 		}
 		return nil
@@ -209,30 +262,32 @@ func step(total, limit int64, s *saleState, op Op) []*saleState {
 	return nil
 }
 
-// Model is the sale of total units, limit per user, as a porcupine model.
-// Each operation's Input is its Op.
-func Model(total, limit int64) porcupine.Model {
+// Model is the sale of total units, limit per user, as a porcupine model
+// of the history ops (whose ids it numbers). Each operation's Input is an
+// indexed Op, as Operations makes it from the same history.
+func Model(total, limit int64, ops []Op) porcupine.Model {
+	ix := newIndexer(ops)
 	nm := porcupine.NondeterministicModel{
-		Init: func() []any {
-			return []any{(&saleState{free: total, users: map[string]int64{}, reqs: map[string]string{}, resv: map[string]resvEntry{}}).seal()}
-		},
+		Init: func() []any { return []any{ix.init(total)} },
 		Step: func(state, input, _ any) []any {
 			var out []any
-			for _, n := range step(total, limit, state.(*saleState), input.(Op)) {
+			for _, n := range step(total, limit, state.(*saleState), input.(indexedOp)) {
 				out = append(out, n)
 			}
 			return out
 		},
-		Equal: func(a, b any) bool { return a.(*saleState).key == b.(*saleState).key },
-		Hash: func(state any) uint64 {
-			h := fnv.New64a()
-			_, _ = h.Write([]byte(state.(*saleState).key))
-			return h.Sum64()
-		},
-		DescribeOperation: func(input, _ any) string { return describeOp(input.(Op)) },
+		Equal:             func(a, b any) bool { return equalStates(a.(*saleState), b.(*saleState)) },
+		Hash:              func(state any) uint64 { return state.(*saleState).hash() },
+		DescribeOperation: func(input, _ any) string { return describeOp(input.(indexedOp).Op) },
 		DescribeState: func(state any) string {
 			s := state.(*saleState)
-			return fmt.Sprintf("free %d, sold %d, %d reservations, %d requests", s.free, s.sold, len(s.resv), len(s.reqs))
+			made := 0
+			for _, r := range s.resv {
+				if r != 0 {
+					made++
+				}
+			}
+			return fmt.Sprintf("free %d, sold %d, %d reservations", s.free, s.sold, made)
 		},
 	}
 	return nm.ToModel()
@@ -256,21 +311,53 @@ func describeOp(op Op) string {
 	return what + " -> " + out
 }
 
-// Operations turns a history into porcupine's form. An unknown answer may
-// take effect at any time after its call, so it returns at the end of the
-// history.
+// Operations turns a history into porcupine's form, with two reductions
+// that keep the verdict and cut the search:
+//   - refusals are left out: the model steps every state to itself on
+//     one, so one fits anywhere in any linearization;
+//   - an unknown answer may take effect at any time after its call, so it
+//     returns at the end of the history, unless a later definite answer
+//     settles it: once a requestId is reserved, or a reservation is
+//     confirmed or cancelled, a late effect of an earlier try is a no-op,
+//     so the try is as if it had taken effect, or not, before that answer
+//     returned.
 func Operations(ops []Op) []porcupine.Operation {
 	var end int64
+	settledReq := map[string][]int64{}  // requestId -> returns of its reserved answers
+	settledResv := map[string][]int64{} // reservation -> returns of its definite confirm/cancel answers
 	for _, op := range ops {
 		end = max(end, op.Return, op.Call)
+		switch {
+		case op.Kind == Buy && op.Result == Reserved:
+			settledReq[op.Req] = append(settledReq[op.Req], op.Return)
+		case op.Kind != Buy && (op.Result == OK || op.Result == NotActive):
+			settledResv[op.Resv] = append(settledResv[op.Resv], op.Return)
+		}
 	}
-	out := make([]porcupine.Operation, len(ops))
-	for i, op := range ops {
+	settle := func(returns []int64, call int64) int64 {
+		best := end + 1
+		for _, r := range returns {
+			if r >= call && r < best {
+				best = r
+			}
+		}
+		return best
+	}
+	ix := newIndexer(ops)
+	var out []porcupine.Operation
+	for _, op := range ops {
+		if op.Result == Refused {
+			continue
+		}
 		ret := op.Return
 		if op.Result == Unknown {
-			ret = end + 1
+			if op.Kind == Buy {
+				ret = settle(settledReq[op.Req], op.Call)
+			} else {
+				ret = settle(settledResv[op.Resv], op.Call)
+			}
 		}
-		out[i] = porcupine.Operation{ClientId: op.Client, Input: op, Call: op.Call, Output: op.Result, Return: ret}
+		out = append(out, porcupine.Operation{ClientId: op.Client, Input: ix.index(op), Call: op.Call, Output: op.Result, Return: ret})
 	}
 	return out
 }
@@ -298,7 +385,7 @@ func CheckHistory(ops []Op, total, limit int64, timeout time.Duration, htmlPath 
 	if timeout <= 0 {
 		timeout = math.MaxInt64
 	}
-	m := Model(total, limit)
+	m := Model(total, limit, ops)
 	start := time.Now()
 	res, info := porcupine.CheckOperationsVerbose(m, Operations(ops), timeout)
 	hc.Result, hc.Took = res, time.Since(start)

@@ -160,3 +160,34 @@ func TestCheckHistoryWritesVisualization(t *testing.T) {
 		t.Fatalf("a passing check wrote %s (%v)", good, err)
 	}
 }
+
+// TestOperationsReductions: refusals are left out of the checked history,
+// and an unknown answer returns when a later answer settles it (its
+// requestId reserved, its reservation confirmed or cancelled), else at the
+// end of the history.
+func TestOperationsReductions(t *testing.T) {
+	ops := h(
+		buy(0, "u1", "r1", 0, 10, Unknown, ""),
+		buy(0, "u1", "r1", 20, 30, Refused, ""),
+		buy(0, "u1", "r1", 40, 50, Reserved, "A"),
+		fin(0, Confirm, "u1", "A", 60, 70, Unknown),
+		fin(0, Confirm, "u1", "A", 80, 90, OK),
+		buy(1, "u2", "r2", 5, 15, Unknown, ""), // never settled
+	)
+	got := map[int64]int64{}
+	for _, op := range Operations(ops) {
+		if op.Output == Refused {
+			t.Fatalf("a refusal is in the checked history: %+v", op.Input)
+		}
+		got[op.Call] = op.Return
+	}
+	want := map[int64]int64{0: 50, 40: 50, 60: 90, 80: 90, 5: 91}
+	if len(got) != len(want) {
+		t.Fatalf("checked ops %v, want %v", got, want)
+	}
+	for call, ret := range want {
+		if got[call] != ret {
+			t.Errorf("op called at %d returns at %d, want %d", call, got[call], ret)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -191,6 +192,11 @@ func Run(ctx context.Context, bin, dir string, sc Scenario, o Options) (row Row)
 	row.Polls, row.Violations = polls, violations
 	ops := rec.Ops()
 	row.Ops = len(ops)
+	// Kept with the run's logs (chaos -keep): chaos -check-history checks
+	// it again, with a longer budget.
+	if b, err := json.Marshal(ops); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, "history.json"), b, 0o644)
+	}
 	final, err := c.verify(ctx, o.Total)
 	if err != nil {
 		return fail(fmt.Errorf("final check: %w", err))

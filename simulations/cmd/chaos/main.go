@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/anishathalye/porcupine"
 
 	"flashsale/simulations/chaos"
 )
@@ -48,10 +51,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	list := fs.Bool("list", false, "list the scenarios and exit")
 	results := fs.String("results", "results", "directory for failed histories' visualizations")
 	keep := fs.Bool("keep", false, "keep the work directory (process logs, data) after the run")
+	history := fs.String("check-history", "", "check a saved history (a run's history.json, kept with -keep) against the model and exit")
+	total := fs.Int64("total", chaos.FullOptions().Total, "with -check-history: the sale's stock")
+	timeout := fs.Duration("check-timeout", 5*time.Minute, "with -check-history: porcupine's budget")
 	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
 		return nil
 	} else if err != nil {
 		return err
+	}
+	if *history != "" {
+		return checkHistory(out, *history, *total, *timeout, filepath.Join(*results, filepath.Base(*history)+".html"))
 	}
 	if *list {
 		for _, sc := range chaos.Scenarios() {
@@ -104,6 +113,32 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if r.Failed() {
 			return errFailed
 		}
+	}
+	return nil
+}
+
+// checkHistory checks a history saved by a run against the model, as the
+// run did, with a budget of its own: a run's check that timed out can be
+// retried here for longer.
+func checkHistory(out io.Writer, path string, total int64, timeout time.Duration, html string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var ops []chaos.Op
+	if err := json.Unmarshal(b, &ops); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	hc, err := chaos.CheckHistory(ops, total, 1, timeout, html)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%s: %d ops (%d unknown), %s in %v\n", path, hc.Ops, hc.Unknown, hc.Result, hc.Took.Round(time.Millisecond))
+	if hc.HTML != "" {
+		fmt.Fprintln(out, "history visualization:", hc.HTML)
+	}
+	if hc.Result != porcupine.Ok {
+		return errFailed
 	}
 	return nil
 }
