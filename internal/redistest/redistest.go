@@ -6,7 +6,10 @@ package redistest
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -75,4 +78,47 @@ func FreePort(t testing.TB) int {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// StartHA launches a primary with replicas and three sentinels for t
+// (redisproc.StartHA in a temp dir) and registers their shutdown.
+func StartHA(t testing.TB, o redisproc.HAOptions) *redisproc.HA {
+	t.Helper()
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	h, err := redisproc.StartHA(context.Background(), o)
+	if err != nil {
+		t.Fatalf("start redis with sentinels: %v", err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+// StartReplica launches a redis-server replicating primary (an address)
+// for t, with extra arguments, and waits until the primary lists it
+// online.
+func StartReplica(t testing.TB, primary string, args ...string) *Server {
+	t.Helper()
+	host, port, _ := strings.Cut(primary, ":")
+	s := Start(t, append([]string{"--replicaof", host, port}, args...)...)
+	c := redis.NewClient(&redis.Options{Addr: primary})
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := c.Info(context.Background(), "replication").Result()
+		if err == nil && strings.Contains(info, "port="+strconv.Itoa(portOf(s.Addr))+",state=online") {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s of %s not online within 20s: %v %s", s.Addr, primary, err, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func portOf(addr string) int {
+	_, p, _ := strings.Cut(addr, ":")
+	n, _ := strconv.Atoi(p)
+	return n
 }
