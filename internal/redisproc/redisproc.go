@@ -230,7 +230,7 @@ func (p *Proc) Close() error {
 	if stop != nil {
 		stop()
 	}
-	p.wg.Wait() // a restart under way ends (its child killed) before the stop below
+	p.wg.Wait()    // a restart under way ends (its child killed) before the stop below
 	_ = p.Resume() // a paused server cannot act on SIGTERM
 	p.child.Stop(syscall.SIGTERM, 5*time.Second)
 	return nil
