@@ -68,7 +68,8 @@ func StartHA(ctx context.Context, o HAOptions) (h *HA, err error) {
 	primary := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	for i, port := range ports {
 		node := &Proc{}
-		opts := Options{Dir: filepath.Join(o.Dir, "node-"+strconv.Itoa(i)), Port: port, Args: o.Args, Supervise: o.Supervise}
+		opts := Options{Dir: filepath.Join(o.Dir, "node-"+strconv.Itoa(i)), Port: port, Args: o.Args,
+			Supervise: o.Supervise, RestartDelay: 4 * o.DownAfter}
 		first := true
 		opts.StartArgs = func() []string {
 			// At the first start node 0 leads; after that (a restart after

@@ -48,6 +48,12 @@ type Options struct {
 	// exits without Close: what a process manager does for a crashed
 	// server. Kill then simulates a crash the supervisor repairs.
 	Supervise bool
+	// RestartDelay is the supervisor's first pause before a restart (0:
+	// 100 ms). A replicated node waits for Sentinel to fail over first: a
+	// primary restarted at once, from an AOF fsynced every second, would
+	// come back without its last writes and its replicas would copy it,
+	// losing writes they had acknowledged to WAIT.
+	RestartDelay time.Duration
 }
 
 // Proc is one redis-server (or redis-sentinel) child process.
@@ -135,7 +141,8 @@ func (p *Proc) command() (*exec.Cmd, error) {
 	if err != nil {
 		return nil, ErrNotInstalled
 	}
-	args := append(common, "--appendonly", "yes", "--appendfsync", "always", "--save", "")
+	// A replica syncs at once (the default waits 5 s for more replicas).
+	args := append(common, "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--repl-diskless-sync-delay", "0")
 	args = append(append(args, p.opts.Args...), extra...)
 	return exec.Command(bin, args...), nil
 }
@@ -158,7 +165,8 @@ func (p *Proc) start(ctx context.Context) error {
 }
 
 // supervise starts the server again whenever it exits before Close, after
-// a pause that doubles (100 ms to 2 s) while restarts fail.
+// a pause (RestartDelay) that doubles, up to 2 s or RestartDelay, while
+// restarts fail.
 func (p *Proc) supervise() {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.mu.Lock()
@@ -173,7 +181,11 @@ func (p *Proc) supervise() {
 				return
 			case <-p.child.Exited():
 			}
-			for pause := 100 * time.Millisecond; ; pause = min(2*pause, 2*time.Second) {
+			first := p.opts.RestartDelay
+			if first <= 0 {
+				first = 100 * time.Millisecond
+			}
+			for pause := first; ; pause = min(2*pause, max(first, 2*time.Second)) {
 				select {
 				case <-ctx.Done():
 					return

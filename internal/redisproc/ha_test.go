@@ -1,0 +1,61 @@
+package redisproc
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// TestHAFailoverAndSupervision: kill -9 of the primary is followed by a
+// Sentinel failover; a failover client writes to the new primary; the
+// supervisor restarts the killed node, which comes back as a replica of
+// the new primary (not as a second primary) and has the write.
+func TestHAFailoverAndSupervision(t *testing.T) {
+	if testing.Short() {
+		t.Skip("sentinel failover takes seconds")
+	}
+	ctx := context.Background()
+	h, err := StartHA(ctx, HAOptions{Dir: t.TempDir(), Supervise: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: h.MasterName, SentinelAddrs: h.SentinelAddrs()})
+	defer c.Close()
+	if err := c.Set(ctx, "k", "before", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	old, err := h.Primary(ctx)
+	if err != nil || old != h.Nodes[0] {
+		t.Fatalf("primary %v %v, want node 0", old, err)
+	}
+	old.Kill()
+	if err := h.WaitNewPrimary(ctx, old.Addr); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for c.Set(ctx, "k", "after", 0).Err() != nil { // the client follows the switch
+		if time.Now().After(deadline) {
+			t.Fatal("the failover client never wrote to the new primary")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if old.Restarts() < 1 {
+		t.Fatalf("the killed node was not restarted (it is a replica of the new primary, so it must be up)")
+	}
+	oc := redis.NewClient(&redis.Options{Addr: old.Addr})
+	defer oc.Close()
+	info, err := oc.Info(ctx, "replication").Result()
+	if err != nil || !strings.Contains(info, "role:slave") {
+		t.Fatalf("restarted old primary: %v %q, want a replica", err, info)
+	}
+	for oc.Get(ctx, "k").Val() != "after" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted node never caught up: %q", oc.Get(ctx, "k").Val())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
