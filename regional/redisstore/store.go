@@ -36,6 +36,7 @@ var (
 	allScripts = []*redis.Script{
 		scriptReserve, scriptReserveBatch, scriptConfirm, scriptCancel, scriptExpire,
 		scriptExtend, scriptApplyGrant, scriptRelease, scriptRaiseFloor, scriptSetHalted, scriptSetView,
+		scriptRestore, scriptRecount,
 	}
 )
 
