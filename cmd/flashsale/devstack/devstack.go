@@ -101,8 +101,8 @@ type Region struct {
 	Conn       redisstore.Conn // how sellers and agent reach it
 	Durability redisstore.Durability
 	Store      *redisstore.Store
-	Agent    *agent.Agent
-	Sellers  []*regional.Server
+	Agent      *agent.Agent
+	Sellers    []*regional.Server
 	// OrdersDSN is the region's SQLite order store (under the data dir):
 	// every seller of the region runs an order consumer into it.
 	OrdersDSN string
