@@ -52,13 +52,51 @@ func TestHAFailoverAndSupervision(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if old.Restarts() != 1 {
-		t.Fatalf("the killed node restarted %d times, want 1", old.Restarts())
+	for old.Restarts() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the killed node restarted %d times, want 1", old.Restarts())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	for oc.Get(ctx, "k").Val() != "after" {
 		if time.Now().After(deadline) {
 			t.Fatalf("the restarted node never caught up: %q", oc.Get(ctx, "k").Val())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSupervisedRestartAfterKill: a supervised server killed with -9 (a
+// crash) is started again on its port and dir, with its AOF: what the dev
+// stack does for every Redis child. Close stops it for good.
+func TestSupervisedRestartAfterKill(t *testing.T) {
+	ctx := context.Background()
+	p, err := Start(ctx, Options{Dir: t.TempDir(), Supervise: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c := redis.NewClient(&redis.Options{Addr: p.Addr})
+	defer c.Close()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p.Kill()
+	deadline := time.Now().Add(20 * time.Second)
+	for c.Get(ctx, "k").Val() != "v" {
+		if time.Now().After(deadline) {
+			t.Fatal("the killed server was not started again with its data")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for p.Restarts() != 1 { // counted once the restarted server answered
+		if time.Now().After(deadline) {
+			t.Fatalf("restarts %d, want 1", p.Restarts())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_ = p.Close()
+	if err := c.Ping(ctx).Err(); err == nil {
+		t.Fatal("the server answers after Close: the supervisor started it again")
 	}
 }
