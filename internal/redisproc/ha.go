@@ -203,6 +203,10 @@ func (h *HA) WaitNewPrimary(ctx context.Context, old string) error {
 
 // replicasSynced checks that addr is a primary with n online replicas.
 func (h *HA) replicasSynced(ctx context.Context, addr string, n int) error {
+	return onlineReplicas(ctx, addr, n)
+}
+
+func onlineReplicas(ctx context.Context, addr string, n int) error {
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 	defer c.Close()
 	info, err := c.Info(ctx, "replication").Result()
@@ -216,6 +220,12 @@ func (h *HA) replicasSynced(ctx context.Context, addr string, n int) error {
 		return fmt.Errorf("%s has %d online replicas, want %d", addr, got, n)
 	}
 	return nil
+}
+
+// WaitOnlineReplicas waits (up to 20 s) until the server at primary is a
+// primary with at least n replicas online (in sync).
+func WaitOnlineReplicas(ctx context.Context, primary string, n int) error {
+	return waitFor(ctx, 20*time.Second, func(ctx context.Context) error { return onlineReplicas(ctx, primary, n) })
 }
 
 // sentinelsReady checks that every sentinel knows the other two and every

@@ -6,10 +6,8 @@ package redistest
 import (
 	"context"
 	"errors"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -102,23 +100,8 @@ func StartReplica(t testing.TB, primary string, args ...string) *Server {
 	t.Helper()
 	host, port, _ := strings.Cut(primary, ":")
 	s := Start(t, append([]string{"--replicaof", host, port}, args...)...)
-	c := redis.NewClient(&redis.Options{Addr: primary})
-	defer c.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		info, err := c.Info(context.Background(), "replication").Result()
-		if err == nil && strings.Contains(info, "port="+strconv.Itoa(portOf(s.Addr))+",state=online") {
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica %s of %s not online within 20s: %v %s", s.Addr, primary, err, info)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := redisproc.WaitOnlineReplicas(context.Background(), primary, 1); err != nil {
+		t.Fatalf("replica %s of %s: %v", s.Addr, primary, err)
 	}
-}
-
-func portOf(addr string) int {
-	_, p, _ := strings.Cut(addr, ":")
-	n, _ := strconv.Atoi(p)
-	return n
+	return s
 }
