@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"flashsale/quota/layout"
+	"flashsale/regional/redisstore"
 )
 
 // Config is one seller's configuration. Start from DefaultConfig or
@@ -23,6 +24,15 @@ type Config struct {
 	// RedisAddr is the region's Redis, dialled by cmd/flashsale. The Server
 	// itself uses the client handed to it in Deps.
 	RedisAddr string
+	// RedisSentinels and RedisMasterName, when set, name a replicated
+	// Redis under Sentinel instead of RedisAddr: cmd/flashsale dials it
+	// with go-redis's failover client (redisstore.Conn).
+	RedisSentinels  []string
+	RedisMasterName string
+	// Durability is when a write counts as done (DESIGN I4): fsync (the
+	// default), wait (WAIT on replicas) or both; readiness checks that
+	// Redis runs accordingly.
+	Durability redisstore.Durability
 	// Regions maps other regions' names to their shopper base URLs
 	// (scheme://host[:port], no trailing slash), for the 307 redirect of a
 	// user whose home is elsewhere.
@@ -166,6 +176,19 @@ func DevConfig() Config {
 	return c
 }
 
+// redisConn is how cmd/flashsale reaches the region's Redis.
+func (c *Config) redisConn() redisstore.Conn {
+	return redisstore.Conn{Addr: c.RedisAddr, Sentinels: c.RedisSentinels, MasterName: c.RedisMasterName}
+}
+
+// RedisConn is how the region's Redis is reached, with password (from the
+// environment, never the config file).
+func (c *Config) RedisConn(password string) redisstore.Conn {
+	rc := c.redisConn()
+	rc.Password = password
+	return rc
+}
+
 // Validate names the first bad field.
 func (c *Config) Validate() error {
 	switch {
@@ -173,6 +196,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("regional config: Region %q: want 1-64 characters of [a-z0-9_-]", c.Region)
 	case c.MaxBodyBytes < 256:
 		return fmt.Errorf("regional config: MaxBodyBytes %d: want at least 256", c.MaxBodyBytes)
+	case c.Durability.Validate() != nil:
+		return fmt.Errorf("regional config: %w", c.Durability.Validate())
+	case c.redisConn().Validate() != nil:
+		return fmt.Errorf("regional config: %w", c.redisConn().Validate())
 	case c.RedisTimeout <= 0:
 		return fmt.Errorf("regional config: RedisTimeout %v: want > 0", c.RedisTimeout)
 	case c.Admission != (LimitConfig{}) && !c.Admission.valid():

@@ -150,7 +150,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		log:     log,
 		reg:     reg,
 		m:       m,
-		store:   redisstore.NewStore(deps.Redis, cfg.Region),
+		store:   redisstore.NewStore(deps.Redis, cfg.Region).WithDurability(cfg.Durability),
 		sales:   sales,
 		ident:   ident,
 		userLim: newLimiter(cfg.UserRate, cfg.UserBurst),

@@ -99,6 +99,21 @@ func TestAgainstDevStack(t *testing.T) {
 	rdb.ConfigSet(context.Background(), "appendfsync", "always")
 	waitFor("readiness to pass again", func() bool { _, err := readiness(); return err == nil })
 
+	// --redis checks a region's Redis itself against its durability mode:
+	// a single node fsyncing every write passes as fsync, fails as wait
+	// (no replica, min-replicas-to-write 0) with what to fix.
+	ap := "ap=" + s.Regions[2].Redis.Addr
+	if out := must("readiness", "demo", "--redis", ap); !strings.Contains(out, "redis-durability/ap") || strings.Contains(out, "NOT READY") {
+		t.Fatalf("readiness --redis of a durable single node:\n%s", out)
+	}
+	out, _, err = run1("readiness", "demo", "--redis", ap, "--durability", "ap=wait")
+	if err == nil || !strings.Contains(out, "min-replicas-to-write") || !strings.Contains(out, "NOT READY") {
+		t.Fatalf("readiness --durability ap=wait of a single node: %v\n%s", err, out)
+	}
+	if _, _, err := run1("readiness", "--durability", "ap=wait"); err == nil || !strings.Contains(err.Error(), "no --redis") {
+		t.Fatalf("--durability without --redis: %v", err)
+	}
+
 	// A move waits (with a progress bar on stderr) until ap acknowledged.
 	regs, _ := status()
 	before := regs["ap"].Net

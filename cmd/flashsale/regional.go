@@ -52,6 +52,11 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	region := fs.String("region", "", "region name (env "+envRegion+")")
 	listen := fs.String("listen", "", "HTTP listen address host:port (env "+envListen+")")
 	redisAddr := fs.String("redis", "", "Redis address host:port (env "+envRedis+")")
+	sentinels := fs.String("redis-sentinels", "", "sentinel addresses host:port, comma-separated: a replicated Redis under Sentinel instead of -redis (needs -redis-master)")
+	masterName := fs.String("redis-master", "", "Sentinel's name of the region's Redis group")
+	durMode := fs.String("durability", "", "when a reservation counts as done: fsync (appendfsync always), wait (WAIT on replicas) or wait+fsync (default: the config file's, else fsync)")
+	waitReplicas := fs.Int("wait-replicas", 0, "replicas WAIT needs in the wait modes (0: the config file's, else 1)")
+	waitTimeout := fs.Duration("wait-timeout", 0, "WAIT's timeout in the wait modes; past it the buyer hears outcome_unknown (0: the config file's, else 50ms)")
 	insecure := fs.Bool("insecure-dev-identity", false, "take userId from the request body with no proof (local development only)")
 	weak := fs.Bool("allow-weak-durability", false, "be ready even if Redis does not fsync every write (benchmarks only)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -106,6 +111,16 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 			cfg.InsecureDevIdentity = *insecure
 		case "allow-weak-durability":
 			cfg.AllowWeakDurability = *weak
+		case "redis-sentinels":
+			cfg.RedisSentinels = strings.Split(*sentinels, ",")
+		case "redis-master":
+			cfg.RedisMasterName = *masterName
+		case "durability":
+			cfg.Durability.Mode = redisstore.DurabilityMode(*durMode)
+		case "wait-replicas":
+			cfg.Durability.Replicas = *waitReplicas
+		case "wait-timeout":
+			cfg.Durability.WaitTimeout = *waitTimeout
 		}
 	})
 	if err := cfg.Validate(); err != nil {
@@ -117,7 +132,8 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, Password: os.Getenv(envRedisPass)})
+	conn := cfg.RedisConn(os.Getenv(envRedisPass))
+	rdb := redisstore.NewClient(conn)
 	defer rdb.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -157,8 +173,8 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 		return errors.New("regional: -agent needs -etcd")
 	}
 	rd := srv.CheckReady(ctx)
-	fmt.Fprintf(stdout, "regional region=%s http=%s redis=%s ready=%t identity=%s payment=%s orders=%s\n",
-		cfg.Region, srv.Addr(), cfg.RedisAddr, rd.Ready, rd.Identity, *payMode, orEmpty(redactDSN(*ordersDSN), "none"))
+	fmt.Fprintf(stdout, "regional region=%s http=%s redis=%s durability=%q ready=%t identity=%s payment=%s orders=%s\n",
+		cfg.Region, srv.Addr(), conn, srv.Store().DurabilitySetting(), rd.Ready, rd.Identity, *payMode, orEmpty(redactDSN(*ordersDSN), "none"))
 
 	select {
 	case <-ctx.Done():
@@ -170,7 +186,7 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 
 // followEtcd keeps the seller's sales equal to etcd's and, with agent,
 // runs a candidate for the region's agent. stop undoes both.
-func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb *redis.Client, cfg regional.Config,
+func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb redis.UniversalClient, cfg regional.Config,
 	endpoints []string, prefix string, withAgent bool, endpoint string, reg *prometheus.Registry) (stop func(), err error) {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
@@ -184,7 +200,7 @@ func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb
 	var a *agent.Agent
 	if withAgent {
 		acfg := agent.DefaultConfig()
-		acfg.Region, acfg.Prefix, acfg.RedisAddr, acfg.Logger = cfg.Region, prefix, cfg.RedisAddr, log
+		acfg.Region, acfg.Prefix, acfg.RedisAddr, acfg.Logger = cfg.Region, prefix, cfg.RedisConn("").String(), log
 		acfg.Endpoint = endpoint
 		if acfg.Endpoint == "" {
 			acfg.Endpoint = "http://" + srv.Addr()

@@ -36,6 +36,7 @@ var (
 	allScripts = []*redis.Script{
 		scriptReserve, scriptReserveBatch, scriptConfirm, scriptCancel, scriptExpire,
 		scriptExtend, scriptApplyGrant, scriptRelease, scriptRaiseFloor, scriptSetHalted, scriptSetView,
+		scriptRestore, scriptRecount,
 	}
 )
 
@@ -64,12 +65,14 @@ var ErrStoreInput = errors.New("bad input")
 type Store struct {
 	rdb    redis.UniversalClient
 	region string
+	dur    Durability
 }
 
-// NewStore returns a Store for region's Redis. The region name is written
-// into every order event.
+// NewStore returns a Store for region's Redis, in DurableFsync mode
+// (WithDurability changes it). The region name is written into every
+// order event.
 func NewStore(rdb redis.UniversalClient, region string) *Store {
-	return &Store{rdb: rdb, region: region}
+	return &Store{rdb: rdb, region: region, dur: Durability{}.withDefaults()}
 }
 
 // scriptKeys are the fixed keys of a sale, in the order lib.lua expects.
@@ -95,12 +98,13 @@ func checkKeyPart(what, v string) error {
 	return nil
 }
 
-// run runs a script for sale with the sale and region as ARGV 1 and 2.
+// run runs a script for sale with the sale and region as ARGV 1 and 2,
+// durably as the Store's mode says (runScript).
 func (s *Store) run(ctx context.Context, sc *redis.Script, sale string, args ...any) (any, error) {
 	all := make([]any, 0, len(args)+2)
 	all = append(all, sale, s.region)
 	all = append(all, args...)
-	return sc.Run(ctx, s.rdb, scriptKeys(sale), all...).Result()
+	return s.runScript(ctx, sc, scriptKeys(sale), all)
 }
 
 // Load loads every script into Redis (SCRIPT LOAD), so the hot path
@@ -683,27 +687,6 @@ func parseInts(v []any) ([]int64, error) {
 		}
 	}
 	return n, nil
-}
-
-// ErrNotDurable means Redis could lose an acknowledged reservation on a
-// crash (DESIGN I4).
-var ErrNotDurable = errors.New("redis is not durable: need appendonly yes and appendfsync always")
-
-// Durability checks that Redis fsyncs every write before answering, so an
-// acknowledged reservation survives kill -9. It returns nil or wraps
-// ErrNotDurable naming the setting to fix.
-func (s *Store) Durability(ctx context.Context) error {
-	want := map[string]string{"appendonly": "yes", "appendfsync": "always"}
-	for k, w := range want {
-		v, err := s.rdb.ConfigGet(ctx, k).Result()
-		if err != nil {
-			return fmt.Errorf("config get %s: %w", k, err)
-		}
-		if got := v[k]; got != w {
-			return fmt.Errorf("%w (%s is %q)", ErrNotDurable, k, got)
-		}
-	}
-	return nil
 }
 
 // RequestReservation reads the reservation a buy with requestID made;

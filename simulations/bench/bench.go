@@ -357,6 +357,20 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	stopPG()
 
+	// Group 2b, what each durability mode costs: the Batcher's reserve
+	// on a single fsyncing node, with WAIT 1 on a replica, and both.
+	if slices.ContainsFunc(durabilityRows, e.wanted) {
+		dur, stopDur, err := e.durabilityGroup(ctx, cfg.Workers)
+		closers = append(closers, stopDur)
+		if err != nil {
+			return nil, err
+		}
+		if err := e.group(ctx, dur); err != nil {
+			return nil, err
+		}
+		stopDur()
+	}
+
 	// Group 3, latency at equal offered load (open loop): the regional
 	// design, whose buyer's Redis is local, against one global counter
 	// across each delay.
@@ -487,7 +501,8 @@ func onceAll(fs *[]func()) func() {
 
 // wanted says whether a row is to run (Config.Only).
 func (e *env) wanted(name string) bool {
-	return len(e.cfg.Only) == 0 || slices.Contains(e.cfg.Only, name)
+	return len(e.cfg.Only) == 0 || slices.Contains(e.cfg.Only, name) ||
+		slices.Contains(e.cfg.Only, "durability") && slices.Contains(durabilityRows, name)
 }
 
 func (e *env) plan(rate float64, d time.Duration) loadgen.Plan {
@@ -622,6 +637,8 @@ func (e *env) finish() {
 	add("reserve_evalsha/incr", "redis_reserve_evalsha", "redis_incr", tput, 0)
 	add("reserve_batcher/evalsha", "redis_reserve_batcher", "redis_reserve_evalsha", tput, 0)
 	add("redis_evalsha/postgres", "redis_reserve_evalsha", "postgres_hot_row", tput, 0)
+	add("durability_wait1/fsync", rowDurWait, rowDurFsync, tput, 0)
+	add("durability_wait1_fsync/fsync", rowDurWaitFsync, rowDurFsync, tput, 0)
 	add("buy_before_sellout/bare", "buy_before_sellout", "bare", tput, 0.5)
 	add("buy_after_sellout/bare", "buy_after_sellout", "bare", tput, 0.9)
 	add("global_80ms_p99/regional_p99", "global_80ms", "regional", p99, 10)

@@ -42,7 +42,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	rounds := fs.Int("rounds", 0, "interleaved slices per scenario (default 6 quick, 10 full)")
 	rate := fs.Float64("rate", 0, "open-loop rate of the latency rows, req/s (default 300)")
 	delays := fs.String("delays", "", "one-way delays to the global counter (default 20ms,80ms,217ms)")
-	only := fs.String("only", "", "run just these rows, comma-separated (e.g. bare,buy_before_sellout)")
+	only := fs.String("only", "", "run just these rows, comma-separated (e.g. bare,buy_before_sellout; durability: the three durability_* rows)")
 	skipPG := fs.Bool("skip-postgres", false, "leave out the PostgreSQL hot-row baseline")
 	skipGoodput := fs.Bool("skip-goodput", false, "leave out the goodput curve under overload (up to 8,000 connections)")
 	skipQuota := fs.Bool("skip-quota", false, "leave out group 5: opening bursts and a steady sale on the whole dev stack")
