@@ -712,7 +712,7 @@ func (t *term) release(ctx context.Context, sale, id string, k, keep int64) (m, 
 	octx, cancel := t.op(ctx)
 	defer cancel()
 	t.a.m.releases.Inc()
-	m, releasedLocal, err = t.a.store.Release(octx, sale, t.fence, id, k, keep)
+	m, releasedLocal, err = t.a.store.Release(octx, sale, t.fence, 0, id, k, keep)
 	return m, releasedLocal, fenced("release "+id+" of", sale, err)
 }
 

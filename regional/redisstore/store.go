@@ -32,10 +32,11 @@ var (
 	scriptRaiseFloor   = mustScript("raise_floor")
 	scriptSetHalted    = mustScript("set_halted")
 	scriptSetView      = mustScript("set_view")
+	scriptResume       = mustScript("resume")
 
 	allScripts = []*redis.Script{
 		scriptReserve, scriptReserveBatch, scriptConfirm, scriptCancel, scriptExpire,
-		scriptExtend, scriptApplyGrant, scriptRelease, scriptRaiseFloor, scriptSetHalted, scriptSetView,
+		scriptExtend, scriptApplyGrant, scriptRelease, scriptRaiseFloor, scriptSetHalted, scriptSetView, scriptResume,
 	}
 )
 
@@ -146,6 +147,9 @@ type ReserveRequest struct {
 	Now             time.Time
 	TTL             time.Duration
 	PerUserLimit    int64
+	// Epoch is the seller epoch the seller last read with its counters
+	// (Counters.Epoch); the script refuses another (quota.StaleEpoch).
+	Epoch int64
 }
 
 func (r ReserveRequest) check() error {
@@ -172,14 +176,14 @@ func (r ReserveRequest) check() error {
 	return nil
 }
 
-// args are the request's six script arguments, with a new reservation id
+// args are the request's seven script arguments, with a new reservation id
 // when the request names none.
 func (r ReserveRequest) args() []any {
 	id := r.ID
 	if id == "" {
 		id = NewReservationID(r.Now)
 	}
-	return []any{r.User, r.RequestID, id, r.Now.UnixMilli(), r.TTL.Milliseconds(), r.PerUserLimit}
+	return []any{r.User, r.RequestID, id, r.Now.UnixMilli(), r.TTL.Milliseconds(), r.PerUserLimit, r.Epoch}
 }
 
 // ReserveResult is the answer of Reserve. Reservation is set for Reserved
@@ -218,7 +222,7 @@ func (s *Store) reserveBatch(ctx context.Context, sale string, rs []ReserveReque
 	if len(rs) == 0 || len(rs) > MaxBatch {
 		return nil, nil, fmt.Errorf("reserve batch of %d on %s: want 1..%d requests", len(rs), sale, MaxBatch)
 	}
-	args := make([]any, 0, 6*len(rs))
+	args := make([]any, 0, 7*len(rs))
 	for _, r := range rs {
 		args = append(args, r.args()...)
 	}
@@ -260,6 +264,8 @@ func parseReserveReply(v any) (ReserveResult, error) {
 		return ReserveResult{Outcome: quota.SoldOut}, nil
 	case "halted":
 		return ReserveResult{Outcome: quota.Halted}, nil
+	case "stale_epoch":
+		return ReserveResult{Outcome: quota.StaleEpoch}, nil
 	case "id_taken":
 		if len(f) != 2 {
 			return ReserveResult{}, fmt.Errorf("unexpected reply %v", v)
@@ -330,6 +336,10 @@ func scriptStatus(s string) error {
 		return quota.ErrNoSuchResv
 	case "negative":
 		return quota.ErrNegative
+	case "halted":
+		return quota.ErrHalted
+	case "stale_epoch":
+		return quota.ErrStaleEpoch
 	}
 	return fmt.Errorf("unexpected script status %q", s)
 }
@@ -479,15 +489,17 @@ func (s *Store) ApplyGrant(ctx context.Context, sale string, fence, granted int6
 // Release gives up to k unused units under release id, leaving at least
 // keep of them, as quota.Ledger.Release: it returns the units m released
 // by that id (a repeat returns the same m and changes nothing) and the
-// cumulative released_local the agent acknowledges to the coordinator.
-func (s *Store) Release(ctx context.Context, sale string, fence int64, id string, k, keep int64) (m, releasedLocal int64, err error) {
+// cumulative released_local the agent acknowledges to the coordinator. A new
+// release needs the seller epoch and a region not stopped
+// (quota.ErrStaleEpoch, quota.ErrHalted).
+func (s *Store) Release(ctx context.Context, sale string, fence, epoch int64, id string, k, keep int64) (m, releasedLocal int64, err error) {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return 0, 0, err
 	}
 	if err := checkKeyPart("release id", id); err != nil {
 		return 0, 0, err
 	}
-	v, err := s.run(ctx, scriptRelease, sale, fence, id, k, keep)
+	v, err := s.run(ctx, scriptRelease, sale, fence, epoch, id, k, keep)
 	if err != nil {
 		return 0, 0, fmt.Errorf("release %s of %s: %w", id, sale, err)
 	}
@@ -527,6 +539,15 @@ func (s *Store) SetHalted(ctx context.Context, sale string, fence int64, halted 
 	return s.fenced(ctx, scriptSetHalted, "set halted on", sale, fence, h)
 }
 
+// Resume ends a reconciliation, as quota.Ledger.Resume: the region sells
+// again under seller epoch epoch, on the primary Redis is now.
+func (s *Store) Resume(ctx context.Context, sale string, fence, epoch int64) error {
+	if err := checkKeyPart("sale", sale); err != nil {
+		return err
+	}
+	return s.fenced(ctx, scriptResume, "resume", sale, fence, epoch)
+}
+
 func (s *Store) fenced(ctx context.Context, sc *redis.Script, op, sale string, fence int64, args ...any) error {
 	v, err := s.run(ctx, sc, sale, append([]any{fence}, args...)...)
 	if err != nil {
@@ -544,6 +565,17 @@ func (s *Store) fenced(ctx context.Context, sc *redis.Script, op, sale string, f
 type Counters struct {
 	Fence, GrantedSeen, ReleasedLocal, Sold, Reserved int64
 	Halted                                            bool
+	// Epoch is the seller epoch sellers pass to reserve; EpochPrimary the
+	// primary it was set on (quota.Ledger). Primary is the server answering
+	// now (its master_replid), read by Counters only, not by Stocks.
+	Epoch                 int64
+	EpochPrimary, Primary string
+}
+
+// Stopped is quota.Ledger.Stopped: halted, or a primary not reconciled.
+// Only meaningful when Primary was read (Counters).
+func (c Counters) Stopped() bool {
+	return c.Halted || (c.Epoch > 0 && c.EpochPrimary != c.Primary)
 }
 
 // Ceiling is the most units the region may have sold plus reserved.
@@ -553,26 +585,49 @@ func (c Counters) Ceiling() int64 { return c.GrantedSeen - c.ReleasedLocal }
 func (c Counters) Available() int64 { return max(0, c.Ceiling()-c.Sold-c.Reserved) }
 
 // Counters reads the sale's ledger hash in one command (a consistent
-// snapshot: scripts are atomic).
+// snapshot: scripts are atomic), and the primary answering, in the same
+// round trip.
 func (s *Store) Counters(ctx context.Context, sale string) (Counters, error) {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return Counters{}, err
 	}
-	v, err := s.rdb.HMGet(ctx, layout.SaleKey(sale, "ledger"), ledgerFields...).Result()
-	if err != nil {
+	pipe := s.rdb.Pipeline()
+	hm := pipe.HMGet(ctx, layout.SaleKey(sale, "ledger"), ledgerFields...)
+	info := pipe.Info(ctx, "replication")
+	if _, err := pipe.Exec(ctx); err != nil {
 		return Counters{}, fmt.Errorf("counters of %s: %w", sale, err)
 	}
-	return parseCounters(sale, v)
+	c, err := parseCounters(sale, hm.Val())
+	if err != nil {
+		return c, err
+	}
+	c.Primary = replID(info.Val())
+	return c, nil
 }
 
-var ledgerFields = []string{"fence", "granted_seen", "released_local", "sold", "reserved", "halted"}
+// replID is master_replid from INFO replication, as lib.lua's primary().
+func replID(info string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "master_replid:"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+var ledgerFields = []string{"fence", "granted_seen", "released_local", "sold", "reserved", "halted", "epoch", "epoch_primary"}
 
 func parseCounters(sale string, v []any) (Counters, error) {
-	n, err := parseInts(v)
+	if len(v) != len(ledgerFields) {
+		return Counters{}, fmt.Errorf("counters of %s: %d fields, want %d", sale, len(v), len(ledgerFields))
+	}
+	n, err := parseInts(v[:7])
 	if err != nil {
 		return Counters{}, fmt.Errorf("counters of %s: %w", sale, err)
 	}
-	return Counters{Fence: n[0], GrantedSeen: n[1], ReleasedLocal: n[2], Sold: n[3], Reserved: n[4], Halted: n[5] == 1}, nil
+	ep, _ := v[7].(string)
+	return Counters{Fence: n[0], GrantedSeen: n[1], ReleasedLocal: n[2], Sold: n[3], Reserved: n[4], Halted: n[5] == 1,
+		Epoch: n[6], EpochPrimary: ep}, nil
 }
 
 // SaleView is what the region agent last learned of the rest of the sale

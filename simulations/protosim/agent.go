@@ -187,7 +187,7 @@ func (s *Sim) onView(rg *region, a *agent, v view) {
 			a.needReport = true
 		}
 	} else if p != nil {
-		m, rl, err := l.Release(a.fence, p.ID, p.Units, p.Keep)
+		m, rl, err := l.Release(a.fence, l.Epoch, p.ID, p.Units, p.Keep)
 		if err != nil {
 			s.refused(rg, a, "release", err)
 			return

@@ -120,7 +120,7 @@ func (s *Sim) reserve(rg *region) {
 	s.stats.ReserveCalls++
 	// The buyer number is unique across regions, as the sellers' ULIDs
 	// are, so it serves as the reservation id too.
-	res, out, err := rg.ledger.Reserve(buyer, buyer, buyer, s.now, s.cfg.TTLMillis, 1)
+	res, out, err := rg.ledger.Reserve(rg.ledger.Epoch, buyer, buyer, buyer, s.now, s.cfg.TTLMillis, 1)
 	if err != nil {
 		s.violate("reservation-id", "%s refused new reservation id %s: %v", rg.name, buyer, err)
 		return
