@@ -26,18 +26,21 @@ var (
 	// ErrHalted refuses a quota release while the region is halted: its
 	// counters may have lost writes, so its available units are not known.
 	ErrHalted = errors.New("region halted")
+	// ErrNewPrimary refuses to resume selling on another primary than the
+	// one the agent reconciled: the reconciliation must start again.
+	ErrNewPrimary = errors.New("redis primary changed during the reconciliation")
 )
 
 // Outcome is the answer of Reserve.
 type Outcome int
 
 const (
-	Reserved  Outcome = iota // a new reservation was made
-	Duplicate                // the requestId was seen: the same reservation is returned, nothing changed
-	UserLimit                // the user already holds the per-user limit
-	SoldOut                  // available is zero in this region
-	Halted                   // the region stopped selling (reconciling after lost writes, or a new primary)
-	StaleEpoch               // the seller's epoch is not the primary's: refresh it and retry
+	Reserved   Outcome = iota // a new reservation was made
+	Duplicate                 // the requestId was seen: the same reservation is returned, nothing changed
+	UserLimit                 // the user already holds the per-user limit
+	SoldOut                   // available is zero in this region
+	Halted                    // the region stopped selling (reconciling after lost writes, or a new primary)
+	StaleEpoch                // the seller's epoch is not the primary's: refresh it and retry
 )
 
 func (o Outcome) String() string {
@@ -104,6 +107,10 @@ type Ledger struct {
 	// region is halted: a new primary sells nothing until reconciled.
 	Primary string
 
+	// View is the agent's copy of the rest of the sale (set_view.lua):
+	// advisory, no reservation is decided from it.
+	View SaleView
+
 	// Bugs are negative controls for the protocol simulation, never set
 	// elsewhere: each breaks one check the Lua scripts make.
 	Bugs LedgerBugs
@@ -120,6 +127,7 @@ type LedgerBugs struct {
 	ReserveIgnoresHalted bool // reserve sells while halted or on an unreconciled primary
 	GrantSkipsFence      bool // apply_grant accepts an older agent's fence
 	ConfirmExpired       bool // confirm turns an expired reservation into a sale
+	ReleaseAnswersBefore bool // release answers the released_local it found, not the one it made
 }
 
 // NewLedger returns an empty ledger.
@@ -190,6 +198,9 @@ func (l *Ledger) Release(fence, epoch int64, id string, k, keep int64) (m, relea
 	m = max(0, min(k, l.Available()-keep))
 	l.ReleasedLocal += m
 	l.Releases[id] = m
+	if l.Bugs.ReleaseAnswersBefore {
+		return m, l.ReleasedLocal - m, nil
+	}
 	return m, l.ReleasedLocal, nil
 }
 
@@ -213,12 +224,32 @@ func (l *Ledger) SetHalted(fence int64, halted bool) error {
 	return nil
 }
 
-// Resume ends a reconciliation: the region sells again under the new seller
-// epoch, on the primary it holds now. The agent records the epoch in etcd
-// before it calls this, so the epoch never rolls back with lost writes.
-func (l *Ledger) Resume(fence, epoch int64) error {
+// SaleView is what the region's agent last learned of the other regions
+// (their sold and reserved) and the total, with when it wrote it (unix ms).
+type SaleView struct {
+	Total, OthersSold, OthersReserved, At int64
+}
+
+// SetView writes the sale view under the agent's fence, as set_view.lua.
+func (l *Ledger) SetView(fence int64, v SaleView) error {
 	if err := l.fence(fence); err != nil {
 		return err
+	}
+	l.View = v
+	return nil
+}
+
+// Resume ends a reconciliation: the region sells again under the new seller
+// epoch, on primary, the primary the agent read when it started to
+// reconcile; another one answers ErrNewPrimary and changes nothing (a
+// failover during the reconciliation). The agent records the epoch in etcd
+// before it calls this, so the epoch never rolls back with lost writes.
+func (l *Ledger) Resume(fence, epoch int64, primary string) error {
+	if err := l.fence(fence); err != nil {
+		return err
+	}
+	if primary != l.Primary {
+		return ErrNewPrimary
 	}
 	l.Epoch, l.EpochPrimary, l.Halted = epoch, l.Primary, false
 	return nil

@@ -450,7 +450,7 @@ func TestOnlyLeaderActsAndDeposedAgentIsFenced(t *testing.T) {
 		{Kind: Release, Release: quota.ReleaseRequest{ID: "rogue-1", Region: "eu", Units: 50}},
 		{Kind: RaiseFloor, ReleasedLocal: 100, Sold: 100},
 		{Kind: SetHalted, Halted: true},
-		{Kind: Resume, Epoch: 99},
+		{Kind: Resume, Epoch: 99, Primary: w.counters("eu", "s1").Primary},
 		{Kind: SetView, View: redisstore.SaleView{Total: 1, At: 1}},
 	} {
 		a.Sale, a.Fence = "s1", stale.fence

@@ -81,7 +81,8 @@ const (
 	// Release: release.lua with Release (id, units, keep) under Epoch.
 	// Answer: Result.M and Result.ReleasedLocal.
 	Release
-	// Resume: resume.lua with Epoch: the region sells again.
+	// Resume: resume.lua with Epoch and Primary (the primary the pass
+	// read first): the region sells again.
 	Resume
 	// SetView: set_view.lua with View.
 	SetView
@@ -120,36 +121,44 @@ type Action struct {
 	Epoch               int64
 	ReleasedLocal, Sold int64
 	View                redisstore.SaleView
+	Primary             string
 	Report              *layout.RegionReport
 }
 
 // Input is what Step is told.
 type Input interface{ isInput() }
 
-// Loaded is a read of everything at one etcd revision: the term's first
+// Loaded is a read of everything at etcd revision Rev: the term's first
 // read, and a re-read after a broken watch. What is missing from it is gone.
 type Loaded struct {
+	Rev     int64
 	Now     time.Time
 	Allocs  map[string]*quota.Allocation
 	Sales   map[string]*layout.SaleSpec
 	Reports []layout.RegionReport
 }
 
+// Watch events carry the revision of their change (etcd's ModRevision, or
+// the deletion's revision). One watch stream keeps etcd's order, but a
+// re-watch may repeat older events, and the allocation, sale and report
+// streams are not ordered among themselves: an event no newer than what the
+// core holds for its key is ignored.
+
 // AllocChanged is a watch event on a sale's allocation (nil: deleted).
 type AllocChanged struct {
-	Sale  string
-	Alloc *quota.Allocation
+	Sale   string
+	Alloc  *quota.Allocation
+	ModRev int64
 }
 
 // SaleChanged is a watch event on a sale's spec (nil: deleted).
 type SaleChanged struct {
-	Sale string
-	Spec *layout.SaleSpec
+	Sale   string
+	Spec   *layout.SaleSpec
+	ModRev int64
 }
 
 // ReportChanged is a watch event on a region's report (nil: deleted).
-// ModRev orders events of the term's own region: watch streams may repeat
-// older ones after a re-watch.
 type ReportChanged struct {
 	Region, Sale string
 	Report       *layout.RegionReport
@@ -258,8 +267,11 @@ type saleState struct {
 	lastAvail int64
 	demand    float64
 	others    map[string]quota.Report
-	view      redisstore.SaleView
-	applied   int64 // CoreBugs.NoMaxMerge: the grant this term last applied
+	// The revisions of what the core holds: older events are ignored.
+	allocRev, specRev int64
+	othersRev         map[string]int64
+	view              redisstore.SaleView
+	applied           int64 // CoreBugs.NoMaxMerge: the grant this term last applied
 
 	// The pass under way.
 	stage       stage
@@ -270,6 +282,7 @@ type saleState struct {
 	lost        bool // this pass found lost writes
 	witness     int64
 	epoch       int64                // the epoch the pass reconciles to
+	primary     string               // the primary the pass reconciles
 	putting     *layout.RegionReport // the report being written
 	releasing   string               // the release being run
 	pendingView redisstore.SaleView  // the view being written
@@ -325,11 +338,16 @@ func (c *Core) Step(in Input) error {
 		c.now = e.Now
 		c.load(e)
 	case AllocChanged:
-		c.putAlloc(e.Sale, e.Alloc)
-		c.kick(e.Sale)
+		if s := c.sale(e.Sale); e.ModRev > s.allocRev {
+			s.allocRev = e.ModRev
+			c.putAlloc(e.Sale, e.Alloc)
+			c.kick(e.Sale)
+		}
 	case SaleChanged:
-		c.sale(e.Sale).spec = e.Spec
-		c.kick(e.Sale)
+		if s := c.sale(e.Sale); e.ModRev > s.specRev {
+			s.specRev, s.spec = e.ModRev, e.Spec
+			c.kick(e.Sale)
+		}
 	case ReportChanged:
 		if c.putReport(e.Region, e.Sale, e.Report, e.ModRev) {
 			c.kick(e.Sale)
@@ -355,16 +373,19 @@ func (c *Core) Step(in Input) error {
 func (c *Core) load(e Loaded) {
 	for _, s := range c.sales {
 		s.alloc, s.spec, s.others = nil, nil, nil // what is not read again is gone
+		s.allocRev, s.specRev, s.othersRev = e.Rev, e.Rev, nil
 	}
 	for name, a := range e.Allocs {
 		c.putAlloc(name, a)
+		c.sale(name).allocRev = e.Rev
 	}
 	for name, spec := range e.Sales {
-		c.sale(name).spec = spec
+		s := c.sale(name)
+		s.spec, s.specRev = spec, e.Rev
 	}
 	for i := range e.Reports {
 		r := &e.Reports[i]
-		c.putReport(r.Region, r.Sale, r, 0)
+		c.putReport(r.Region, r.Sale, r, e.Rev)
 	}
 	for _, n := range c.names() {
 		c.kick(n)
@@ -384,11 +405,18 @@ func (c *Core) putAlloc(sale string, a *quota.Allocation) {
 	}
 }
 
-// putReport records a report event; it says whether the sale needs a pass.
-// modRev 0 is a full read, newer than anything seen.
+// putReport records a report event at modRev; it says whether the sale
+// needs a pass.
 func (c *Core) putReport(region, sale string, rep *layout.RegionReport, modRev int64) bool {
 	s := c.sale(sale)
 	if region != c.cfg.Region {
+		if modRev <= s.othersRev[region] {
+			return false
+		}
+		if s.othersRev == nil {
+			s.othersRev = map[string]int64{}
+		}
+		s.othersRev[region] = modRev
 		if rep == nil {
 			delete(s.others, region)
 		} else {
@@ -405,11 +433,8 @@ func (c *Core) putReport(region, sale string, rep *layout.RegionReport, modRev i
 	// Our own region's report, ours or a predecessor's: a floor.
 	s.reported = true
 	raiseFloor(&s.floor, rep.Report)
-	if modRev == 0 || modRev > s.ownRev {
-		s.etcdAck = rep.ReleaseID
-		if modRev > 0 {
-			s.ownRev = modRev
-		}
+	if modRev > s.ownRev {
+		s.etcdAck, s.ownRev = rep.ReleaseID, modRev
 	}
 	return false
 }
@@ -523,7 +548,7 @@ func (c *Core) advance(s *saleState, r Result) {
 			c.cfg.Logger.Warn("reconciling the region's redis with etcd", "sale", s.name, "lostWrites", s.lost,
 				"halted", s.c.Halted, "stopped", s.c.Stopped(), "redisEpoch", s.c.Epoch, "etcdEpoch", s.floor.Epoch,
 				"redisSold", s.c.Sold, "etcdSold", s.floor.Sold, "redisReleasedLocal", s.c.ReleasedLocal, "etcdReleasedLocal", s.floor.ReleasedLocal)
-			s.force = true
+			s.force, s.primary = true, s.c.Primary
 			if !s.c.Halted {
 				s.stage = stHalt
 				c.emit(s, Action{Kind: SetHalted, Halted: true, Lost: s.lost})
@@ -579,9 +604,9 @@ func (c *Core) advance(s *saleState, r Result) {
 	case stEpochReport:
 		c.wrote(s)
 		s.stage = stResume
-		c.emit(s, Action{Kind: Resume, Epoch: s.epoch})
+		c.emit(s, Action{Kind: Resume, Epoch: s.epoch, Primary: s.primary})
 	case stResume:
-		s.c.Halted, s.c.Epoch, s.c.EpochPrimary = false, s.epoch, s.c.Primary
+		s.c.Halted, s.c.Epoch, s.c.EpochPrimary = false, s.epoch, s.primary
 		c.cfg.Logger.Warn("redis reconciled with etcd; region selling again", "sale", s.name, "epoch", s.epoch,
 			"sold", s.c.Sold, "releasedLocal", s.c.ReleasedLocal, "grantedSeen", s.c.GrantedSeen)
 		c.normal(s)

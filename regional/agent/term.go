@@ -157,7 +157,7 @@ func (t *term) load(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read etcd state: %w", err)
 	}
-	in := Loaded{Now: t.a.cfg.Now(), Allocs: map[string]*quota.Allocation{}, Sales: map[string]*layout.SaleSpec{}}
+	in := Loaded{Rev: resp.Header.Revision, Now: t.a.cfg.Now(), Allocs: map[string]*quota.Allocation{}, Sales: map[string]*layout.SaleSpec{}}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		if a := t.decodeAlloc(kv.Key, kv.Value); a != nil {
 			in.Allocs[layout.Last(string(kv.Key))] = a
@@ -221,7 +221,7 @@ func (t *term) follow(ctx context.Context, rev int64) error {
 				return fmt.Errorf("watch allocations: %w", err)
 			}
 			for _, ev := range wr.Events {
-				in := AllocChanged{Sale: layout.Last(string(ev.Kv.Key))}
+				in := AllocChanged{Sale: layout.Last(string(ev.Kv.Key)), ModRev: ev.Kv.ModRevision}
 				if ev.Type != clientv3.EventTypeDelete {
 					if in.Alloc = t.decodeAlloc(ev.Kv.Key, ev.Kv.Value); in.Alloc == nil {
 						continue
@@ -234,7 +234,7 @@ func (t *term) follow(ctx context.Context, rev int64) error {
 				return fmt.Errorf("watch sales: %w", err)
 			}
 			for _, ev := range wr.Events {
-				in := SaleChanged{Sale: layout.Last(string(ev.Kv.Key))}
+				in := SaleChanged{Sale: layout.Last(string(ev.Kv.Key)), ModRev: ev.Kv.ModRevision}
 				if ev.Type != clientv3.EventTypeDelete {
 					if in.Spec = t.decodeSale(ev.Kv.Key, ev.Kv.Value); in.Spec == nil {
 						continue
@@ -391,7 +391,7 @@ func (t *term) redis(ctx context.Context, a Action) Result {
 			h(ctx, a.Sale, p.ID)
 		}
 	case Resume:
-		r.Err = st.Resume(octx, a.Sale, a.Fence, a.Epoch)
+		r.Err = st.Resume(octx, a.Sale, a.Fence, a.Epoch, a.Primary)
 	case SetView:
 		r.Err = st.SetSaleView(octx, a.Sale, a.Fence, a.View)
 	default:

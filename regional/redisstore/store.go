@@ -340,6 +340,8 @@ func scriptStatus(s string) error {
 		return quota.ErrHalted
 	case "stale_epoch":
 		return quota.ErrStaleEpoch
+	case "new_primary":
+		return quota.ErrNewPrimary
 	}
 	return fmt.Errorf("unexpected script status %q", s)
 }
@@ -540,12 +542,14 @@ func (s *Store) SetHalted(ctx context.Context, sale string, fence int64, halted 
 }
 
 // Resume ends a reconciliation, as quota.Ledger.Resume: the region sells
-// again under seller epoch epoch, on the primary Redis is now.
-func (s *Store) Resume(ctx context.Context, sale string, fence, epoch int64) error {
+// again under seller epoch epoch, if Redis is still primary (the
+// master_replid Counters read when the reconciliation started); another
+// answers quota.ErrNewPrimary.
+func (s *Store) Resume(ctx context.Context, sale string, fence, epoch int64, primary string) error {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return err
 	}
-	return s.fenced(ctx, scriptResume, "resume", sale, fence, epoch)
+	return s.fenced(ctx, scriptResume, "resume", sale, fence, epoch, primary)
 }
 
 func (s *Store) fenced(ctx context.Context, sc *redis.Script, op, sale string, fence int64, args ...any) error {

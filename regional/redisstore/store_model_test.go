@@ -30,7 +30,7 @@ func newTestStore(t testing.TB) (*Store, *redistest.Server, *redis.Client) {
 }
 
 var ledgerErrors = []error{quota.ErrStaleFence, quota.ErrNotActive, quota.ErrNoSuchResv, quota.ErrNegative, quota.ErrResvExists,
-	quota.ErrHalted, quota.ErrStaleEpoch}
+	quota.ErrHalted, quota.ErrStaleEpoch, quota.ErrNewPrimary}
 
 // sameErr says whether the store's error answers as the ledger's did.
 func sameErr(store, model error) bool {
@@ -222,11 +222,11 @@ func (m *modelRun) raiseFloor(fence, rl, sold int64) {
 	}
 }
 
-func (m *modelRun) resume(fence, epoch int64) {
+func (m *modelRun) resume(fence, epoch int64, primary string) {
 	m.t.Helper()
-	m.note("resume fence=%d epoch=%d", fence, epoch)
-	err := m.s.Resume(m.ctx, m.sale, fence, epoch)
-	if werr := m.l.Resume(fence, epoch); !sameErr(err, werr) {
+	m.note("resume fence=%d epoch=%d primary=%s", fence, epoch, primary)
+	err := m.s.Resume(m.ctx, m.sale, fence, epoch, primary)
+	if werr := m.l.Resume(fence, epoch, primary); !sameErr(err, werr) {
 		m.fail("resume: store %v, ledger %v", err, werr)
 	}
 }
@@ -460,7 +460,11 @@ func (m *modelRun) randomStep(rng *rand.Rand) {
 	case p < 95:
 		m.raiseFloor(m.randomFence(rng), int64(rng.IntN(5)), int64(rng.IntN(5)))
 	case p < 97:
-		m.resume(m.randomFence(rng), 1+int64(rng.IntN(3)))
+		primary := m.l.Primary
+		if rng.IntN(4) == 0 {
+			primary = "another"
+		}
+		m.resume(m.randomFence(rng), 1+int64(rng.IntN(3)), primary)
 	default:
 		m.setHalted(m.randomFence(rng), rng.IntN(3) == 0)
 	}
@@ -544,7 +548,8 @@ func TestStoreModelScenario(t *testing.T) {
 	m.raiseFloor(3, 1, 5)
 	m.setHalted(3, false)
 	m.reserve("x5", "dan", "d1", 1000, 1) // sold out: sold raised to 5
-	m.resume(3, 2)                        // the agent reconciled: seller epoch 2 on this primary
+	m.resume(3, 2, "elsewhere")           // a failover since the agent read the primary: refused
+	m.resume(3, 2, m.l.Primary)           // the agent reconciled: seller epoch 2 on this primary
 	m.reserve("x6", "dan", "d2", 1000, 1) // the sellers' epoch 0 is stale now
 	m.release(3, 1, "r5", 1, 0)           // so is the agent's 1
 	m.epoch = 2
