@@ -242,17 +242,20 @@ func (l *Ledger) SetView(fence int64, v SaleView) error {
 // Resume ends a reconciliation: the region sells again under the new seller
 // epoch, on primary, the primary the agent read when it started to
 // reconcile; another one answers ErrNewPrimary and changes nothing (a
-// failover during the reconciliation). The agent records the epoch in etcd
+// failover during the reconciliation). It max-merges granted as ApplyGrant
+// does, in the same step, so no grant lands on a primary not reconciled,
+// and returns GrantedSeen. The agent records the epoch in etcd
 // before it calls this, so the epoch never rolls back with lost writes.
-func (l *Ledger) Resume(fence, epoch int64, primary string) error {
+func (l *Ledger) Resume(fence, epoch int64, primary string, granted int64) (int64, error) {
 	if err := l.fence(fence); err != nil {
-		return err
+		return l.GrantedSeen, err
 	}
 	if primary != l.Primary {
-		return ErrNewPrimary
+		return l.GrantedSeen, ErrNewPrimary
 	}
 	l.Epoch, l.EpochPrimary, l.Halted = epoch, l.Primary, false
-	return nil
+	l.GrantedSeen = max(l.GrantedSeen, granted)
+	return l.GrantedSeen, nil
 }
 
 // Reserve reserves one unit for user under reservation id id, idempotent per

@@ -81,8 +81,8 @@ const (
 	// Release: release.lua with Release (id, units, keep) under Epoch.
 	// Answer: Result.M and Result.ReleasedLocal.
 	Release
-	// Resume: resume.lua with Epoch and Primary (the primary the pass
-	// read first): the region sells again.
+	// Resume: resume.lua with Epoch, Primary (the primary the pass read
+	// first) and Granted: the region sells again. Answer: Result.GrantedSeen.
 	Resume
 	// SetView: set_view.lua with View.
 	SetView
@@ -227,7 +227,6 @@ const (
 	stHaltReport
 	stRestore
 	stRaise
-	stRecoverGrant
 	stVerify
 	stEpochReport
 	stResume
@@ -238,7 +237,7 @@ const (
 	stDrop
 )
 
-var stageNames = []string{"idle", "read", "halt", "halt-report", "restore", "raise", "recover-grant", "verify",
+var stageNames = []string{"idle", "read", "halt", "halt-report", "restore", "raise", "verify",
 	"epoch-report", "resume", "grant", "release", "view", "report", "drop"}
 
 func (s stage) String() string { return stageNames[s] }
@@ -575,24 +574,20 @@ func (c *Core) advance(s *saleState, r Result) {
 	case stRestore:
 		s.witness = r.SoldFloor
 		if c.cfg.Bugs.NoReconcile {
-			s.stage = stRecoverGrant
-			c.emit(s, Action{Kind: ApplyGrant, Granted: c.grantArg(s, ra)})
+			s.stage = stVerify
+			c.emit(s, Action{Kind: ReadCounters})
 			return
 		}
 		s.stage = stRaise
 		c.emit(s, Action{Kind: RaiseFloor, ReleasedLocal: s.floor.ReleasedLocal, Sold: max(s.floor.Sold, s.witness)})
 	case stRaise:
-		s.stage = stRecoverGrant
-		c.emit(s, Action{Kind: ApplyGrant, Granted: c.grantArg(s, ra)})
-	case stRecoverGrant:
-		c.granted(s, ra, r)
 		s.stage = stVerify
 		c.emit(s, Action{Kind: ReadCounters})
 	case stVerify:
 		s.c = r.Counters
-		if lostWrites(s.c, s.floor) && !c.cfg.Bugs.NoReconcile {
-			c.endPass(s, fmt.Errorf("sale %s: redis still below etcd after raising floors (sold %d released_local %d granted_seen %d)",
-				s.name, s.c.Sold, s.c.ReleasedLocal, s.c.GrantedSeen))
+		if (s.c.Sold < s.floor.Sold || s.c.ReleasedLocal < s.floor.ReleasedLocal) && !c.cfg.Bugs.NoReconcile {
+			c.endPass(s, fmt.Errorf("sale %s: redis still below etcd after raising floors (sold %d released_local %d)",
+				s.name, s.c.Sold, s.c.ReleasedLocal))
 			return
 		}
 		// The new epoch is recorded in etcd before Redis has it, so it
@@ -604,8 +599,12 @@ func (c *Core) advance(s *saleState, r Result) {
 	case stEpochReport:
 		c.wrote(s)
 		s.stage = stResume
-		c.emit(s, Action{Kind: Resume, Epoch: s.epoch, Primary: s.primary})
+		// The grant comes with the resume, in one script: a grant applied
+		// before it could land on a primary that failed over meanwhile,
+		// which would then sell it unreconciled.
+		c.emit(s, Action{Kind: Resume, Epoch: s.epoch, Primary: s.primary, Granted: c.grantArg(s, ra)})
 	case stResume:
+		c.granted(s, ra, r)
 		s.c.Halted, s.c.Epoch, s.c.EpochPrimary = false, s.epoch, s.primary
 		c.cfg.Logger.Warn("redis reconciled with etcd; region selling again", "sale", s.name, "epoch", s.epoch,
 			"sold", s.c.Sold, "releasedLocal", s.c.ReleasedLocal, "grantedSeen", s.c.GrantedSeen)

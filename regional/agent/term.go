@@ -391,7 +391,7 @@ func (t *term) redis(ctx context.Context, a Action) Result {
 			h(ctx, a.Sale, p.ID)
 		}
 	case Resume:
-		r.Err = st.Resume(octx, a.Sale, a.Fence, a.Epoch, a.Primary)
+		r.GrantedSeen, r.Err = st.Resume(octx, a.Sale, a.Fence, a.Epoch, a.Primary, a.Granted)
 	case SetView:
 		r.Err = st.SetSaleView(octx, a.Sale, a.Fence, a.View)
 	default:

@@ -474,16 +474,22 @@ func (s *Store) ApplyGrant(ctx context.Context, sale string, fence, granted int6
 	if err != nil {
 		return 0, fmt.Errorf("apply grant %d to %s: %w", granted, sale, err)
 	}
+	return grantReply("apply grant to", sale, fence, v)
+}
+
+// grantReply reads {status, granted_seen}, the answer of apply_grant.lua
+// and resume.lua.
+func grantReply(op, sale string, fence int64, v any) (int64, error) {
 	f, err := replyStrings(v)
 	if err != nil || len(f) != 2 {
-		return 0, fmt.Errorf("apply grant to %s: unexpected reply %v", sale, v)
+		return 0, fmt.Errorf("%s %s: unexpected reply %v", op, sale, v)
 	}
 	seen, perr := strconv.ParseInt(f[1], 10, 64)
 	if perr != nil {
-		return 0, fmt.Errorf("apply grant to %s: granted_seen %q: %w", sale, f[1], perr)
+		return 0, fmt.Errorf("%s %s: granted_seen %q: %w", op, sale, f[1], perr)
 	}
 	if err := scriptStatus(f[0]); err != nil {
-		return seen, fmt.Errorf("apply grant %d to %s (fence %d): %w", granted, sale, fence, err)
+		return seen, fmt.Errorf("%s %s (fence %d): %w", op, sale, fence, err)
 	}
 	return seen, nil
 }
@@ -542,14 +548,18 @@ func (s *Store) SetHalted(ctx context.Context, sale string, fence int64, halted 
 }
 
 // Resume ends a reconciliation, as quota.Ledger.Resume: the region sells
-// again under seller epoch epoch, if Redis is still primary (the
-// master_replid Counters read when the reconciliation started); another
-// answers quota.ErrNewPrimary.
-func (s *Store) Resume(ctx context.Context, sale string, fence, epoch int64, primary string) error {
+// again under seller epoch epoch, with granted max-merged, if Redis is still
+// primary (the master_replid Counters read when the reconciliation
+// started); another answers quota.ErrNewPrimary. It returns granted_seen.
+func (s *Store) Resume(ctx context.Context, sale string, fence, epoch int64, primary string, granted int64) (int64, error) {
 	if err := checkKeyPart("sale", sale); err != nil {
-		return err
+		return 0, err
 	}
-	return s.fenced(ctx, scriptResume, "resume", sale, fence, epoch, primary)
+	v, err := s.run(ctx, scriptResume, sale, fence, epoch, primary, granted)
+	if err != nil {
+		return 0, fmt.Errorf("resume %s: %w", sale, err)
+	}
+	return grantReply("resume", sale, fence, v)
 }
 
 func (s *Store) fenced(ctx context.Context, sc *redis.Script, op, sale string, fence int64, args ...any) error {

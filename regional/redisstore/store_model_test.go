@@ -222,12 +222,12 @@ func (m *modelRun) raiseFloor(fence, rl, sold int64) {
 	}
 }
 
-func (m *modelRun) resume(fence, epoch int64, primary string) {
+func (m *modelRun) resume(fence, epoch int64, primary string, granted int64) {
 	m.t.Helper()
-	m.note("resume fence=%d epoch=%d primary=%s", fence, epoch, primary)
-	err := m.s.Resume(m.ctx, m.sale, fence, epoch, primary)
-	if werr := m.l.Resume(fence, epoch, primary); !sameErr(err, werr) {
-		m.fail("resume: store %v, ledger %v", err, werr)
+	m.note("resume fence=%d epoch=%d primary=%s granted=%d", fence, epoch, primary, granted)
+	got, err := m.s.Resume(m.ctx, m.sale, fence, epoch, primary, granted)
+	if want, werr := m.l.Resume(fence, epoch, primary, granted); got != want || !sameErr(err, werr) {
+		m.fail("resume: store (%d, %v), ledger (%d, %v)", got, err, want, werr)
 	}
 }
 
@@ -464,7 +464,7 @@ func (m *modelRun) randomStep(rng *rand.Rand) {
 		if rng.IntN(4) == 0 {
 			primary = "another"
 		}
-		m.resume(m.randomFence(rng), 1+int64(rng.IntN(3)), primary)
+		m.resume(m.randomFence(rng), 1+int64(rng.IntN(3)), primary, int64(rng.IntN(12)))
 	default:
 		m.setHalted(m.randomFence(rng), rng.IntN(3) == 0)
 	}
@@ -548,8 +548,8 @@ func TestStoreModelScenario(t *testing.T) {
 	m.raiseFloor(3, 1, 5)
 	m.setHalted(3, false)
 	m.reserve("x5", "dan", "d1", 1000, 1) // sold out: sold raised to 5
-	m.resume(3, 2, "elsewhere")           // a failover since the agent read the primary: refused
-	m.resume(3, 2, m.l.Primary)           // the agent reconciled: seller epoch 2 on this primary
+	m.resume(3, 2, "elsewhere", 9)        // a failover since the agent read the primary: refused
+	m.resume(3, 2, m.l.Primary, 2)        // the agent reconciled: seller epoch 2 on this primary
 	m.reserve("x6", "dan", "d2", 1000, 1) // the sellers' epoch 0 is stale now
 	m.release(3, 1, "r5", 1, 0)           // so is the agent's 1
 	m.epoch = 2

@@ -287,7 +287,7 @@ func (s *Sim) redis(rg *region, a *agentProc, act agent.Action) agent.Result {
 			s.tracef("%s agent term %d released %d of %s (released_local %d)", rg.name, a.fence, r.M, p.ID, r.ReleasedLocal)
 		}
 	case agent.Resume:
-		r.Err = l.Resume(act.Fence, act.Epoch, act.Primary)
+		r.GrantedSeen, r.Err = l.Resume(act.Fence, act.Epoch, act.Primary, act.Granted)
 		if r.Err == nil {
 			s.tracef("%s agent term %d resumes selling under epoch %d", rg.name, a.fence, act.Epoch)
 		}
