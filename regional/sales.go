@@ -294,6 +294,16 @@ func (s *Sale) observe(st redisstore.Stock, marksBefore int64) {
 
 func (s *Sale) marksNow() int64 { return s.marks.Load() }
 
+// Epoch is the seller epoch of the last counters read (0 before the
+// first): every reserve passes it, and the script refuses another
+// (DESIGN §4.5).
+func (s *Sale) Epoch() int64 {
+	if st := s.stock.Load(); st != nil {
+		return st.Counters.Epoch
+	}
+	return 0
+}
+
 // checkSpec validates a spec and fills its defaults in place.
 func checkSpec(spec *layout.SaleSpec) error {
 	switch {

@@ -182,6 +182,11 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 	case quota.Halted:
 		sale.halted.Store(true)
 		return fail(http.StatusServiceUnavailable, CodeHalted, "sale %s is halted in this region while it reconciles", in.ItemID).after(time.Second)
+	case quota.StaleEpoch:
+		// The agent reconciled and moved the seller epoch (DESIGN §4.5):
+		// re-read the counters, which carry the new one, and let the buyer retry.
+		s.kickRefresh()
+		return fail(http.StatusServiceUnavailable, CodeHalted, "sale %s changed its seller epoch in this region: retry", in.ItemID).after(250 * time.Millisecond)
 	}
 	return fail(http.StatusInternalServerError, CodeUnavailable, "unexpected outcome %v", res.Outcome)
 }
@@ -190,6 +195,7 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 // only: the sale is marked dry (DryPhase then says why) and the counters
 // are read again at once.
 func (s *Server) reserveIn(ctx context.Context, sale *Sale, item string, req redisstore.ReserveRequest) (redisstore.ReserveResult, error) {
+	req.Epoch = sale.Epoch()
 	res, err := s.reserve.Reserve(ctx, item, req)
 	if err == nil && res.Outcome == quota.SoldOut {
 		sale.MarkDry()

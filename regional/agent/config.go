@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -47,6 +48,10 @@ type Config struct {
 	// OpTimeout bounds one etcd or Redis call.
 	OpTimeout time.Duration
 
+	// Witness is the order store, asked while the region is halted after
+	// Redis lost writes (DESIGN §4.5). Nil: etcd's floors alone.
+	Witness Witness
+
 	// Demand returns the recent reserve attempts per second for a sale,
 	// fed by the sellers. Nil: demand is reported as 0.
 	Demand func(sale string) float64
@@ -54,6 +59,18 @@ type Config struct {
 	Now func() time.Time
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
+}
+
+// Witness is the order store as a second witness of what the region sold
+// (DESIGN §4.5). The agent asks it while the region is halted after its
+// Redis lost writes, before selling again.
+type Witness interface {
+	// Restore brings the sale's reservations in the region's Redis up to
+	// what the order store knows (confirmed, cancelled, expired) and
+	// answers the units the region must count as sold: every unit the
+	// order store shows held by a buyer that Redis does not hold as an
+	// active reservation. The agent raises sold to at least that.
+	Restore(ctx context.Context, sale string) (soldFloor int64, err error)
 }
 
 // DefaultConfig is a production starting point; Region must still be set.
