@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -187,6 +189,13 @@ func (e *env) runGoodput(ctx context.Context, url string, rdb *redis.Client, reg
 			return GoodputPoint{}, nil, fmt.Errorf("bench goodput: %w", err)
 		}
 		p := summarize(name, plan, rep)
+		if dir := os.Getenv("OVL_DUMP"); dir != "" { // TEMP
+			f, _ := os.Create(filepath.Join(dir, name+".tsv"))
+			for _, s := range rep.Samples {
+				fmt.Fprintf(f, "%s\t%d\t%d\t%d\t%d\n", s.Outcome, s.At.Milliseconds(), s.Latency.Milliseconds(), s.LastTry.Milliseconds(), s.Retries)
+			}
+			f.Close()
+		}
 		p.MadeInRedis = after - before
 		p.Told = rep.Reserved
 		if ids := rec.take(); len(ids) > 0 {
