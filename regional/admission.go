@@ -426,6 +426,17 @@ func (a *admission) wake() {
 	a.qmu.Unlock()
 }
 
+// saturated reports whether a request for Redis work would be shed now
+// whatever its sale: every Redis slot is taken and the queue is full (or
+// there is none).
+func (a *admission) saturated() bool {
+	limit := a.redis.Limit()
+	if a.redis.InFlight() < limit {
+		return false
+	}
+	return a.cfg.Queue <= 0 || a.waiting() >= limit
+}
+
 // waiting is the number of requests queued for a slot.
 func (a *admission) waiting() int {
 	a.qmu.Lock()

@@ -17,10 +17,15 @@ import (
 func (s *Server) enterRedis(ctx context.Context, sale string) (*slot, reply, bool) {
 	sl, wait, ok := s.adm.wait(ctx, sale)
 	if !ok {
-		return nil, fail(http.StatusServiceUnavailable, CodeOverloaded,
-			"this region is at capacity: nothing was done; retry after retryAfterMs (the same requestId is safe)").after(wait), false
+		return nil, s.overloaded(wait), false
 	}
 	return sl, reply{}, true
+}
+
+// overloaded is the answer of a shed request: nothing was done.
+func (s *Server) overloaded(wait time.Duration) reply {
+	return fail(http.StatusServiceUnavailable, CodeOverloaded,
+		"this region is at capacity: nothing was done; retry after retryAfterMs (the same requestId is safe)").after(wait)
 }
 
 // reserveFailed maps a failed reserve call to its answer. The buyer must

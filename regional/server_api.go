@@ -97,6 +97,17 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 	if sale != nil {
 		phase = sale.Phase(now)
 	}
+	if (phase == PhaseOpen || phase == PhaseQuotaPending) && s.adm.saturated() {
+		// Shed before the token is verified: with every Redis slot taken
+		// and the queue full this buy could only be shed after that work,
+		// which under a surge is much of the seller's CPU spent on answers
+		// that change nothing. It is still demand. A buyer of another
+		// region is shed here like the others (its retry is sent home),
+		// and a bad token hears overloaded before it hears 401: nothing
+		// was done either way.
+		s.demand.Count(in.ItemID)
+		return s.overloaded(s.adm.hint.shedNow(time.Now()))
+	}
 	// Only an open sale goes on to Redis: any other answer comes from
 	// memory, is public and changes nothing, so the token is only peeked
 	// at (for the home region: other regions' buyers are still sent home)
