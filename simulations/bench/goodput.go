@@ -277,9 +277,18 @@ func (e *env) runGoodput(ctx context.Context, url string, rdb *redis.Client, reg
 		Ratio{Name: "phantom_reservations", Value: float64(phantoms), Met: phantoms == 0},
 		Ratio{Name: "outcome_unknown_share", Value: div(float64(unknown), float64(answered)), Target: 0.01, Met: div(float64(unknown), float64(answered)) <= 0.01},
 		Ratio{Name: "p99_admitted_ms", Value: float64(worstP99) / 1e6, Target: 200, Met: worstP99 < 200*time.Millisecond},
-		Ratio{Name: "recovery_s", Value: out.Recovery.Seconds(), Target: 2, Met: out.Recovery >= 0 && out.Recovery <= 2*time.Second},
+		Ratio{Name: "recovery_s", Value: recoverySeconds(out.Recovery), Target: 2, Met: out.Recovery >= 0 && out.Recovery <= 2*time.Second},
 	)
 	return out, nil
+}
+
+// recoverySeconds is the recovery for the ratios: -1 (not -1 ns, which
+// prints as -0.000) when goodput never came back.
+func recoverySeconds(d time.Duration) float64 {
+	if d < 0 {
+		return -1
+	}
+	return d.Seconds()
 }
 
 // summarize turns a report into a point. The rates (reservations and
@@ -401,8 +410,15 @@ func printGoodput(out io.Writer, g *GoodputResults) {
 			p.Within200ms, ms(p.P99Admitted), p.Unknown, p.MadeInRedis, p.Told, p.Phantoms, strings.Join(oc, " "))
 	}
 	_ = w.Flush()
-	fmt.Fprintf(out, "goodput peak %.0f reservations/s at %d connections; back to 0.9 of it %v after the overload stopped (500 ms window, and the rest of the run)\n",
-		g.Peak, g.PeakAt, g.Recovery.Round(10*time.Millisecond))
+	back := "not within the recovery run"
+	if g.Recovery >= 0 {
+		back = g.Recovery.Round(10*time.Millisecond).String() + " after the overload stopped"
+	}
+	// Recovery is -1 when goodput never came back: printed rounded, it
+	// read "0s" (and the target "met" in spirit), the bug of the first
+	// version.
+	fmt.Fprintf(out, "goodput peak %.0f reservations/s at %d connections; back to 0.9 of it: %s (500 ms window, and the rest of the run)\n",
+		g.Peak, g.PeakAt, back)
 	for _, r := range g.Ratios {
 		state := "met"
 		if !r.Met {

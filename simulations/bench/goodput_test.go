@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -73,5 +74,19 @@ func TestRecoveryTime(t *testing.T) {
 	}
 	if got := recoveryTime(reservedEvery(0, d, time.Millisecond), 0, d, gap); got != -1 {
 		t.Errorf("no peak: recovery %v, want -1", got)
+	}
+}
+
+// A run whose goodput never came back prints so, not "0s" (-1 ns rounded).
+func TestPrintGoodputRecoveryNotBack(t *testing.T) {
+	var b strings.Builder
+	printGoodput(&b, &GoodputResults{Peak: 1000, PeakAt: 64, Recovery: -1,
+		Ratios: []Ratio{{Name: "recovery_s", Value: recoverySeconds(-1), Target: 2}}})
+	out := b.String()
+	if !strings.Contains(out, "back to 0.9 of it: not within the recovery run") || strings.Contains(out, " 0s ") {
+		t.Errorf("output:\n%s\nwant the recovery reported as not back", out)
+	}
+	if !strings.Contains(out, "target recovery_s -1.000: NOT MET") {
+		t.Errorf("output:\n%s\nwant recovery_s -1 NOT MET", out)
 	}
 }
