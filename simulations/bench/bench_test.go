@@ -44,7 +44,16 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("row %s missing", name)
 			continue
 		}
-		if row.Attempts == 0 || row.Outcomes[outcome] != row.Attempts {
+		// A buy the seller sent to Redis but could not answer within its
+		// 150 ms budget is outcome_unknown: a correct answer (the verifier
+		// below checks Redis holds between the told and told + unknown),
+		// and a matter of timing under -race on a shared machine, which
+		// this test must not assert.
+		got := row.Outcomes[outcome]
+		if outcome == "reserved" {
+			got += row.Outcomes["outcome_unknown"]
+		}
+		if row.Attempts == 0 || got != row.Attempts {
 			t.Errorf("row %s: %d attempts, outcomes %v: want all %s", name, row.Attempts, row.Outcomes, outcome)
 		}
 	}
