@@ -295,3 +295,25 @@ func TestShedBeforeVerify(t *testing.T) {
 		t.Fatalf("demand counted %d for the shed buy, want it counted", got)
 	}
 }
+
+// TestReadinessHoldsThroughSlowChecks: a readiness check that only times
+// out (Redis paused, as overloaded) does not turn a ready seller not
+// ready at once, which would answer every buy not_ready; maxSlowChecks
+// slow passes in a row do, and a check that answers makes it ready again.
+func TestReadinessHoldsThroughSlowChecks(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.RedisTimeout = 300 * time.Millisecond })
+	if !e.srv.CheckReady(context.Background()).Ready {
+		t.Fatal("not ready before Redis was paused")
+	}
+	e.redis.Pause()
+	rd := e.srv.CheckReady(context.Background())
+	if !rd.Ready || !strings.HasPrefix(rd.Redis, "slow") {
+		e.redis.Resume()
+		t.Fatalf("one slow check: %+v; want still ready, Redis slow", rd)
+	}
+	// The health loop keeps checking: after maxSlowChecks slow passes the
+	// seller is not ready.
+	waitFor(t, func() bool { return !e.srv.LastReadiness().Ready })
+	e.redis.Resume()
+	waitFor(t, func() bool { return e.srv.LastReadiness().Ready })
+}
