@@ -203,7 +203,7 @@ func (c *Config) Validate() error {
 	case c.RedisTimeout <= 0:
 		return fmt.Errorf("regional config: RedisTimeout %v: want > 0", c.RedisTimeout)
 	case c.Admission != (LimitConfig{}) && !c.Admission.valid():
-		return fmt.Errorf("regional config: Admission %+v: want 1 <= Min <= Initial <= Max, Target > 0, 0 < Backoff < 1", c.Admission)
+		return fmt.Errorf("regional config: Admission %+v: want 1 <= Min <= Initial <= Max, Target > 0, 0 < Backoff < 1, Queue >= 0", c.Admission)
 	case c.RefreshInterval <= 0:
 		return fmt.Errorf("regional config: RefreshInterval %v: want > 0", c.RefreshInterval)
 	case c.QuotaWait < 0 || c.QuotaWait > maxQuotaWait:

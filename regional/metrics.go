@@ -69,11 +69,15 @@ func (m *metrics) registerAdmission(reg prometheus.Registerer, region string, a 
 		}, func() float64 { return float64(a.redis.Limit()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "flashsale", Subsystem: "seller", Name: "admission_in_flight", ConstLabels: labels,
-			Help: "Requests admitted to Redis work and not yet answered (queued in the Batcher included).",
+			Help: "Requests admitted to Redis work and not yet answered (queued in the Batcher and held for quota included).",
 		}, func() float64 { return float64(a.redis.InFlight()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "flashsale", Subsystem: "seller", Name: "admission_waiting", ConstLabels: labels,
+			Help: "Requests waiting for an admission slot (at most the limit, each at most LimitConfig.Queue).",
+		}, func() float64 { return float64(a.waiting()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "flashsale", Subsystem: "seller", Name: "admission_retry_hint_seconds", ConstLabels: labels,
-			Help: "The retry hint given to shed requests now (it follows the shed/admitted ratio).",
+			Help: "The retry hint a request shed now would be told: the tail of the virtual queue of shed requests.",
 		}, func() float64 { return a.hint.current().Seconds() }),
 	} {
 		if err := reg.Register(c); err != nil {

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -15,6 +18,7 @@ import (
 	"time"
 
 	"flashsale/simulations/bench"
+	"flashsale/simulations/loadgen"
 )
 
 func main() {
@@ -49,6 +53,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	out := fs.String("results", "results", "directory for the JSON results (empty: none)")
 	verbose := fs.Bool("v", false, "log progress to stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (the generator and the direct rows; the HTTP targets too with -in-process) to this file")
+	debugAddr := fs.String("debug-addr", "", "serve net/http/pprof of this process (the generator) on this loopback address while the bench runs, e.g. 127.0.0.1:6060")
 	inProcess := fs.Bool("in-process", false, "serve the HTTP targets in the generator's process (sharing its Go scheduler and GC) rather than one process each")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -113,6 +118,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("-cpuprofile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *debugAddr != "" {
+		if err := loadgen.CheckLoopback("http://" + *debugAddr); err != nil {
+			return fmt.Errorf("-debug-addr: %w", err)
+		}
+		ln, err := net.Listen("tcp", *debugAddr)
+		if err != nil {
+			return fmt.Errorf("-debug-addr: %w", err)
+		}
+		defer ln.Close()
+		go func() { _ = http.Serve(ln, nil) }() // the default mux: net/http/pprof's handlers
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
