@@ -66,6 +66,7 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	endpoint := fs.String("endpoint", "", "this region's shopper base URL, registered by the agent for redirects (default: http://<listen address>)")
 	payMode := fs.String("payment", envOr(envPayment, "none"), "payment provider of confirm: none (confirm records the sale unpaid) or dev (simulated provider behind a circuit breaker) (env "+envPayment+")")
 	ordersDSN := fs.String("orders-dsn", os.Getenv(envOrdersDSN), "drain the order streams into this SQL store: sqlite:///path/orders.db or postgres://... (env "+envOrdersDSN+"; empty: no order consumer)")
+	clockOffset := fs.Duration("clock-offset", 0, "add this to the clock the seller and its agent read (sale times, reservation expiry, report times): chaos runs give one region a skewed clock on a machine whose processes share one")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: flashsale regional [-config file] [flags]")
 		fmt.Fprintln(fs.Output(), "Settings apply in order: preset, config file, FLASHSALE_* environment, flags.")
@@ -123,6 +124,9 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 			cfg.Durability.WaitTimeout = *waitTimeout
 		}
 	})
+	if *clockOffset != 0 {
+		cfg.Now = offsetClock(*clockOffset)
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -206,6 +210,7 @@ func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb
 			acfg.Endpoint = "http://" + srv.Addr()
 		}
 		acfg.Demand = redisstore.NewDemandMeter(rdb, nil).Rate
+		acfg.Now = cfg.Now // the seller's clock, skewed or not (nil: time.Now)
 		if a, err = agent.New(acfg, cli, srv.Store(), reg); err == nil {
 			err = a.Start(ctx)
 		}
@@ -232,6 +237,11 @@ func devPayment(reg prometheus.Registerer, log *slog.Logger) (*payment.Breaker, 
 	bc := payment.DefaultBreakerConfig()
 	bc.Name, bc.Registerer, bc.Logger = "dev", reg, log
 	return payment.NewBreaker(dev, bc)
+}
+
+// offsetClock is time.Now moved by d.
+func offsetClock(d time.Duration) func() time.Time {
+	return func() time.Time { return time.Now().Add(d) }
 }
 
 func envOr(name, def string) string {

@@ -192,3 +192,62 @@ func startRole(t *testing.T, args []string) (line string, cancel context.CancelF
 	}
 	return line, cancel, errc
 }
+
+// TestRegionalClockOffset: -clock-offset moves the clock the seller reads.
+// A sale opening in 30 minutes is not started for a seller on the true
+// clock, and open for one whose clock runs an hour ahead, which also dates
+// the reservation's expiry from its own clock.
+func TestRegionalClockOffset(t *testing.T) {
+	dir := t.TempDir()
+	start := time.Now().Add(30 * time.Minute).UTC().Format(time.RFC3339)
+	cfg := `
+preset: dev
+region: eu
+listen: 127.0.0.1:0
+identity: {insecureDev: true}
+sales:
+  - {id: phone, total: 10, ceiling: 2, startsAt: "` + start + `", reservationTTL: 1m}
+`
+	path := filepath.Join(dir, "eu.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	buy := func(offset string) (int, string) {
+		rs := redistest.Start(t)
+		args := []string{"regional", "-config", path, "-redis", rs.Addr}
+		if offset != "" {
+			args = append(args, "-clock-offset", offset)
+		}
+		line, cancel, done := startRole(t, args)
+		defer func() { cancel(); <-done }()
+		resp, err := http.Post("http://"+field(line, "http")+"/v1/flash-sale/buy", "application/json",
+			strings.NewReader(`{"itemId":"phone","userId":"u1","requestId":"r1"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Code      string    `json:"code"`
+			ExpiresAt time.Time `json:"expiresAt"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		if resp.StatusCode == http.StatusCreated {
+			exp := body.ExpiresAt
+			// An hour ahead plus the 1 minute TTL.
+			if d := time.Until(exp); d < 59*time.Minute || d > 62*time.Minute {
+				t.Errorf("offset %s: reservation expires in %v, want about 1h1m", offset, d)
+			}
+		}
+		return resp.StatusCode, body.Code
+	}
+	if st, code := buy(""); st != http.StatusTooEarly || code != "not_started" {
+		t.Fatalf("true clock: buy answered %d %s, want 425 not_started", st, code)
+	}
+	if st, code := buy("1h"); st != http.StatusCreated {
+		t.Fatalf("clock an hour ahead: buy answered %d %s, want 201", st, code)
+	}
+	if err := run(context.Background(), []string{"regional", "-config", path, "-clock-offset", "soon"}, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "clock-offset") {
+		t.Fatalf("a bad -clock-offset: got %v, want an error naming the flag", err)
+	}
+}
