@@ -2,6 +2,7 @@ package regional
 
 import (
 	"encoding/json"
+	"time"
 
 	"flashsale/regional/gossip"
 	"flashsale/regional/redisstore"
@@ -14,6 +15,10 @@ import (
 // the live sellers. Redis stays the authority: a seller that missed a
 // message still reads its counters every RefreshInterval (the safety net,
 // 1 s when gossip is on) and every script answer is Redis' own.
+
+// GossipRefreshInterval is the counter read of a seller that gossips: a
+// safety net, since the region's other sellers' reads reach it too.
+const GossipRefreshInterval = time.Second
 
 // stockBody is a KindStock state's body: what Store.Stocks read.
 type stockBody struct {
@@ -98,6 +103,14 @@ func (s *Server) liveSellers() int {
 		return 1
 	}
 	return s.gossip.Sellers()
+}
+
+// GossipAddr is where this seller gossips ("" without gossip).
+func (s *Server) GossipAddr() string {
+	if s.gossip == nil {
+		return ""
+	}
+	return s.gossip.Addr()
 }
 
 // Members lists the region's live members (nil without gossip).
