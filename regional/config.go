@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"flashsale/quota/layout"
+	"flashsale/regional/gossip"
 	"flashsale/regional/redisstore"
 )
 
@@ -73,8 +74,14 @@ type Config struct {
 	BatchReserve bool
 	// RefreshInterval is how often each sale's counters are read, so a
 	// sold-out flag learned from a script answer is cleared once stock
-	// returns (a larger grant, a cancel, an expiry).
+	// returns (a larger grant, a cancel, an expiry). With Gossip, every
+	// seller's read reaches the others, so this is a safety net (1 s).
 	RefreshInterval time.Duration
+	// Gossip makes the region's sellers one memberlist cluster
+	// (regional/gossip; Region and Role are filled in): sale state spreads
+	// between them and the per-user and per-IP limits hold per region. Nil
+	// runs the seller alone.
+	Gossip *gossip.Config
 	// QuotaWait is how long a buy that finds this region dry while the
 	// sale has stock (quota_pending) is held for quota to arrive before it
 	// is answered 503; a grant published by the agent ends the wait at

@@ -3,13 +3,14 @@ package regional
 import (
 	"context"
 	"encoding/json"
-	"flashsale/quota/layout"
-	"flashsale/regional/redisstore"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"flashsale/quota/layout"
+	"flashsale/regional/redisstore"
 )
 
 // retryHint decodes an error body's retryAfterMs.
@@ -247,7 +248,7 @@ func TestQuotaHoldCountsInFlight(t *testing.T) {
 	// clock (Validate caps QuotaWait; the handler reads the field).
 	e.srv.cfg.QuotaWait = time.Hour
 	ctx := context.Background()
-	if err := e.srv.Store().SetSaleView(ctx, testSale, 1, SaleView{Total: 100, At: e.clock.Now().UnixMilli()}); err != nil {
+	if err := e.srv.Store().SetSaleView(ctx, testSale, 1, redisstore.SaleView{Total: 100, At: e.clock.Now().UnixMilli()}); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, e.buy("alice", "a1"), http.StatusCreated, "")

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"flashsale/quota"
+	"flashsale/regional/gossip"
 	"flashsale/regional/orders"
 	"flashsale/regional/payment"
 	"flashsale/regional/redisstore"
@@ -85,6 +86,9 @@ type Server struct {
 	payment payment.Provider
 	pm      *payMetrics
 	orders  *orders.Consumer
+	gossip  *gossip.Node // the region's cluster; nil without Config.Gossip
+	// sharedLoad is the load last put in the gossip metadata (health loop).
+	sharedLoad int64
 
 	ready      atomic.Bool
 	lastWarn   atomic.Int64    // unix nanos of the last per-request warning logged
@@ -271,6 +275,9 @@ func (s *Server) Start(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 
+	if err := s.startGossip(); err != nil {
+		return err
+	}
 	s.maintain(ctx)
 	s.refreshAll(ctx)
 	if err := s.sweeper.Start(ctx); err != nil {
@@ -283,7 +290,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.wg.Add(5)
 	go s.watchGrants(ctx)
-	go s.loop(ctx, s.cfg.HealthInterval, nil, func(ctx context.Context) { s.maintain(ctx) })
+	go s.loop(ctx, s.cfg.HealthInterval, nil, func(ctx context.Context) { s.maintain(ctx); s.shareLoad() })
 	go s.loop(ctx, s.cfg.RefreshInterval, s.kick, s.refreshAll)
 	go s.loop(ctx, s.cfg.RefreshInterval, nil, s.flushDemand)
 	go func() {
@@ -362,6 +369,9 @@ func (s *Server) Close() error {
 		_ = s.lnGiven.Close()
 	}
 	_ = s.sweeper.Close()
+	if s.gossip != nil {
+		_ = s.gossip.Close()
+	}
 	_ = s.batcher.Close()
 	_ = s.orders.Close()
 	return s.Err()
@@ -375,6 +385,9 @@ type Readiness struct {
 	Durability string `json:"durability"`
 	Grants     string `json:"grants"`
 	Identity   string `json:"identity"`
+	// Members are the region's live sellers and agent (gossip), when the
+	// seller gossips; filled in when /readyz answers.
+	Members []gossip.Member `json:"members,omitempty"`
 }
 
 // CheckReady runs the readiness checks now (and the repairs: reloading
@@ -513,6 +526,7 @@ func (s *Server) refreshAll(ctx context.Context) {
 			continue
 		}
 		sale.observe(stocks[i], marks[i])
+		s.publishStock(id, stocks[i])
 		s.m.remaining.WithLabelValues(id).Set(float64(stocks[i].Counters.Available()))
 		s.gauged[id] = true
 	}
@@ -571,6 +585,7 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		rd := s.LastReadiness()
+		rd.Members = s.Members()
 		status := http.StatusOK
 		if !rd.Ready {
 			status = http.StatusServiceUnavailable

@@ -51,6 +51,9 @@ type StatusJSON struct {
 	ServerTime      time.Time `json:"serverTime"`
 	Identity        string    `json:"identity"`
 	Warning         string    `json:"warning,omitempty"`
+	// Sellers is the number of live sellers of this region (gossip
+	// membership; 1 for a seller running alone).
+	Sellers int `json:"sellers"`
 }
 
 const insecureWarning = "INSECURE DEV IDENTITY: this server believes any userId it is sent; never use it for a real sale"
@@ -320,7 +323,7 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request) reply {
 		ItemID: id, Region: s.cfg.Region, State: sale.Phase(now).String(),
 		Remaining: sale.SaleRemaining(), RegionRemaining: sale.Remaining(),
 		Total: spec.Total, PerUserLimit: spec.PerUserLimit, StartsAt: spec.StartsAt.UTC(), EndsAt: spec.EndsAt.UTC(),
-		ServerTime: now.UTC(), Identity: s.ident.Mode(),
+		ServerTime: now.UTC(), Identity: s.ident.Mode(), Sellers: s.liveSellers(),
 	}
 	if st.Identity == (InsecureDevIdentity{}).Mode() {
 		st.Warning = insecureWarning

@@ -67,6 +67,11 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	payMode := fs.String("payment", envOr(envPayment, "none"), "payment provider of confirm: none (confirm records the sale unpaid) or dev (simulated provider behind a circuit breaker) (env "+envPayment+")")
 	ordersDSN := fs.String("orders-dsn", os.Getenv(envOrdersDSN), "drain the order streams into this SQL store: sqlite:///path/orders.db or postgres://... (env "+envOrdersDSN+"; empty: no order consumer)")
 	clockOffset := fs.Duration("clock-offset", 0, "add this to the clock the seller and its agent read (sale times, reservation expiry, report times): chaos runs give one region a skewed clock on a machine whose processes share one")
+	gossipBind := fs.String("gossip", os.Getenv("FLASHSALE_GOSSIP"), "gossip with the region's other sellers on this host:port (memberlist, TCP and UDP; env FLASHSALE_GOSSIP; empty: run alone)")
+	gossipSeeds := fs.String("gossip-seeds", os.Getenv("FLASHSALE_GOSSIP_SEEDS"), "host:port of members to join, comma-separated (env FLASHSALE_GOSSIP_SEEDS)")
+	gossipKeys := fs.String("gossip-keys", os.Getenv("FLASHSALE_GOSSIP_KEYS"), "gossip keyring `file`: base64 keys of 16, 24 or 32 bytes, one per line, the first encrypts (env FLASHSALE_GOSSIP_KEYS); required unless -gossip-plaintext")
+	gossipPreset := fs.String("gossip-preset", "lan", "gossip timings: lan (production) or local (loopback tests)")
+	gossipPlain := fs.Bool("gossip-plaintext", false, "gossip without encryption (local development only)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: flashsale regional [-config file] [flags]")
 		fmt.Fprintln(fs.Output(), "Settings apply in order: preset, config file, FLASHSALE_* environment, flags.")
@@ -126,6 +131,12 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	})
 	if *clockOffset != 0 {
 		cfg.Now = offsetClock(*clockOffset)
+	}
+	if *gossipBind != "" {
+		if cfg.Gossip, err = gossipConfig(*gossipBind, *gossipSeeds, *gossipKeys, *gossipPreset, *gossipPlain); err != nil {
+			return err
+		}
+		cfg.RefreshInterval = regional.GossipRefreshInterval // a safety net: the other sellers' reads arrive by gossip
 	}
 	if err := cfg.Validate(); err != nil {
 		return err

@@ -697,7 +697,11 @@ func parseView(sale string, v []any) (SaleView, error) {
 type Stock struct {
 	Counters Counters
 	View     SaleView
-	Err      error // this sale's read failed; Counters and View are zero
+	// ReadAt is the Redis server's clock (TIME, microseconds) when the
+	// pipeline ran: one clock for every seller of the region, so reads
+	// passed around by gossip are ordered by it.
+	ReadAt int64
+	Err    error // this sale's read failed; Counters and View are zero
 }
 
 // Stocks reads the counters and the view of every sale given in one
@@ -708,6 +712,7 @@ func (s *Store) Stocks(ctx context.Context, sales []string) []Stock {
 	ledgers := make([]*redis.SliceCmd, len(sales))
 	views := make([]*redis.SliceCmd, len(sales))
 	pipe := s.rdb.Pipeline()
+	clock := pipe.Time(ctx)
 	for i, sale := range sales {
 		if out[i].Err = checkKeyPart("sale", sale); out[i].Err != nil {
 			continue
@@ -720,10 +725,12 @@ func (s *Store) Stocks(ctx context.Context, sales []string) []Stock {
 	// the commands may carry no error and no answer, so Exec's error
 	// stands for all of them.
 	_, execErr := pipe.Exec(ctx)
+	readAt := clock.Val().UnixMicro()
 	for i, sale := range sales {
 		if out[i].Err != nil {
 			continue
 		}
+		out[i].ReadAt = readAt
 		c, err1 := ledgers[i].Result()
 		v, err2 := views[i].Result()
 		if err1 == nil && err2 == nil && (len(c) != len(ledgerFields) || len(v) != len(viewFields)) {

@@ -56,6 +56,8 @@ type Config struct {
 	// SkipQuota leaves out group 5 (bursts and a steady sale on the whole
 	// dev stack).
 	SkipQuota bool
+	// SkipGossip leaves out group 6 (gossip between a region's sellers).
+	SkipGossip bool
 	// Only, if set, runs just the named rows (for digging into one).
 	Only []string
 	// ResultsDir receives the JSON results ("" writes none).
@@ -147,6 +149,8 @@ type Results struct {
 	GeneratorUnknown int `json:"generator_unknown"`
 	// Goodput is the overload curve (row "goodput").
 	Goodput *GoodputResults `json:"goodput,omitempty"`
+	// Gossip is group 6 (row "gossip").
+	Gossip *GossipResults `json:"gossip,omitempty"`
 	// Quota is group 5 (row "quota"): bursts and a steady sale.
 	Quota *QuotaResults `json:"quota,omitempty"`
 }
@@ -425,6 +429,14 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		}
 		e.res.Quota = q
 	}
+	// Group 6, gossip between a region's sellers.
+	if e.wanted("gossip") && !e.cfg.SkipGossip {
+		g, err := runGossip(ctx, e.cfg.Quick)
+		if err != nil {
+			return nil, err
+		}
+		e.res.Gossip = g
+	}
 	e.finish()
 	e.print()
 	if err := e.write(); err != nil {
@@ -691,6 +703,10 @@ func (e *env) print() {
 	if r.Quota != nil {
 		fmt.Fprintln(e.cfg.Out)
 		printQuota(e.cfg.Out, r.Quota)
+	}
+	if r.Gossip != nil {
+		fmt.Fprintln(e.cfg.Out)
+		printGossip(e.cfg.Out, r.Gossip)
 	}
 	for _, x := range r.Ratios {
 		fmt.Fprintf(e.cfg.Out, "ratio %s %.3f\n", x.Name, x.Value)

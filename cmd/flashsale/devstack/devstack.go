@@ -38,6 +38,7 @@ import (
 	"flashsale/quota/layout"
 	"flashsale/regional"
 	"flashsale/regional/agent"
+	"flashsale/regional/gossip"
 	"flashsale/regional/orders"
 	"flashsale/regional/payment"
 	"flashsale/regional/redisstore"
@@ -277,6 +278,13 @@ func (s *Stack) startRegion(ctx context.Context, name string, lns []net.Listener
 		cfg.InsecureDevIdentity = o.InsecureDevIdentity
 		cfg.JWT = regional.JWTConfig{HS256Secret: []byte(o.JWTSecret)}
 		cfg.BatchReserve = true
+		// The region's sellers gossip over loopback (the first is the
+		// seed), with the safety-net refresh of a gossiping seller.
+		cfg.Gossip = &gossip.Config{Name: "seller-" + addr, Preset: gossip.PresetLocal, Plaintext: true}
+		if len(r.Sellers) > 0 {
+			cfg.Gossip.Seeds = []string{r.Sellers[0].GossipAddr()}
+		}
+		cfg.RefreshInterval = regional.GossipRefreshInterval
 		reg := prometheus.NewRegistry()
 		sellerLog := log.With("role", "seller", "addr", addr)
 		bc := payment.DefaultBreakerConfig()

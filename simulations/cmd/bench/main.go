@@ -50,6 +50,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	skipPG := fs.Bool("skip-postgres", false, "leave out the PostgreSQL hot-row baseline")
 	skipGoodput := fs.Bool("skip-goodput", false, "leave out the goodput curve under overload (up to 8,000 connections)")
 	skipQuota := fs.Bool("skip-quota", false, "leave out group 5: opening bursts and a steady sale on the whole dev stack")
+	skipGossip := fs.Bool("skip-gossip", false, "leave out group 6: gossip spread and failure detection times, Redis scripts after a sellout")
 	out := fs.String("results", "results", "directory for the JSON results (empty: none)")
 	verbose := fs.Bool("v", false, "log progress to stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (the generator and the direct rows; the HTTP targets too with -in-process) to this file")
@@ -96,6 +97,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cfg.SkipPostgres = *skipPG
 	cfg.SkipGoodput = *skipGoodput
 	cfg.SkipQuota = *skipQuota
+	cfg.SkipGossip = *skipGossip
 	cfg.InProcess = *inProcess
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
