@@ -89,6 +89,9 @@ type Server struct {
 	gossip  *gossip.Node // the region's cluster; nil without Config.Gossip
 	// sharedLoad is the load last put in the gossip metadata (health loop).
 	sharedLoad int64
+	// demandTotal is this seller's attempts per sale since it started, as
+	// gossiped (the demand loop's goroutine only).
+	demandTotal map[string]int64
 
 	ready      atomic.Bool
 	lastWarn   atomic.Int64    // unix nanos of the last per-request warning logged
@@ -151,22 +154,23 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     log,
-		reg:     reg,
-		m:       m,
-		store:   redisstore.NewStore(deps.Redis, cfg.Region).WithDurability(cfg.Durability),
-		sales:   sales,
-		ident:   ident,
-		userLim: newLimiter(cfg.UserRate, cfg.UserBurst),
-		ipLim:   newLimiter(cfg.IPRate, cfg.IPBurst),
-		kick:    make(chan struct{}, 1),
-		pending: map[string]int64{},
-		gauged:  map[string]bool{},
-		done:    make(chan struct{}),
-		payment: deps.Payment,
-		lnGiven: deps.Listener,
-		pm:      pm,
+		cfg:         cfg,
+		log:         log,
+		reg:         reg,
+		m:           m,
+		store:       redisstore.NewStore(deps.Redis, cfg.Region).WithDurability(cfg.Durability),
+		sales:       sales,
+		ident:       ident,
+		userLim:     newLimiter(cfg.UserRate, cfg.UserBurst),
+		ipLim:       newLimiter(cfg.IPRate, cfg.IPBurst),
+		kick:        make(chan struct{}, 1),
+		demandTotal: map[string]int64{},
+		pending:     map[string]int64{},
+		gauged:      map[string]bool{},
+		done:        make(chan struct{}),
+		payment:     deps.Payment,
+		lnGiven:     deps.Listener,
+		pm:          pm,
 	}
 	if deps.Orders != nil {
 		ocfg := orders.DefaultConfig()
@@ -292,7 +296,7 @@ func (s *Server) Start(ctx context.Context) error {
 	go s.watchGrants(ctx)
 	go s.loop(ctx, s.cfg.HealthInterval, nil, func(ctx context.Context) { s.maintain(ctx); s.shareLoad() })
 	go s.loop(ctx, s.cfg.RefreshInterval, s.kick, s.refreshAll)
-	go s.loop(ctx, s.cfg.RefreshInterval, nil, s.flushDemand)
+	go s.loop(ctx, min(s.cfg.RefreshInterval, DemandInterval), nil, s.flushDemand)
 	go func() {
 		defer s.wg.Done()
 		<-ctx.Done()
@@ -330,7 +334,15 @@ func (s *Server) loop(ctx context.Context, every time.Duration, kick <-chan stru
 	}
 }
 
+// DemandInterval is how often a seller hands its buy attempts to the agent
+// (through Redis, or by gossip in a gossiping region), at the most.
+const DemandInterval = 200 * time.Millisecond
+
 func (s *Server) flushDemand(ctx context.Context) {
+	if s.gossip != nil {
+		s.publishDemand()
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	defer cancel()
 	if err := s.store.FlushDemand(ctx, &s.demand); err != nil {

@@ -316,3 +316,24 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatalf("no keyring outside dev mode: %v", err)
 	}
 }
+
+// TestAddSeed: a member started alone joins a cluster through a seed
+// added later (as a seller learns its agent's gossip address from etcd);
+// adding itself or a known seed is a no-op.
+func TestAddSeed(t *testing.T) {
+	a := start(t, Config{Name: "a"})
+	b := start(t, Config{Name: "b"})
+	if err := b.AddSeed(b.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Members()) != 1 {
+		t.Fatalf("b joined itself: %v", b.Members())
+	}
+	if err := b.AddSeed(a.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b joined through the added seed", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	if err := b.AddSeed(a.Addr()); err != nil || len(b.seedList()) != 1 {
+		t.Fatalf("seeds %v after adding a twice (%v)", b.seedList(), err)
+	}
+}
