@@ -14,6 +14,11 @@ type Report struct {
 	GrantedSeen   int64   `json:"grantedSeen"`
 	Demand        float64 `json:"demand"` // reserve attempts per second, recent
 	At            int64   `json:"at"`
+	// Epoch is the region's seller epoch (DESIGN §4.5). The agent reports
+	// a new one before Redis gets it, and the allocation keeps the last
+	// report, so a successor reads the epoch floor from etcd and the
+	// epoch never rolls back with writes Redis lost.
+	Epoch int64 `json:"epoch,omitempty"`
 }
 
 // ReleaseRequest asks region Region to give up to Units unused units. When

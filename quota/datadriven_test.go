@@ -200,7 +200,7 @@ func (e *env) ledgerCmd(t *testing.T, d *datadriven.TestData) string {
 		d.MaybeScanArgs(t, "id", &id)
 		d.MaybeScanArgs(t, "k", &k)
 		d.MaybeScanArgs(t, "keep", &keep)
-		m, rl, err := l.Release(fence, id, k, keep)
+		m, rl, err := l.Release(fence, 0, id, k, keep)
 		if err == nil {
 			e.ran[r] = id
 		}
@@ -217,7 +217,7 @@ func (e *env) ledgerCmd(t *testing.T, d *datadriven.TestData) string {
 		// reservations 1, 2, … unless they name one.
 		id := strconv.Itoa(len(l.Resv) + 1)
 		d.MaybeScanArgs(t, "id", &id)
-		res, out, err := l.Reserve(id, user, req, now, ttl, limit)
+		res, out, err := l.Reserve(0, id, user, req, now, ttl, limit)
 		if err != nil {
 			return result(err)
 		}

@@ -20,17 +20,27 @@ var (
 	// a reservation is never overwritten. Ids come from the caller (ULIDs in
 	// the seller), so this answers a generator bug, not a buyer.
 	ErrResvExists = errors.New("reservation id already exists")
+	// ErrStaleEpoch refuses a quota release under another seller epoch than
+	// the primary's (DESIGN §4.5): the caller's picture is of another primary.
+	ErrStaleEpoch = errors.New("stale seller epoch")
+	// ErrHalted refuses a quota release while the region is halted: its
+	// counters may have lost writes, so its available units are not known.
+	ErrHalted = errors.New("region halted")
+	// ErrNewPrimary refuses to resume selling on another primary than the
+	// one the agent reconciled: the reconciliation must start again.
+	ErrNewPrimary = errors.New("redis primary changed during the reconciliation")
 )
 
 // Outcome is the answer of Reserve.
 type Outcome int
 
 const (
-	Reserved  Outcome = iota // a new reservation was made
-	Duplicate                // the requestId was seen: the same reservation is returned, nothing changed
-	UserLimit                // the user already holds the per-user limit
-	SoldOut                  // available is zero in this region
-	Halted                   // the region stopped selling (reconciling after lost writes)
+	Reserved   Outcome = iota // a new reservation was made
+	Duplicate                 // the requestId was seen: the same reservation is returned, nothing changed
+	UserLimit                 // the user already holds the per-user limit
+	SoldOut                   // available is zero in this region
+	Halted                    // the region stopped selling (reconciling after lost writes, or a new primary)
+	StaleEpoch                // the seller's epoch is not the primary's: refresh it and retry
 )
 
 func (o Outcome) String() string {
@@ -45,6 +55,8 @@ func (o Outcome) String() string {
 		return "sold_out"
 	case Halted:
 		return "halted"
+	case StaleEpoch:
+		return "stale_epoch"
 	}
 	return "outcome(" + strconv.Itoa(int(o)) + ")"
 }
@@ -82,10 +94,40 @@ type Ledger struct {
 	Reserved      int64 // active reservations
 	Halted        bool  // selling stopped until reconciled
 
+	// Epoch is the seller epoch (DESIGN §4.5): a fencing number only the
+	// agent moves, after reconciling, recorded in etcd first. Sellers
+	// learn it with their counters and pass it to every reserve; another
+	// value is refused. EpochPrimary is the primary the agent reconciled
+	// when it set the epoch (in Redis, its master_replid).
+	Epoch        int64
+	EpochPrimary string
+	// Primary is the server holding this data now, not data: a failover or
+	// a restart gives a new one (Redis: INFO replication's master_replid,
+	// which a promoted replica changes). While it is not EpochPrimary the
+	// region is halted: a new primary sells nothing until reconciled.
+	Primary string
+
+	// View is the agent's copy of the rest of the sale (set_view.lua):
+	// advisory, no reservation is decided from it.
+	View SaleView
+
+	// Bugs are negative controls for the protocol simulation, never set
+	// elsewhere: each breaks one check the Lua scripts make.
+	Bugs LedgerBugs
+
 	Releases map[string]int64 // release id -> units released by it
 	Resv     map[string]*Reservation
 	ByReq    map[string]string // requestId -> reservation id
 	Users    map[string]int64  // user -> active + confirmed reservations
+}
+
+// LedgerBugs switch off checks of the ledger, so that the simulation can
+// show its checker catches each (simulations/protosim's negative controls).
+type LedgerBugs struct {
+	ReserveIgnoresHalted bool // reserve sells while halted or on an unreconciled primary
+	GrantSkipsFence      bool // apply_grant accepts an older agent's fence
+	ConfirmExpired       bool // confirm turns an expired reservation into a sale
+	ReleaseAnswersBefore bool // release answers the released_local it found, not the one it made
 }
 
 // NewLedger returns an empty ledger.
@@ -104,6 +146,12 @@ func (l *Ledger) Ceiling() int64 { return l.GrantedSeen - l.ReleasedLocal }
 // Available is what can still be reserved; never negative.
 func (l *Ledger) Available() int64 { return max(0, l.Ceiling()-l.Sold-l.Reserved) }
 
+// Stopped reports whether the region may not sell: halted by its agent, or
+// a primary the agent has not reconciled yet (once it ever set an epoch).
+func (l *Ledger) Stopped() bool {
+	return l.Halted || (l.Epoch > 0 && l.EpochPrimary != l.Primary)
+}
+
 func (l *Ledger) fence(f int64) error {
 	if f < l.Fence {
 		return ErrStaleFence
@@ -116,7 +164,7 @@ func (l *Ledger) fence(f int64) error {
 // GrantedSeen, so a stale or repeated grant never moves the ceiling wrongly.
 // It returns the GrantedSeen after the merge.
 func (l *Ledger) ApplyGrant(fence, granted int64) (int64, error) {
-	if err := l.fence(fence); err != nil {
+	if err := l.fence(fence); err != nil && !l.Bugs.GrantSkipsFence {
 		return l.GrantedSeen, err
 	}
 	l.GrantedSeen = max(l.GrantedSeen, granted)
@@ -127,9 +175,11 @@ func (l *Ledger) ApplyGrant(fence, granted int64) (int64, error) {
 // Available - keep), never negative. keep is the coordinator's floor for
 // the region, made from figures up to a report old: the region keeps it
 // whatever it sold since. A repeat of the same id returns the recorded m and
-// changes nothing. It returns m and the cumulative ReleasedLocal, which the
-// agent acknowledges to the coordinator.
-func (l *Ledger) Release(fence int64, id string, k, keep int64) (m, releasedLocal int64, err error) {
+// changes nothing. A new release runs only under the primary's epoch and
+// while the region is not stopped (ErrStaleEpoch, ErrHalted): counters that
+// may have lost writes cannot say what is unused. It returns m and the
+// cumulative ReleasedLocal, which the agent acknowledges to the coordinator.
+func (l *Ledger) Release(fence, epoch int64, id string, k, keep int64) (m, releasedLocal int64, err error) {
 	if k < 0 || keep < 0 {
 		return 0, l.ReleasedLocal, ErrNegative
 	}
@@ -139,9 +189,18 @@ func (l *Ledger) Release(fence int64, id string, k, keep int64) (m, releasedLoca
 	if got, ok := l.Releases[id]; ok {
 		return got, l.ReleasedLocal, nil
 	}
+	if l.Stopped() {
+		return 0, l.ReleasedLocal, ErrHalted
+	}
+	if epoch != l.Epoch {
+		return 0, l.ReleasedLocal, ErrStaleEpoch
+	}
 	m = max(0, min(k, l.Available()-keep))
 	l.ReleasedLocal += m
 	l.Releases[id] = m
+	if l.Bugs.ReleaseAnswersBefore {
+		return m, l.ReleasedLocal - m, nil
+	}
 	return m, l.ReleasedLocal, nil
 }
 
@@ -165,21 +224,60 @@ func (l *Ledger) SetHalted(fence int64, halted bool) error {
 	return nil
 }
 
+// SaleView is what the region's agent last learned of the other regions
+// (their sold and reserved) and the total, with when it wrote it (unix ms).
+type SaleView struct {
+	Total, OthersSold, OthersReserved, At int64
+}
+
+// SetView writes the sale view under the agent's fence, as set_view.lua.
+func (l *Ledger) SetView(fence int64, v SaleView) error {
+	if err := l.fence(fence); err != nil {
+		return err
+	}
+	l.View = v
+	return nil
+}
+
+// Resume ends a reconciliation: the region sells again under the new seller
+// epoch, on primary, the primary the agent read when it started to
+// reconcile; another one answers ErrNewPrimary and changes nothing (a
+// failover during the reconciliation). It max-merges granted as ApplyGrant
+// does, in the same step, so no grant lands on a primary not reconciled,
+// and returns GrantedSeen. The agent records the epoch in etcd
+// before it calls this, so the epoch never rolls back with lost writes.
+func (l *Ledger) Resume(fence, epoch int64, primary string, granted int64) (int64, error) {
+	if err := l.fence(fence); err != nil {
+		return l.GrantedSeen, err
+	}
+	if primary != l.Primary {
+		return l.GrantedSeen, ErrNewPrimary
+	}
+	l.Epoch, l.EpochPrimary, l.Halted = epoch, l.Primary, false
+	l.GrantedSeen = max(l.GrantedSeen, granted)
+	return l.GrantedSeen, nil
+}
+
 // Reserve reserves one unit for user under reservation id id, idempotent per
-// requestID. Checks run in this order, as in lib.lua's reserve_args:
-// duplicate request (the earlier reservation is returned and id is unused),
-// halted, per-user limit, stock, and last, only when a reservation would be
-// made, an id already in use (ErrResvExists, nothing changed).
+// requestID, for a seller that knows the seller epoch epoch. Checks run in
+// this order, as in lib.lua's reserve_args: duplicate request (the earlier
+// reservation is returned and id is unused), stopped (halted, or a primary
+// not reconciled yet), epoch, per-user limit, stock, and last, only when a
+// reservation would be made, an id already in use (ErrResvExists, nothing
+// changed).
 //
 // The id is the caller's: opaque and unique across regions (the seller
 // makes a ULID per request), so the ledger needs no sequence, and orders of
 // several regions merge without collision.
-func (l *Ledger) Reserve(id, user, requestID string, now, ttlMillis, perUserLimit int64) (Reservation, Outcome, error) {
+func (l *Ledger) Reserve(epoch int64, id, user, requestID string, now, ttlMillis, perUserLimit int64) (Reservation, Outcome, error) {
 	if old, ok := l.ByReq[requestID]; ok {
 		return *l.Resv[old], Duplicate, nil
 	}
-	if l.Halted {
+	if l.Stopped() && !l.Bugs.ReserveIgnoresHalted {
 		return Reservation{}, Halted, nil
+	}
+	if epoch != l.Epoch && !l.Bugs.ReserveIgnoresHalted {
+		return Reservation{}, StaleEpoch, nil
 	}
 	if l.Users[user] >= perUserLimit {
 		return Reservation{}, UserLimit, nil
@@ -214,6 +312,13 @@ func (l *Ledger) Confirm(id string) error {
 		l.Reserved--
 		l.Sold++
 		return nil
+	case Expired:
+		if l.Bugs.ConfirmExpired { // the unit went back to stock at expiry
+			r.State = Confirmed
+			l.Sold++
+			l.Users[r.User]++
+			return nil
+		}
 	}
 	return ErrNotActive
 }

@@ -1,6 +1,7 @@
 package regional
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -164,4 +165,123 @@ func TestAdmissionPerSaleAndRedis(t *testing.T) {
 		t.Fatal("sale b refused with Redis room")
 	}
 	s2.done(false, now)
+}
+
+// waitResult is what admission.wait answered.
+type waitResult struct {
+	s    *slot
+	hint time.Duration
+	ok   bool
+}
+
+func waitAsync(a *admission, ctx context.Context, sale string) <-chan waitResult {
+	c := make(chan waitResult, 1)
+	go func() {
+		s, h, ok := a.wait(ctx, sale)
+		c <- waitResult{s, h, ok}
+	}()
+	return c
+}
+
+// A request over the limit waits for a slot, in arrival order, in a
+// queue no longer than the limit; one that gives up is shed with a hint.
+func TestAdmissionWaitQueue(t *testing.T) {
+	// Queue: an hour, so that only a freed slot or the client ends a wait.
+	a := newAdmission(LimitConfig{Initial: 2, Min: 2, Max: 2, Target: time.Hour, Backoff: 0.5, Queue: time.Hour})
+	ctx := context.Background()
+	s0, _, ok0 := a.wait(ctx, "a")
+	s1, _, ok1 := a.wait(ctx, "a")
+	if !ok0 || !ok1 {
+		t.Fatal("refused under the limit")
+	}
+	first := waitAsync(a, ctx, "a")
+	waitFor(t, func() bool { return a.waiting() == 1 })
+	ctx2, leave := context.WithCancel(ctx)
+	second := waitAsync(a, ctx2, "a")
+	waitFor(t, func() bool { return a.waiting() == 2 })
+	// The queue is no longer than the limit (2): full.
+	if _, hint, ok := a.wait(ctx, "a"); ok || hint <= 0 {
+		t.Fatalf("a third over a full queue: admitted %v, hint %v; want shed with a hint", ok, hint)
+	}
+	s0.done(false, time.Now())
+	r := <-first
+	if !r.ok {
+		t.Fatal("the oldest waiter was not admitted when the slot was given back")
+	}
+	select {
+	case r2 := <-second:
+		t.Fatalf("the second waiter answered %+v while the slot was held", r2)
+	default:
+	}
+	leave()
+	if r2 := <-second; r2.ok || r2.hint <= 0 {
+		t.Fatalf("a waiter whose client left: admitted %v, hint %v; want shed with a hint", r2.ok, r2.hint)
+	}
+	if a.waiting() != 0 {
+		t.Fatalf("%d still queued", a.waiting())
+	}
+	r.s.cancel()
+	s1.done(false, time.Now())
+	if a.redis.InFlight() != 0 || a.sale("a").InFlight() != 0 {
+		t.Fatalf("in flight redis %d sale %d after every slot was given back", a.redis.InFlight(), a.sale("a").InFlight())
+	}
+}
+
+// Queue 0 sheds at once, as before the queue.
+func TestAdmissionNoQueueShedsAtOnce(t *testing.T) {
+	a := newAdmission(LimitConfig{Initial: 1, Min: 1, Max: 1, Target: time.Hour, Backoff: 0.5})
+	if _, _, ok := a.wait(context.Background(), "a"); !ok {
+		t.Fatal("refused under the limit")
+	}
+	if _, hint, ok := a.wait(context.Background(), "a"); ok || hint <= 0 {
+		t.Fatalf("over the limit with no queue: admitted %v, hint %v", ok, hint)
+	}
+}
+
+// A waiter that gives up just as a slot's wake-up reached it passes the
+// wake-up on: a freed slot is never left unused while others wait.
+func TestAdmissionLeavePassesWakeOn(t *testing.T) {
+	a := newAdmission(LimitConfig{Initial: 1, Min: 1, Max: 1, Target: time.Hour, Backoff: 0.5, Queue: time.Hour})
+	c1, c2 := make(chan struct{}, 1), make(chan struct{}, 1)
+	a.queue = append(a.queue, c1, c2)
+	a.wake() // c1's turn, which c1 will not take
+	a.leave(c1)
+	select {
+	case <-c2:
+	default:
+		t.Fatal("the next waiter was not woken")
+	}
+	if a.waiting() != 0 {
+		t.Fatalf("%d still queued", a.waiting())
+	}
+}
+
+// The hint's rate rises at once to a faster window and falls slowly, and
+// only when the seller was saturated.
+func TestRetryHintRateRisesFastFallsSlowly(t *testing.T) {
+	h := newRetryHint(50*time.Millisecond, 5*time.Second, 250*time.Millisecond)
+	now := time.Unix(1000, 0)
+	window := func(admits int, saturated bool) {
+		for range admits {
+			h.admitted(now)
+		}
+		if saturated {
+			h.queued(now)
+		}
+		now = now.Add(250 * time.Millisecond)
+		h.admitted(now) // rolls the window
+	}
+	h.admitted(now)
+	window(1000, false) // 4,000/s while not saturated: a lower bound, taken
+	if h.rate < 3999 || h.rate > 4005 {
+		t.Fatalf("rate %.0f, want 4,000/s", h.rate)
+	}
+	window(100, false) // slow but not saturated: says nothing of capacity
+	if h.rate < 3999 {
+		t.Fatalf("rate %.0f fell on an unsaturated window", h.rate)
+	}
+	window(100, true) // a surge's slow window: an eighth of the way down
+	if h.rate < 3400 || h.rate > 3600 {
+		t.Fatalf("rate %.0f after one slow saturated window, want about 3,550/s", h.rate)
+	}
 }

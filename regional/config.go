@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"flashsale/quota/layout"
+	"flashsale/regional/gossip"
+	"flashsale/regional/redisstore"
 )
 
 // Config is one seller's configuration. Start from DefaultConfig or
@@ -23,6 +25,15 @@ type Config struct {
 	// RedisAddr is the region's Redis, dialled by cmd/flashsale. The Server
 	// itself uses the client handed to it in Deps.
 	RedisAddr string
+	// RedisSentinels and RedisMasterName, when set, name a replicated
+	// Redis under Sentinel instead of RedisAddr: cmd/flashsale dials it
+	// with go-redis's failover client (redisstore.Conn).
+	RedisSentinels  []string
+	RedisMasterName string
+	// Durability is when a write counts as done (DESIGN I4): fsync (the
+	// default), wait (WAIT on replicas) or both; readiness checks that
+	// Redis runs accordingly.
+	Durability redisstore.Durability
 	// Regions maps other regions' names to their shopper base URLs
 	// (scheme://host[:port], no trailing slash), for the 307 redirect of a
 	// user whose home is elsewhere.
@@ -63,8 +74,14 @@ type Config struct {
 	BatchReserve bool
 	// RefreshInterval is how often each sale's counters are read, so a
 	// sold-out flag learned from a script answer is cleared once stock
-	// returns (a larger grant, a cancel, an expiry).
+	// returns (a larger grant, a cancel, an expiry). With Gossip, every
+	// seller's read reaches the others, so this is a safety net (1 s).
 	RefreshInterval time.Duration
+	// Gossip makes the region's sellers one memberlist cluster
+	// (regional/gossip; Region and Role are filled in): sale state spreads
+	// between them and the per-user and per-IP limits hold per region. Nil
+	// runs the seller alone.
+	Gossip *gossip.Config
 	// QuotaWait is how long a buy that finds this region dry while the
 	// sale has stock (quota_pending) is held for quota to arrive before it
 	// is answered 503; a grant published by the agent ends the wait at
@@ -166,6 +183,19 @@ func DevConfig() Config {
 	return c
 }
 
+// redisConn is how cmd/flashsale reaches the region's Redis.
+func (c *Config) redisConn() redisstore.Conn {
+	return redisstore.Conn{Addr: c.RedisAddr, Sentinels: c.RedisSentinels, MasterName: c.RedisMasterName}
+}
+
+// RedisConn is how the region's Redis is reached, with password (from the
+// environment, never the config file).
+func (c *Config) RedisConn(password string) redisstore.Conn {
+	rc := c.redisConn()
+	rc.Password = password
+	return rc
+}
+
 // Validate names the first bad field.
 func (c *Config) Validate() error {
 	switch {
@@ -173,10 +203,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("regional config: Region %q: want 1-64 characters of [a-z0-9_-]", c.Region)
 	case c.MaxBodyBytes < 256:
 		return fmt.Errorf("regional config: MaxBodyBytes %d: want at least 256", c.MaxBodyBytes)
+	case c.Durability.Validate() != nil:
+		return fmt.Errorf("regional config: %w", c.Durability.Validate())
+	case c.redisConn().Validate() != nil:
+		return fmt.Errorf("regional config: %w", c.redisConn().Validate())
 	case c.RedisTimeout <= 0:
 		return fmt.Errorf("regional config: RedisTimeout %v: want > 0", c.RedisTimeout)
 	case c.Admission != (LimitConfig{}) && !c.Admission.valid():
-		return fmt.Errorf("regional config: Admission %+v: want 1 <= Min <= Initial <= Max, Target > 0, 0 < Backoff < 1", c.Admission)
+		return fmt.Errorf("regional config: Admission %+v: want 1 <= Min <= Initial <= Max, Target > 0, 0 < Backoff < 1, Queue >= 0", c.Admission)
 	case c.RefreshInterval <= 0:
 		return fmt.Errorf("regional config: RefreshInterval %v: want > 0", c.RefreshInterval)
 	case c.QuotaWait < 0 || c.QuotaWait > maxQuotaWait:

@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"flashsale/quota/layout"
+	"flashsale/regional/redisstore"
 )
 
 // FileConfig is the config file of `flashsale regional`, YAML or JSON (JSON
@@ -25,7 +26,8 @@ import (
 //
 //	region: eu
 //	listen: 0.0.0.0:8080
-//	redis: 127.0.0.1:6379
+//	redis: 127.0.0.1:6379     # or, replicated: sentinel: {addrs: [h1:26379, h2:26379, h3:26379], masterName: eu}
+//	durability: {mode: fsync} # or wait (replicas: 1, waitTimeout: 50ms), or wait+fsync
 //	regions: {us: "https://us.shop.example"}
 //	identity: {hs256SecretFile: /etc/flashsale/jwt.key}
 //	sales:
@@ -37,12 +39,28 @@ type FileConfig struct {
 	Region              string            `yaml:"region"`
 	Listen              string            `yaml:"listen"`
 	Redis               string            `yaml:"redis"`
+	Sentinel            FileSentinel      `yaml:"sentinel"`
+	Durability          FileDurability    `yaml:"durability"`
 	Regions             map[string]string `yaml:"regions"`
 	AllowWeakDurability *bool             `yaml:"allowWeakDurability"`
 	Identity            FileIdentity      `yaml:"identity"`
 	RateLimit           FileRateLimit     `yaml:"rateLimit"`
 	RedisTimeout        string            `yaml:"redisTimeout"`
 	Sales               []FileSale        `yaml:"sales"`
+}
+
+// FileSentinel names a replicated Redis under Sentinel (instead of redis).
+type FileSentinel struct {
+	Addrs      []string `yaml:"addrs"`
+	MasterName string   `yaml:"masterName"`
+}
+
+// FileDurability is Config.Durability: mode fsync, wait or wait+fsync;
+// replicas and waitTimeout for the wait modes.
+type FileDurability struct {
+	Mode        string `yaml:"mode"`
+	Replicas    int    `yaml:"replicas"`
+	WaitTimeout string `yaml:"waitTimeout"`
 }
 
 // FileIdentity holds the token keys. Secrets are better kept in files (or
@@ -131,6 +149,21 @@ func (f *FileConfig) Config() (Config, error) {
 	}
 	if f.Redis != "" {
 		c.RedisAddr = f.Redis
+	}
+	if len(f.Sentinel.Addrs) > 0 || f.Sentinel.MasterName != "" {
+		c.RedisSentinels, c.RedisMasterName = f.Sentinel.Addrs, f.Sentinel.MasterName
+	}
+	if f.Durability != (FileDurability{}) {
+		mode, err := redisstore.ParseDurabilityMode(f.Durability.Mode)
+		if err != nil {
+			return c, err
+		}
+		c.Durability = redisstore.Durability{Mode: mode, Replicas: f.Durability.Replicas}
+		if f.Durability.WaitTimeout != "" {
+			if c.Durability.WaitTimeout, err = time.ParseDuration(f.Durability.WaitTimeout); err != nil {
+				return c, fmt.Errorf("durability.waitTimeout %q: %w", f.Durability.WaitTimeout, err)
+			}
+		}
 	}
 	if len(f.Regions) > 0 {
 		c.Regions = map[string]string{}

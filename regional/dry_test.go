@@ -3,12 +3,14 @@ package regional
 import (
 	"context"
 	"encoding/json"
-	"flashsale/quota/layout"
-	"flashsale/regional/redisstore"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"flashsale/quota/layout"
+	"flashsale/regional/redisstore"
 )
 
 // retryHint decodes an error body's retryAfterMs.
@@ -229,4 +231,51 @@ func TestQuotaHold(t *testing.T) {
 			t.Fatal("held with QuotaWait 0")
 		}
 	})
+}
+
+// TestQuotaHoldCountsInFlight: a buy held for quota holds its admission
+// slot (issue 14: held buys are work in flight), so a burst on a dry
+// region is bounded by the limit: with a limit of 2 and two buys held, a
+// third is shed at once (503 overloaded) rather than held too.
+func TestQuotaHoldCountsInFlight(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.StaticGrants[testSale] = 1
+		c.RefreshInterval = time.Hour
+		c.QuotaWait = maxQuotaWait
+		c.Admission = LimitConfig{Initial: 2, Min: 2, Max: 2, Target: time.Hour, Backoff: 0.5}
+	})
+	// Held until their clients leave, so that the test does not race the
+	// clock (Validate caps QuotaWait; the handler reads the field).
+	e.srv.cfg.QuotaWait = time.Hour
+	ctx := context.Background()
+	if err := e.srv.Store().SetSaleView(ctx, testSale, 1, redisstore.SaleView{Total: 100, At: e.clock.Now().UnixMilli()}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.buy("alice", "a1"), http.StatusCreated, "")
+	e.srv.refreshAll(ctx)
+	sale := e.srv.Sales().Get(testSale)
+	if p := sale.Phase(e.clock.Now()); p != PhaseQuotaPending {
+		t.Fatalf("phase %v after the region's only unit was reserved: want quota pending", p)
+	}
+	hctx, leave := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, u := range []string{"bob", "carol"} {
+		wg.Go(func() {
+			_, _ = e.try(hctx, "POST", "/v1/flash-sale/buy", token(t, testSecret, u, "eu", e.clock.Now().Add(time.Hour)),
+				map[string]string{"itemId": testSale, "requestId": u + "1"})
+		})
+	}
+	waitFor(t, func() bool { return e.srv.adm.redis.InFlight() == 2 })
+	// Bounded, so that a third buy held as well fails rather than hangs.
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	a, err := e.try(dctx, "POST", "/v1/flash-sale/buy", token(t, testSecret, "dave", "eu", e.clock.Now().Add(time.Hour)),
+		map[string]string{"itemId": testSale, "requestId": "d1"})
+	if err != nil {
+		t.Fatalf("dave was held beyond the limit of 2: %v", err)
+	}
+	expect(t, a, http.StatusServiceUnavailable, CodeOverloaded)
+	leave()
+	wg.Wait()
+	waitFor(t, func() bool { return e.srv.adm.redis.InFlight() == 0 })
 }

@@ -7,13 +7,15 @@ import (
 )
 
 type metrics struct {
-	requests    *prometheus.CounterVec   // route, outcome
-	latency     *prometheus.HistogramVec // route
-	remaining   *prometheus.GaugeVec     // sale
-	expired     *prometheus.CounterVec   // sale
-	storeErrors *prometheus.CounterVec   // op
-	holds       *prometheus.CounterVec   // result
-	ready       prometheus.Gauge
+	requests      *prometheus.CounterVec   // route, outcome
+	latency       *prometheus.HistogramVec // route
+	remaining     *prometheus.GaugeVec     // sale
+	expired       *prometheus.CounterVec   // sale
+	storeErrors   *prometheus.CounterVec   // op
+	holds         *prometheus.CounterVec   // result
+	ready         prometheus.Gauge
+	sellers       prometheus.Gauge   // live sellers of the region (gossip)
+	gossipApplied prometheus.Counter // stock reads of other sellers applied
 }
 
 func newMetrics(reg prometheus.Registerer, region string) (*metrics, error) {
@@ -49,8 +51,16 @@ func newMetrics(reg prometheus.Registerer, region string) (*metrics, error) {
 			Namespace: "flashsale", Subsystem: "seller", Name: "ready", ConstLabels: labels,
 			Help: "1 while Redis is reachable, the scripts are loaded and durability holds (appendfsync always).",
 		}),
+		sellers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "flashsale", Subsystem: "seller", Name: "region_sellers", ConstLabels: labels,
+			Help: "Live sellers of the region as gossip membership sees them (1 without gossip); each enforces 1/n of the per-user and per-IP limits.",
+		}),
+		gossipApplied: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "flashsale", Subsystem: "seller", Name: "gossip_stock_applied_total", ConstLabels: labels,
+			Help: "Stock reads published by other sellers of the region and applied here (newer than this seller's own last read).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.latency, m.remaining, m.expired, m.storeErrors, m.holds, m.ready} {
+	for _, c := range []prometheus.Collector{m.requests, m.latency, m.remaining, m.expired, m.storeErrors, m.holds, m.ready, m.sellers, m.gossipApplied} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register seller metrics for region %s: %w", region, err)
 		}
@@ -69,11 +79,15 @@ func (m *metrics) registerAdmission(reg prometheus.Registerer, region string, a 
 		}, func() float64 { return float64(a.redis.Limit()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "flashsale", Subsystem: "seller", Name: "admission_in_flight", ConstLabels: labels,
-			Help: "Requests admitted to Redis work and not yet answered (queued in the Batcher included).",
+			Help: "Requests admitted to Redis work and not yet answered (queued in the Batcher and held for quota included).",
 		}, func() float64 { return float64(a.redis.InFlight()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "flashsale", Subsystem: "seller", Name: "admission_waiting", ConstLabels: labels,
+			Help: "Requests waiting for an admission slot (at most the limit, each at most LimitConfig.Queue).",
+		}, func() float64 { return float64(a.waiting()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "flashsale", Subsystem: "seller", Name: "admission_retry_hint_seconds", ConstLabels: labels,
-			Help: "The retry hint given to shed requests now (it follows the shed/admitted ratio).",
+			Help: "The retry hint a request shed now would be told: the tail of the virtual queue of shed requests.",
 		}, func() float64 { return a.hint.current().Seconds() }),
 	} {
 		if err := reg.Register(c); err != nil {

@@ -193,3 +193,61 @@ func TestRequestOutcome(t *testing.T) {
 }
 
 func isErr(err, target error) bool { return err != nil && errors.Is(err, target) }
+
+// TestShedBeforeVerify: while every Redis slot is taken and there is no
+// room to wait, a buy is shed before its token is verified (the costly
+// part of a refusal): a forged token hears 503 overloaded, and 401 once
+// a slot is free. The shed buy still counts as demand.
+func TestShedBeforeVerify(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.Admission = LimitConfig{Initial: 1, Min: 1, Max: 1, Target: time.Hour, Backoff: 0.5}
+	})
+	forged := token(t, []byte(strings.Repeat("x", 32)), "mallory", "eu", e.clock.Now().Add(time.Hour))
+	body := map[string]string{"itemId": testSale, "requestId": "m1"}
+	held, _, ok := e.srv.adm.enter(testSale, time.Now())
+	if !ok {
+		t.Fatal("the only slot was not free")
+	}
+	before := e.attempts()
+	a, err := e.try(context.Background(), "POST", "/v1/flash-sale/buy", forged, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, a, http.StatusServiceUnavailable, CodeOverloaded)
+	if a.retryHint(t) <= 0 {
+		t.Fatalf("shed without a retry hint: %s", a.body)
+	}
+	held.done(false, time.Now())
+	a, err = e.try(context.Background(), "POST", "/v1/flash-sale/buy", forged, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.status != http.StatusUnauthorized {
+		t.Fatalf("forged token with a free slot: %d %s, want 401", a.status, a.body)
+	}
+	if got := e.attempts() - before; got < 1 {
+		t.Fatalf("demand counted %d for the shed buy, want it counted", got)
+	}
+}
+
+// TestReadinessHoldsThroughSlowChecks: a readiness check that only times
+// out (Redis paused, as overloaded) does not turn a ready seller not
+// ready at once, which would answer every buy not_ready; maxSlowChecks
+// slow passes in a row do, and a check that answers makes it ready again.
+func TestReadinessHoldsThroughSlowChecks(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.RedisTimeout = 300 * time.Millisecond })
+	if !e.srv.CheckReady(context.Background()).Ready {
+		t.Fatal("not ready before Redis was paused")
+	}
+	e.redis.Pause()
+	rd := e.srv.CheckReady(context.Background())
+	if !rd.Ready || !strings.HasPrefix(rd.Redis, "slow") {
+		e.redis.Resume()
+		t.Fatalf("one slow check: %+v; want still ready, Redis slow", rd)
+	}
+	// The health loop keeps checking: after maxSlowChecks slow passes the
+	// seller is not ready.
+	waitFor(t, func() bool { return !e.srv.LastReadiness().Ready })
+	e.redis.Resume()
+	waitFor(t, func() bool { return e.srv.LastReadiness().Ready })
+}

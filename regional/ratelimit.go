@@ -3,6 +3,7 @@ package regional
 import (
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -10,8 +11,12 @@ import (
 // a bucket once it would be full again, so memory follows the number of
 // keys active within burst/rate, not every key ever seen.
 type limiter struct {
-	rate   float64 // tokens per second; 0 disables the limiter
-	burst  float64
+	rate  float64 // tokens per second; 0 disables the limiter
+	burst float64
+	// share divides rate and burst among the region's live sellers
+	// (setShare), so that the limit holds per region: a client spraying
+	// every seller gets the configured rate in all.
+	share  atomic.Int64
 	idle   time.Duration // a bucket untouched this long is full again
 	seed   maphash.Seed
 	shards [64]limShard
@@ -55,16 +60,18 @@ func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
 	sh := &l.shards[maphash.String(l.seed, key)%uint64(len(l.shards))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	n := float64(max(1, l.share.Load()))
+	rate, burst := l.rate/n, max(1, l.burst/n)
 	ns := now.UnixNano()
 	b, ok := sh.m[key]
 	if !ok {
 		if len(sh.m) >= sh.sweepAt {
 			sh.sweep(ns, l.idle)
 		}
-		b = bucket{tokens: l.burst, last: ns}
+		b = bucket{tokens: burst, last: ns}
 	}
 	if elapsed := ns - b.last; elapsed > 0 {
-		b.tokens = min(l.burst, b.tokens+float64(elapsed)/1e9*l.rate)
+		b.tokens = min(burst, b.tokens+float64(elapsed)/1e9*rate)
 		b.last = ns
 	}
 	allowed := b.tokens >= 1
@@ -75,7 +82,7 @@ func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
 	if allowed {
 		return true, 0
 	}
-	return false, time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
+	return false, time.Duration((1 - b.tokens) / rate * float64(time.Second))
 }
 
 // sweep drops buckets that have refilled; the next sweep waits until the
@@ -98,4 +105,13 @@ func (l *limiter) size() int {
 		l.shards[i].mu.Unlock()
 	}
 	return n
+}
+
+// setShare makes this seller enforce 1/n of the limit: n is the number of
+// live sellers in the region (gossip membership). The buckets keep their
+// tokens; the new rate applies from the next request.
+func (l *limiter) setShare(n int) {
+	if l != nil {
+		l.share.Store(int64(max(1, n)))
+	}
 }

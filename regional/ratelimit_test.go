@@ -52,3 +52,42 @@ func TestLimiterForgets(t *testing.T) {
 		t.Fatalf("limiter holds %d buckets after %d keys, most of them idle", n, keys)
 	}
 }
+
+// TestLimiterShare: with n live sellers each enforces 1/n of the rate
+// and burst, so a client spraying all of them gets the configured limit
+// in all, and one sticking to a single seller gets 1/n of it.
+func TestLimiterShare(t *testing.T) {
+	const rate, burst, secs = 10, 10, 10
+	sellers := []*limiter{newLimiter(rate, burst), newLimiter(rate, burst)}
+	for _, l := range sellers {
+		l.setShare(len(sellers))
+	}
+	t0 := time.Unix(1000, 0)
+	// One request every millisecond for secs seconds, round-robin over
+	// the sellers (spraying) or always to the first (sticking).
+	count := func(spray bool, key string) int {
+		n := 0
+		for i := range secs * 1000 {
+			l := sellers[0]
+			if spray {
+				l = sellers[i%len(sellers)]
+			}
+			if ok, _ := l.allow(key, t0.Add(time.Duration(i)*time.Millisecond)); ok {
+				n++
+			}
+		}
+		return n
+	}
+	// burst up front, then the rate: burst + rate*secs in all.
+	if got, want := count(true, "sprayer"), burst+rate*secs; got < want-2 || got > want {
+		t.Fatalf("spraying both sellers: %d allowed, want about %d", got, want)
+	}
+	if got, want := count(false, "sticker"), (burst+rate*secs)/2; got < want-2 || got > want {
+		t.Fatalf("sticking to one seller: %d allowed, want about %d", got, want)
+	}
+	// A seller leaves: the one left enforces the whole limit.
+	sellers[0].setShare(1)
+	if got, want := count(false, "after"), burst+rate*secs; got < want-2 || got > want {
+		t.Fatalf("alone: %d allowed, want about %d", got, want)
+	}
+}

@@ -282,17 +282,40 @@ func (s *Sale) woken() <-chan struct{} {
 // observe applies counters and view read from Redis. marksBefore is
 // marksNow() taken before the read started: if a script answered sold-out
 // since, the read may predate that answer and must not clear the flag.
-func (s *Sale) observe(st redisstore.Stock, marksBefore int64) {
+//
+// A read older than the one applied (by Redis' clock, ReadAt: a gossiped
+// read can arrive after this seller's own newer one) is ignored; observe
+// reports whether st was applied.
+func (s *Sale) observe(st redisstore.Stock, marksBefore int64) bool {
+	for {
+		old := s.stock.Load()
+		if old != nil && st.ReadAt != 0 && st.ReadAt < old.ReadAt {
+			return false
+		}
+		if s.stock.CompareAndSwap(old, &st) {
+			break
+		}
+	}
 	s.halted.Store(st.Counters.Halted)
-	s.stock.Store(&st)
 	if st.Counters.Available() <= 0 {
 		s.dry.Store(true)
 	} else if s.marks.Load() == marksBefore {
 		s.setAvailable()
 	}
+	return true
 }
 
 func (s *Sale) marksNow() int64 { return s.marks.Load() }
+
+// Epoch is the seller epoch of the last counters read (0 before the
+// first): every reserve passes it, and the script refuses another
+// (DESIGN §4.5).
+func (s *Sale) Epoch() int64 {
+	if st := s.stock.Load(); st != nil {
+		return st.Counters.Epoch
+	}
+	return 0
+}
 
 // checkSpec validates a spec and fills its defaults in place.
 func checkSpec(spec *layout.SaleSpec) error {

@@ -11,15 +11,22 @@ import (
 )
 
 // enterRedis is the admission step (issue 14): a slot of the sale's and
-// the Redis limit (only Redis's for sale ""), or 503 overloaded at once,
-// before any Redis work, with a retry hint that follows the load.
-func (s *Server) enterRedis(sale string) (*slot, reply, bool) {
-	sl, wait, ok := s.adm.enter(sale, time.Now())
+// the Redis limit (only Redis's for sale ""), waited for briefly in a
+// bounded queue (admission.wait), or 503 overloaded, before any Redis
+// work, with a retry hint that follows the load. ctx is the client's: one
+// that went away is not waited for.
+func (s *Server) enterRedis(ctx context.Context, sale string) (*slot, reply, bool) {
+	sl, wait, ok := s.adm.wait(ctx, sale)
 	if !ok {
-		return nil, fail(http.StatusServiceUnavailable, CodeOverloaded,
-			"this region is at capacity: nothing was done; retry after retryAfterMs (the same requestId is safe)").after(wait), false
+		return nil, s.overloaded(wait), false
 	}
 	return sl, reply{}, true
+}
+
+// overloaded is the answer of a shed request: nothing was done.
+func (s *Server) overloaded(wait time.Duration) reply {
+	return fail(http.StatusServiceUnavailable, CodeOverloaded,
+		"this region is at capacity: nothing was done; retry after retryAfterMs (the same requestId is safe)").after(wait)
 }
 
 // reserveFailed maps a failed reserve call to its answer. The buyer must
@@ -80,7 +87,7 @@ func (s *Server) requestOutcome(_ http.ResponseWriter, r *http.Request) reply {
 	if rep, ok := s.admit(r, p.User, s.cfg.now()); !ok {
 		return rep
 	}
-	slot, rep, ok := s.enterRedis("")
+	slot, rep, ok := s.enterRedis(r.Context(), "")
 	if !ok {
 		return rep
 	}

@@ -51,6 +51,9 @@ type StatusJSON struct {
 	ServerTime      time.Time `json:"serverTime"`
 	Identity        string    `json:"identity"`
 	Warning         string    `json:"warning,omitempty"`
+	// Sellers is the number of live sellers of this region (gossip
+	// membership; 1 for a seller running alone).
+	Sellers int `json:"sellers"`
 }
 
 const insecureWarning = "INSECURE DEV IDENTITY: this server believes any userId it is sent; never use it for a real sale"
@@ -98,6 +101,17 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 	if sale != nil {
 		phase = sale.Phase(now)
 	}
+	if (phase == PhaseOpen || phase == PhaseQuotaPending) && s.adm.saturated() {
+		// Shed before the token is verified: with every Redis slot taken
+		// and the queue full this buy could only be shed after that work,
+		// which under a surge is much of the seller's CPU spent on answers
+		// that change nothing. It is still demand. A buyer of another
+		// region is shed here like the others (its retry is sent home),
+		// and a bad token hears overloaded before it hears 401: nothing
+		// was done either way.
+		s.demand.Count(in.ItemID)
+		return s.overloaded(s.adm.hint.shedNow(time.Now()))
+	}
 	// Only an open sale goes on to Redis: any other answer comes from
 	// memory, is public and changes nothing, so the token is only peeked
 	// at (for the home region: other regions' buyers are still sent home)
@@ -116,6 +130,17 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 		// and buyers told to wait for quota are where quota must go.
 		s.demand.Count(in.ItemID)
 	}
+	// Admission comes before the hold for quota: a held buy counts as
+	// work in flight (issue 14), so a burst on a dry region is bounded by
+	// the limit, not by the number of connections, and the buys released
+	// together when quota arrives are the ones the limit can serve.
+	var slot *slot
+	if phase == PhaseOpen || phase == PhaseQuotaPending {
+		if slot, rep, ok = s.enterRedis(r.Context(), in.ItemID); !ok {
+			return rep
+		}
+		defer slot.cancel() // every answer below that did no script call
+	}
 	held := false
 	if phase == PhaseQuotaPending {
 		held = true
@@ -128,6 +153,9 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 				}
 			}
 		}
+		// The limiter learns from the script call alone, not from the
+		// hold (a held request is slow on purpose, not because Redis is).
+		slot.restart(time.Now())
 	}
 	if rep, ok := phaseReply(in.ItemID, phase, spec.StartsAt, now); !ok {
 		return rep
@@ -136,10 +164,6 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 		return rep
 	}
 
-	slot, rep, ok := s.enterRedis(in.ItemID)
-	if !ok {
-		return rep
-	}
 	// The request's deadline travels into the Batcher: a request still
 	// queued when it passes, or whose client went away, is dropped
 	// unsent, so no unit is held behind a failure answer. A script call
@@ -149,19 +173,22 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 	defer cancel()
 	req := redisstore.ReserveRequest{User: p.User, RequestID: in.RequestID, Now: now, TTL: spec.ReservationTTL, PerUserLimit: spec.PerUserLimit}
 	res, err := s.reserveIn(ctx, sale, in.ItemID, req)
-	// The limiter learns from the script call alone, not from the hold
-	// below (a held request is slow on purpose, not because Redis is).
-	slot.done(err != nil, time.Now())
-	if err == nil && res.Outcome == quota.SoldOut && !held && sale.DryPhase() == PhaseQuotaPending && s.holdForQuota(r.Context(), sale) {
-		// One more try now that quota arrived: the script's answer, not
-		// memory, decides whether it did. A fresh deadline: the hold used
-		// part of the first; it travels into the Batcher as the first did.
+	if err == nil && res.Outcome == quota.SoldOut && !held && sale.DryPhase() == PhaseQuotaPending {
+		// Held once more, in its slot, now that this region turned out
+		// dry; then one more try if quota arrived: the script's answer,
+		// not memory, decides whether it did. The first call's sample is
+		// not taken (the slot is still held); the second's is.
+		if !s.holdForQuota(r.Context(), sale) {
+			return dryReply(in.ItemID, sale.DryPhase())
+		}
 		cancel()
-		ctx, cancel = context.WithTimeout(r.Context(), s.cfg.RedisTimeout)
+		slot.restart(time.Now())
+		ctx, cancel = context.WithDeadline(r.Context(), slot.start.Add(s.cfg.RedisTimeout))
 		defer cancel()
 		req.Now = s.cfg.now()
 		res, err = s.reserveIn(ctx, sale, in.ItemID, req)
 	}
+	slot.done(err != nil, time.Now())
 	if err != nil {
 		return s.reserveFailed(in.ItemID, p.User, err)
 	}
@@ -182,6 +209,11 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 	case quota.Halted:
 		sale.halted.Store(true)
 		return fail(http.StatusServiceUnavailable, CodeHalted, "sale %s is halted in this region while it reconciles", in.ItemID).after(time.Second)
+	case quota.StaleEpoch:
+		// The agent reconciled and moved the seller epoch (DESIGN §4.5):
+		// re-read the counters, which carry the new one, and let the buyer retry.
+		s.kickRefresh()
+		return fail(http.StatusServiceUnavailable, CodeHalted, "sale %s changed its seller epoch in this region: retry", in.ItemID).after(250 * time.Millisecond)
 	}
 	return fail(http.StatusInternalServerError, CodeUnavailable, "unexpected outcome %v", res.Outcome)
 }
@@ -190,6 +222,7 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 // only: the sale is marked dry (DryPhase then says why) and the counters
 // are read again at once.
 func (s *Server) reserveIn(ctx context.Context, sale *Sale, item string, req redisstore.ReserveRequest) (redisstore.ReserveResult, error) {
+	req.Epoch = sale.Epoch()
 	res, err := s.reserve.Reserve(ctx, item, req)
 	if err == nil && res.Outcome == quota.SoldOut {
 		sale.MarkDry()
@@ -290,7 +323,7 @@ func (s *Server) status(_ http.ResponseWriter, r *http.Request) reply {
 		ItemID: id, Region: s.cfg.Region, State: sale.Phase(now).String(),
 		Remaining: sale.SaleRemaining(), RegionRemaining: sale.Remaining(),
 		Total: spec.Total, PerUserLimit: spec.PerUserLimit, StartsAt: spec.StartsAt.UTC(), EndsAt: spec.EndsAt.UTC(),
-		ServerTime: now.UTC(), Identity: s.ident.Mode(),
+		ServerTime: now.UTC(), Identity: s.ident.Mode(), Sellers: s.liveSellers(),
 	}
 	if st.Identity == (InsecureDevIdentity{}).Mode() {
 		st.Warning = insecureWarning
@@ -358,7 +391,7 @@ func (s *Server) ownReservation(w http.ResponseWriter, r *http.Request) (*finish
 	if rep, ok := s.admit(r, p.User, now); !ok {
 		return nil, rep, false
 	}
-	sl, rep, ok := s.enterRedis("")
+	sl, rep, ok := s.enterRedis(r.Context(), "")
 	if !ok {
 		return nil, rep, false
 	}

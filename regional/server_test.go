@@ -607,13 +607,28 @@ func TestNotStartedNoRedisIO(t *testing.T) {
 	}
 	expect(t, e.do("POST", "/v1/flash-sale/buy", tok, `{"itemId":"over","requestId":"r1"}`), http.StatusGone, CodeSaleEnded)
 	// An open sale needs Redis: a dead one is a 503, never a guess.
-	e.srv.CheckReady(context.Background())
+	e.notReady(t)
 	expect(t, e.buy("alice", "r2"), http.StatusServiceUnavailable, CodeNotReady)
 	// The clock reaches the start: the sale opens (Redis permitting).
 	clock.Advance(90 * time.Second)
 	e.redis.Restart()
 	e.srv.CheckReady(context.Background())
 	expect(t, e.do("POST", "/v1/flash-sale/buy", tok, `{"itemId":"later","requestId":"r3"}`), http.StatusGone, CodeSoldOut)
+}
+
+// notReady runs readiness passes with Redis down until the seller is not
+// ready: a pass whose check timed out (go-redis retrying its dials to a
+// dead server can take the whole deadline) holds readiness for
+// maxSlowChecks passes, as a slow Redis does; one more must drop it.
+func (e *testEnv) notReady(t *testing.T) {
+	t.Helper()
+	for range maxSlowChecks + 1 {
+		e.srv.CheckReady(context.Background())
+		if !e.srv.ready.Load() {
+			return
+		}
+	}
+	t.Fatalf("still ready after %d readiness passes with Redis down", maxSlowChecks+1)
 }
 
 // TestReadyz: ready with appendfsync always; not ready (and not selling)
@@ -641,7 +656,7 @@ func TestReadyz(t *testing.T) {
 			t.Fatalf("scripts loaded %v (%v) after the maintenance pass", ok, err)
 		}
 		e.redis.Kill()
-		e.srv.CheckReady(ctx)
+		e.notReady(t)
 		expect(t, e.do("GET", "/readyz", "", nil), http.StatusServiceUnavailable, "")
 		if metric(t, e.reg, "flashsale_seller_ready", nil) != 0 {
 			t.Fatal("ready gauge still 1 with Redis down")

@@ -40,10 +40,11 @@ func TestAgainstDevStack(t *testing.T) {
 		return out
 	}
 	type region struct {
-		Region    string `json:"region"`
-		Net       string `json:"net"`
-		Fresh     bool   `json:"fresh"`
-		Available string `json:"available"`
+		Region    string   `json:"region"`
+		Net       string   `json:"net"`
+		Fresh     bool     `json:"fresh"`
+		Available string   `json:"available"`
+		Sellers   []string `json:"sellers"`
 	}
 	status := func() (regs map[string]region, unallocated string) {
 		var st struct {
@@ -62,7 +63,10 @@ func TestAgainstDevStack(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		regs, _ := status()
-		if regs["us"].Fresh && regs["eu"].Fresh && regs["ap"].Fresh && regs["ap"].Net != "0" && regs["ap"].Net != "" {
+		// Each region's one seller, as its agent's gossip membership saw
+		// it, reaches the status through the region info in etcd.
+		if regs["us"].Fresh && regs["eu"].Fresh && regs["ap"].Fresh && regs["ap"].Net != "0" && regs["ap"].Net != "" &&
+			len(regs["us"].Sellers) == 1 && len(regs["eu"].Sellers) == 1 && len(regs["ap"].Sellers) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -71,6 +75,9 @@ func TestAgainstDevStack(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	if table := must("status", "demo"); !strings.Contains(table, "SELLERS") {
+		t.Fatalf("status table without the sellers column:\n%s", table)
+	}
 	out := must("readiness")
 	if !strings.Contains(out, "READY") || strings.Contains(out, "NOT READY") {
 		t.Fatalf("readiness of a healthy stack:\n%s", out)
@@ -98,6 +105,21 @@ func TestAgainstDevStack(t *testing.T) {
 	})
 	rdb.ConfigSet(context.Background(), "appendfsync", "always")
 	waitFor("readiness to pass again", func() bool { _, err := readiness(); return err == nil })
+
+	// --redis checks a region's Redis itself against its durability mode:
+	// a single node fsyncing every write passes as fsync, fails as wait
+	// (no replica, min-replicas-to-write 0) with what to fix.
+	ap := "ap=" + s.Regions[2].Redis.Addr
+	if out := must("readiness", "demo", "--redis", ap); !strings.Contains(out, "redis-durability/ap") || strings.Contains(out, "NOT READY") {
+		t.Fatalf("readiness --redis of a durable single node:\n%s", out)
+	}
+	out, _, err = run1("readiness", "demo", "--redis", ap, "--durability", "ap=wait")
+	if err == nil || !strings.Contains(out, "min-replicas-to-write") || !strings.Contains(out, "NOT READY") {
+		t.Fatalf("readiness --durability ap=wait of a single node: %v\n%s", err, out)
+	}
+	if _, _, err := run1("readiness", "--durability", "ap=wait"); err == nil || !strings.Contains(err.Error(), "no --redis") {
+		t.Fatalf("--durability without --redis: %v", err)
+	}
 
 	// A move waits (with a progress bar on stderr) until ap acknowledged.
 	regs, _ := status()

@@ -36,6 +36,8 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.BoolVar(&o.InsecureDevIdentity, "insecure-dev-identity", false, "accept userId from the request body with no token (INSECURE)")
 	fs.Int64Var(&o.DemoTotal, "demo-total", o.DemoTotal, "units of the demo sale (0: no demo sale)")
 	fs.DurationVar(&o.DemoStart, "demo-start", o.DemoStart, "the demo sale opens this long after start")
+	ha := fs.Bool("ha", false, "run the first region's Redis replicated: a primary, a replica and three sentinels (see -ha-regions)")
+	haRegions := fs.String("ha-regions", "", "regions whose Redis runs replicated under Sentinel, comma-separated")
 	verbose := fs.Bool("v", false, "log at debug level")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -44,6 +46,11 @@ func runDev(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("dev: unexpected arguments %q", fs.Args())
 	}
 	o.Regions = strings.Split(*regions, ",")
+	if *haRegions != "" {
+		o.HARegions = strings.Split(*haRegions, ",")
+	} else if *ha {
+		o.HARegions = o.Regions[:1]
+	}
 	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelDebug
@@ -79,7 +86,15 @@ func printEndpoints(w io.Writer, s *devstack.Stack) {
 			urls = append(urls, "http://"+srv.Addr())
 		}
 		fmt.Fprintf(tw, "region %s sellers\t%s\n", r.Name, strings.Join(urls, " "))
-		fmt.Fprintf(tw, "region %s redis\t%s\n", r.Name, r.Redis.Addr)
+		if r.HA != nil {
+			var nodes []string
+			for _, n := range r.HA.Nodes {
+				nodes = append(nodes, n.Addr)
+			}
+			fmt.Fprintf(tw, "region %s redis (Sentinel)\t%s (nodes %s; durability %s)\n", r.Name, r.Conn, strings.Join(nodes, " "), r.Durability)
+		} else {
+			fmt.Fprintf(tw, "region %s redis\t%s\n", r.Name, r.Conn)
+		}
 		fmt.Fprintf(tw, "region %s orders (SQL)\t%s\n", r.Name, r.OrdersDSN)
 	}
 	fmt.Fprintf(tw, "metrics, health\t%s/metrics  /healthz  /readyz  /openapi.yaml\n", s.Regions[0].Endpoint)

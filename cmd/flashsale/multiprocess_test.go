@@ -71,6 +71,40 @@ func (p *proc) kill() {
 	p.cmd = nil
 }
 
+// binary builds the flashsale binary once for the package's tests.
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "flashsale-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "flashsale")
+		if out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtBin != "" {
+		_ = os.RemoveAll(filepath.Dir(builtBin))
+	}
+	os.Exit(code)
+}
+
 func freePort(t *testing.T) string { return strconv.Itoa(redistest.FreePort(t)) }
 
 func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
@@ -95,10 +129,7 @@ func TestMultiProcessSaleSurvivesSellerCrash(t *testing.T) {
 		t.Skip("builds and runs the real binary")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "flashsale")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := binary(t)
 	const token, total = "mp-admin-token", 200
 	etcdAddr, grpcAddr := "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t)
 	startProc(t, bin, filepath.Join(dir, "coordinator.log"), nil, "coordinator",

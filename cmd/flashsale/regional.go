@@ -52,6 +52,11 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	region := fs.String("region", "", "region name (env "+envRegion+")")
 	listen := fs.String("listen", "", "HTTP listen address host:port (env "+envListen+")")
 	redisAddr := fs.String("redis", "", "Redis address host:port (env "+envRedis+")")
+	sentinels := fs.String("redis-sentinels", "", "sentinel addresses host:port, comma-separated: a replicated Redis under Sentinel instead of -redis (needs -redis-master)")
+	masterName := fs.String("redis-master", "", "Sentinel's name of the region's Redis group")
+	durMode := fs.String("durability", "", "when a reservation counts as done: fsync (appendfsync always), wait (WAIT on replicas) or wait+fsync (default: the config file's, else fsync)")
+	waitReplicas := fs.Int("wait-replicas", 0, "replicas WAIT needs in the wait modes (0: the config file's, else 1)")
+	waitTimeout := fs.Duration("wait-timeout", 0, "WAIT's timeout in the wait modes; past it the buyer hears outcome_unknown (0: the config file's, else 50ms)")
 	insecure := fs.Bool("insecure-dev-identity", false, "take userId from the request body with no proof (local development only)")
 	weak := fs.Bool("allow-weak-durability", false, "be ready even if Redis does not fsync every write (benchmarks only)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -62,6 +67,11 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	payMode := fs.String("payment", envOr(envPayment, "none"), "payment provider of confirm: none (confirm records the sale unpaid) or dev (simulated provider behind a circuit breaker) (env "+envPayment+")")
 	ordersDSN := fs.String("orders-dsn", os.Getenv(envOrdersDSN), "drain the order streams into this SQL store: sqlite:///path/orders.db or postgres://... (env "+envOrdersDSN+"; empty: no order consumer)")
 	clockOffset := fs.Duration("clock-offset", 0, "add this to the clock the seller and its agent read (sale times, reservation expiry, report times): chaos runs give one region a skewed clock on a machine whose processes share one")
+	gossipBind := fs.String("gossip", os.Getenv("FLASHSALE_GOSSIP"), "gossip with the region's other sellers on this host:port (memberlist, TCP and UDP; env FLASHSALE_GOSSIP; empty: run alone)")
+	gossipSeeds := fs.String("gossip-seeds", os.Getenv("FLASHSALE_GOSSIP_SEEDS"), "host:port of members to join, comma-separated (env FLASHSALE_GOSSIP_SEEDS)")
+	gossipKeys := fs.String("gossip-keys", os.Getenv("FLASHSALE_GOSSIP_KEYS"), "gossip keyring `file`: base64 keys of 16, 24 or 32 bytes, one per line, the first encrypts (env FLASHSALE_GOSSIP_KEYS); required unless -gossip-plaintext")
+	gossipPreset := fs.String("gossip-preset", "lan", "gossip timings: lan (production) or local (loopback tests)")
+	gossipPlain := fs.Bool("gossip-plaintext", false, "gossip without encryption (local development only)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: flashsale regional [-config file] [flags]")
 		fmt.Fprintln(fs.Output(), "Settings apply in order: preset, config file, FLASHSALE_* environment, flags.")
@@ -107,10 +117,26 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 			cfg.InsecureDevIdentity = *insecure
 		case "allow-weak-durability":
 			cfg.AllowWeakDurability = *weak
+		case "redis-sentinels":
+			cfg.RedisSentinels = strings.Split(*sentinels, ",")
+		case "redis-master":
+			cfg.RedisMasterName = *masterName
+		case "durability":
+			cfg.Durability.Mode = redisstore.DurabilityMode(*durMode)
+		case "wait-replicas":
+			cfg.Durability.Replicas = *waitReplicas
+		case "wait-timeout":
+			cfg.Durability.WaitTimeout = *waitTimeout
 		}
 	})
 	if *clockOffset != 0 {
 		cfg.Now = offsetClock(*clockOffset)
+	}
+	if *gossipBind != "" {
+		if cfg.Gossip, err = gossipConfig(*gossipBind, *gossipSeeds, *gossipKeys, *gossipPreset, *gossipPlain); err != nil {
+			return err
+		}
+		cfg.RefreshInterval = regional.GossipRefreshInterval // a safety net: the other sellers' reads arrive by gossip
 	}
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -121,7 +147,8 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	rdb := redis.NewClient(&redis.Options{Addr: cfg.RedisAddr, Password: os.Getenv(envRedisPass)})
+	conn := cfg.RedisConn(os.Getenv(envRedisPass))
+	rdb := redisstore.NewClient(conn)
 	defer rdb.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -161,8 +188,8 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 		return errors.New("regional: -agent needs -etcd")
 	}
 	rd := srv.CheckReady(ctx)
-	fmt.Fprintf(stdout, "regional region=%s http=%s redis=%s ready=%t identity=%s payment=%s orders=%s\n",
-		cfg.Region, srv.Addr(), cfg.RedisAddr, rd.Ready, rd.Identity, *payMode, orEmpty(redactDSN(*ordersDSN), "none"))
+	fmt.Fprintf(stdout, "regional region=%s http=%s redis=%s durability=%q ready=%t identity=%s payment=%s orders=%s\n",
+		cfg.Region, srv.Addr(), conn, srv.Store().DurabilitySetting(), rd.Ready, rd.Identity, *payMode, orEmpty(redactDSN(*ordersDSN), "none"))
 
 	select {
 	case <-ctx.Done():
@@ -174,7 +201,7 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 
 // followEtcd keeps the seller's sales equal to etcd's and, with agent,
 // runs a candidate for the region's agent. stop undoes both.
-func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb *redis.Client, cfg regional.Config,
+func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb redis.UniversalClient, cfg regional.Config,
 	endpoints []string, prefix string, withAgent bool, endpoint string, reg *prometheus.Registry) (stop func(), err error) {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
@@ -185,30 +212,81 @@ func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb
 		cli.Close()
 		return nil, err
 	}
+	jctx, stopJoin := context.WithCancel(ctx)
+	joined := make(chan struct{})
+	go func() {
+		defer close(joined)
+		if srv.GossipAddr() != "" {
+			joinRegionGossip(jctx, cli, layout.Keys{Prefix: prefix}.Region(cfg.Region), srv, log)
+		}
+	}()
 	var a *agent.Agent
 	if withAgent {
 		acfg := agent.DefaultConfig()
-		acfg.Region, acfg.Prefix, acfg.RedisAddr, acfg.Logger = cfg.Region, prefix, cfg.RedisAddr, log
+		acfg.Region, acfg.Prefix, acfg.RedisAddr, acfg.Logger = cfg.Region, prefix, cfg.RedisConn("").String(), log
 		acfg.Endpoint = endpoint
 		if acfg.Endpoint == "" {
 			acfg.Endpoint = "http://" + srv.Addr()
 		}
 		acfg.Demand = redisstore.NewDemandMeter(rdb, nil).Rate
+		if n := srv.GossipNode(); n != nil { // the sellers' demand and membership come by gossip
+			acfg.Demand = redisstore.NewDemandMeterFunc(n.Demand, nil).Rate
+			acfg.Membership = n
+		}
 		acfg.Now = cfg.Now // the seller's clock, skewed or not (nil: time.Now)
 		if a, err = agent.New(acfg, cli, srv.Store(), reg); err == nil {
 			err = a.Start(ctx)
 		}
 		if err != nil {
+			stopJoin()
+			<-joined
 			w.Close()
 			cli.Close()
 			return nil, fmt.Errorf("region agent: %w", err)
 		}
 	}
 	return func() {
+		stopJoin()
+		<-joined
 		_ = a.Close()
 		_ = w.Close()
 		_ = cli.Close()
 	}, nil
+}
+
+// joinRegionGossip joins the gossip address the region's agent registers
+// (layout.RegionInfo.Gossip) each time the region info is written, so a
+// seller finds the region's cluster through etcd as well as its seeds.
+func joinRegionGossip(ctx context.Context, cli *clientv3.Client, key string, srv *regional.Server, log *slog.Logger) {
+	join := func(k, v []byte) {
+		info, err := layout.DecodeRegion(k, v)
+		if err != nil {
+			log.Warn("gossip: undecodable region info", "err", err)
+			return
+		}
+		if err := srv.JoinGossip(info.Gossip); err != nil {
+			log.Debug("gossip: the agent's address did not answer; retrying", "addr", info.Gossip, "err", err)
+		}
+	}
+	for ctx.Err() == nil {
+		resp, err := cli.Get(ctx, key)
+		if err == nil {
+			for _, kv := range resp.Kvs {
+				join(kv.Key, kv.Value)
+			}
+			for wr := range cli.Watch(clientv3.WithRequireLeader(ctx), key, clientv3.WithRev(resp.Header.Revision+1)) {
+				for _, ev := range wr.Events {
+					if ev.Type == clientv3.EventTypePut {
+						join(ev.Kv.Key, ev.Kv.Value)
+					}
+				}
+			}
+		}
+		select { // the watch ended (compaction, leader loss): read again
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // devPayment is the simulated provider behind the circuit breaker, its

@@ -61,6 +61,14 @@ func (c *Child) Start(cmd *exec.Cmd) (exited <-chan struct{}, err error) {
 	return done, nil
 }
 
+// Exited returns the channel closed when the last started child exits
+// (nil before any start).
+func (c *Child) Exited() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.done
+}
+
 // Signal sends sig to the running child (nothing if none runs).
 func (c *Child) Signal(sig os.Signal) error {
 	c.mu.Lock()

@@ -6,6 +6,7 @@ package redistest
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -75,4 +76,32 @@ func FreePort(t testing.TB) int {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// StartHA launches a primary with replicas and three sentinels for t
+// (redisproc.StartHA in a temp dir) and registers their shutdown.
+func StartHA(t testing.TB, o redisproc.HAOptions) *redisproc.HA {
+	t.Helper()
+	if o.Dir == "" {
+		o.Dir = t.TempDir()
+	}
+	h, err := redisproc.StartHA(context.Background(), o)
+	if err != nil {
+		t.Fatalf("start redis with sentinels: %v", err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+// StartReplica launches a redis-server replicating primary (an address)
+// for t, with extra arguments, and waits until the primary lists it
+// online.
+func StartReplica(t testing.TB, primary string, args ...string) *Server {
+	t.Helper()
+	host, port, _ := strings.Cut(primary, ":")
+	s := Start(t, append([]string{"--replicaof", host, port}, args...)...)
+	if err := redisproc.WaitOnlineReplicas(context.Background(), primary, 1); err != nil {
+		t.Fatalf("replica %s of %s: %v", s.Addr, primary, err)
+	}
+	return s
 }

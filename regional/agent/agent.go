@@ -160,7 +160,7 @@ func (a *Agent) runTerm(ctx context.Context) (elected bool, err error) {
 	if err := el.Campaign(tctx, a.cfg.ID); err != nil {
 		return false, fmt.Errorf("campaign for region %s: %w", a.cfg.Region, err)
 	}
-	t := &term{a: a, sess: sess, key: el.Key(), fence: el.Rev(), sales: map[string]*saleState{}}
+	t := newTerm(a, sess, el.Key(), el.Rev())
 	a.mu.Lock()
 	a.last = t
 	a.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"flashsale/internal/redistest"
 	"flashsale/quota"
 	"flashsale/quota/layout"
+	"flashsale/regional/gossip"
 	"flashsale/regional/redisstore"
 )
 
@@ -232,10 +234,17 @@ func hgetall(t *testing.T, rdb *redis.Client, key string) map[string]string {
 func (w *world) sell(region, sale string, n int, tag string) {
 	w.t.Helper()
 	ctx := context.Background()
+	// As a seller does: the seller epoch comes with the counters, once the
+	// agent has reconciled the region's Redis (DESIGN §4.5).
+	var c redisstore.Counters
+	waitFor(w.t, "region "+region+" selling", func() bool {
+		c = w.counters(region, sale)
+		return c.Epoch > 0 && !c.Stopped()
+	})
 	for i := range n {
 		res, err := w.store[region].Reserve(ctx, sale, redisstore.ReserveRequest{
 			User: fmt.Sprintf("%s-u%d", tag, i), RequestID: fmt.Sprintf("%s-r%d", tag, i),
-			Now: time.Now(), TTL: time.Minute, PerUserLimit: 1,
+			Now: time.Now(), TTL: time.Minute, PerUserLimit: 1, Epoch: c.Epoch,
 		})
 		if err != nil {
 			w.t.Fatal(err)
@@ -288,7 +297,7 @@ func TestGrantAppliedAndStaleGrantHarmless(t *testing.T) {
 	a := w.start(cfg, nil)
 
 	waitFor(t, "grant applied", func() bool { return w.counters("eu", "s1").GrantedSeen == 100 })
-	rep := w.waitReport("eu", "s1", "granted_seen 100", func(r layout.RegionReport) bool { return r.GrantedSeen == 100 })
+	rep := w.waitReport("eu", "s1", "granted_seen 100", func(r layout.RegionReport) bool { return r.GrantedSeen == 100 && !r.Halted })
 	if rep.Fence != a.Fence() || rep.Region != "eu" || rep.Sale != "s1" || rep.Halted {
 		t.Errorf("report %+v, want region eu, sale s1, fence %d, not halted", rep, a.Fence())
 	}
@@ -438,28 +447,31 @@ func TestOnlyLeaderActsAndDeposedAgentIsFenced(t *testing.T) {
 	ledger, releases := layout.SaleKey("s1", "ledger"), layout.SaleKey("s1", "releases")
 	before, beforeRel := hgetall(t, w.rdb["eu"], ledger), hgetall(t, w.rdb["eu"], releases)
 	ctx := context.Background()
-	if _, err := stale.applyGrant(ctx, "s1", 900); !errors.Is(err, errDeposed) || !errors.Is(err, quota.ErrStaleFence) {
-		t.Errorf("apply grant by the deposed agent: %v", err)
+	for _, a := range []Action{
+		{Kind: ApplyGrant, Granted: 900},
+		{Kind: Release, Release: quota.ReleaseRequest{ID: "rogue-1", Region: "eu", Units: 50}},
+		{Kind: RaiseFloor, ReleasedLocal: 100, Sold: 100},
+		{Kind: SetHalted, Halted: true},
+		{Kind: Resume, Epoch: 99, Primary: w.counters("eu", "s1").Primary},
+		{Kind: SetView, View: redisstore.SaleView{Total: 1, At: 1}},
+	} {
+		a.Sale, a.Fence = "s1", stale.fence
+		if r := stale.redis(ctx, a); !errors.Is(r.Err, quota.ErrStaleFence) {
+			t.Errorf("%v by the deposed agent: %v, want a stale fence", a.Kind, r.Err)
+		}
 	}
-	if _, _, err := stale.release(ctx, "s1", "rogue-1", 50, 0); !errors.Is(err, errDeposed) {
-		t.Errorf("release by the deposed agent: %v", err)
-	}
-	if err := stale.raiseFloor(ctx, "s1", 100, 100); !errors.Is(err, errDeposed) {
-		t.Errorf("raise floor by the deposed agent: %v", err)
-	}
-	if err := stale.setHalted(ctx, "s1", true); !errors.Is(err, errDeposed) {
-		t.Errorf("halt by the deposed agent: %v", err)
-	}
+	// A whole pass of a deposed term that has not noticed yet: its core
+	// learns it from Redis's newer fence and stops there.
 	rogue := quota.NewAllocation("s1", 1000, "eu")
 	rogue.Regions["eu"].Granted = 900
 	rogue.Regions["eu"].Pending = &quota.ReleaseRequest{ID: "rogue-2", Region: "eu", Units: 10}
-	s := stale.sale("s1")
-	s.alloc = rogue
-	if _, err := stale.reconcile(ctx, "s1", s, time.Now()); !errors.Is(err, errDeposed) {
-		t.Errorf("reconcile by the deposed agent: %v", err)
+	stale.core = NewCore(CoreConfig{Region: "eu", Fence: stale.fence, ReportRefresh: time.Second})
+	if err := stale.step(ctx, Loaded{Now: time.Now(), Allocs: map[string]*quota.Allocation{"s1": rogue}}); !errors.Is(err, errDeposed) {
+		t.Errorf("a pass of the deposed agent: %v", err)
 	}
-	if err := stale.writeReports(ctx, []*layout.RegionReport{{Region: "eu", Sale: "s1", Fence: stale.fence}}, time.Now()); !errors.Is(err, errDeposed) {
-		t.Errorf("report by the deposed agent: %v", err)
+	rs := stale.do(ctx, []Action{{ID: 1, Kind: PutReport, Sale: "s1", Fence: stale.fence, Report: &layout.RegionReport{Region: "eu", Sale: "s1", Fence: stale.fence}}})
+	if len(rs) != 1 || !rs[0].Deposed {
+		t.Errorf("report by the deposed agent: %+v", rs)
 	}
 	after, afterRel := hgetall(t, w.rdb["eu"], ledger), hgetall(t, w.rdb["eu"], releases)
 	if fmt.Sprint(before) != fmt.Sprint(after) || fmt.Sprint(beforeRel) != fmt.Sprint(afterRel) {
@@ -535,7 +547,9 @@ func TestReportsSkippedWhenUnchanged(t *testing.T) {
 	// Every tick builds a report (and asks for demand); with the clock
 	// frozen and nothing changed, none is written.
 	// The metric counts after the commit, so the report may show first.
-	waitFor(t, "first write counted", func() bool { return value(a.m.reportWrites) == 1 })
+	// Two writes open the term: the new seller epoch (halted), recorded
+	// before Redis gets it, then the region selling under it.
+	waitFor(t, "first writes counted", func() bool { return value(a.m.reportWrites) == 2 })
 	writes := value(a.m.reportWrites)
 	calls := demandCalls.Load()
 	waitFor(t, "20 quiet ticks", func() bool { return demandCalls.Load() >= calls+20 })
@@ -901,4 +915,48 @@ func TestSaleViewFollowsOtherRegions(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the stored report in eu's view", func() bool { v := view(); return v.OthersSold == 20 && v.OthersReserved == 9 })
+}
+
+// TestRegionInfoCarriesGossipMembers: the agent registers where its
+// process gossips and the region's live sellers (real memberlist members
+// on loopback), and rewrites them as sellers come and go.
+func TestRegionInfoCarriesGossipMembers(t *testing.T) {
+	w := newWorld(t, nil, "eu")
+	member := func(name string, role gossip.Role, seeds ...string) *gossip.Node {
+		n, err := gossip.Start(gossip.Config{Name: name, Region: "eu", Role: role, Preset: gossip.PresetLocal, Plaintext: true, Seeds: seeds})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		return n
+	}
+	own := member("seller-1", gossip.RoleSeller)
+	cfg := w.config("eu")
+	cfg.Membership = own
+	w.start(cfg, nil)
+	info := func() layout.RegionInfo {
+		resp, err := w.cli.Get(context.Background(), w.keys.Region("eu"))
+		if err != nil || len(resp.Kvs) == 0 {
+			return layout.RegionInfo{}
+		}
+		ri, err := layout.DecodeRegion(resp.Kvs[0].Key, resp.Kvs[0].Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ri
+	}
+	sellers := func(want ...string) func() bool {
+		return func() bool { return slices.Equal(info().Sellers, want) }
+	}
+	waitFor(t, "seller-1 registered", sellers("seller-1"))
+	if got := info().Gossip; got != own.Addr() {
+		t.Fatalf("registered gossip address %q, want %q", got, own.Addr())
+	}
+	other := member("seller-2", gossip.RoleSeller, own.Addr())
+	member("agent-x", gossip.RoleAgent, own.Addr()) // a member, not a seller
+	waitFor(t, "seller-2 registered", sellers("seller-1", "seller-2"))
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "seller-2 gone", sellers("seller-1"))
 }

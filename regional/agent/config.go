@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"flashsale/quota/layout"
+	"flashsale/regional/gossip"
 )
 
 // Config is the region agent's configuration. Start from DefaultConfig or
@@ -47,6 +49,16 @@ type Config struct {
 	// OpTimeout bounds one etcd or Redis call.
 	OpTimeout time.Duration
 
+	// Witness is the order store, asked while the region is halted after
+	// Redis lost writes (DESIGN §4.5). Nil: etcd's floors alone.
+	Witness Witness
+
+	// Membership is the region's gossip cluster as this process sees it
+	// (a *gossip.Node: its seller's, or the agent's own); nil when the
+	// region does not gossip. The region info then carries its address and the live
+	// sellers, rewritten when they change (checked every ReportRefresh).
+	Membership Membership
+
 	// Demand returns the recent reserve attempts per second for a sale,
 	// fed by the sellers. Nil: demand is reported as 0.
 	Demand func(sale string) float64
@@ -54,6 +66,37 @@ type Config struct {
 	Now func() time.Time
 	// Logger; nil: slog.Default().
 	Logger *slog.Logger
+}
+
+// Witness is the order store as a second witness of what the region sold
+// (DESIGN §4.5). The agent asks it while the region is halted after its
+// Redis lost writes, before selling again.
+type Witness interface {
+	// Restore brings the sale's reservations in the region's Redis up to
+	// what the order store knows (confirmed, cancelled, expired) and
+	// answers the units the region must count as sold: every unit the
+	// order store shows held by a buyer that Redis does not hold as an
+	// active reservation. The agent raises sold to at least that.
+	Restore(ctx context.Context, sale string) (soldFloor int64, err error)
+}
+
+// Membership is what the agent registers of the region's gossip cluster.
+type Membership interface {
+	// Addr is where this member gossips, a seed for new sellers.
+	Addr() string
+	// Members lists the live members.
+	Members() []gossip.Member
+}
+
+// sellerNames are the live sellers' names, sorted (Members' order).
+func sellerNames(ms []gossip.Member) []string {
+	var out []string
+	for _, m := range ms {
+		if m.Role == gossip.RoleSeller {
+			out = append(out, m.Name)
+		}
+	}
+	return out
 }
 
 // DefaultConfig is a production starting point; Region must still be set.

@@ -57,7 +57,7 @@ func genEvents(sale, region string, n int, seed uint64) ([]Event, map[string]Ord
 			u := "u" + strconv.Itoa(rng.IntN(users))
 			// Ids as opaque as the seller's ULIDs, unique across regions.
 			id := region + "-" + strconv.FormatUint(seed, 36) + "-" + strconv.Itoa(step)
-			r, out, err := l.Reserve(id, u, "req-"+strconv.Itoa(made)+"-"+u, now, ttl, 1)
+			r, out, err := l.Reserve(0, id, u, "req-"+strconv.Itoa(made)+"-"+u, now, ttl, 1)
 			if err != nil {
 				panic(err)
 			}

@@ -16,7 +16,7 @@ type sqlStore struct {
 	upsert, reject, orders, rejects string
 }
 
-// upsertRows is the most rows one upsert statement writes (9 parameters a
+// upsertRows is the most rows one upsert statement writes (10 parameters a
 // row, under both databases' parameter limits).
 const upsertRows = 500
 
@@ -43,14 +43,15 @@ ON CONFLICT (sale, region, resv) DO UPDATE SET
     created_at = %[1]s(orders.created_at, excluded.created_at),
     updated_at = %[2]s(orders.updated_at, excluded.updated_at),
     expires_at = %[2]s(orders.expires_at, excluded.expires_at),
-    payment_id = CASE WHEN orders.payment_id = '' THEN excluded.payment_id ELSE orders.payment_id END`,
+    payment_id = CASE WHEN orders.payment_id = '' THEN excluded.payment_id ELSE orders.payment_id END,
+    req_id     = CASE WHEN orders.req_id = '' THEN excluded.req_id ELSE orders.req_id END`,
 		d.least, d.greatest)
 	s.reject = d.rebind(`
 INSERT INTO order_rejects (sale, region, stream_id, resv, user_id, type, reason, fields, recorded_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (sale, region, stream_id) DO NOTHING`)
 	s.orders = d.rebind(fmt.Sprintf(`
-SELECT sale, region, resv, user_id, state, %s, %s, %s, payment_id
+SELECT sale, region, resv, user_id, state, %s, %s, %s, payment_id, req_id
 FROM orders WHERE sale = ? AND (? = '' OR region = ?) ORDER BY region, resv`,
 		d.ms("created_at"), d.ms("updated_at"), d.ms("expires_at")))
 	s.rejects = d.rebind(`
@@ -161,21 +162,21 @@ func (s *sqlStore) upsertEvents(ctx context.Context, tx *sql.Tx, events []Event)
 		rounds[r] = append(rounds[r], e)
 	}
 	var q strings.Builder
-	args := make([]any, 0, 9*min(len(events), upsertRows))
+	args := make([]any, 0, 10*min(len(events), upsertRows))
 	for _, round := range rounds {
 		for len(round) > 0 {
 			chunk := round[:min(len(round), upsertRows)]
 			round = round[len(chunk):]
 			q.Reset()
 			args = args[:0]
-			q.WriteString("INSERT INTO orders (sale, region, resv, user_id, state, created_at, updated_at, expires_at, payment_id) VALUES ")
+			q.WriteString("INSERT INTO orders (sale, region, resv, user_id, state, created_at, updated_at, expires_at, payment_id, req_id) VALUES ")
 			for i, e := range chunk {
 				if i > 0 {
 					q.WriteString(", ")
 				}
-				q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+				q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 				args = append(args, e.Sale, e.Region, e.Resv, e.User, string(e.State()),
-					s.d.at(e.At), s.d.at(e.At), s.d.expires(e.ExpiresAt), e.PaymentID)
+					s.d.at(e.At), s.d.at(e.At), s.d.expires(e.ExpiresAt), e.PaymentID, e.Req)
 			}
 			q.WriteString(s.upsert)
 			if _, err := tx.ExecContext(ctx, s.d.rebind(q.String()), args...); err != nil {
@@ -197,7 +198,7 @@ func (s *sqlStore) Orders(ctx context.Context, sale, region string) ([]Order, er
 	for rows.Next() {
 		var o Order
 		var created, updated, expires int64
-		if err := rows.Scan(&o.Sale, &o.Region, &o.Resv, &o.User, &o.State, &created, &updated, &expires, &o.PaymentID); err != nil {
+		if err := rows.Scan(&o.Sale, &o.Region, &o.Resv, &o.User, &o.State, &created, &updated, &expires, &o.PaymentID, &o.Req); err != nil {
 			return nil, fmt.Errorf("%s: scan order: %w", s.d.name, err)
 		}
 		o.CreatedAt, o.UpdatedAt = msTime(created), msTime(updated)

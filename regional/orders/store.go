@@ -25,6 +25,7 @@ type Order struct {
 	CreatedAt, UpdatedAt     time.Time
 	ExpiresAt                time.Time // zero if never known
 	PaymentID                string
+	Req                      string // the buyer's requestId; "" on rows written before it was kept
 }
 
 // Store is the SQL order store. Apply writes a batch in one transaction:

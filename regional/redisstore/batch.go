@@ -261,12 +261,15 @@ func (b *Batcher) Close() error {
 	return nil
 }
 
-// notSent reports whether err from a Redis call proves the command never
+// NotSent reports whether err from a Redis call proves the command never
 // ran: Redis answered with an error (our scripts fail before any write, or
 // not at all), no connection could be had, or the client was closed.
 // Anything else (a read timeout, a reset connection) may have come after
 // Redis ran the command.
 func NotSent(err error) bool {
+	if errors.Is(err, ErrOutcomeUnknown) { // ErrNotReplicated: the script ran
+		return false
+	}
 	var rerr redis.Error
 	if errors.As(err, &rerr) {
 		return true

@@ -32,10 +32,12 @@ var (
 	scriptRaiseFloor   = mustScript("raise_floor")
 	scriptSetHalted    = mustScript("set_halted")
 	scriptSetView      = mustScript("set_view")
+	scriptResume       = mustScript("resume")
 
 	allScripts = []*redis.Script{
 		scriptReserve, scriptReserveBatch, scriptConfirm, scriptCancel, scriptExpire,
-		scriptExtend, scriptApplyGrant, scriptRelease, scriptRaiseFloor, scriptSetHalted, scriptSetView,
+		scriptExtend, scriptApplyGrant, scriptRelease, scriptRaiseFloor, scriptSetHalted, scriptSetView, scriptResume,
+		scriptRestore, scriptRecount,
 	}
 )
 
@@ -64,12 +66,14 @@ var ErrStoreInput = errors.New("bad input")
 type Store struct {
 	rdb    redis.UniversalClient
 	region string
+	dur    Durability
 }
 
-// NewStore returns a Store for region's Redis. The region name is written
-// into every order event.
+// NewStore returns a Store for region's Redis, in DurableFsync mode
+// (WithDurability changes it). The region name is written into every
+// order event.
 func NewStore(rdb redis.UniversalClient, region string) *Store {
-	return &Store{rdb: rdb, region: region}
+	return &Store{rdb: rdb, region: region, dur: Durability{}.withDefaults()}
 }
 
 // scriptKeys are the fixed keys of a sale, in the order lib.lua expects.
@@ -95,12 +99,13 @@ func checkKeyPart(what, v string) error {
 	return nil
 }
 
-// run runs a script for sale with the sale and region as ARGV 1 and 2.
+// run runs a script for sale with the sale and region as ARGV 1 and 2,
+// durably as the Store's mode says (runScript).
 func (s *Store) run(ctx context.Context, sc *redis.Script, sale string, args ...any) (any, error) {
 	all := make([]any, 0, len(args)+2)
 	all = append(all, sale, s.region)
 	all = append(all, args...)
-	return sc.Run(ctx, s.rdb, scriptKeys(sale), all...).Result()
+	return s.runScript(ctx, sc, scriptKeys(sale), all)
 }
 
 // Load loads every script into Redis (SCRIPT LOAD), so the hot path
@@ -146,6 +151,9 @@ type ReserveRequest struct {
 	Now             time.Time
 	TTL             time.Duration
 	PerUserLimit    int64
+	// Epoch is the seller epoch the seller last read with its counters
+	// (Counters.Epoch); the script refuses another (quota.StaleEpoch).
+	Epoch int64
 }
 
 func (r ReserveRequest) check() error {
@@ -172,14 +180,14 @@ func (r ReserveRequest) check() error {
 	return nil
 }
 
-// args are the request's six script arguments, with a new reservation id
+// args are the request's seven script arguments, with a new reservation id
 // when the request names none.
 func (r ReserveRequest) args() []any {
 	id := r.ID
 	if id == "" {
 		id = NewReservationID(r.Now)
 	}
-	return []any{r.User, r.RequestID, id, r.Now.UnixMilli(), r.TTL.Milliseconds(), r.PerUserLimit}
+	return []any{r.User, r.RequestID, id, r.Now.UnixMilli(), r.TTL.Milliseconds(), r.PerUserLimit, r.Epoch}
 }
 
 // ReserveResult is the answer of Reserve. Reservation is set for Reserved
@@ -218,7 +226,7 @@ func (s *Store) reserveBatch(ctx context.Context, sale string, rs []ReserveReque
 	if len(rs) == 0 || len(rs) > MaxBatch {
 		return nil, nil, fmt.Errorf("reserve batch of %d on %s: want 1..%d requests", len(rs), sale, MaxBatch)
 	}
-	args := make([]any, 0, 6*len(rs))
+	args := make([]any, 0, 7*len(rs))
 	for _, r := range rs {
 		args = append(args, r.args()...)
 	}
@@ -260,6 +268,8 @@ func parseReserveReply(v any) (ReserveResult, error) {
 		return ReserveResult{Outcome: quota.SoldOut}, nil
 	case "halted":
 		return ReserveResult{Outcome: quota.Halted}, nil
+	case "stale_epoch":
+		return ReserveResult{Outcome: quota.StaleEpoch}, nil
 	case "id_taken":
 		if len(f) != 2 {
 			return ReserveResult{}, fmt.Errorf("unexpected reply %v", v)
@@ -330,6 +340,12 @@ func scriptStatus(s string) error {
 		return quota.ErrNoSuchResv
 	case "negative":
 		return quota.ErrNegative
+	case "halted":
+		return quota.ErrHalted
+	case "stale_epoch":
+		return quota.ErrStaleEpoch
+	case "new_primary":
+		return quota.ErrNewPrimary
 	}
 	return fmt.Errorf("unexpected script status %q", s)
 }
@@ -462,16 +478,22 @@ func (s *Store) ApplyGrant(ctx context.Context, sale string, fence, granted int6
 	if err != nil {
 		return 0, fmt.Errorf("apply grant %d to %s: %w", granted, sale, err)
 	}
+	return grantReply("apply grant to", sale, fence, v)
+}
+
+// grantReply reads {status, granted_seen}, the answer of apply_grant.lua
+// and resume.lua.
+func grantReply(op, sale string, fence int64, v any) (int64, error) {
 	f, err := replyStrings(v)
 	if err != nil || len(f) != 2 {
-		return 0, fmt.Errorf("apply grant to %s: unexpected reply %v", sale, v)
+		return 0, fmt.Errorf("%s %s: unexpected reply %v", op, sale, v)
 	}
 	seen, perr := strconv.ParseInt(f[1], 10, 64)
 	if perr != nil {
-		return 0, fmt.Errorf("apply grant to %s: granted_seen %q: %w", sale, f[1], perr)
+		return 0, fmt.Errorf("%s %s: granted_seen %q: %w", op, sale, f[1], perr)
 	}
 	if err := scriptStatus(f[0]); err != nil {
-		return seen, fmt.Errorf("apply grant %d to %s (fence %d): %w", granted, sale, fence, err)
+		return seen, fmt.Errorf("%s %s (fence %d): %w", op, sale, fence, err)
 	}
 	return seen, nil
 }
@@ -479,15 +501,17 @@ func (s *Store) ApplyGrant(ctx context.Context, sale string, fence, granted int6
 // Release gives up to k unused units under release id, leaving at least
 // keep of them, as quota.Ledger.Release: it returns the units m released
 // by that id (a repeat returns the same m and changes nothing) and the
-// cumulative released_local the agent acknowledges to the coordinator.
-func (s *Store) Release(ctx context.Context, sale string, fence int64, id string, k, keep int64) (m, releasedLocal int64, err error) {
+// cumulative released_local the agent acknowledges to the coordinator. A new
+// release needs the seller epoch and a region not stopped
+// (quota.ErrStaleEpoch, quota.ErrHalted).
+func (s *Store) Release(ctx context.Context, sale string, fence, epoch int64, id string, k, keep int64) (m, releasedLocal int64, err error) {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return 0, 0, err
 	}
 	if err := checkKeyPart("release id", id); err != nil {
 		return 0, 0, err
 	}
-	v, err := s.run(ctx, scriptRelease, sale, fence, id, k, keep)
+	v, err := s.run(ctx, scriptRelease, sale, fence, epoch, id, k, keep)
 	if err != nil {
 		return 0, 0, fmt.Errorf("release %s of %s: %w", id, sale, err)
 	}
@@ -527,6 +551,21 @@ func (s *Store) SetHalted(ctx context.Context, sale string, fence int64, halted 
 	return s.fenced(ctx, scriptSetHalted, "set halted on", sale, fence, h)
 }
 
+// Resume ends a reconciliation, as quota.Ledger.Resume: the region sells
+// again under seller epoch epoch, with granted max-merged, if Redis is still
+// primary (the master_replid Counters read when the reconciliation
+// started); another answers quota.ErrNewPrimary. It returns granted_seen.
+func (s *Store) Resume(ctx context.Context, sale string, fence, epoch int64, primary string, granted int64) (int64, error) {
+	if err := checkKeyPart("sale", sale); err != nil {
+		return 0, err
+	}
+	v, err := s.run(ctx, scriptResume, sale, fence, epoch, primary, granted)
+	if err != nil {
+		return 0, fmt.Errorf("resume %s: %w", sale, err)
+	}
+	return grantReply("resume", sale, fence, v)
+}
+
 func (s *Store) fenced(ctx context.Context, sc *redis.Script, op, sale string, fence int64, args ...any) error {
 	v, err := s.run(ctx, sc, sale, append([]any{fence}, args...)...)
 	if err != nil {
@@ -544,6 +583,17 @@ func (s *Store) fenced(ctx context.Context, sc *redis.Script, op, sale string, f
 type Counters struct {
 	Fence, GrantedSeen, ReleasedLocal, Sold, Reserved int64
 	Halted                                            bool
+	// Epoch is the seller epoch sellers pass to reserve; EpochPrimary the
+	// primary it was set on (quota.Ledger). Primary is the server answering
+	// now (its master_replid), read by Counters only, not by Stocks.
+	Epoch                 int64
+	EpochPrimary, Primary string
+}
+
+// Stopped is quota.Ledger.Stopped: halted, or a primary not reconciled.
+// Only meaningful when Primary was read (Counters).
+func (c Counters) Stopped() bool {
+	return c.Halted || (c.Epoch > 0 && c.EpochPrimary != c.Primary)
 }
 
 // Ceiling is the most units the region may have sold plus reserved.
@@ -553,26 +603,49 @@ func (c Counters) Ceiling() int64 { return c.GrantedSeen - c.ReleasedLocal }
 func (c Counters) Available() int64 { return max(0, c.Ceiling()-c.Sold-c.Reserved) }
 
 // Counters reads the sale's ledger hash in one command (a consistent
-// snapshot: scripts are atomic).
+// snapshot: scripts are atomic), and the primary answering, in the same
+// round trip.
 func (s *Store) Counters(ctx context.Context, sale string) (Counters, error) {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return Counters{}, err
 	}
-	v, err := s.rdb.HMGet(ctx, layout.SaleKey(sale, "ledger"), ledgerFields...).Result()
-	if err != nil {
+	pipe := s.rdb.Pipeline()
+	hm := pipe.HMGet(ctx, layout.SaleKey(sale, "ledger"), ledgerFields...)
+	info := pipe.Info(ctx, "replication")
+	if _, err := pipe.Exec(ctx); err != nil {
 		return Counters{}, fmt.Errorf("counters of %s: %w", sale, err)
 	}
-	return parseCounters(sale, v)
+	c, err := parseCounters(sale, hm.Val())
+	if err != nil {
+		return c, err
+	}
+	c.Primary = replID(info.Val())
+	return c, nil
 }
 
-var ledgerFields = []string{"fence", "granted_seen", "released_local", "sold", "reserved", "halted"}
+// replID is master_replid from INFO replication, as lib.lua's primary().
+func replID(info string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "master_replid:"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+var ledgerFields = []string{"fence", "granted_seen", "released_local", "sold", "reserved", "halted", "epoch", "epoch_primary"}
 
 func parseCounters(sale string, v []any) (Counters, error) {
-	n, err := parseInts(v)
+	if len(v) != len(ledgerFields) {
+		return Counters{}, fmt.Errorf("counters of %s: %d fields, want %d", sale, len(v), len(ledgerFields))
+	}
+	n, err := parseInts(v[:7])
 	if err != nil {
 		return Counters{}, fmt.Errorf("counters of %s: %w", sale, err)
 	}
-	return Counters{Fence: n[0], GrantedSeen: n[1], ReleasedLocal: n[2], Sold: n[3], Reserved: n[4], Halted: n[5] == 1}, nil
+	ep, _ := v[7].(string)
+	return Counters{Fence: n[0], GrantedSeen: n[1], ReleasedLocal: n[2], Sold: n[3], Reserved: n[4], Halted: n[5] == 1,
+		Epoch: n[6], EpochPrimary: ep}, nil
 }
 
 // SaleView is what the region agent last learned of the rest of the sale
@@ -624,7 +697,11 @@ func parseView(sale string, v []any) (SaleView, error) {
 type Stock struct {
 	Counters Counters
 	View     SaleView
-	Err      error // this sale's read failed; Counters and View are zero
+	// ReadAt is the Redis server's clock (TIME, microseconds) when the
+	// pipeline ran: one clock for every seller of the region, so reads
+	// passed around by gossip are ordered by it.
+	ReadAt int64
+	Err    error // this sale's read failed; Counters and View are zero
 }
 
 // Stocks reads the counters and the view of every sale given in one
@@ -635,6 +712,7 @@ func (s *Store) Stocks(ctx context.Context, sales []string) []Stock {
 	ledgers := make([]*redis.SliceCmd, len(sales))
 	views := make([]*redis.SliceCmd, len(sales))
 	pipe := s.rdb.Pipeline()
+	clock := pipe.Time(ctx)
 	for i, sale := range sales {
 		if out[i].Err = checkKeyPart("sale", sale); out[i].Err != nil {
 			continue
@@ -647,10 +725,12 @@ func (s *Store) Stocks(ctx context.Context, sales []string) []Stock {
 	// the commands may carry no error and no answer, so Exec's error
 	// stands for all of them.
 	_, execErr := pipe.Exec(ctx)
+	readAt := clock.Val().UnixMicro()
 	for i, sale := range sales {
 		if out[i].Err != nil {
 			continue
 		}
+		out[i].ReadAt = readAt
 		c, err1 := ledgers[i].Result()
 		v, err2 := views[i].Result()
 		if err1 == nil && err2 == nil && (len(c) != len(ledgerFields) || len(v) != len(viewFields)) {
@@ -683,27 +763,6 @@ func parseInts(v []any) ([]int64, error) {
 		}
 	}
 	return n, nil
-}
-
-// ErrNotDurable means Redis could lose an acknowledged reservation on a
-// crash (DESIGN I4).
-var ErrNotDurable = errors.New("redis is not durable: need appendonly yes and appendfsync always")
-
-// Durability checks that Redis fsyncs every write before answering, so an
-// acknowledged reservation survives kill -9. It returns nil or wraps
-// ErrNotDurable naming the setting to fix.
-func (s *Store) Durability(ctx context.Context) error {
-	want := map[string]string{"appendonly": "yes", "appendfsync": "always"}
-	for k, w := range want {
-		v, err := s.rdb.ConfigGet(ctx, k).Result()
-		if err != nil {
-			return fmt.Errorf("config get %s: %w", k, err)
-		}
-		if got := v[k]; got != w {
-			return fmt.Errorf("%w (%s is %q)", ErrNotDurable, k, got)
-		}
-	}
-	return nil
 }
 
 // RequestReservation reads the reservation a buy with requestID made;

@@ -29,7 +29,8 @@ func newTestStore(t testing.TB) (*Store, *redistest.Server, *redis.Client) {
 	return s, srv, rdb
 }
 
-var ledgerErrors = []error{quota.ErrStaleFence, quota.ErrNotActive, quota.ErrNoSuchResv, quota.ErrNegative, quota.ErrResvExists}
+var ledgerErrors = []error{quota.ErrStaleFence, quota.ErrNotActive, quota.ErrNoSuchResv, quota.ErrNegative, quota.ErrResvExists,
+	quota.ErrHalted, quota.ErrStaleEpoch, quota.ErrNewPrimary}
 
 // sameErr says whether the store's error answers as the ledger's did.
 func sameErr(store, model error) bool {
@@ -54,6 +55,7 @@ type modelRun struct {
 	sale   string
 	now    int64 // unix ms
 	fence  int64
+	epoch  int64 // the seller epoch the sellers pass
 	nextRq int
 	reqs   []string
 	ids    []string // every reservation id handed to a reserve, used or not
@@ -63,7 +65,13 @@ type modelRun struct {
 }
 
 func newModelRun(t *testing.T, s *Store, sale string) *modelRun {
-	return &modelRun{t: t, ctx: context.Background(), s: s, l: quota.NewLedger(), sale: sale, now: 1_700_000_000_000}
+	m := &modelRun{t: t, ctx: context.Background(), s: s, l: quota.NewLedger(), sale: sale, now: 1_700_000_000_000}
+	c, err := s.Counters(m.ctx, sale)
+	if err != nil || c.Primary == "" {
+		t.Fatalf("read the primary's replication id: %v (got %q)", err, c.Primary)
+	}
+	m.l.Primary = c.Primary // the server, not data: the model is told which one it is
+	return m
 }
 
 func (m *modelRun) fail(format string, args ...any) {
@@ -97,9 +105,9 @@ func (m *modelRun) newID() string {
 
 func (m *modelRun) reserve(id, user, req string, ttl, limit int64) {
 	m.t.Helper()
-	m.note("reserve id=%s user=%s req=%s now=%d ttl=%d limit=%d", id, user, req, m.now, ttl, limit)
-	got, err := m.s.Reserve(m.ctx, m.sale, ReserveRequest{User: user, RequestID: req, ID: id, Now: time.UnixMilli(m.now), TTL: time.Duration(ttl) * time.Millisecond, PerUserLimit: limit})
-	r, o, werr := m.l.Reserve(id, user, req, m.now, ttl, limit)
+	m.note("reserve id=%s user=%s req=%s now=%d ttl=%d limit=%d epoch=%d", id, user, req, m.now, ttl, limit, m.epoch)
+	got, err := m.s.Reserve(m.ctx, m.sale, ReserveRequest{User: user, RequestID: req, ID: id, Now: time.UnixMilli(m.now), TTL: time.Duration(ttl) * time.Millisecond, PerUserLimit: limit, Epoch: m.epoch})
+	r, o, werr := m.l.Reserve(m.epoch, id, user, req, m.now, ttl, limit)
 	m.compareReserve(got, err, ReserveResult{Outcome: o, Reservation: r}, werr)
 }
 
@@ -124,7 +132,7 @@ func (m *modelRun) reserveBatch(rs []ReserveRequest) {
 		m.fail("reserve batch: %v", err)
 	}
 	for i, r := range rs {
-		res, o, werr := m.l.Reserve(r.ID, r.User, r.RequestID, r.Now.UnixMilli(), r.TTL.Milliseconds(), r.PerUserLimit)
+		res, o, werr := m.l.Reserve(r.Epoch, r.ID, r.User, r.RequestID, r.Now.UnixMilli(), r.TTL.Milliseconds(), r.PerUserLimit)
 		m.compareReserve(got[i], errs[i], ReserveResult{Outcome: o, Reservation: res}, werr)
 	}
 }
@@ -195,11 +203,11 @@ func (m *modelRun) grant(fence, granted int64) {
 	}
 }
 
-func (m *modelRun) release(fence int64, id string, k, keep int64) {
+func (m *modelRun) release(fence, epoch int64, id string, k, keep int64) {
 	m.t.Helper()
-	m.note("release fence=%d id=%s k=%d keep=%d", fence, id, k, keep)
-	gm, grl, err := m.s.Release(m.ctx, m.sale, fence, id, k, keep)
-	wm, wrl, werr := m.l.Release(fence, id, k, keep)
+	m.note("release fence=%d epoch=%d id=%s k=%d keep=%d", fence, epoch, id, k, keep)
+	gm, grl, err := m.s.Release(m.ctx, m.sale, fence, epoch, id, k, keep)
+	wm, wrl, werr := m.l.Release(fence, epoch, id, k, keep)
 	if gm != wm || grl != wrl || !sameErr(err, werr) {
 		m.fail("release: store (%d, %d, %v), ledger (%d, %d, %v)", gm, grl, err, wm, wrl, werr)
 	}
@@ -211,6 +219,15 @@ func (m *modelRun) raiseFloor(fence, rl, sold int64) {
 	err := m.s.RaiseFloor(m.ctx, m.sale, fence, rl, sold)
 	if werr := m.l.RaiseFloor(fence, rl, sold); !sameErr(err, werr) {
 		m.fail("raise floor: store %v, ledger %v", err, werr)
+	}
+}
+
+func (m *modelRun) resume(fence, epoch int64, primary string, granted int64) {
+	m.t.Helper()
+	m.note("resume fence=%d epoch=%d primary=%s granted=%d", fence, epoch, primary, granted)
+	got, err := m.s.Resume(m.ctx, m.sale, fence, epoch, primary, granted)
+	if want, werr := m.l.Resume(fence, epoch, primary, granted); got != want || !sameErr(err, werr) {
+		m.fail("resume: store (%d, %v), ledger (%d, %v)", got, err, want, werr)
 	}
 }
 
@@ -231,11 +248,12 @@ func (m *modelRun) checkCounters() {
 		m.fail("counters: %v", err)
 	}
 	l := m.l
-	want := Counters{Fence: l.Fence, GrantedSeen: l.GrantedSeen, ReleasedLocal: l.ReleasedLocal, Sold: l.Sold, Reserved: l.Reserved, Halted: l.Halted}
+	want := Counters{Fence: l.Fence, GrantedSeen: l.GrantedSeen, ReleasedLocal: l.ReleasedLocal, Sold: l.Sold, Reserved: l.Reserved, Halted: l.Halted,
+		Epoch: l.Epoch, EpochPrimary: l.EpochPrimary, Primary: l.Primary}
 	if c != want {
 		m.fail("counters: store %+v, ledger %+v", c, want)
 	}
-	if c.Available() != l.Available() || c.Ceiling() != l.Ceiling() {
+	if c.Available() != l.Available() || c.Ceiling() != l.Ceiling() || c.Stopped() != l.Stopped() {
 		m.fail("available/ceiling: store %d/%d, ledger %d/%d", c.Available(), c.Ceiling(), l.Available(), l.Ceiling())
 	}
 }
@@ -409,6 +427,11 @@ func (m *modelRun) usedIDs() []string {
 func (m *modelRun) randomStep(rng *rand.Rand) {
 	m.t.Helper()
 	users := []string{"ann", "bob", "cat", "dan", "eve", "fay"}
+	// Sellers mostly know the current epoch; sometimes a stale or unknown one.
+	m.epoch = m.l.Epoch
+	if rng.IntN(6) == 0 {
+		m.epoch = int64(rng.IntN(3))
+	}
 	switch p := rng.IntN(100); {
 	case p < 30:
 		m.reserve(m.randomNewID(rng), users[rng.IntN(len(users))], m.randomReq(rng), 1000+int64(rng.IntN(4))*500, 1+int64(rng.IntN(2)))
@@ -416,7 +439,7 @@ func (m *modelRun) randomStep(rng *rand.Rand) {
 		rs := make([]ReserveRequest, 1+rng.IntN(6))
 		for i := range rs {
 			rs[i] = ReserveRequest{User: users[rng.IntN(len(users))], RequestID: m.randomReq(rng), ID: m.randomNewID(rng), Now: time.UnixMilli(m.now),
-				TTL: time.Duration(1000+rng.IntN(3)*500) * time.Millisecond, PerUserLimit: 1 + int64(rng.IntN(2))}
+				TTL: time.Duration(1000+rng.IntN(3)*500) * time.Millisecond, PerUserLimit: 1 + int64(rng.IntN(2)), Epoch: m.epoch}
 		}
 		m.reserveBatch(rs)
 	case p < 46:
@@ -433,9 +456,15 @@ func (m *modelRun) randomStep(rng *rand.Rand) {
 	case p < 86:
 		m.grant(m.randomFence(rng), int64(rng.IntN(12)))
 	case p < 93:
-		m.release(m.randomFence(rng), "rel"+strconv.Itoa(rng.IntN(4)), int64(rng.IntN(6))-1, int64(rng.IntN(4))-1)
-	case p < 96:
+		m.release(m.randomFence(rng), m.epoch, "rel"+strconv.Itoa(rng.IntN(4)), int64(rng.IntN(6))-1, int64(rng.IntN(4))-1)
+	case p < 95:
 		m.raiseFloor(m.randomFence(rng), int64(rng.IntN(5)), int64(rng.IntN(5)))
+	case p < 97:
+		primary := m.l.Primary
+		if rng.IntN(4) == 0 {
+			primary = "another"
+		}
+		m.resume(m.randomFence(rng), 1+int64(rng.IntN(3)), primary, int64(rng.IntN(12)))
 	default:
 		m.setHalted(m.randomFence(rng), rng.IntN(3) == 0)
 	}
@@ -509,26 +538,36 @@ func TestStoreModelScenario(t *testing.T) {
 	m.reserve("2", "eve", "e1", 1000, 1)  // id in use (cancelled): refused, never overwritten
 	m.reserve("1", "eve", "e1", 1000, 1)  // id in use (confirmed): refused
 	m.reserve(m.newID(), "eve", "e1", 1000, 1)
-	m.release(2, "r0", 10, 5) // keeps 5: nothing to give yet
-	m.release(2, "r1", 10, 0) // fence 2 supersedes 1; releases the free unit
-	m.release(2, "r1", 10, 0) // repeat: same m
-	m.release(1, "r2", 10, 0) // stale fence
-	m.grant(1, 100)           // stale fence: no change
+	m.release(2, 0, "r0", 10, 5) // keeps 5: nothing to give yet
+	m.release(2, 0, "r1", 10, 0) // fence 2 supersedes 1; releases the free unit
+	m.release(2, 0, "r1", 10, 0) // repeat: same m
+	m.release(1, 0, "r2", 10, 0) // stale fence
+	m.grant(1, 100)              // stale fence: no change
 	m.setHalted(2, true)
 	m.reserve("x5", "dan", "d1", 1000, 1) // halted
 	m.raiseFloor(3, 1, 5)
 	m.setHalted(3, false)
 	m.reserve("x5", "dan", "d1", 1000, 1) // sold out: sold raised to 5
-	m.release(3, "r3", -1, 0)             // negative
-	m.release(3, "r4", 1, -1)             // negative keep
+	m.resume(3, 2, "elsewhere", 9)        // a failover since the agent read the primary: refused
+	m.resume(3, 2, m.l.Primary, 2)        // the agent reconciled: seller epoch 2 on this primary
+	m.reserve("x6", "dan", "d2", 1000, 1) // the sellers' epoch 0 is stale now
+	m.release(3, 1, "r5", 1, 0)           // so is the agent's 1
+	m.epoch = 2
+	m.release(3, 2, "r5", 1, 0)
+	m.release(3, 0, "r3", -1, 0) // negative
+	m.release(3, 0, "r4", 1, -1) // negative keep
 	m.grant(3, 20)
+	m.setHalted(3, true)
+	m.release(3, 2, "r6", 1, 0) // halted: refused
+	m.release(3, 2, "r5", 1, 0) // a repeat is answered even then
+	m.setHalted(3, false)
 	at := time.UnixMilli(m.now)
 	m.reserveBatch([]ReserveRequest{
-		{User: "fay", RequestID: "f1", ID: "b", Now: at, TTL: time.Second, PerUserLimit: 1},
-		{User: "gus", RequestID: "g1", ID: "b", Now: at, TTL: time.Second, PerUserLimit: 1}, // made earlier in this call: refused
-		{User: "gus", RequestID: "g1", ID: "4", Now: at, TTL: time.Second, PerUserLimit: 1}, // in use before the call: refused
-		{User: "gus", RequestID: "g1", ID: "c", Now: at, TTL: time.Second, PerUserLimit: 1},
-		{User: "fay", RequestID: "f1", ID: "d", Now: at, TTL: time.Second, PerUserLimit: 1}, // duplicate of b
+		{User: "fay", RequestID: "f1", ID: "b", Now: at, TTL: time.Second, PerUserLimit: 1, Epoch: 2},
+		{User: "gus", RequestID: "g1", ID: "b", Now: at, TTL: time.Second, PerUserLimit: 1, Epoch: 2}, // made earlier in this call: refused
+		{User: "gus", RequestID: "g1", ID: "4", Now: at, TTL: time.Second, PerUserLimit: 1, Epoch: 2}, // in use before the call: refused
+		{User: "gus", RequestID: "g1", ID: "c", Now: at, TTL: time.Second, PerUserLimit: 1, Epoch: 1}, // stale epoch
+		{User: "fay", RequestID: "f1", ID: "d", Now: at, TTL: time.Second, PerUserLimit: 1, Epoch: 2}, // duplicate of b
 	})
 	m.checkAll(rdb)
 }

@@ -389,12 +389,12 @@ func TestGrantReleaseFence(t *testing.T) {
 	}
 	mustReserve(t, s, "x", buy("ann", "a", t0), quota.Reserved)
 	for i := range 3 {
-		m, rl, err := s.Release(ctx, "x", 5, "rel-1", 20, 0)
+		m, rl, err := s.Release(ctx, "x", 5, 0, "rel-1", 20, 0)
 		if err != nil || m != 9 || rl != 9 {
 			t.Fatalf("release rel-1 try %d: m %d, released %d, %v; want 9, 9", i, m, rl, err)
 		}
 	}
-	if m, rl, err := s.Release(ctx, "x", 5, "rel-2", 3, 0); err != nil || m != 0 || rl != 9 {
+	if m, rl, err := s.Release(ctx, "x", 5, 0, "rel-2", 3, 0); err != nil || m != 0 || rl != 9 {
 		t.Fatalf("release with nothing free: %d, %d, %v", m, rl, err)
 	}
 	before := mustCounters(t, s, "x")
@@ -403,7 +403,7 @@ func TestGrantReleaseFence(t *testing.T) {
 	}
 	stale := []func() error{
 		func() error { _, err := s.ApplyGrant(ctx, "x", 4, 100); return err },
-		func() error { _, _, err := s.Release(ctx, "x", 4, "rel-3", 1, 0); return err },
+		func() error { _, _, err := s.Release(ctx, "x", 4, 0, "rel-3", 1, 0); return err },
 		func() error { return s.RaiseFloor(ctx, "x", 4, 50, 50) },
 		func() error { return s.SetHalted(ctx, "x", 4, true) },
 		func() error { return s.SetSaleView(ctx, "x", 4, SaleView{Total: 1, OthersSold: 1, At: 1}) },
@@ -552,7 +552,7 @@ func TestBadInput(t *testing.T) {
 		"batched bad":     func() error { _, err := b.Reserve(ctx, "x", buy("", "a", t0)); return err },
 		"negative limit":  func() error { _, err := s.Expire(ctx, "x", t0, -1); return err },
 		"empty resv id":   func() error { return s.Confirm(ctx, "x", "", t0) },
-		"empty release":   func() error { _, _, err := s.Release(ctx, "x", 1, "", 1, 0); return err },
+		"empty release":   func() error { _, _, err := s.Release(ctx, "x", 1, 0, "", 1, 0); return err },
 		"brace in cancel": func() error { return s.Cancel(ctx, "{x", "1", t0) },
 	}
 	for name, f := range cases {
@@ -663,10 +663,10 @@ func TestBatcherCoalesces(t *testing.T) {
 	}
 	l := quota.NewLedger()
 	l.ApplyGrant(1, 5)
-	l.Reserve("id-first", "first", "first", t0.UnixMilli(), 10_000, 1)
+	l.Reserve(0, "id-first", "first", "first", t0.UnixMilli(), 10_000, 1)
 	for i := range n {
 		got := <-res[i]
-		want, o, err := l.Reserve(fmt.Sprint("id", i), fmt.Sprint("u", i%7), fmt.Sprint("r", i), t0.UnixMilli(), 10_000, 1)
+		want, o, err := l.Reserve(0, fmt.Sprint("id", i), fmt.Sprint("u", i%7), fmt.Sprint("r", i), t0.UnixMilli(), 10_000, 1)
 		if err != nil {
 			t.Fatal(err)
 		}

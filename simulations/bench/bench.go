@@ -56,6 +56,8 @@ type Config struct {
 	// SkipQuota leaves out group 5 (bursts and a steady sale on the whole
 	// dev stack).
 	SkipQuota bool
+	// SkipGossip leaves out group 6 (gossip between a region's sellers).
+	SkipGossip bool
 	// Only, if set, runs just the named rows (for digging into one).
 	Only []string
 	// ResultsDir receives the JSON results ("" writes none).
@@ -147,6 +149,8 @@ type Results struct {
 	GeneratorUnknown int `json:"generator_unknown"`
 	// Goodput is the overload curve (row "goodput").
 	Goodput *GoodputResults `json:"goodput,omitempty"`
+	// Gossip is group 6 (row "gossip").
+	Gossip *GossipResults `json:"gossip,omitempty"`
 	// Quota is group 5 (row "quota"): bursts and a steady sale.
 	Quota *QuotaResults `json:"quota,omitempty"`
 }
@@ -357,6 +361,20 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	stopPG()
 
+	// Group 2b, what each durability mode costs: the Batcher's reserve
+	// on a single fsyncing node, with WAIT 1 on a replica, and both.
+	if slices.ContainsFunc(durabilityRows, e.wanted) {
+		dur, stopDur, err := e.durabilityGroup(ctx, cfg.Workers)
+		closers = append(closers, stopDur)
+		if err != nil {
+			return nil, err
+		}
+		if err := e.group(ctx, dur); err != nil {
+			return nil, err
+		}
+		stopDur()
+	}
+
 	// Group 3, latency at equal offered load (open loop): the regional
 	// design, whose buyer's Redis is local, against one global counter
 	// across each delay.
@@ -410,6 +428,14 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			return nil, err
 		}
 		e.res.Quota = q
+	}
+	// Group 6, gossip between a region's sellers.
+	if e.wanted("gossip") && !e.cfg.SkipGossip {
+		g, err := runGossip(ctx, e.cfg.Quick)
+		if err != nil {
+			return nil, err
+		}
+		e.res.Gossip = g
 	}
 	e.finish()
 	e.print()
@@ -487,7 +513,8 @@ func onceAll(fs *[]func()) func() {
 
 // wanted says whether a row is to run (Config.Only).
 func (e *env) wanted(name string) bool {
-	return len(e.cfg.Only) == 0 || slices.Contains(e.cfg.Only, name)
+	return len(e.cfg.Only) == 0 || slices.Contains(e.cfg.Only, name) ||
+		slices.Contains(e.cfg.Only, "durability") && slices.Contains(durabilityRows, name)
 }
 
 func (e *env) plan(rate float64, d time.Duration) loadgen.Plan {
@@ -622,6 +649,8 @@ func (e *env) finish() {
 	add("reserve_evalsha/incr", "redis_reserve_evalsha", "redis_incr", tput, 0)
 	add("reserve_batcher/evalsha", "redis_reserve_batcher", "redis_reserve_evalsha", tput, 0)
 	add("redis_evalsha/postgres", "redis_reserve_evalsha", "postgres_hot_row", tput, 0)
+	add("durability_wait1/fsync", rowDurWait, rowDurFsync, tput, 0)
+	add("durability_wait1_fsync/fsync", rowDurWaitFsync, rowDurFsync, tput, 0)
 	add("buy_before_sellout/bare", "buy_before_sellout", "bare", tput, 0.5)
 	add("buy_after_sellout/bare", "buy_after_sellout", "bare", tput, 0.9)
 	add("global_80ms_p99/regional_p99", "global_80ms", "regional", p99, 10)
@@ -674,6 +703,10 @@ func (e *env) print() {
 	if r.Quota != nil {
 		fmt.Fprintln(e.cfg.Out)
 		printQuota(e.cfg.Out, r.Quota)
+	}
+	if r.Gossip != nil {
+		fmt.Fprintln(e.cfg.Out)
+		printGossip(e.cfg.Out, r.Gossip)
 	}
 	for _, x := range r.Ratios {
 		fmt.Fprintf(e.cfg.Out, "ratio %s %.3f\n", x.Name, x.Value)

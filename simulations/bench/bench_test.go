@@ -15,6 +15,24 @@ import (
 	"flashsale/internal/childproc"
 )
 
+// answeredAs reports whether every attempt of row was answered outcome.
+// For "reserved" it also takes the seller's answers to load: a buy sent to
+// Redis but not answered within the 150 ms budget (outcome_unknown: the
+// verifier checks Redis holds between the told and told + unknown), or
+// dropped unsent at that deadline (overloaded: nothing was reserved). On
+// a shared machine under -race that is timing, which a test must not
+// assert; at least one attempt must still be reserved.
+func answeredAs(row *Row, outcome string) bool {
+	got := row.Outcomes[outcome]
+	if outcome == "reserved" {
+		if got == 0 {
+			return false
+		}
+		got += row.Outcomes["outcome_unknown"] + row.Outcomes["overloaded"]
+	}
+	return row.Attempts > 0 && got == row.Attempts
+}
+
 // A tiny run of the whole bench (no PostgreSQL: its initdb alone takes
 // seconds): every row is there, every attempt was answered as expected,
 // and the seller's Redis passes the verifier. No speed is asserted.
@@ -44,7 +62,7 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("row %s missing", name)
 			continue
 		}
-		if row.Attempts == 0 || row.Outcomes[outcome] != row.Attempts {
+		if !answeredAs(row, outcome) {
 			t.Errorf("row %s: %d attempts, outcomes %v: want all %s", name, row.Attempts, row.Outcomes, outcome)
 		}
 	}
@@ -140,7 +158,7 @@ func TestBenchInProcess(t *testing.T) {
 	}
 	for name, outcome := range map[string]string{"bare": "reserved", "buy_before_sellout": "reserved", "buy_after_sellout": "sold_out", "regional": "reserved", "global_0ms": "reserved"} {
 		row := res.row(name)
-		if row == nil || row.Attempts == 0 || row.Outcomes[outcome] != row.Attempts {
+		if row == nil || !answeredAs(row, outcome) {
 			t.Errorf("row %s: %+v, want every attempt %s", name, row, outcome)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 	"time"
@@ -23,6 +24,10 @@ import (
 // server of a bench run instead (ServeTargetFromEnv). The value is the
 // target's JSON spec.
 const TargetEnv = "FLASHSALE_BENCH_TARGET"
+
+// TargetProfileEnv, when set to a directory, makes every target write a
+// CPU profile of its whole life there (target-KIND-PID.pprof).
+const TargetProfileEnv = "FLASHSALE_BENCH_TARGET_CPUPROFILE"
 
 // targetSpec says what a target serves. Every HTTP row's target runs in
 // a process of its own, as a real server would: the generator then shares
@@ -97,6 +102,18 @@ func ServeTargetFromEnv() (bool, error) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if dir := os.Getenv(TargetProfileEnv); dir != "" {
+		// A diagnosis aid: where a target's CPU goes under a bench run.
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("target-%s-%d.pprof", spec.Kind, os.Getpid())))
+		if err != nil {
+			return true, fmt.Errorf("%s: %w", TargetProfileEnv, err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return true, fmt.Errorf("%s: %w", TargetProfileEnv, err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	_, closeFn, err := serveTarget(ctx, spec, log)
 	if err != nil {
 		return true, err

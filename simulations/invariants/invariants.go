@@ -32,8 +32,15 @@ type Region struct {
 	Redis redis.UniversalClient
 }
 
+// ErrUnreadable wraps the error of a region whose Redis could not be read
+// (down, or failing over): Check returns it only when the regions it could
+// read hold every invariant, so a caller that expects an outage may skip
+// it without missing a violation.
+var ErrUnreadable = errors.New("region unreadable")
+
 // Check reads every sale under prefix and every region, and returns every
-// violation found (nil when all hold).
+// violation found (nil when all hold); when there is none but a region
+// could not be read, an error wrapping ErrUnreadable.
 //
 // The allocation and the Redis ledgers cannot be read at one instant, so the
 // grant bound is checked in the monotone form of DESIGN §4, with reads
@@ -47,7 +54,7 @@ func Check(ctx context.Context, cli *clientv3.Client, prefix string, regions []R
 	if err != nil {
 		return err
 	}
-	var errs []error
+	var errs, unread []error
 	states := map[string]map[string]regionState{} // sale -> region -> state
 	for sale := range before {
 		states[sale] = map[string]regionState{}
@@ -57,7 +64,7 @@ func Check(ctx context.Context, cli *clientv3.Client, prefix string, regions []R
 			}
 			st, err := readRegion(ctx, r.Redis, sale)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("sale %s region %s: %w", sale, r.Name, err))
+				unread = append(unread, fmt.Errorf("sale %s region %s: %w: %w", sale, r.Name, ErrUnreadable, err))
 				continue
 			}
 			states[sale][r.Name] = st
@@ -77,7 +84,10 @@ func Check(ctx context.Context, cli *clientv3.Client, prefix string, regions []R
 			errs = append(errs, checkSale(a, b, spec.PerUserLimit, states[sale]))
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return errors.Join(unread...)
 }
 
 func readAllocs(ctx context.Context, cli *clientv3.Client, keys layout.Keys) (map[string]*quota.Allocation, error) {

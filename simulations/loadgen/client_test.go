@@ -266,3 +266,48 @@ func TestRetryWait(t *testing.T) {
 		}
 	}
 }
+
+// Connect leaves n connections open and idle: the server sees n of them,
+// and a second Connect (or n buys at once) reuses them, opening none.
+func TestHTTPOpConnectOpensAndKeepsConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	conns := 0
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"status":"ok"}`)) }),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				mu.Lock()
+				conns++
+				mu.Unlock()
+			}
+		},
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	op, err := NewHTTPOp(HTTPConfig{Endpoints: map[string]string{"eu": "http://" + ln.Addr().String()}, Sale: "s", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	opened := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return conns
+	}
+	if n, err := op.Connect(context.Background(), 50, 8); err != nil || n != 50 {
+		t.Fatalf("connect: %d, %v; want 50", n, err)
+	}
+	if got := opened(); got != 50 {
+		t.Fatalf("server saw %d connections, want 50", got)
+	}
+	if n, err := op.Connect(context.Background(), 50, 50); err != nil || n != 50 {
+		t.Fatalf("second connect: %d, %v", n, err)
+	}
+	if got := opened(); got != 50 {
+		t.Fatalf("server saw %d connections after a second connect, want the same 50 reused", got)
+	}
+}

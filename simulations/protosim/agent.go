@@ -2,45 +2,56 @@ package protosim
 
 import (
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
 
 	"flashsale/quota"
 	"flashsale/quota/layout"
+	"flashsale/regional/agent"
+	"flashsale/regional/redisstore"
 )
 
-// agent is one region agent process. Each term starts by campaigning, which
-// bumps the region's fence: the ledger refuses older fences and etcd refuses
-// reports from older terms. A stale agent (lost its lease during a pause)
-// keeps acting for a while and must be refused everywhere.
-type agent struct {
-	fence       int64
-	alive       bool
-	stale       bool
-	stopAt      int
-	syncing     bool  // waiting for the read that opens its term
-	getID       int64 // the read it waits for
-	getStep     int
-	lastGet     int
-	viewRev     int64  // newest allocation revision seen
-	lastRelease string // last release id it executed, repeated in reports (the ack)
-	// The release named by the newest report in etcd it has seen: that
-	// release ran already, whatever Redis remembers.
-	reportRev       int64
-	reportReleaseID string
-	needReport      bool
-	lastReport      int
-	reported        quota.Report // counters of its last report
+// agentProc is one region agent process: the real agent.Core of its
+// current term, driven here as regional/agent's term.go drives it against
+// etcd and Redis, through the fakes: the fake etcd's history for watches,
+// the network for reads and report writes, and the region's quota.Ledger
+// for Redis. A stale process (its lease expired during a pause) keeps
+// acting until it notices; the fences must refuse it everywhere.
+type agentProc struct {
+	id      int
+	core    *agent.Core
+	fence   int64
+	alive   bool
+	stale   bool
+	stopAt  int
+	loading bool  // waiting for the read that (re)starts its watches
+	loadID  int64 // the read it waits for
+	loadAt  int
+	// The watch streams: allocations and reports, each delivering etcd's
+	// history in order from its next revision.
+	streams [2]int64
+	puts    map[int64]int // etcd writes in flight: action id -> step sent
+	tickAt  int
 }
 
 const (
-	reportEvery    = 20 // steps between reports while counters change
-	heartbeat      = 50 // steps between reports when nothing changed
-	lowReportEvery = 5  // steps between reports while stock is low and counters change
-	resyncEvery    = 20 // steps between reads of etcd (a watch reconnect)
-	getTimeout     = 10 // steps before a read is asked again
+	tickEvery  = 2  // steps between agent ticks (its ReportInterval)
+	refreshMs  = 30 // steps of ReportRefresh
+	getTimeout = 10 // steps before a read or write is taken as failed
+	pDeliver   = 0.6
+	pBreak     = 0.01 // a watch stream breaks (the agent watches again)
+	pCrashAct  = 0.004
+)
+
+const (
+	streamAllocs = iota
+	streamReports
 )
 
 // current is the region's agent that holds the election, or nil.
-func (rg *region) current() *agent {
+func (rg *region) current() *agentProc {
 	for _, a := range rg.agents {
 		if a.alive && !a.stale {
 			return a
@@ -49,15 +60,16 @@ func (rg *region) current() *agent {
 	return nil
 }
 
-// startTerm campaigns for region (a new fence) with agent a, or with a new
-// agent process when a is nil. Nothing can be elected while the region is cut
-// off from etcd.
-func (s *Sim) startTerm(rg *region, a *agent) {
+// startTerm campaigns for region (a new fence) with process a, or with a
+// new process when a is nil. Nothing can be elected while the region is
+// cut off from etcd.
+func (s *Sim) startTerm(rg *region, a *agentProc) {
 	if s.net.cut[rg.name] {
 		return
 	}
 	if a == nil {
-		a = &agent{alive: true}
+		s.nextAgent++
+		a = &agentProc{id: s.nextAgent, alive: true}
 		if old := rg.current(); old != nil {
 			old.stale = true
 			old.stopAt = s.step + 5 + s.rng.IntN(25)
@@ -66,224 +78,251 @@ func (s *Sim) startTerm(rg *region, a *agent) {
 		rg.agents = append(rg.agents, a)
 	}
 	a.fence = s.etcd.campaignAgent(rg.name)
-	a.syncing = true
-	a.lastRelease = ""
+	a.core = agent.NewCore(agent.CoreConfig{
+		Region: rg.name, Fence: a.fence, ReportRefresh: time.Duration(refreshMs*s.cfg.StepMillis) * time.Millisecond,
+		Bugs: agent.CoreBugs{NoMaxMerge: s.cfg.Bug == BugNoMaxMerge, NoReconcile: s.cfg.Bug == BugNoReconcile},
+	})
+	a.puts = map[int64]int{}
+	a.tickAt = s.step + 1
 	s.stats.AgentTerms++
 	s.tracef("%s agent term %d starts", rg.name, a.fence)
 	s.sendGet(rg, a)
 }
 
-func (s *Sim) sendGet(rg *region, a *agent) {
+func (s *Sim) sendGet(rg *region, a *agentProc) {
 	s.nextGet++
-	a.getID, a.getStep, a.lastGet = s.nextGet, s.step, s.step
-	s.net.send(int64(s.step), msg{kind: mGet, region: rg.name, getID: a.getID, fence: a.fence})
+	a.loading, a.loadID, a.loadAt = true, s.nextGet, s.step
+	s.net.send(int64(s.step), msg{kind: mGet, region: rg.name, agent: a.id, getID: a.loadID})
 }
 
-func (s *Sim) agentTick(rg *region, a *agent) {
+// onLoaded delivers the read that (re)starts a process's watches.
+func (s *Sim) onLoaded(rg *region, a *agentProc, m msg) {
+	if !a.alive || !a.loading || m.getID != a.loadID {
+		return
+	}
+	a.loading = false
+	a.streams = [2]int64{m.rev + 1, m.rev + 1}
+	s.stepAgent(rg, a, m.loaded)
+}
+
+// agentTick runs one step of a process: its watch streams, its tick, its
+// writes' timeouts.
+func (s *Sim) agentTick(rg *region, a *agentProc) {
 	if !a.alive {
 		return
 	}
-	if a.stale {
-		if s.step >= a.stopAt {
-			a.alive = false
-			return
-		}
-		if s.step-a.lastReport >= reportEvery {
-			s.sendReport(rg, a) // etcd must refuse it: the stale agent's term is over
-		}
+	if a.stale && s.step >= a.stopAt {
+		a.alive = false
+		s.tracef("%s agent term %d notices its lease is gone and stops", rg.name, a.fence)
 		return
 	}
-	if a.syncing {
-		if s.step-a.getStep >= getTimeout {
+	if a.loading {
+		if s.step-a.loadAt >= getTimeout {
 			s.sendGet(rg, a)
 		}
 		return
 	}
-	if rg.epoch != rg.sellerEpoch {
-		// Redis changed primary: it may have lost writes. A new term
-		// fences off reports still in flight from before, then reconciles.
-		s.tracef("%s agent term %d sees a new Redis primary", rg.name, a.fence)
-		s.startTerm(rg, a)
-		return
+	var late []int64
+	for id, at := range a.puts {
+		if s.step-at >= getTimeout {
+			late = append(late, id)
+		}
 	}
-	if s.step-a.lastGet >= resyncEvery {
+	slices.Sort(late) // map order is random; a run must replay exactly
+	for _, id := range late {
+		delete(a.puts, id)
+		if !s.stepAgent(rg, a, agent.Result{ID: id, Err: errTimeout}) {
+			return
+		}
+	}
+	if !s.net.cut[rg.name] {
+		for k := range a.streams {
+			if !s.watch(rg, a, k) {
+				return
+			}
+		}
+	}
+	if s.step >= a.tickAt {
+		a.tickAt = s.step + tickEvery
+		demand := map[string]float64{saleID: rg.demand * 1000 / float64(s.cfg.StepMillis)}
+		s.stepAgent(rg, a, agent.Tick{Now: time.UnixMilli(s.now), Demand: demand})
+	}
+}
+
+var errTimeout = errors.New("etcd request timed out")
+
+// watch delivers some of stream k's pending history in order, or breaks
+// it: the process watches again from a little before where it was (so
+// events repeat), or, when that history is compacted, reads everything
+// again. It returns false if the process stopped.
+func (s *Sim) watch(rg *region, a *agentProc, k int) bool {
+	if !s.heal && s.rng.Float64() < pBreak {
+		from := max(1, a.streams[k]-int64(s.rng.IntN(4)))
+		if _, ok := s.etcd.since(from); !ok {
+			s.stats.Compacted++
+			s.tracef("%s agent term %d: watch from %d compacted; reading again", rg.name, a.fence, from)
+			s.sendGet(rg, a)
+			return true
+		}
+		s.stats.Rewatches++
+		a.streams[k] = from
+		return true
+	}
+	if s.rng.Float64() >= pDeliver {
+		return true
+	}
+	changes, ok := s.etcd.since(a.streams[k])
+	if !ok {
+		s.stats.Compacted++
 		s.sendGet(rg, a)
-	}
-	since := s.step - a.lastReport
-	// Running out: the leader should hear soon (the real agent reports at once).
-	low := s.etcd.alloc.PolicyOf().Low(rg.ledger.Available(), rg.demand*1000/float64(s.cfg.StepMillis), s.cfg.Total)
-	if a.needReport || since >= heartbeat || s.changed(rg, a) && (since >= reportEvery || low && since >= lowReportEvery) {
-		s.sendReport(rg, a)
-	}
-}
-
-func (s *Sim) changed(rg *region, a *agent) bool {
-	l, r := rg.ledger, a.reported
-	return l.Sold != r.Sold || l.Reserved != r.Reserved || l.ReleasedLocal != r.ReleasedLocal || l.GrantedSeen != r.GrantedSeen
-}
-
-func (s *Sim) sendReport(rg *region, a *agent) {
-	l := rg.ledger
-	rep := layout.RegionReport{
-		Report: quota.Report{
-			Sold: l.Sold, Reserved: l.Reserved, ReleasedLocal: l.ReleasedLocal, GrantedSeen: l.GrantedSeen,
-			Demand: rg.demand * 1000 / float64(s.cfg.StepMillis), At: s.now,
-		},
-		Region: rg.name, Sale: saleID, ReleaseID: a.lastRelease, Fence: a.fence, Halted: l.Halted,
-	}
-	a.needReport, a.lastReport, a.reported = false, s.step, rep.Report
-	s.net.send(int64(s.step), msg{kind: mReport, region: rg.name, report: rep})
-}
-
-// onView handles a watch event or a read answer about the region.
-func (s *Sim) onView(rg *region, a *agent, v view) {
-	if !a.alive {
-		return
-	}
-	if a.syncing {
-		if v.GetID == 0 || v.GetID != a.getID || v.Fence != a.fence {
-			return // the term's own read decides; it covers everything older
-		}
-		a.syncing = false
-		if !s.reconcile(rg, a, v) {
-			return
-		}
-	}
-	if rg.epoch != rg.sellerEpoch {
-		// Redis changed primary and may have lost writes: the scripts
-		// refuse the old epoch until this agent reconciles. A release
-		// computed on lost counters could give up units already sold.
-		return
-	}
-	l := rg.ledger
-	if v.Granted > l.GrantedSeen && s.crashPoint("agent-before-apply-grant") {
-		s.crashAgent(rg, a)
-		return
-	}
-	if !s.applyGrant(rg, a, v) {
-		return
-	}
-	if !a.stale && (l.ReleasedLocal < max(v.Released, v.Report.ReleasedLocal) || l.Sold < v.Report.Sold) {
-		// Redis shows less than etcd already knows: it lost writes.
-		s.tracef("%s agent term %d: counters below etcd (released_local %d < %d or sold %d < %d)",
-			rg.name, a.fence, l.ReleasedLocal, max(v.Released, v.Report.ReleasedLocal), l.Sold, v.Report.Sold)
-		s.startTerm(rg, a)
-		return
-	}
-	if v.ReportRev > a.reportRev {
-		a.reportRev, a.reportReleaseID = v.ReportRev, v.ReportReleaseID
-	}
-	if v.Rev < a.viewRev {
-		return // an old event: its grant was max-merged, its release is history
-	}
-	a.viewRev = v.Rev
-	if p := v.Pending; p != nil && p.ID == a.reportReleaseID {
-		// It ran already (maybe in a store that lost the record since): the
-		// report etcd holds counts it, and the floor covers that. Running it
-		// again would give up more units than asked, stranded until the next
-		// release. Acknowledge it.
-		if a.lastRelease != p.ID {
-			a.lastRelease = p.ID
-			a.needReport = true
-		}
-	} else if p != nil {
-		m, rl, err := l.Release(a.fence, p.ID, p.Units, p.Keep)
-		if err != nil {
-			s.refused(rg, a, "release", err)
-			return
-		}
-		if s.crashPoint("agent-after-release-before-ack") {
-			s.crashAgent(rg, a)
-			return
-		}
-		if a.lastRelease != p.ID {
-			s.tracef("%s agent term %d released %d of %d for %s (released_local %d)", rg.name, a.fence, m, p.Units, p.ID, rl)
-			a.lastRelease = p.ID
-			a.needReport = true
-		}
-	}
-}
-
-// applyGrant max-merges the cumulative grant into Redis (or, with
-// BugNoMaxMerge, applies the event as it comes). It returns false if the
-// agent was refused.
-func (s *Sim) applyGrant(rg *region, a *agent, v view) bool {
-	l := rg.ledger
-	if s.cfg.Bug == BugNoMaxMerge {
-		if _, err := l.ApplyGrant(a.fence, 0); err != nil { // the fence check alone
-			s.refused(rg, a, "grant", err)
-			return false
-		}
-		if v.GetID != 0 {
-			l.GrantedSeen = v.Granted
-		} else {
-			l.GrantedSeen += v.Delta
-		}
 		return true
 	}
-	if _, err := l.ApplyGrant(a.fence, v.Granted); err != nil {
-		s.refused(rg, a, "grant", err)
-		return false
+	var ins []agent.Input
+	for _, c := range changes {
+		switch {
+		case k == streamAllocs && c.alloc != nil:
+			ins = append(ins, agent.AllocChanged{Sale: saleID, Alloc: c.alloc, ModRev: c.rev})
+		case k == streamReports && c.report != nil:
+			ins = append(ins, agent.ReportChanged{Region: c.report.Region, Sale: saleID, Report: c.report, ModRev: c.rev})
+		}
+	}
+	if len(changes) > 0 {
+		a.streams[k] = changes[len(changes)-1].rev + 1
+	}
+	for _, in := range ins {
+		if !s.stepAgent(rg, a, in) {
+			return false
+		}
 	}
 	return true
 }
 
-// reconcile runs on the read that opens a term. If Redis shows less than etcd
-// or the order store know, or is halted, or changed primary, it halts the
-// region, raises the floors and resumes selling. It returns false if the
-// agent crashed meanwhile (Redis stays halted: the next term finds it so).
-func (s *Sim) reconcile(rg *region, a *agent, v view) bool {
+// stepAgent tells the process's core in and carries out what it asks, as
+// term.step does: Redis actions at once on the region's ledger, etcd
+// writes over the network. Any action may be the last before a crash. It
+// returns false if the process stopped.
+func (s *Sim) stepAgent(rg *region, a *agentProc, in agent.Input) bool {
+	if err := a.core.Step(in); err != nil {
+		return s.agentDeposed(rg, a, err)
+	}
+	for {
+		acts := a.core.Ready()
+		if len(acts) == 0 {
+			return true
+		}
+		for _, act := range acts {
+			if act.Kind != agent.ReadCounters && s.crashPoint("agent-before-"+act.Kind.String(), pCrashAct) {
+				s.crashAgent(rg, a)
+				return false
+			}
+			if act.Kind.Etcd() {
+				a.puts[act.ID] = s.step
+				s.net.send(int64(s.step), msg{kind: mPut, region: rg.name, agent: a.id, act: act})
+				continue
+			}
+			r := s.redis(rg, a, act)
+			if act.Kind != agent.ReadCounters && r.Err == nil && s.crashPoint("agent-after-"+act.Kind.String(), pCrashAct) {
+				s.crashAgent(rg, a)
+				return false
+			}
+			if err := a.core.Step(r); err != nil {
+				return s.agentDeposed(rg, a, err)
+			}
+		}
+	}
+}
+
+// onPutAnswer delivers etcd's answer to a report write.
+func (s *Sim) onPutAnswer(rg *region, a *agentProc, m msg) {
+	if _, ok := a.puts[m.act.ID]; !ok || !a.alive {
+		return
+	}
+	delete(a.puts, m.act.ID)
+	r := agent.Result{ID: m.act.ID}
+	if m.fenced {
+		r.Deposed, r.Err = true, errFenced
+	}
+	s.stepAgent(rg, a, r)
+}
+
+func (s *Sim) agentDeposed(rg *region, a *agentProc, err error) bool {
+	a.alive = false
+	s.tracef("%s agent term %d steps down: %v", rg.name, a.fence, err)
+	return false
+}
+
+// redis runs one action of process a on the region's ledger, as the real
+// driver runs it on redisstore.Store, and checks I5: a write of an agent
+// that lost its election is never accepted once its successor wrote.
+func (s *Sim) redis(rg *region, a *agentProc, act agent.Action) agent.Result {
 	l := rg.ledger
-	floorReleased := max(v.Released, v.Report.ReleasedLocal)
-	floorSold := max(v.Report.Sold, s.orderStoreSold(rg))
-	below := l.ReleasedLocal < floorReleased || l.Sold < floorSold
-	if !below && !l.Halted && rg.epoch == rg.sellerEpoch {
-		a.needReport = true
-		return true
-	}
-	s.stats.Reconciles++
-	if below {
-		s.stats.LostDetected++
-	}
-	s.tracef("%s agent term %d reconciles: released_local %d -> %d, sold %d -> %d", rg.name, a.fence,
-		l.ReleasedLocal, max(l.ReleasedLocal, floorReleased), l.Sold, max(l.Sold, floorSold))
-	if err := l.SetHalted(a.fence, true); err != nil {
-		s.refused(rg, a, "halt", err)
-		return false
-	}
-	if s.crashPoint("agent-mid-reconcile") {
-		s.crashAgent(rg, a)
-		return false
-	}
-	if s.cfg.Bug != BugNoReconcile {
+	r := agent.Result{ID: act.ID}
+	before := l.Fence
+	switch act.Kind {
+	case agent.ReadCounters:
+		r.Counters = redisstore.Counters{Fence: l.Fence, GrantedSeen: l.GrantedSeen, ReleasedLocal: l.ReleasedLocal, Sold: l.Sold,
+			Reserved: l.Reserved, Halted: l.Halted, Epoch: l.Epoch, EpochPrimary: l.EpochPrimary, Primary: l.Primary}
+		return r
+	case agent.SetHalted:
+		r.Err = l.SetHalted(act.Fence, act.Halted)
+	case agent.RestoreOrders:
+		s.stats.Reconciles++
+		if act.Fence < l.Fence {
+			r.Err = quota.ErrStaleFence // the real witness runs while the region is halted under the fence
+			break
+		}
 		s.replayOrders(rg)
-		floorSold = max(v.Report.Sold, s.orderStoreSold(rg))
-		if err := l.RaiseFloor(a.fence, floorReleased, floorSold); err != nil {
-			s.refused(rg, a, "raise floor", err)
-			return false
+		r.SoldFloor = s.orderStoreSold(rg)
+	case agent.RaiseFloor:
+		if l.ReleasedLocal < act.ReleasedLocal || l.Sold < act.Sold {
+			s.stats.LostDetected++
 		}
+		r.Err = l.RaiseFloor(act.Fence, act.ReleasedLocal, act.Sold)
+	case agent.ApplyGrant:
+		r.GrantedSeen, r.Err = l.ApplyGrant(act.Fence, act.Granted)
+	case agent.Release:
+		p := act.Release
+		r.M, r.ReleasedLocal, r.Err = l.Release(act.Fence, act.Epoch, p.ID, p.Units, p.Keep)
+		if r.Err == nil {
+			s.tracef("%s agent term %d released %d of %s (released_local %d)", rg.name, a.fence, r.M, p.ID, r.ReleasedLocal)
+		}
+	case agent.Resume:
+		r.GrantedSeen, r.Err = l.Resume(act.Fence, act.Epoch, act.Primary, act.Granted)
+		if r.Err == nil {
+			s.tracef("%s agent term %d resumes selling under epoch %d", rg.name, a.fence, act.Epoch)
+		}
+	case agent.SetView:
+		r.Err = l.SetView(act.Fence, quota.SaleView{Total: act.View.Total, OthersSold: act.View.OthersSold,
+			OthersReserved: act.View.OthersReserved, At: act.View.At})
+	default:
+		r.Err = fmt.Errorf("unknown action %v", act.Kind)
 	}
-	if err := l.SetHalted(a.fence, false); err != nil {
-		s.refused(rg, a, "resume", err)
-		return false
+	if r.Err != nil {
+		if errors.Is(r.Err, quota.ErrStaleFence) {
+			s.stats.StaleRefused++
+		}
+		s.tracef("%s agent term %d: %v refused: %v", rg.name, a.fence, act.Kind, r.Err)
+	} else if before > act.Fence {
+		s.violate("I5", "%s: %v of agent term %d accepted after term %d wrote", rg.name, act.Kind, act.Fence, before)
 	}
-	// The sellers may use the new primary now.
-	rg.sellerEpoch = rg.epoch
-	rg.lost = false
-	a.needReport = true
-	return true
+	return r
 }
 
-func (s *Sim) refused(rg *region, a *agent, what string, err error) {
-	if errors.Is(err, quota.ErrStaleFence) {
-		s.stats.StaleRefused++
-	}
-	s.tracef("%s agent term %d: %s refused: %v", rg.name, a.fence, what, err)
-}
-
-func (s *Sim) crashAgent(rg *region, a *agent) {
+func (s *Sim) crashAgent(rg *region, a *agentProc) {
 	a.alive = false
 	s.stats.AgentCrashes++
 	rg.agentDownUntil = s.step + 5 + s.rng.IntN(25)
 	s.tracef("%s agent term %d crashes", rg.name, a.fence)
+}
+
+// loaded is the read an agent process gets: everything at one revision.
+func (e *etcd) loaded(now int64) agent.Loaded {
+	in := agent.Loaded{Rev: e.rev, Now: time.UnixMilli(now),
+		Allocs: map[string]*quota.Allocation{saleID: e.alloc},
+		Sales:  map[string]*layout.SaleSpec{saleID: {ID: saleID}}}
+	for _, sr := range e.reports {
+		in.Reports = append(in.Reports, sr.rep)
+	}
+	slices.SortFunc(in.Reports, func(a, b layout.RegionReport) int { return strings.Compare(a.Region, b.Region) })
+	return in
 }

@@ -99,6 +99,14 @@ func (s *Sim) buyers(rg *region) {
 				rg.held--
 				s.stats.CancelsExpires++
 			}
+			// A payment that comes too late: the unit went back to stock,
+			// so the reservation must stay expired (DESIGN I4).
+			if s.rng.Float64() < 0.2 {
+				s.stats.LateConfirms++
+				if err := l.Confirm(id); err == nil {
+					s.violate("I4", "%s confirmed reservation %s after it expired and its unit went back to stock", rg.name, id)
+				}
+			}
 		}
 	}
 	keep := rg.active[:0]
@@ -111,22 +119,32 @@ func (s *Sim) buyers(rg *region) {
 	rg.active = keep
 }
 
+// sellerRefresh is how often (steps) the sellers read their counters, and
+// with them the seller epoch (the seller's RefreshInterval).
+const sellerRefresh = 5
+
 func (s *Sim) reserve(rg *region) {
-	if rg.epoch != rg.sellerEpoch {
-		return // the scripts refuse the sellers' stale epoch
+	if s.step >= rg.refreshAt {
+		rg.sellerEpoch, rg.refreshAt = rg.ledger.Epoch, s.step+sellerRefresh
 	}
 	s.nextUser++
 	buyer := strconv.FormatInt(s.nextUser, 36)
 	s.stats.ReserveCalls++
 	// The buyer number is unique across regions, as the sellers' ULIDs
 	// are, so it serves as the reservation id too.
-	res, out, err := rg.ledger.Reserve(buyer, buyer, buyer, s.now, s.cfg.TTLMillis, 1)
+	res, out, err := rg.ledger.Reserve(rg.sellerEpoch, buyer, buyer, buyer, s.now, s.cfg.TTLMillis, 1)
 	if err != nil {
 		s.violate("reservation-id", "%s refused new reservation id %s: %v", rg.name, buyer, err)
 		return
 	}
-	if out == quota.SoldOut {
+	switch out {
+	case quota.SoldOut:
 		s.refuse(rg)
+	case quota.StaleEpoch:
+		rg.refreshAt = s.step // the seller re-reads its counters at once
+		s.stats.StaleEpochs++
+	case quota.Halted:
+		s.stats.HaltedAnswers++
 	}
 	if out != quota.Reserved {
 		return

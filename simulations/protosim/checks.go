@@ -91,6 +91,13 @@ func (s *Sim) finish() {
 	if s.cfg.Burst && s.stats.Sold*100 < a.Total*99 {
 		s.violate("liveness", "the burst sold %d of %d units, under 99%%", s.stats.Sold, a.Total)
 	}
+	// Every release a region made is acknowledged once nothing is pending:
+	// a unit given up in Redis but never counted in etcd is lost for good.
+	for _, rg := range s.regions {
+		if r, l := a.Regions[rg.name], rg.ledger; r.Pending == nil && !rg.lost && l.ReleasedLocal != r.Released {
+			s.violate("lost-release", "%s released_local %d in Redis, released %d acknowledged, nothing pending", rg.name, l.ReleasedLocal, r.Released)
+		}
+	}
 	// Every unit is accounted for: in the pool, granted but not applied
 	// yet, held by buyers or available in a region, or released by a
 	// region and not acknowledged yet. A unit in none of these was lost

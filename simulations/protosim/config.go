@@ -6,8 +6,10 @@ import (
 	"slices"
 )
 
-// Bug names a deliberate protocol mistake switched on in the simulator (never
-// in quota/), so a run can show the checks catch it: a negative control.
+// Bug names a deliberate protocol mistake, switched on in the real code the
+// simulation runs (agent.CoreBugs, quota.LedgerBugs: test-only switches) or
+// in the fakes around it, so a run can show the checks catch it: a negative
+// control.
 type Bug string
 
 const (
@@ -34,10 +36,26 @@ const (
 	// BugNoReconcile makes the agent resume selling after its store lost
 	// writes without raising the floors to what etcd and the order store know.
 	BugNoReconcile Bug = "no-reconcile"
+	// BugReserveIgnoresHalted makes the reserve script sell while the region
+	// is halted or on a primary the agent has not reconciled.
+	BugReserveIgnoresHalted Bug = "reserve-ignores-halted"
+	// BugGrantSkipsFence makes apply_grant accept an older agent's fence.
+	BugGrantSkipsFence Bug = "grant-skips-fence"
+	// BugReleaseAnswersBefore makes the release script answer the
+	// released_local it found instead of the one it made, so the agent
+	// acknowledges less than its Redis gave up.
+	BugReleaseAnswersBefore Bug = "release-acks-before-script"
+	// BugConfirmExpired makes confirm turn an expired reservation, whose
+	// unit went back to stock, into a sale.
+	BugConfirmExpired Bug = "confirm-expired"
+	// BugAckNoReportRevision makes the leader write an ack without
+	// comparing the mod revision of the report it came from.
+	BugAckNoReportRevision Bug = "ack-without-report-revision"
 )
 
 // Bugs lists every negative control.
-var Bugs = []Bug{BugNoMaxMerge, BugGrantBeforeAck, BugNoFence, BugNoReconcile, BugDrySoldOut}
+var Bugs = []Bug{BugNoMaxMerge, BugGrantBeforeAck, BugNoFence, BugNoReconcile, BugDrySoldOut,
+	BugReserveIgnoresHalted, BugGrantSkipsFence, BugReleaseAnswersBefore, BugConfirmExpired, BugAckNoReportRevision}
 
 // ParseBug returns the named bug, or an error listing the known names.
 func ParseBug(name string) (Bug, error) {
@@ -164,6 +182,11 @@ type Stats struct {
 	Reservations   int64
 	Confirms       int64
 	CancelsExpires int64
+	LateConfirms   int64 // confirms tried after the reservation expired (all must fail)
+	StaleEpochs    int64 // reserves refused for a stale seller epoch
+	HaltedAnswers  int64 // reserves refused while halted or on an unreconciled primary
+	Rewatches      int64 // agent watch streams broken and resumed from an older revision
+	Compacted      int64 // agent re-reads because the history a watch needed was compacted
 }
 
 // Add sums o into s.
@@ -200,6 +223,11 @@ func (s *Stats) Add(o Stats) {
 	s.Reservations += o.Reservations
 	s.Confirms += o.Confirms
 	s.CancelsExpires += o.CancelsExpires
+	s.LateConfirms += o.LateConfirms
+	s.StaleEpochs += o.StaleEpochs
+	s.HaltedAnswers += o.HaltedAnswers
+	s.Rewatches += o.Rewatches
+	s.Compacted += o.Compacted
 }
 
 // Result is the outcome of one seed.

@@ -98,11 +98,15 @@ func (s *Sim) coordAcks(c *coordinator) bool {
 			s.tracef("c%d ack %s from %s refused: %v", c.id, r.Pending.ID, name, err)
 			continue
 		}
-		if s.crashPoint("leader-before-ack-write") {
+		if s.crashPoint("leader-before-ack-write", 0.05) {
 			s.crashLeader(c)
 			return false
 		}
-		err = s.writeAlloc(c, next, &reportCond{region: name, modRev: sr.modRev})
+		cond := &reportCond{region: name, modRev: sr.modRev}
+		if s.cfg.Bug == BugAckNoReportRevision {
+			cond = nil
+		}
+		err = s.writeAlloc(c, next, cond)
 		if errors.Is(err, errReportMoved) {
 			s.stats.AckReportMoved++
 			// Read the report etcd holds now; a later round acks from it.
@@ -154,7 +158,7 @@ func (s *Sim) coordPlan(c *coordinator) {
 	s.stats.Grants += int64(len(acts.Grants))
 	s.stats.Moves += int64(len(acts.Releases))
 	s.tracef("c%d grants %v releases %v", c.id, acts.Grants, acts.Releases)
-	if len(acts.Releases) > 0 && s.crashPoint("leader-after-release-request") {
+	if len(acts.Releases) > 0 && s.crashPoint("leader-after-release-request", 0.05) {
 		s.crashLeader(c)
 	}
 }
@@ -162,10 +166,6 @@ func (s *Sim) coordPlan(c *coordinator) {
 // writeAlloc is the leader's fenced transaction; on success etcd's watch
 // sends every region the new state.
 func (s *Sim) writeAlloc(c *coordinator, next *quota.Allocation, cond *reportCond) error {
-	before := make(map[string]int64, len(s.regions))
-	for _, rg := range s.regions {
-		before[rg.name] = s.etcd.alloc.Regions[rg.name].Granted
-	}
 	if err := s.etcd.putAlloc(c.fence, next, cond); err != nil {
 		if errors.Is(err, errFenced) {
 			s.stats.FencedWrites++
@@ -173,13 +173,11 @@ func (s *Sim) writeAlloc(c *coordinator, next *quota.Allocation, cond *reportCon
 		}
 		return err
 	}
+	if c.deposed {
+		s.violate("I5", "etcd accepted an allocation write of c%d, which lost its election", c.id)
+	}
 	s.stats.AllocWrites++
 	c.alloc = next
-	for _, rg := range s.regions {
-		v := s.etcd.view(rg.name)
-		v.Delta = v.Granted - before[rg.name]
-		s.net.send(int64(s.step), msg{kind: mView, region: rg.name, view: v})
-	}
 	return nil
 }
 

@@ -27,22 +27,42 @@ type storedReport struct {
 	modRev int64
 }
 
+// keepRevs is how many revisions of history the fake etcd keeps for
+// watchers; older ones are compacted, and a watcher that needs them must
+// read everything again.
+const keepRevs = 40
+
+// change is one entry of etcd's history: a put of the allocation or of a
+// region's report, at revision rev.
+type change struct {
+	rev    int64
+	alloc  *quota.Allocation    // an allocation put (a clone; never changed)
+	report *layout.RegionReport // a report put
+}
+
 // etcd is the fake store: one revision counter, the leader key's create
-// revision, the allocation document (one key) and one report key per region.
-// Every write is a transaction comparing the writer's election revision, as
+// revision, each region's agent election key, the allocation document (one
+// key) and one report key per region, with the history watchers read. Every
+// write is a transaction comparing the writer's election revision, as
 // concurrency.Election callers do (STYLE §5).
 type etcd struct {
-	rev       int64
-	leaderRev int64            // create revision of the current leader key
-	agentRev  map[string]int64 // create revision of each region's agent key
-	alloc     *quota.Allocation
-	allocRev  int64
-	reports   map[string]storedReport
-	noFence   bool // BugNoFence
+	rev        int64
+	leaderRev  int64            // create revision of the current leader key
+	agentRev   map[string]int64 // create revision of each region's agent key
+	alloc      *quota.Allocation
+	allocRev   int64
+	reports    map[string]storedReport
+	history    []change
+	compactRev int64 // revisions up to this one are compacted
+	noFence    bool  // BugNoFence
 }
 
 func newEtcd(a *quota.Allocation) *etcd {
-	return &etcd{alloc: a, agentRev: map[string]int64{}, reports: map[string]storedReport{}}
+	e := &etcd{alloc: a, agentRev: map[string]int64{}, reports: map[string]storedReport{}}
+	e.rev++
+	e.allocRev = e.rev
+	e.history = append(e.history, change{rev: e.rev, alloc: a.Clone()})
+	return e
 }
 
 // campaign makes a new leader key and returns its create revision.
@@ -67,8 +87,6 @@ func (e *etcd) campaignAgent(region string) int64 {
 // A region reconciling after lost writes raises its floor to the report etcd
 // holds; an ack computed from a report etcd no longer holds could land after
 // that read with a higher released_local, and the floor would be too low.
-// (Switching the compare off did not break an invariant in 10,000 seeds: the
-// window is narrow. It stays because the argument above needs it.)
 func (e *etcd) putAlloc(leaderRev int64, a *quota.Allocation, cond *reportCond) error {
 	if leaderRev != e.leaderRev && !e.noFence {
 		return errFenced
@@ -79,31 +97,44 @@ func (e *etcd) putAlloc(leaderRev int64, a *quota.Allocation, cond *reportCond) 
 	e.rev++
 	e.alloc = a.Clone()
 	e.allocRev = e.rev
+	e.record(change{rev: e.rev, alloc: e.alloc})
 	return nil
 }
 
-// putReport writes a region's report if its fence is the region's current
+// putReport writes a region's report if fence is the region's current
 // agent term.
-func (e *etcd) putReport(rep layout.RegionReport) (int64, error) {
-	if rep.Fence != e.agentRev[rep.Region] {
+func (e *etcd) putReport(fence int64, rep layout.RegionReport) (int64, error) {
+	if fence != e.agentRev[rep.Region] {
 		return 0, errFenced
 	}
 	e.rev++
 	e.reports[rep.Region] = storedReport{rep: rep, modRev: e.rev}
+	r := rep
+	e.record(change{rev: e.rev, report: &r})
 	return e.rev, nil
 }
 
-// view reads what region's agent needs: its counters, its pending release
-// and its last report.
-func (e *etcd) view(region string) view {
-	sr := e.reports[region]
-	v := view{Rev: e.allocRev, Report: sr.rep.Report, ReportReleaseID: sr.rep.ReleaseID, ReportRev: sr.modRev}
-	if r := e.alloc.Regions[region]; r != nil {
-		v.Granted, v.Released = r.Granted, r.Released
-		if r.Pending != nil && r.Pending.Region == region {
-			p := *r.Pending
-			v.Pending = &p
+func (e *etcd) record(c change) {
+	e.history = append(e.history, c)
+	if e.rev-e.compactRev > 2*keepRevs {
+		e.compactRev = e.rev - keepRevs
+		i := 0
+		for i < len(e.history) && e.history[i].rev <= e.compactRev {
+			i++
 		}
+		e.history = append(e.history[:0], e.history[i:]...)
 	}
-	return v
+}
+
+// since returns the changes from revision from on, or false if some of
+// them were compacted.
+func (e *etcd) since(from int64) ([]change, bool) {
+	if from <= e.compactRev {
+		return nil, false
+	}
+	i := len(e.history)
+	for i > 0 && e.history[i-1].rev >= from {
+		i--
+	}
+	return e.history[i:], true
 }

@@ -3,6 +3,7 @@ package protosim
 import (
 	"maps"
 	"slices"
+	"strconv"
 
 	"flashsale/quota"
 )
@@ -93,15 +94,15 @@ func (s *Sim) regionFaults(rg *region) {
 }
 
 // failover replaces the region's store by a replica that missed its last
-// writes. The new primary's epoch makes the sellers stop until the agent
-// reconciles.
+// writes. Being another primary, it sells nothing until the agent
+// reconciled it (quota.Ledger.Stopped).
 func (s *Sim) failover(rg *region) {
 	if rg.snapshot == nil {
 		rg.ledger = quota.NewLedger()
 	} else {
 		rg.ledger = cloneLedger(rg.snapshot)
 	}
-	rg.epoch++
+	s.newPrimary(rg)
 	rg.lost = true
 	s.stats.Failovers++
 	l := rg.ledger
@@ -121,5 +122,23 @@ func (s *Sim) startHeal() {
 			s.startTerm(rg, a) // its lease expired while cut off
 		}
 		rg.rate = healRate
+	}
+}
+
+// newPrimary makes the region's ledger a new Redis primary, as a promoted
+// replica or a restarted server gets a new replication id.
+func (s *Sim) newPrimary(rg *region) {
+	rg.primaries++
+	rg.ledger.Primary = rg.name + "-" + strconv.Itoa(rg.primaries)
+	rg.ledger.Bugs = s.ledgerBugs()
+}
+
+func (s *Sim) ledgerBugs() quota.LedgerBugs {
+	b := s.cfg.Bug
+	return quota.LedgerBugs{
+		ReserveIgnoresHalted: b == BugReserveIgnoresHalted,
+		GrantSkipsFence:      b == BugGrantSkipsFence,
+		ConfirmExpired:       b == BugConfirmExpired,
+		ReleaseAnswersBefore: b == BugReleaseAnswersBefore,
 	}
 }

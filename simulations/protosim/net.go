@@ -3,52 +3,39 @@ package protosim
 import (
 	"math/rand/v2"
 
-	"flashsale/quota"
 	"flashsale/quota/layout"
+	"flashsale/regional/agent"
 )
 
 type msgKind int
 
 const (
-	// mView: etcd -> agent, a watch event on the allocation or the answer
-	// to a read (Get); both carry the region's view of etcd.
-	mView msgKind = iota
-	// mGet: agent -> etcd, a read of the region's view.
-	mGet
-	// mReport: agent -> etcd, a fenced put of the region's report (also the
-	// release ack).
-	mReport
+	// mGet: agent -> etcd, a read of everything (agent.Loaded).
+	mGet msgKind = iota
+	// mLoaded: etcd -> agent, the read's answer.
+	mLoaded
+	// mPut: agent -> etcd, a fenced report write (agent.PutReport).
+	mPut
+	// mPutAnswer: etcd -> agent, whether the write's compare held.
+	mPutAnswer
 	// mReportEvent: etcd -> coordinator, a watch event on a report.
 	mReportEvent
 )
 
-// view is what etcd tells a region agent about its region.
-type view struct {
-	Rev      int64 // etcd revision of the allocation read
-	Granted  int64
-	Released int64
-	Pending  *quota.ReleaseRequest // this region's pending release, if any
-	Delta    int64                 // grant increment of the write that made a watch event (0 on reads)
-	Report   quota.Report          // the region's last report etcd holds
-	// ReportReleaseID is the release that report names: it ran already,
-	// and the report's ReleasedLocal counts it.
-	ReportReleaseID string
-	ReportRev       int64 // etcd revision of that report
-	GetID           int64 // the read this answers; 0 for watch events
-	Fence           int64 // the agent term that asked the read
-}
-
 type msg struct {
 	at     int64 // step at which it is delivered
-	seq    int64 // send order, for a stable sort before shuffling
+	seq    int64 // send order
 	kind   msgKind
 	region string
+	agent  int // mGet, mLoaded, mPut, mPutAnswer: the agent process
 	coord  int // mReportEvent: the coordinator instance watching
-	view   view
+	getID  int64
+	rev    int64        // mLoaded: the read's revision
+	loaded agent.Loaded // mLoaded
+	act    agent.Action // mPut, mPutAnswer
+	fenced bool         // mPutAnswer: the compare failed
 	report layout.RegionReport
 	modRev int64 // mReportEvent: etcd revision of the report write
-	getID  int64
-	fence  int64
 }
 
 // network delivers messages after a random delay, and until healed drops

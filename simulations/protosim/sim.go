@@ -18,14 +18,16 @@ type region struct {
 	name   string
 	ledger *quota.Ledger
 
-	// epoch is the Redis primary's epoch, bumped by a failover; sellerEpoch
-	// is the one the agent handed the sellers after reconciling. The scripts
-	// refuse a stale epoch (DESIGN §4); quota.Ledger does not model that
-	// fence, so the sellers here check it before calling Reserve.
-	epoch, sellerEpoch int64
-	lost               bool // the store lost writes and the agent has not reconciled yet
+	// primaries counts the Redis primaries the region had: a failover
+	// makes a new one (quota.Ledger.Primary), which sells nothing until
+	// the agent reconciled it. sellerEpoch is the seller epoch the sellers
+	// last read with their counters; they pass it to every reserve.
+	primaries   int
+	sellerEpoch int64
+	refreshAt   int  // when the sellers next read their counters
+	lost        bool // the store lost writes and the agent has not reconciled yet
 
-	agents         []*agent
+	agents         []*agentProc
 	agentDownUntil int
 	cutUntil       int
 
@@ -59,6 +61,7 @@ type Sim struct {
 	regions         []*region
 	byName          map[string]*region
 	nextGet         int64
+	nextAgent       int
 	nextUser        int64
 	prevGranted     map[string]int64
 	prevReleased    map[string]int64
@@ -82,6 +85,9 @@ func Run(cfg Config) (Result, error) {
 		}
 		s.faults()
 		s.deliver()
+		for _, rg := range s.regions {
+			s.reconciled(rg)
+		}
 		for _, c := range s.coords {
 			s.coordTick(c)
 		}
@@ -129,6 +135,7 @@ func newSim(cfg Config) *Sim {
 	s.etcd.noFence = cfg.Bug == BugNoFence
 	for _, n := range names {
 		rg := &region{name: n, ledger: quota.NewLedger(), byReq: map[string]*purchase{}}
+		s.newPrimary(rg)
 		s.scheduleFailovers(rg)
 		s.regions = append(s.regions, rg)
 		s.byName[n] = rg
@@ -143,30 +150,19 @@ func newSim(cfg Config) *Sim {
 func (s *Sim) deliver() {
 	step := int64(s.step)
 	for _, m := range s.net.due(step) {
+		rg := s.byName[m.region]
 		switch m.kind {
-		case mView:
-			rg := s.byName[m.region]
-			for _, a := range slices.Clone(rg.agents) {
-				if m.view.GetID == 0 || a.fence == m.view.Fence {
-					s.onView(rg, a, m.view)
-				}
-			}
 		case mGet:
-			v := s.etcd.view(m.region)
-			v.GetID, v.Fence = m.getID, m.fence
-			s.net.send(step, msg{kind: mView, region: m.region, view: v})
-		case mReport:
-			modRev, err := s.etcd.putReport(m.report)
-			if err != nil {
-				s.stats.FencedReports++
-				s.tracef("etcd refuses %s report of term %d: %v", m.region, m.report.Fence, err)
-				continue
+			s.net.send(step, msg{kind: mLoaded, region: m.region, agent: m.agent, getID: m.getID, rev: s.etcd.rev, loaded: s.etcd.loaded(s.now)})
+		case mLoaded:
+			if a := rg.agent(m.agent); a != nil {
+				s.onLoaded(rg, a, m)
 			}
-			s.stats.ReportWrites++
-			for _, c := range s.coords {
-				if c.alive {
-					s.net.send(step, msg{kind: mReportEvent, coord: c.id, report: m.report, modRev: modRev})
-				}
+		case mPut:
+			s.putReport(rg, m)
+		case mPutAnswer:
+			if a := rg.agent(m.agent); a != nil {
+				s.onPutAnswer(rg, a, m)
 			}
 		case mReportEvent:
 			for _, c := range s.coords {
@@ -178,16 +174,61 @@ func (s *Sim) deliver() {
 	}
 }
 
+// putReport applies an agent's fenced report write and answers it.
+func (s *Sim) putReport(rg *region, m msg) {
+	step := int64(s.step)
+	var a *agentProc
+	if a = rg.agent(m.agent); a == nil {
+		a = &agentProc{} // a crashed process's write still lands
+	}
+	rep := *m.act.Report
+	modRev, err := s.etcd.putReport(m.act.Fence, rep)
+	if err != nil {
+		s.stats.FencedReports++
+		s.tracef("etcd refuses %s report of term %d: %v", m.region, m.act.Fence, err)
+		s.net.send(step, msg{kind: mPutAnswer, region: m.region, agent: m.agent, act: m.act, fenced: true})
+		return
+	}
+	if a.stale {
+		s.violate("I5", "%s: etcd accepted a report of agent term %d, which lost its election", rg.name, m.act.Fence)
+	}
+	s.stats.ReportWrites++
+	s.net.send(step, msg{kind: mPutAnswer, region: m.region, agent: m.agent, act: m.act})
+	for _, c := range s.coords {
+		if c.alive {
+			s.net.send(step, msg{kind: mReportEvent, region: m.region, coord: c.id, report: rep, modRev: modRev})
+		}
+	}
+}
+
+func (rg *region) agent(id int) *agentProc {
+	for _, a := range rg.agents {
+		if a.id == id {
+			return a
+		}
+	}
+	return nil
+}
+
+// reconciled notices when the agent has reconciled a primary that lost
+// writes: it resumed selling on it under a seller epoch.
+func (s *Sim) reconciled(rg *region) {
+	if l := rg.ledger; rg.lost && l.Epoch > 0 && !l.Stopped() {
+		rg.lost = false
+		s.tracef("%s: the new primary is reconciled (epoch %d)", rg.name, l.Epoch)
+	}
+}
+
 // prune forgets processes that stopped.
 func (s *Sim) prune() {
 	s.coords = slices.DeleteFunc(s.coords, func(c *coordinator) bool { return !c.alive })
 	for _, rg := range s.regions {
-		rg.agents = slices.DeleteFunc(rg.agents, func(a *agent) bool { return !a.alive })
+		rg.agents = slices.DeleteFunc(rg.agents, func(a *agentProc) bool { return !a.alive })
 	}
 }
 
-func (s *Sim) crashPoint(name string) bool {
-	if s.heal || s.rng.Float64() >= 0.05 {
+func (s *Sim) crashPoint(name string, p float64) bool {
+	if s.heal || s.rng.Float64() >= p {
 		return false
 	}
 	s.stats.CrashPoints++
@@ -237,6 +278,7 @@ func (s *Sim) tracef(format string, args ...any) {
 	fmt.Fprintf(s.cfg.Trace, "%4d %6dms  "+format+"\n", append([]any{s.step, s.now}, args...)...)
 }
 
+// cloneLedger copies a ledger's data, as a replica holds it.
 func cloneLedger(l *quota.Ledger) *quota.Ledger {
 	c := *l
 	c.Releases = make(map[string]int64, len(l.Releases))

@@ -1,6 +1,8 @@
 // Package devstack runs the whole product on one machine, in one process:
-// an embedded etcd, a coordinator, and per region a redis-server child, its
-// agent and its sellers. It is what `flashsale dev` (make run) starts, and
+// an embedded etcd, a coordinator, and per region a redis-server child (or,
+// for an HA region, a primary, a replica and three redis-sentinel
+// children), its agent and its sellers. A Redis child that crashes is
+// started again, as a process manager would. It is what `flashsale dev` (make run) starts, and
 // what end-to-end tests start. It never stands in for production wiring: it
 // only wires the real components together with dev settings.
 package devstack
@@ -15,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -35,6 +38,7 @@ import (
 	"flashsale/quota/layout"
 	"flashsale/regional"
 	"flashsale/regional/agent"
+	"flashsale/regional/gossip"
 	"flashsale/regional/orders"
 	"flashsale/regional/payment"
 	"flashsale/regional/redisstore"
@@ -57,6 +61,13 @@ type Options struct {
 	DemoTotal int64         // units of the demo sale; 0: no demo sale
 	DemoStart time.Duration // the demo sale opens this long after start
 	DemoTTL   time.Duration // reservation TTL of the demo sale
+
+	// HARegions run their Redis replicated under Sentinel (a primary,
+	// HAReplicas replicas, three sentinels), reached through go-redis's
+	// failover client by the sellers and the agent, with durability
+	// wait+fsync (WAIT on a replica, and appendfsync always).
+	HARegions  []string
+	HAReplicas int // 0 means 1
 
 	// Payment tunes the simulated payment provider every seller's confirm
 	// charges through its own circuit breaker; nil: payment.DevDefaults.
@@ -84,17 +95,29 @@ func DefaultOptions() Options {
 type Region struct {
 	Name     string
 	Endpoint string // the first seller's base URL, used for redirects
-	Redis    *redisproc.Proc
-	Store    *redisstore.Store
-	Agent    *agent.Agent
-	Sellers  []*regional.Server
+	// Redis is the region's single redis-server; nil for an HA region,
+	// whose Redis group is HA.
+	Redis      *redisproc.Proc
+	HA         *redisproc.HA
+	Conn       redisstore.Conn // how sellers and agent reach it
+	Durability redisstore.Durability
+	Store      *redisstore.Store
+	Agent      *agent.Agent
+	// Gossip is the agent's member of the region's gossip cluster: the
+	// sellers join it, and the agent reads their demand and membership.
+	Gossip  *gossip.Node
+	Sellers []*regional.Server
 	// OrdersDSN is the region's SQLite order store (under the data dir):
 	// every seller of the region runs an order consumer into it.
 	OrdersDSN string
 	Orders    orders.Store
-	rdb       *redis.Client
+	rdb       redis.UniversalClient
 	watchers  []*regional.SaleWatcher
 }
+
+// Client is the region's Redis client, shared by its sellers and agent
+// (a failover client for an HA region).
+func (r *Region) Client() redis.UniversalClient { return r.rdb }
 
 // Stack is a running dev deployment.
 type Stack struct {
@@ -194,13 +217,31 @@ func (s *Stack) startRegion(ctx context.Context, name string, lns []net.Listener
 	log := o.Logger.With("region", name)
 	r := &Region{Name: name, Endpoint: endpoints[name]}
 	var err error
-	if r.Redis, err = redisproc.Start(ctx, redisproc.Options{Dir: filepath.Join(s.Dir, "redis-"+name)}); err != nil {
-		return nil, err
+	if slices.Contains(o.HARegions, name) {
+		r.HA, err = redisproc.StartHA(ctx, redisproc.HAOptions{
+			Dir: filepath.Join(s.Dir, "redis-"+name), Replicas: o.HAReplicas, MasterName: "flashsale-" + name,
+			Args:      []string{"--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"},
+			Supervise: true,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, r.HA.Close)
+		r.Conn = redisstore.Conn{Sentinels: r.HA.SentinelAddrs(), MasterName: r.HA.MasterName, PoolSize: 64}
+		// Two shared cores under load can take tens of milliseconds to
+		// answer WAIT; the dev sellers' Redis budget is 2 s.
+		r.Durability = redisstore.Durability{Mode: redisstore.DurableWaitFsync, WaitTimeout: 250 * time.Millisecond}
+	} else {
+		r.Redis, err = redisproc.Start(ctx, redisproc.Options{Dir: filepath.Join(s.Dir, "redis-"+name), Supervise: true})
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, r.Redis.Close)
+		r.Conn = redisstore.Conn{Addr: r.Redis.Addr, PoolSize: 64}
 	}
-	s.closers = append(s.closers, r.Redis.Close)
-	r.rdb = redis.NewClient(&redis.Options{Addr: r.Redis.Addr, PoolSize: 64})
+	r.rdb = redisstore.NewClient(r.Conn)
 	s.closers = append(s.closers, r.rdb.Close)
-	r.Store = redisstore.NewStore(r.rdb, name)
+	r.Store = redisstore.NewStore(r.rdb, name).WithDurability(r.Durability)
 	if err := r.Store.Load(ctx); err != nil {
 		return nil, err
 	}
@@ -218,9 +259,15 @@ func (s *Stack) startRegion(ctx context.Context, name string, lns []net.Listener
 	acfg := agent.DevConfig()
 	acfg.Region = name
 	acfg.Endpoint = r.Endpoint
-	acfg.RedisAddr = r.Redis.Addr
+	acfg.RedisAddr = r.Conn.String()
 	acfg.Logger = log.With("role", "agent")
-	acfg.Demand = redisstore.NewDemandMeter(r.rdb, nil).Rate
+	if r.Gossip, err = gossip.Start(gossip.Config{Name: "agent-" + name, Region: name, Role: gossip.RoleAgent,
+		Preset: gossip.PresetLocal, Plaintext: true, Logger: acfg.Logger}); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, r.Gossip.Close)
+	acfg.Membership = r.Gossip
+	acfg.Demand = redisstore.NewDemandMeterFunc(r.Gossip.Demand, nil).Rate
 	if r.Agent, err = agent.New(acfg, s.Etcdcli, r.Store, prometheus.NewRegistry()); err != nil {
 		return nil, err
 	}
@@ -234,11 +281,16 @@ func (s *Stack) startRegion(ctx context.Context, name string, lns []net.Listener
 		cfg := regional.DevConfig()
 		cfg.Region = name
 		cfg.ListenAddr = addr
-		cfg.RedisAddr = r.Redis.Addr
+		cfg.RedisAddr, cfg.RedisSentinels, cfg.RedisMasterName = r.Conn.Addr, r.Conn.Sentinels, r.Conn.MasterName
+		cfg.Durability = r.Durability
 		cfg.Regions = endpoints
 		cfg.InsecureDevIdentity = o.InsecureDevIdentity
 		cfg.JWT = regional.JWTConfig{HS256Secret: []byte(o.JWTSecret)}
 		cfg.BatchReserve = true
+		// The region's sellers gossip over loopback, joining through the
+		// agent's member, with the safety-net refresh of a gossiping seller.
+		cfg.Gossip = &gossip.Config{Name: "seller-" + addr, Preset: gossip.PresetLocal, Plaintext: true, Seeds: []string{r.Gossip.Addr()}}
+		cfg.RefreshInterval = regional.GossipRefreshInterval
 		reg := prometheus.NewRegistry()
 		sellerLog := log.With("role", "seller", "addr", addr)
 		bc := payment.DefaultBreakerConfig()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -58,15 +59,24 @@ func (s *Stack) checkRegions() []invariants.Region {
 }
 
 // watchInvariants polls the checker until the test ends and fails the test
-// at the first violation seen at any poll.
-func watchInvariants(t *testing.T, s *Stack) (stop func()) {
+// at the first violation seen at any poll, or region it cannot read.
+func watchInvariants(t *testing.T, s *Stack) (stop func()) { return watch(t, s, false) }
+
+// watch is watchInvariants; throughOutage lets a poll that could not read
+// a region pass (a Redis failing over), as long as the regions it read
+// hold every invariant.
+func watch(t *testing.T, s *Stack, throughOutage bool) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	polls := 0
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			if err := invariants.Check(ctx, s.Etcdcli, layout.DefaultPrefix, s.checkRegions()); err != nil && ctx.Err() == nil {
+			err := invariants.Check(ctx, s.Etcdcli, layout.DefaultPrefix, s.checkRegions())
+			if throughOutage && errors.Is(err, invariants.ErrUnreadable) {
+				err = nil
+			}
+			if err != nil && ctx.Err() == nil {
 				t.Errorf("invariant violated at poll %d: %v", polls, err)
 				return
 			}

@@ -49,6 +49,22 @@ local function fence(f)
   return true
 end
 
+-- primary names the server this script runs on: its replication id, which
+-- a promoted replica (or a restarted server) changes. Ledger.Primary.
+local function primary()
+  return string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+end
+
+-- stopped is Ledger.Stopped: halted by the agent, or, once the agent ever
+-- set a seller epoch, a primary it has not reconciled (DESIGN §4.5). The
+-- INFO call is made only when an epoch is set.
+local function stopped(halted, epoch, epoch_primary)
+  if halted == '1' then
+    return true
+  end
+  return num(epoch) > 0 and epoch_primary ~= primary()
+end
+
 -- available is Ledger.Available: ceiling - sold - reserved, never negative.
 local function available()
   local l = redis.call('HMGET', LEDGER, 'granted_seen', 'released_local', 'sold', 'reserved')
@@ -68,8 +84,8 @@ local function user_down(user)
 end
 
 -- reserve_args is Ledger.Reserve applied in turn to each request in ARGV
--- from ARGV[3] on, six arguments each (user, requestId, reservation id,
--- now ms, ttl ms, per-user limit): exactly the answers of that many
+-- from ARGV[3] on, seven arguments each (user, requestId, reservation id,
+-- now ms, ttl ms, per-user limit, seller epoch): exactly the answers of that many
 -- sequential calls. Each answer is {outcome, id, user, req, expiresAt,
 -- state}, or {'id_taken', id} for a request whose new reservation id is
 -- already in use (Ledger's ErrResvExists): a reservation is never
@@ -87,11 +103,12 @@ end
 -- reservation that leaves the check that its id is free, its hash and its
 -- event: three commands where one request at a time took eight.
 local function reserve_args()
-  local l = redis.call('HMGET', LEDGER, 'halted', 'granted_seen', 'released_local', 'sold', 'reserved')
-  local halted = l[1] == '1'
+  local l = redis.call('HMGET', LEDGER, 'halted', 'granted_seen', 'released_local', 'sold', 'reserved', 'epoch', 'epoch_primary')
+  local halted = stopped(l[1], l[6], l[7])
+  local epoch = num(l[6])
   local available = num(l[2]) - num(l[3]) - num(l[4]) - num(l[5])
   local reqs, users = {}, {}
-  for i = 3, #ARGV, 6 do
+  for i = 3, #ARGV, 7 do
     reqs[#reqs + 1] = ARGV[i + 1]
     users[#users + 1] = ARGV[i]
   end
@@ -102,9 +119,10 @@ local function reserve_args()
   local made = 0
   local out = {}
   for k = 1, #reqs do
-    local i = 3 + (k - 1) * 6
+    local i = 3 + (k - 1) * 7
     local user, req, id = users[k], reqs[k], ARGV[i + 2]
     local now, ttl, limit = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4]), tonumber(ARGV[i + 5])
+    local given = tonumber(ARGV[i + 6])
     local old = made_req[req] or olds[k]
     if held[user] == nil then
       held[user] = num(counts[k])
@@ -114,6 +132,8 @@ local function reserve_args()
       out[#out + 1] = {'duplicate', old, r[1] or '', r[2] or req, r[3] or '0', r[4] or ''}
     elseif halted then
       out[#out + 1] = {'halted'}
+    elseif given ~= epoch then
+      out[#out + 1] = {'stale_epoch'}
     elseif held[user] >= limit then
       out[#out + 1] = {'user_limit'}
     elseif available - made <= 0 then

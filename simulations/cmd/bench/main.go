@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -15,6 +18,7 @@ import (
 	"time"
 
 	"flashsale/simulations/bench"
+	"flashsale/simulations/loadgen"
 )
 
 func main() {
@@ -42,13 +46,15 @@ func run(args []string, stdout, stderr io.Writer) error {
 	rounds := fs.Int("rounds", 0, "interleaved slices per scenario (default 6 quick, 10 full)")
 	rate := fs.Float64("rate", 0, "open-loop rate of the latency rows, req/s (default 300)")
 	delays := fs.String("delays", "", "one-way delays to the global counter (default 20ms,80ms,217ms)")
-	only := fs.String("only", "", "run just these rows, comma-separated (e.g. bare,buy_before_sellout)")
+	only := fs.String("only", "", "run just these rows, comma-separated (e.g. bare,buy_before_sellout; durability: the three durability_* rows)")
 	skipPG := fs.Bool("skip-postgres", false, "leave out the PostgreSQL hot-row baseline")
 	skipGoodput := fs.Bool("skip-goodput", false, "leave out the goodput curve under overload (up to 8,000 connections)")
 	skipQuota := fs.Bool("skip-quota", false, "leave out group 5: opening bursts and a steady sale on the whole dev stack")
+	skipGossip := fs.Bool("skip-gossip", false, "leave out group 6: gossip spread and failure detection times, Redis scripts after a sellout")
 	out := fs.String("results", "results", "directory for the JSON results (empty: none)")
 	verbose := fs.Bool("v", false, "log progress to stderr")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of this process (the generator and the direct rows; the HTTP targets too with -in-process) to this file")
+	debugAddr := fs.String("debug-addr", "", "serve net/http/pprof of this process (the generator) on this loopback address while the bench runs, e.g. 127.0.0.1:6060")
 	inProcess := fs.Bool("in-process", false, "serve the HTTP targets in the generator's process (sharing its Go scheduler and GC) rather than one process each")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -91,6 +97,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	cfg.SkipPostgres = *skipPG
 	cfg.SkipGoodput = *skipGoodput
 	cfg.SkipQuota = *skipQuota
+	cfg.SkipGossip = *skipGossip
 	cfg.InProcess = *inProcess
 	if *only != "" {
 		cfg.Only = strings.Split(*only, ",")
@@ -113,6 +120,17 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("-cpuprofile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *debugAddr != "" {
+		if err := loadgen.CheckLoopback("http://" + *debugAddr); err != nil {
+			return fmt.Errorf("-debug-addr: %w", err)
+		}
+		ln, err := net.Listen("tcp", *debugAddr)
+		if err != nil {
+			return fmt.Errorf("-debug-addr: %w", err)
+		}
+		defer ln.Close()
+		go func() { _ = http.Serve(ln, nil) }() // the default mux: net/http/pprof's handlers
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
