@@ -147,6 +147,11 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	for env, on := range map[string]bool{redisstore.EnvUnsafeNoFence: redisstore.UnsafeNoFence(), redisstore.EnvUnsafeReconcileEtcdOnly: redisstore.UnsafeReconcileEtcdOnly()} {
+		if on {
+			log.Error("UNSAFE test-only switch on: a defence against oversell and lost reservations is off", "env", env)
+		}
+	}
 	conn := cfg.RedisConn(os.Getenv(envRedisPass))
 	rdb := redisstore.NewClient(conn)
 	defer rdb.Close()
@@ -179,7 +184,13 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer srv.Close()
 	if *etcdEndpoints != "" {
-		stop, err := followEtcd(ctx, log, srv, rdb, cfg, strings.Split(*etcdEndpoints, ","), *prefix, *runAgent, *endpoint, reg)
+		// The order store is the agent's second witness when Redis lost
+		// writes, unless a negative control turns that off (test-only).
+		var witness agent.Witness
+		if deps.Orders != nil && !redisstore.UnsafeReconcileEtcdOnly() {
+			witness = orders.Witness{Redis: srv.Store(), SQL: deps.Orders}
+		}
+		stop, err := followEtcd(ctx, log, srv, rdb, cfg, strings.Split(*etcdEndpoints, ","), *prefix, *runAgent, *endpoint, witness, reg)
 		if err != nil {
 			return err
 		}
@@ -202,7 +213,7 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 // followEtcd keeps the seller's sales equal to etcd's and, with agent,
 // runs a candidate for the region's agent. stop undoes both.
 func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb redis.UniversalClient, cfg regional.Config,
-	endpoints []string, prefix string, withAgent bool, endpoint string, reg *prometheus.Registry) (stop func(), err error) {
+	endpoints []string, prefix string, withAgent bool, endpoint string, witness agent.Witness, reg *prometheus.Registry) (stop func(), err error) {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return nil, fmt.Errorf("etcd %v: %w", endpoints, err)
@@ -234,6 +245,7 @@ func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb
 			acfg.Membership = n
 		}
 		acfg.Now = cfg.Now // the seller's clock, skewed or not (nil: time.Now)
+		acfg.Witness = witness
 		if a, err = agent.New(acfg, cli, srv.Store(), reg); err == nil {
 			err = a.Start(ctx)
 		}

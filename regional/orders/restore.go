@@ -231,3 +231,21 @@ func msOrZero(o Order) int64 {
 	}
 	return o.ExpiresAt.UnixMilli()
 }
+
+// Witness is the order store as the region agent's second witness
+// (agent.Witness): Restore with the region's Redis and SQL store.
+type Witness struct {
+	Redis *redisstore.Store
+	SQL   Store
+}
+
+// Restore runs Restore and answers the sale's sold count after it (the
+// recount's: at least the confirmed reservations), the floor the agent
+// raises sold to.
+func (w Witness) Restore(ctx context.Context, sale string) (int64, error) {
+	res, err := Restore(ctx, w.Redis, w.SQL, sale)
+	if err != nil {
+		return 0, err
+	}
+	return res.Counts.Sold, nil
+}

@@ -50,7 +50,8 @@ func mustScript(name string) *redis.Script {
 	if err != nil {
 		panic(err)
 	}
-	return redis.NewScript(string(lib) + "\n" + string(body))
+	// UNSAFE_NO_FENCE is a test-only switch (unsafe.go).
+	return redis.NewScript(fmt.Sprintf("local UNSAFE_NO_FENCE = %t\n", unsafeNoFence) + string(lib) + "\n" + string(body))
 }
 
 // MaxKeyPartLen bounds sale, user, request and reservation ids so that one

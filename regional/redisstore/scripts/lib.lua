@@ -58,11 +58,19 @@ end
 -- stopped is Ledger.Stopped: halted by the agent, or, once the agent ever
 -- set a seller epoch, a primary it has not reconciled (DESIGN §4.5). The
 -- INFO call is made only when an epoch is set.
+-- UNSAFE_NO_FENCE (a test-only switch store.go prepends: redisstore's
+-- unsafe.go) leaves only halted.
 local function stopped(halted, epoch, epoch_primary)
   if halted == '1' then
     return true
   end
-  return num(epoch) > 0 and epoch_primary ~= primary()
+  return not UNSAFE_NO_FENCE and num(epoch) > 0 and epoch_primary ~= primary()
+end
+
+-- stale_epoch says a seller's epoch is not the primary's (always false
+-- under the test-only UNSAFE_NO_FENCE).
+local function stale_epoch(given, epoch)
+  return not UNSAFE_NO_FENCE and given ~= epoch
 end
 
 -- available is Ledger.Available: ceiling - sold - reserved, never negative.
@@ -132,7 +140,7 @@ local function reserve_args()
       out[#out + 1] = {'duplicate', old, r[1] or '', r[2] or req, r[3] or '0', r[4] or ''}
     elseif halted then
       out[#out + 1] = {'halted'}
-    elseif given ~= epoch then
+    elseif stale_epoch(given, epoch) then
       out[#out + 1] = {'stale_epoch'}
     elseif held[user] >= limit then
       out[#out + 1] = {'user_limit'}

@@ -21,7 +21,7 @@ local l = redis.call('HMGET', LEDGER, 'halted', 'epoch', 'epoch_primary')
 if stopped(l[1], l[2], l[3]) then
   return {'halted', '0', rl()}
 end
-if tonumber(ARGV[4]) ~= num(l[2]) then
+if stale_epoch(tonumber(ARGV[4]), num(l[2])) then
   return {'stale_epoch', '0', rl()}
 end
 local m = math.max(0, math.min(k, available() - keep))
