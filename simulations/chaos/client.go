@@ -32,7 +32,11 @@ type buyer struct {
 	hc     *http.Client
 	seq    atomic.Int64 // users used
 	tries  int          // tries per request before giving up on it
+	kept   []keptUnit   // the last units it kept, revisited (steady's goroutine only)
 }
+
+// keptUnit is a reservation a buyer kept: its user and requestId.
+type keptUnit struct{ user, req string }
 
 func newBuyer(id int, region, base, sale string, rec *Recorder) (*buyer, error) {
 	if err := loadgen.CheckLoopback(base); err != nil {
@@ -166,7 +170,8 @@ func (b *buyer) finish(ctx context.Context, kind Kind, user, resv string) Op {
 // steady buys at a bounded pace until ctx ends or the recorder is full.
 // Of the units it gets, half are confirmed, three in ten cancelled (their
 // unit goes back to stock) and the rest kept, after which the same user
-// tries once more under a new requestId (the per-user limit must refuse).
+// tries once more under a new requestId (the per-user limit must refuse);
+// the last kept ones are retried with their requestId now and then.
 func (b *buyer) steady(ctx context.Context, pace time.Duration) {
 	for ctx.Err() == nil && !b.rec.Full() {
 		k := b.seq.Add(1)
@@ -180,7 +185,18 @@ func (b *buyer) steady(ctx context.Context, pace time.Duration) {
 				b.finish(ctx, Cancel, user, op.Resv)
 			default:
 				b.buy(ctx, user, fmt.Sprintf("c%d-r%db", b.id, k))
+				b.kept = append(b.kept, keptUnit{user, fmt.Sprintf("c%d-r%d", b.id, k)})
+				if len(b.kept) > 8 {
+					b.kept = b.kept[1:]
+				}
 			}
+		}
+		// Every third user, a kept unit's buyer retries its request: the
+		// answer must be the same reservation (a Redis that lost it and
+		// sells at once answers a new one).
+		if k%3 == 0 && len(b.kept) > 0 {
+			u := b.kept[int(k/3)%len(b.kept)]
+			b.buy(ctx, u.user, u.req)
 		}
 		if !sleepCtx(ctx, pace) {
 			return

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -77,6 +78,16 @@ type Topology struct {
 	// sellers with -allow-weak-durability): the unsafe setting of the
 	// negative control, where a restart loses every write.
 	NoAOF map[string]bool
+	// HA runs a region's Redis as a primary, one replica and three
+	// sentinels (redisproc.StartHA, supervised: a killed node comes back
+	// as a replica), reached by the seller and agent through Sentinel with
+	// the durability mode given: "wait+fsync" or "wait" (WAIT 1, and
+	// min-replicas-to-write 1 on every node), or "fsync" (replication left
+	// asynchronous: the unsafe setting).
+	HA map[string]string
+	// Env adds variables to a region's seller and agent (the test-only
+	// switches of regional/redisstore/unsafe.go).
+	Env map[string][]string
 }
 
 // Cluster is a running deployment: a three-member etcd in this process,
@@ -102,7 +113,8 @@ type coordProc struct {
 
 type region struct {
 	name        string
-	redis       *redisproc.Proc
+	redis       *redisproc.Proc // nil when ha is set
+	ha          *redisproc.HA
 	rdb         *redis.Client      // straight to Redis: the checker's
 	sellerRedis *toxiproxy.Proxy   // the seller's link to Redis
 	agentEtcd   []*toxiproxy.Proxy // the agent's links to the etcd members
@@ -169,16 +181,34 @@ func Start(ctx context.Context, bin, dir string, topo Topology) (c *Cluster, err
 	for _, name := range topo.Regions {
 		r := &region{name: name}
 		c.regions[name] = r
-		ropts := redisproc.Options{Dir: filepath.Join(dir, "redis-"+name)}
-		if topo.NoAOF[name] {
-			ropts.Args = []string{"--appendonly", "no"}
-		}
-		if r.redis, err = redisproc.Start(ctx, ropts); err != nil {
-			return c, err
-		}
-		r.rdb = redis.NewClient(&redis.Options{Addr: r.redis.Addr, MaxRetries: -1})
-		if r.sellerRedis, err = c.proxy("seller-"+name+"-redis", r.redis.Addr); err != nil {
-			return c, err
+		// sellerRedis and agentRedis are the processes' -redis flags.
+		var sellerRedis, agentRedis []string
+		if mode, ok := topo.HA[name]; ok {
+			var args []string
+			if mode != "fsync" {
+				args = []string{"--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"}
+			}
+			if r.ha, err = redisproc.StartHA(ctx, redisproc.HAOptions{Dir: filepath.Join(dir, "redis-"+name), Replicas: 1,
+				MasterName: "chaos-" + name, Args: args, Supervise: true}); err != nil {
+				return c, err
+			}
+			r.rdb = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: r.ha.MasterName, SentinelAddrs: r.ha.SentinelAddrs(), MaxRetries: -1})
+			sellerRedis = []string{"-redis-sentinels", strings.Join(r.ha.SentinelAddrs(), ","), "-redis-master", r.ha.MasterName,
+				"-durability", mode, "-wait-timeout", "250ms"}
+			agentRedis = sellerRedis
+		} else {
+			ropts := redisproc.Options{Dir: filepath.Join(dir, "redis-"+name)}
+			if topo.NoAOF[name] {
+				ropts.Args = []string{"--appendonly", "no"}
+			}
+			if r.redis, err = redisproc.Start(ctx, ropts); err != nil {
+				return c, err
+			}
+			r.rdb = redis.NewClient(&redis.Options{Addr: r.redis.Addr, MaxRetries: -1})
+			if r.sellerRedis, err = c.proxy("seller-"+name+"-redis", r.redis.Addr); err != nil {
+				return c, err
+			}
+			sellerRedis, agentRedis = []string{"-redis", r.sellerRedis.Listen}, []string{"-redis", r.redis.Addr}
 		}
 		for m, ep := range c.etcd.Endpoints() {
 			p, err := c.proxy(fmt.Sprintf("agent-%s-etcd%d", name, m), ep)
@@ -208,12 +238,13 @@ func Start(ctx context.Context, bin, dir string, topo Topology) (c *Cluster, err
 		// The seller serves the buyers and is not an agent candidate; the
 		// agent process also drains the order stream into SQL. Both follow
 		// the sales in etcd.
-		r.seller = &proc{name: name + "-seller", bin: bin, env: env, log: filepath.Join(dir, name+"-seller.log"),
-			args: append(append([]string(nil), common...), "-listen", "127.0.0.1:"+strconv.Itoa(sp), "-redis", r.sellerRedis.Listen,
-				"-etcd", strings.Join(c.etcd.Endpoints(), ","))}
-		r.agent = &proc{name: name + "-agent", bin: bin, env: env, log: filepath.Join(dir, name+"-agent.log"),
-			args: append(append([]string(nil), common...), "-listen", "127.0.0.1:"+strconv.Itoa(ap), "-redis", r.redis.Addr,
-				"-etcd", proxyAddrs(r.agentEtcd), "-agent", "-endpoint", r.url, "-orders-dsn", r.ordersDSN)}
+		renv := append(append([]string(nil), env...), topo.Env[name]...)
+		r.seller = &proc{name: name + "-seller", bin: bin, env: renv, log: filepath.Join(dir, name+"-seller.log"),
+			args: slices.Concat(common, []string{"-listen", "127.0.0.1:" + strconv.Itoa(sp)}, sellerRedis,
+				[]string{"-etcd", strings.Join(c.etcd.Endpoints(), ",")})}
+		r.agent = &proc{name: name + "-agent", bin: bin, env: renv, log: filepath.Join(dir, name+"-agent.log"),
+			args: slices.Concat(common, []string{"-listen", "127.0.0.1:" + strconv.Itoa(ap)}, agentRedis,
+				[]string{"-etcd", proxyAddrs(r.agentEtcd), "-agent", "-endpoint", r.url, "-orders-dsn", r.ordersDSN})}
 		if err := r.seller.start(); err != nil {
 			return c, err
 		}
@@ -382,6 +413,9 @@ func (c *Cluster) Close() {
 			r.rdb.Close()
 		}
 		r.redis.Close()
+		if r.ha != nil {
+			_ = r.ha.Close()
+		}
 	}
 	if c.tox != nil {
 		_ = c.tox.Collection.Clear()
@@ -390,4 +424,91 @@ func (c *Cluster) Close() {
 		c.cli.Close()
 	}
 	c.etcd.Close()
+}
+
+// primary is the node the sentinels of an HA region name.
+func (r *region) primary(ctx context.Context) (*redisproc.Proc, error) {
+	if r.ha == nil {
+		return nil, fmt.Errorf("region %s is not replicated", r.name)
+	}
+	return r.ha.Primary(ctx)
+}
+
+// waitFailover waits until the sentinels of an HA region name a primary
+// other than old that answers as one.
+func (r *region) waitFailover(ctx context.Context, old string, within time.Duration) error {
+	return waitFor(ctx, within, "a primary other than "+old+" in "+r.name, func() bool {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		p, err := r.ha.Primary(pctx)
+		if err != nil || p.Addr == old {
+			return false
+		}
+		rdb := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1})
+		defer rdb.Close()
+		info, err := rdb.Info(pctx, "replication").Result()
+		return err == nil && strings.Contains(info, "role:master")
+	})
+}
+
+// waitRole waits until the Redis at addr answers INFO replication with
+// role (master or slave).
+func waitRole(ctx context.Context, addr, role string, within time.Duration) error {
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer rdb.Close()
+	return waitFor(ctx, within, addr+" as a "+role, func() bool {
+		ictx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		info, err := rdb.Info(ictx, "replication").Result()
+		return err == nil && strings.Contains(info, "role:"+role+"\r")
+	})
+}
+
+// lagReplica makes the replica of an HA region fall behind its primary p:
+// the replica follows p through a toxiproxy whose stream to it is then
+// black-holed for lag while p goes on answering. The sentinels get a long
+// failover-timeout first, so they do not point the replica back at p's
+// own address meanwhile (+fix-slave-config) and the lag stays. It returns
+// how to remove the black hole.
+func (c *Cluster) lagReplica(ctx context.Context, r *region, p *redisproc.Proc, lag time.Duration) (func(context.Context) error, error) {
+	var replica *redisproc.Proc
+	for _, n := range r.ha.Nodes {
+		if n != p {
+			replica = n
+		}
+	}
+	for _, s := range r.ha.Sentinels {
+		sc := redis.NewSentinelClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+		err := sc.Set(ctx, r.ha.MasterName, "failover-timeout", "120000").Err()
+		_ = sc.Close()
+		if err != nil {
+			return nil, fmt.Errorf("sentinel %s: %w", s.Addr, err)
+		}
+	}
+	px, err := c.proxy("replication-"+r.name, p.Addr)
+	if err != nil {
+		return nil, err
+	}
+	host, port, _ := strings.Cut(px.Listen, ":")
+	rdb := redis.NewClient(&redis.Options{Addr: replica.Addr, MaxRetries: -1})
+	defer rdb.Close()
+	if err := rdb.SlaveOf(ctx, host, port).Err(); err != nil {
+		return nil, fmt.Errorf("replica %s through %s: %w", replica.Addr, px.Listen, err)
+	}
+	if err := waitFor(ctx, 10*time.Second, "the replica's link through the proxy", func() bool {
+		info, err := rdb.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "master_port:"+port+"\r") && strings.Contains(info, "master_link_status:up")
+	}); err != nil {
+		return nil, err
+	}
+	heal, err := toxic(func(*Cluster) []*toxiproxy.Proxy { return one(px) }, "timeout", "downstream", `{"timeout":0}`)(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-ctx.Done():
+		return heal, ctx.Err()
+	case <-time.After(lag):
+	}
+	return heal, nil
 }

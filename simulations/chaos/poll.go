@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -105,14 +106,33 @@ func isViolation(line string) bool {
 // the stream, so SQL may confirm fewer units than the ledger sold, never
 // more (read in this order, a confirm between the reads cannot look like
 // one), and no user holds more than one live row.
+//
+// A region whose ledger says it is stopped (halted, or a primary its agent
+// has not reconciled since a failover or restart: lib.lua's stopped) is
+// rebuilding its counters and sells nothing until it resumes, so SQL ahead
+// of it then is the reconcile's input, not a violation: it is skipped.
 func checkSQL(ctx context.Context, r *region, sale string) ([]string, error) {
 	rows, err := r.orders.Orders(ctx, sale, r.name)
 	if err != nil {
 		return nil, err
 	}
-	sold, err := r.rdb.HGet(ctx, layout.SaleKey(sale, "ledger"), "sold").Int64()
+	l, err := r.rdb.HMGet(ctx, layout.SaleKey(sale, "ledger"), "sold", "halted", "epoch", "epoch_primary").Result()
 	if err != nil {
 		return nil, err
+	}
+	str := func(v any) string { s, _ := v.(string); return s }
+	sold, _ := strconv.ParseInt(str(l[0]), 10, 64)
+	if str(l[1]) == "1" {
+		return nil, nil
+	}
+	if epoch, _ := strconv.ParseInt(str(l[2]), 10, 64); epoch > 0 {
+		info, err := r.rdb.Info(ctx, "replication").Result()
+		if err != nil {
+			return nil, err
+		}
+		if !strings.Contains(info, "master_replid:"+str(l[3])+"\r") {
+			return nil, nil
+		}
 	}
 	var confirmed int64
 	live := map[string]int{}

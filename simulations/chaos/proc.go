@@ -43,3 +43,8 @@ func (p *proc) kill() { p.child.Stop(syscall.SIGKILL, time.Minute) }
 
 // stop ends the process gracefully (SIGTERM), then by force.
 func (p *proc) stop() { p.child.Stop(syscall.SIGTERM, 5*time.Second) }
+
+// pause stops the process with SIGSTOP (a stalled host) until resume.
+func (p *proc) pause() error { return p.child.Signal(syscall.SIGSTOP) }
+
+func (p *proc) resume() error { return p.child.Signal(syscall.SIGCONT) }
