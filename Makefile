@@ -38,6 +38,10 @@ race: deps ## the test suite under the race detector
 sim: ## the protocol simulation over many seeds
 	$(GO) run ./simulations/cmd/protosim -seeds 100000
 
+.PHONY: chaos
+chaos: deps ## the chaos suite against the real binaries, one scenario at a time (make test runs its short version)
+	$(GO) run ./simulations/cmd/chaos
+
 .PHONY: bench
 bench: deps ## benchmarks, printing ratios measured side by side in one run
 	$(GO) run ./simulations/cmd/bench

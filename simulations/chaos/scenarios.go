@@ -62,7 +62,7 @@ func Scenarios() []Scenario {
 				return func(context.Context) error { return p.start() }, nil
 			}},
 		{Name: "kill-redis-aof", What: "kill -9 the us Redis (single node, AOF fsync always); restart it from its AOF", Short: true, Region: "us", Fault: killRedis},
-		{Name: "latency-seller-redis", What: "300 ms on every answer from the us Redis to its seller (above the 150 ms Redis timeout)", Short: true, Region: "us",
+		{Name: "latency-seller-redis", What: "300 ms on every answer from the us Redis to its seller (above the 150 ms Redis timeout)", Region: "us",
 			Fault: toxic(func(c *Cluster) []*toxiproxy.Proxy { return one(c.regions["us"].sellerRedis) }, "latency", "downstream", `{"latency":300}`)},
 		{Name: "blackhole-seller-redis", What: "black hole: the us Redis runs the seller's scripts but no answer comes back", Region: "us",
 			Fault: toxic(func(c *Cluster) []*toxiproxy.Proxy { return one(c.regions["us"].sellerRedis) }, "timeout", "downstream", `{"timeout":0}`)},
