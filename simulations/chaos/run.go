@@ -185,7 +185,9 @@ func Run(ctx context.Context, bin, dir string, sc Scenario, o Options) (row Row)
 	stopBurst()
 	wg.Wait()
 
-	c.drainOrders(ctx, 10*time.Second)
+	// Past the order consumer's ClaimMinIdle (30 s): a killed agent's
+	// pending entries are claimed by its successor only then.
+	c.drainOrders(ctx, 45*time.Second)
 	polls, violations := stopPoll()
 	row.Polls, row.Violations = polls, violations
 	ops := rec.Ops()
