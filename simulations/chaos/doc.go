@@ -8,7 +8,12 @@
 // operation, and checks the history for linearizability against a model of
 // the sale (porcupine). It prints one table row per scenario.
 //
+// Replicated regions run a primary, a replica and three sentinels
+// (redisproc.StartHA). Scenarios on an unsafe setting (no AOF,
+// asynchronous replication) are MEASURED, and negative controls turn one
+// defence off through the test-only switches of regional/redisstore
+// (unsafe.go): the checks must catch them (CAUGHT), or the suite fails.
+//
 // It must never be pointed at anything but loopback, and never passes a
-// scenario it did not run: one that needs parts not built yet (Redis
-// replicas under Sentinel, the seller epoch fence) reports NOT RUN.
+// scenario it did not run: one cut short reports NOT RUN, a failure.
 package chaos

@@ -35,8 +35,7 @@ type Scenario struct {
 	Fault func(context.Context, *Cluster) (heal func(context.Context) error, err error)
 }
 
-// Scenarios lists the suite. A scenario needing what is not built yet is
-// a table entry all the same, so it slots in when that lands.
+// Scenarios lists the suite.
 func Scenarios() []Scenario {
 	return []Scenario{
 		{Name: "kill-seller", What: "kill -9 the us seller the buyers talk to; start it again", Short: true, Region: "us",

@@ -110,7 +110,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "\nchaos suite in %v\n", time.Since(start).Round(time.Second))
 	chaos.PrintTable(out, rows)
 	for _, r := range rows {
-		if r.Failed() {
+		if r.Failed() || r.Status == chaos.NotRun {
 			return errFailed
 		}
 	}
