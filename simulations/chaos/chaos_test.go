@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -50,5 +52,33 @@ func TestChaosShort(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("progress:\n%s", progress.String())
+	}
+	if left := leftGoroutines(10 * time.Second); len(left) > 0 {
+		t.Errorf("%d goroutines of the harness, go-redis or toxiproxy left after the suite:\n%s", len(left), strings.Join(left, "\n\n"))
+	}
+}
+
+// leftGoroutines waits up to within for every goroutine running the
+// harness's code, go-redis's or toxiproxy's (other than this test's) to
+// end, and returns the stacks of those left. (Embedded etcd's own peer
+// connections are its business.)
+func leftGoroutines(within time.Duration) []string {
+	deadline := time.Now().Add(within)
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		var left []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "TestChaosShort") || strings.Contains(g, "leftGoroutines") {
+				continue
+			}
+			if strings.Contains(g, "flashsale/simulations/chaos") || strings.Contains(g, "go-redis") || strings.Contains(g, "toxiproxy") {
+				left = append(left, g)
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

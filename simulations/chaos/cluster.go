@@ -290,7 +290,7 @@ func proxyAddrs(ps []*toxiproxy.Proxy) string {
 }
 
 func ready(base string) bool {
-	hc := http.Client{Timeout: time.Second}
+	hc := http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := hc.Get(base + "/readyz")
 	if err != nil {
 		return false
