@@ -82,6 +82,23 @@ func newEnvDeps(t testing.TB, mutate func(*Config), deps func(*Deps), redisArgs 
 	e := &testEnv{t: t, clock: newFakeClock(), reg: prometheus.NewRegistry()}
 	e.redis = redistest.Start(t, redisArgs...)
 	e.rdb = e.redis.Client()
+	srv := e.startServer(t, mutate, deps)
+	e.srv = srv
+	e.url = "http://" + srv.Addr()
+	e.client = &http.Client{
+		// Every exchange is validated against openapi.yaml (apicheck_test.go).
+		Transport: &apiCheck{t: t, base: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}},
+		// Tests look at redirects themselves.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	t.Cleanup(e.client.CloseIdleConnections)
+	return e
+}
+
+// startServer starts a seller on e's Redis, clock and registry, closed
+// when the test ends.
+func (e *testEnv) startServer(t testing.TB, mutate func(*Config), deps func(*Deps)) *Server {
+	t.Helper()
 	cfg := testConfig(e.clock)
 	if mutate != nil {
 		mutate(&cfg)
@@ -105,16 +122,7 @@ func newEnvDeps(t testing.TB, mutate func(*Config), deps func(*Deps), redisArgs 
 			t.Errorf("close: %v", err)
 		}
 	})
-	e.srv = srv
-	e.url = "http://" + srv.Addr()
-	e.client = &http.Client{
-		// Every exchange is validated against openapi.yaml (apicheck_test.go).
-		Transport: &apiCheck{t: t, base: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}},
-		// Tests look at redirects themselves.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	t.Cleanup(e.client.CloseIdleConnections)
-	return e
+	return srv
 }
 
 func token(t testing.TB, secret []byte, user, home string, exp time.Time) string {
