@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"flashsale/internal/redistest"
+	"flashsale/internal/testwait"
 	"flashsale/quota/layout"
 	"flashsale/regional/redisstore"
 )
@@ -451,13 +452,7 @@ func (b *signalBody) Close() error { return nil }
 // waitFor polls cond: for effects the test cannot wait on directly.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, "the condition", 10*time.Second, cond)
 }
 
 // TestExpiryThenResale: a reservation past its TTL cannot be confirmed; the
