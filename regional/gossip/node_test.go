@@ -198,6 +198,9 @@ func TestMembershipAndLoad(t *testing.T) {
 	roles := map[string]Role{}
 	for _, m := range agent.Members() {
 		roles[m.Name] = m.Role
+		if m.Version == "" {
+			t.Fatalf("member %s carries no build version", m.Name)
+		}
 	}
 	if roles["agent"] != RoleAgent || roles["s2"] != RoleSeller {
 		t.Fatalf("roles %v", roles)
