@@ -77,6 +77,7 @@ type Server struct {
 	batcher *redisstore.Batcher
 	reserve reserver
 	adm     *admission
+	conns   *connTracker // for the retry hint: who is asking
 	sales   *Sales
 	ident   Identity
 	userLim *limiter
@@ -188,7 +189,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if admCfg == (LimitConfig{}) {
 		admCfg = DefaultLimitConfig()
 	}
-	s.adm = newAdmission(admCfg)
+	s.conns = newConnTracker()
+	s.adm = newAdmission(admCfg, s.conns.recent)
 	if err := m.registerAdmission(reg, cfg.Region, s.adm); err != nil {
 		return nil, err
 	}
@@ -276,6 +278,7 @@ func (s *Server) Start(ctx context.Context) error {
 		WriteTimeout:      10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
+		ConnState:         s.conns.state,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 

@@ -19,25 +19,7 @@ func (e *testEnv) sibling(t *testing.T, mutate func(*Config)) *testEnv {
 	t.Helper()
 	s := *e
 	s.reg = prometheus.NewRegistry()
-	cfg := testConfig(e.clock)
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	srv, err := New(cfg, Deps{Redis: e.rdb, Registry: s.reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := srv.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := srv.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
+	srv := s.startServer(t, mutate, nil)
 	s.srv, s.url = srv, "http://"+srv.Addr()
 	return &s
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"flashsale/internal/redistest"
+	"flashsale/internal/testwait"
 	"flashsale/quota/layout"
 	"flashsale/regional/redisstore"
 )
@@ -82,6 +83,23 @@ func newEnvDeps(t testing.TB, mutate func(*Config), deps func(*Deps), redisArgs 
 	e := &testEnv{t: t, clock: newFakeClock(), reg: prometheus.NewRegistry()}
 	e.redis = redistest.Start(t, redisArgs...)
 	e.rdb = e.redis.Client()
+	srv := e.startServer(t, mutate, deps)
+	e.srv = srv
+	e.url = "http://" + srv.Addr()
+	e.client = &http.Client{
+		// Every exchange is validated against openapi.yaml (apicheck_test.go).
+		Transport: &apiCheck{t: t, base: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}},
+		// Tests look at redirects themselves.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	t.Cleanup(e.client.CloseIdleConnections)
+	return e
+}
+
+// startServer starts a seller on e's Redis, clock and registry, closed
+// when the test ends.
+func (e *testEnv) startServer(t testing.TB, mutate func(*Config), deps func(*Deps)) *Server {
+	t.Helper()
 	cfg := testConfig(e.clock)
 	if mutate != nil {
 		mutate(&cfg)
@@ -105,16 +123,7 @@ func newEnvDeps(t testing.TB, mutate func(*Config), deps func(*Deps), redisArgs 
 			t.Errorf("close: %v", err)
 		}
 	})
-	e.srv = srv
-	e.url = "http://" + srv.Addr()
-	e.client = &http.Client{
-		// Every exchange is validated against openapi.yaml (apicheck_test.go).
-		Transport: &apiCheck{t: t, base: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}},
-		// Tests look at redirects themselves.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	t.Cleanup(e.client.CloseIdleConnections)
-	return e
+	return srv
 }
 
 func token(t testing.TB, secret []byte, user, home string, exp time.Time) string {
@@ -443,13 +452,7 @@ func (b *signalBody) Close() error { return nil }
 // waitFor polls cond: for effects the test cannot wait on directly.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, "the condition", 10*time.Second, cond)
 }
 
 // TestExpiryThenResale: a reservation past its TTL cannot be confirmed; the

@@ -22,6 +22,7 @@ import (
 	"flashsale/quota/layout"
 	"flashsale/regional"
 	"flashsale/regional/agent"
+	"flashsale/regional/gossip"
 	"flashsale/regional/orders"
 	"flashsale/regional/payment"
 	"flashsale/regional/redisstore"
@@ -132,10 +133,13 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	if *clockOffset != 0 {
 		cfg.Now = offsetClock(*clockOffset)
 	}
-	if *gossipBind != "" {
-		if cfg.Gossip, err = gossipConfig(*gossipBind, *gossipSeeds, *gossipKeys, *gossipPreset, *gossipPlain); err != nil {
-			return err
+	if *gossipBind != "" { // the flags replace the config file's gossip block
+		gs := gossip.Settings{Bind: *gossipBind, Seeds: strings.Split(*gossipSeeds, ","), KeysFile: *gossipKeys, Preset: *gossipPreset, Plaintext: *gossipPlain}
+		if cfg.Gossip, err = gs.Config(); err != nil {
+			return fmt.Errorf("-gossip: %w", err)
 		}
+	}
+	if cfg.Gossip != nil {
 		cfg.RefreshInterval = regional.GossipRefreshInterval // a safety net: the other sellers' reads arrive by gossip
 	}
 	if err := cfg.Validate(); err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"flashsale/internal/etcdtest"
 	"flashsale/internal/redistest"
+	"flashsale/internal/testwait"
 	"flashsale/quota"
 	"flashsale/quota/layout"
 	"flashsale/regional/gossip"
@@ -31,13 +32,7 @@ import (
 // test, it asserts nothing about speed.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, what, 20*time.Second, cond)
 }
 
 // value reads a counter or gauge.

@@ -144,13 +144,9 @@ func (n *Node) AddSeed(addr string) error {
 // Close announces the departure (so the others drop this member at once
 // rather than after the failure detector's timeout) and stops.
 func (n *Node) Close() error {
-	select {
-	case <-n.stop:
+	if !n.stopLoop() {
 		return nil
-	default:
 	}
-	close(n.stop)
-	<-n.done
 	if err := n.ml.Leave(time.Second); err != nil {
 		// Best effort: a member that finds no one to tell (the last one
 		// left) times out here; the others' failure detector covers it.
@@ -162,14 +158,22 @@ func (n *Node) Close() error {
 // Kill stops the member without a goodbye, as a crash would: the others
 // learn of it from the failure detector (tests and the bench time it).
 func (n *Node) Kill() error {
+	if !n.stopLoop() {
+		return nil
+	}
+	return n.ml.Shutdown()
+}
+
+// stopLoop stops the rejoin loop; false if the member was stopped before.
+func (n *Node) stopLoop() bool {
 	select {
 	case <-n.stop:
-		return nil
+		return false
 	default:
 	}
 	close(n.stop)
 	<-n.done
-	return n.ml.Shutdown()
+	return true
 }
 
 // Name is this member's name.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"flashsale/internal/testwait"
 )
 
 var testKey = []byte("0123456789abcdef0123456789abcdef")
@@ -43,13 +45,7 @@ func TestMain(m *testing.M) {
 // failure detector on the local preset needs a few seconds).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 30s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, what, 30*time.Second, cond)
 }
 
 // recorder collects what OnState hands a member.
@@ -202,6 +198,9 @@ func TestMembershipAndLoad(t *testing.T) {
 	roles := map[string]Role{}
 	for _, m := range agent.Members() {
 		roles[m.Name] = m.Role
+		if m.Version == "" {
+			t.Fatalf("member %s carries no build version", m.Name)
+		}
 	}
 	if roles["agent"] != RoleAgent || roles["s2"] != RoleSeller {
 		t.Fatalf("roles %v", roles)
