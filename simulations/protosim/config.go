@@ -134,7 +134,7 @@ func (c Config) validate() error {
 // Violation is the first invariant a run broke.
 type Violation struct {
 	Step   int
-	Kind   string // I1, I1-held, I2, I2-sum, I2-monotone, lost-sale, liveness, L1-sold-out, accounting
+	Kind   string // I1, I1-held, I1-region, I2, I2-sum, I2-monotone, I2-ack, I4, I5, lost-sale, lost-release, reservation-id, liveness, L1-sold-out, accounting
 	Detail string
 }
 
@@ -187,6 +187,7 @@ type Stats struct {
 	HaltedAnswers  int64 // reserves refused while halted or on an unreconciled primary
 	Rewatches      int64 // agent watch streams broken and resumed from an older revision
 	Compacted      int64 // agent re-reads because the history a watch needed was compacted
+	Pauses         int64 // agent processes paused past their lease before a Redis write
 }
 
 // Add sums o into s.
@@ -228,6 +229,7 @@ func (s *Stats) Add(o Stats) {
 	s.HaltedAnswers += o.HaltedAnswers
 	s.Rewatches += o.Rewatches
 	s.Compacted += o.Compacted
+	s.Pauses += o.Pauses
 }
 
 // Result is the outcome of one seed.

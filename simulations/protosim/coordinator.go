@@ -114,6 +114,12 @@ func (s *Sim) coordAcks(c *coordinator) bool {
 			continue
 		}
 		if err == nil {
+			// The ack stands on a report etcd holds: an agent reconciling
+			// after lost writes takes that report as its floor.
+			if held := s.etcd.reports[name].rep; held.ReleaseID != r.Pending.ID || held.ReleasedLocal < next.Regions[name].Released {
+				s.violate("I2-ack", "%s: ack of %s to released %d landed while etcd held its report of release %q, released_local %d",
+					name, r.Pending.ID, next.Regions[name].Released, held.ReleaseID, held.ReleasedLocal)
+			}
 			s.stats.Acks++
 			s.stats.Grants += int64(len(acts.Grants))
 			s.tracef("c%d ack %s from %s released_local=%d grants=%v", c.id, sr.rep.ReleaseID, name, sr.rep.ReleasedLocal, acts.Grants)

@@ -30,7 +30,7 @@ type storedReport struct {
 // keepRevs is how many revisions of history the fake etcd keeps for
 // watchers; older ones are compacted, and a watcher that needs them must
 // read everything again.
-const keepRevs = 40
+const keepRevs = 10
 
 // change is one entry of etcd's history: a put of the allocation or of a
 // region's report, at revision rev.
