@@ -179,7 +179,11 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer srv.Close()
 	if *etcdEndpoints != "" {
-		stop, err := followEtcd(ctx, log, srv, rdb, cfg, strings.Split(*etcdEndpoints, ","), *prefix, *runAgent, *endpoint, reg)
+		var witness agent.Witness
+		if deps.Orders != nil {
+			witness = orders.NewWitness(srv.Store(), deps.Orders, log.With("role", "agent"))
+		}
+		stop, err := followEtcd(ctx, log, srv, rdb, cfg, strings.Split(*etcdEndpoints, ","), *prefix, *runAgent, *endpoint, witness, reg)
 		if err != nil {
 			return err
 		}
@@ -200,9 +204,11 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // followEtcd keeps the seller's sales equal to etcd's and, with agent,
-// runs a candidate for the region's agent. stop undoes both.
+// runs a candidate for the region's agent, reconciling from witness (the
+// order store; nil: etcd's floors alone) after Redis lost writes. stop
+// undoes both.
 func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb redis.UniversalClient, cfg regional.Config,
-	endpoints []string, prefix string, withAgent bool, endpoint string, reg *prometheus.Registry) (stop func(), err error) {
+	endpoints []string, prefix string, withAgent bool, endpoint string, witness agent.Witness, reg *prometheus.Registry) (stop func(), err error) {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		return nil, fmt.Errorf("etcd %v: %w", endpoints, err)
@@ -222,6 +228,7 @@ func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb
 		}
 		acfg.Demand = redisstore.NewDemandMeter(rdb, nil).Rate
 		acfg.Now = cfg.Now // the seller's clock, skewed or not (nil: time.Now)
+		acfg.Witness = witness
 		if a, err = agent.New(acfg, cli, srv.Store(), reg); err == nil {
 			err = a.Start(ctx)
 		}

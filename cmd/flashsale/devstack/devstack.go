@@ -259,6 +259,7 @@ func (s *Stack) startRegion(ctx context.Context, name string, lns []net.Listener
 	acfg.RedisAddr = r.Conn.String()
 	acfg.Logger = log.With("role", "agent")
 	acfg.Demand = redisstore.NewDemandMeter(r.rdb, nil).Rate
+	acfg.Witness = orders.NewWitness(r.Store, r.Orders, acfg.Logger)
 	if r.Agent, err = agent.New(acfg, s.Etcdcli, r.Store, prometheus.NewRegistry()); err != nil {
 		return nil, err
 	}
