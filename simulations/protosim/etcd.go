@@ -15,13 +15,6 @@ var (
 	errReportMoved = errors.New("report changed since it was read")
 )
 
-// reportCond makes an allocation write conditional on a region's report
-// still being the one at modRev.
-type reportCond struct {
-	region string
-	modRev int64
-}
-
 type storedReport struct {
 	rep    layout.RegionReport
 	modRev int64
@@ -79,20 +72,23 @@ func (e *etcd) campaignAgent(region string) int64 {
 	return e.rev
 }
 
-// putAlloc writes the allocation if leaderRev is still the leader's and, when
-// cond is set, the report it names is unchanged.
+// putAlloc writes the allocation if leaderRev is still the leader's and
+// each report named in reportRevs (region -> mod revision) is unchanged:
+// the compares of the acks it carries (quota.Round.AckedRevs).
 //
 // The report compare matters for acks: puts of one agent can land out of
 // order, so an older report may overwrite the one an ack event came from.
 // A region reconciling after lost writes raises its floor to the report etcd
 // holds; an ack computed from a report etcd no longer holds could land after
 // that read with a higher released_local, and the floor would be too low.
-func (e *etcd) putAlloc(leaderRev int64, a *quota.Allocation, cond *reportCond) error {
+func (e *etcd) putAlloc(leaderRev int64, a *quota.Allocation, reportRevs map[string]int64) error {
 	if leaderRev != e.leaderRev && !e.noFence {
 		return errFenced
 	}
-	if cond != nil && e.reports[cond.region].modRev != cond.modRev {
-		return errReportMoved
+	for r, rev := range reportRevs {
+		if e.reports[r].modRev != rev {
+			return errReportMoved
+		}
 	}
 	e.rev++
 	e.alloc = a.Clone()
