@@ -94,17 +94,7 @@ func (c *Coordinator) updateLearning(f fence, snap *snapshot, now time.Time) boo
 	if !l.learning {
 		return false
 	}
-	done := now.Sub(l.since) >= c.cfg.LearningGrace
-	if !done {
-		done = true
-		for _, r := range liveRegions(snap) {
-			if snap.reportRev[r] <= l.electedRev {
-				done = false
-				break
-			}
-		}
-	}
-	if done {
+	if quota.Learned(now.UnixMilli(), l.since.UnixMilli(), c.cfg.LearningGrace.Milliseconds(), l.electedRev, liveRegions(snap), snap.reportRev) {
 		l.learning = false
 		c.m.learning.Set(0)
 		c.log.Info("learning mode over", "after", now.Sub(l.since).Round(time.Millisecond))

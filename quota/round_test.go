@@ -92,3 +92,24 @@ func TestSameCounters(t *testing.T) {
 		t.Error("a moved release sequence went unseen")
 	}
 }
+
+func TestLearned(t *testing.T) {
+	revs := map[string]int64{"eu": 12, "us": 9}
+	for _, c := range []struct {
+		name       string
+		now        int64
+		live       []string
+		want       bool
+		electedRev int64
+	}{
+		{"every live region reported since", 100, []string{"eu"}, true, 10},
+		{"one live region has not", 100, []string{"eu", "us"}, false, 10},
+		{"a region never reported", 100, []string{"eu", "ap"}, false, 10},
+		{"the grace passed", 1000, []string{"eu", "us"}, true, 10},
+		{"no live region", 100, nil, true, 10},
+	} {
+		if got := Learned(c.now, 0, 1000, c.electedRev, c.live, revs); got != c.want {
+			t.Errorf("%s: Learned %t, want %t", c.name, got, c.want)
+		}
+	}
+}

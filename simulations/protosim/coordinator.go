@@ -23,21 +23,28 @@ type coordinator struct {
 	alloc   *quota.Allocation
 	reports map[string]storedReport
 	dirty   bool // a report came since its last round
+	// learning until quota.Learned: every region reported since the
+	// election (at revision fence, at time since), or learningGraceMs.
+	learning bool
+	since    int64
 }
 
 const (
-	planEvery   = 5  // steps between planning rounds
-	relistEvery = 25 // steps between re-reads of the reports (a watch reconnect)
+	learningGraceMs = 1000 // coordinator.DevConfig's LearningGrace
+	planEvery       = 5    // steps between planning rounds
+	relistEvery     = 25   // steps between re-reads of the reports (a watch reconnect)
 )
 
 func (s *Sim) electLeader() {
 	s.nextCoord++
 	c := &coordinator{
-		id:      s.nextCoord,
-		fence:   s.etcd.campaign(),
-		alive:   true,
-		alloc:   s.etcd.alloc.Clone(),
-		reports: maps.Clone(s.etcd.reports),
+		id:       s.nextCoord,
+		fence:    s.etcd.campaign(),
+		alive:    true,
+		alloc:    s.etcd.alloc.Clone(),
+		reports:  maps.Clone(s.etcd.reports),
+		learning: true,
+		since:    s.now,
 	}
 	s.coords = append(s.coords, c)
 	s.tracef("leader c%d elected (fence %d)", c.id, c.fence)
@@ -93,8 +100,18 @@ func (s *Sim) coordRound(c *coordinator) {
 	for r, sr := range c.reports {
 		reps[r] = quota.StoredReport{Report: sr.rep.Report, ReleaseID: sr.rep.ReleaseID, Rev: sr.modRev}
 	}
+	if c.learning {
+		revs := make(map[string]int64, len(c.reports))
+		for r, sr := range c.reports {
+			revs[r] = sr.modRev
+		}
+		if quota.Learned(s.now, c.since, learningGraceMs, c.fence, slices.Sorted(maps.Keys(c.reports)), revs) {
+			c.learning = false
+			s.tracef("c%d: learning mode over", c.id)
+		}
+	}
 	next := c.alloc.Clone()
-	rd, err := next.Round(c.alloc, reps, quota.Situation{Now: s.now},
+	rd, err := next.Round(c.alloc, reps, quota.Situation{Now: s.now, Learning: c.learning},
 		quota.RoundBugs{AckWithoutReportRevision: s.cfg.Bug == BugAckNoReportRevision})
 	for _, e := range rd.Refused {
 		s.tracef("c%d refused a report: %v", c.id, e)
