@@ -25,6 +25,10 @@ type RoundBugs struct {
 	// AckWithoutReportRevision takes acks without asking the write to
 	// compare the revision of the report they came from.
 	AckWithoutReportRevision bool
+	// GrantBeforeAck counts a release as done the moment it is requested,
+	// before the region's Redis gave the units up: the next round grants
+	// them elsewhere while the giver can still sell them.
+	GrantBeforeAck bool
 }
 
 // Round is what one leader round did to an allocation: the actions of
@@ -95,6 +99,11 @@ func (a *Allocation) Round(before *Allocation, reps map[string]StoredReport, s S
 		}
 		rd.add(acts)
 		rd.note(note)
+		if bugs.GrantBeforeAck {
+			for _, req := range acts.Releases {
+				a.Regions[req.Region].Released += req.Units
+			}
+		}
 	}
 	rd.Changed = !SameCounters(before, a)
 	return rd, nil

@@ -7,9 +7,9 @@ import (
 )
 
 // Bug names a deliberate protocol mistake, switched on in the real code the
-// simulation runs (agent.CoreBugs, quota.LedgerBugs: test-only switches) or
-// in the fakes around it, so a run can show the checks catch it: a negative
-// control.
+// simulation runs (agent.CoreBugs, quota.LedgerBugs, quota.RoundBugs:
+// test-only switches) or in the fakes around it, so a run can show the
+// checks catch it: a negative control.
 type Bug string
 
 const (

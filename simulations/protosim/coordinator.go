@@ -112,7 +112,7 @@ func (s *Sim) coordRound(c *coordinator) {
 	}
 	next := c.alloc.Clone()
 	rd, err := next.Round(c.alloc, reps, quota.Situation{Now: s.now, Learning: c.learning},
-		quota.RoundBugs{AckWithoutReportRevision: s.cfg.Bug == BugAckNoReportRevision})
+		quota.RoundBugs{AckWithoutReportRevision: s.cfg.Bug == BugAckNoReportRevision, GrantBeforeAck: s.cfg.Bug == BugGrantBeforeAck})
 	for _, e := range rd.Refused {
 		s.tracef("c%d refused a report: %v", c.id, e)
 	}
@@ -127,13 +127,6 @@ func (s *Sim) coordRound(c *coordinator) {
 	if len(acked) > 0 && s.crashPoint("leader-before-ack-write", 0.05) {
 		s.crashLeader(c)
 		return
-	}
-	if s.cfg.Bug == BugGrantBeforeAck {
-		// The mistake: count the units as released before the region's
-		// Redis has given them up; the next round regrants them.
-		for _, req := range rd.Actions.Releases {
-			next.Regions[req.Region].Released += req.Units
-		}
 	}
 	err = s.writeAlloc(c, next, rd.AckedRevs)
 	if errors.Is(err, errReportMoved) {
