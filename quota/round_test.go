@@ -1,6 +1,9 @@
 package quota
 
-import "testing"
+import (
+	"reflect"
+	"testing"
+)
 
 // roundSale is a sale with eu asked to release 20 of its 60 units.
 func roundSale(t *testing.T) (*Allocation, ReleaseRequest) {
@@ -110,6 +113,53 @@ func TestLearned(t *testing.T) {
 	} {
 		if got := Learned(c.now, 0, 1000, c.electedRev, c.live, revs); got != c.want {
 			t.Errorf("%s: Learned %t, want %t", c.name, got, c.want)
+		}
+	}
+}
+
+// Every field of Allocation and RegionAlloc but the reports, changed
+// alone, makes SameCounters answer false: a field added later and not
+// compared fails here.
+func TestSameCountersSeesEveryField(t *testing.T) {
+	base, _ := roundSale(t)
+	base.Policy = &Policy{}
+	for _, typ := range []reflect.Type{reflect.TypeFor[Allocation](), reflect.TypeFor[RegionAlloc](), reflect.TypeFor[ReleaseRequest]()} {
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			if f.Name == "Report" {
+				continue
+			}
+			b := base.Clone()
+			var v reflect.Value
+			switch typ {
+			case reflect.TypeFor[Allocation]():
+				v = reflect.ValueOf(b).Elem().Field(i)
+			case reflect.TypeFor[RegionAlloc]():
+				v = reflect.ValueOf(b.Regions["eu"]).Elem().Field(i)
+			default:
+				v = reflect.ValueOf(b.Regions["eu"].Pending).Elem().Field(i)
+			}
+			switch v.Kind() {
+			case reflect.String:
+				v.SetString(v.String() + "x")
+			case reflect.Int64:
+				v.SetInt(v.Int() + 1)
+			case reflect.Bool:
+				v.SetBool(!v.Bool())
+			case reflect.Map:
+				v.SetMapIndex(reflect.ValueOf("zz"), reflect.ValueOf(&RegionAlloc{}))
+			case reflect.Pointer:
+				if f.Name == "Policy" {
+					b.Policy.SplitPercent++
+				} else {
+					v.SetZero()
+				}
+			default:
+				t.Fatalf("%s.%s: kind %v not covered by this test", typ.Name(), f.Name, v.Kind())
+			}
+			if SameCounters(base, b) {
+				t.Errorf("%s.%s changed, but SameCounters saw nothing", typ.Name(), f.Name)
+			}
 		}
 	}
 }
