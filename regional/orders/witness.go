@@ -26,12 +26,12 @@ func NewWitness(rs *redisstore.Store, sql Store, log *slog.Logger) *Witness {
 	return &Witness{redis: rs, sql: sql, log: log}
 }
 
-// Restore runs Restore for sale and answers the sold count it left in
+// Restore runs Restore for sale under the agent's fence and answers the sold count it left in
 // Redis: at least every unit the witnesses saw confirmed, the floor the
 // agent raises sold to. Conflicts are logged for an operator; they do not
 // stop the region (Restore leaves those reservations as Redis has them).
-func (w *Witness) Restore(ctx context.Context, sale string) (soldFloor int64, err error) {
-	res, err := Restore(ctx, w.redis, w.sql, sale)
+func (w *Witness) Restore(ctx context.Context, sale string, fence int64) (soldFloor int64, err error) {
+	res, err := Restore(ctx, w.redis, w.sql, sale, fence)
 	if err != nil {
 		return 0, err
 	}

@@ -170,7 +170,10 @@ func (s *Sim) agentTick(rg *region, a *agentProc) {
 	}
 }
 
-var errTimeout = errors.New("etcd request timed out")
+var (
+	errTimeout   = errors.New("etcd request timed out")
+	errNotHalted = errors.New("restore: the sale is not halted in this region")
+)
 
 // watch delivers some of stream k's pending history in order, or breaks
 // it: the process watches again from a little before where it was (so
@@ -319,10 +322,17 @@ func (s *Sim) redis(rg *region, a *agentProc, act agent.Action) agent.Result {
 		r.Err = l.SetHalted(act.Fence, act.Halted)
 	case agent.RestoreOrders:
 		s.stats.Reconciles++
-		if act.Fence < l.Fence {
-			r.Err = quota.ErrStaleFence // the real witness runs while the region is halted under the fence
+		// As orders.Restore: only while halted (orders.ErrNotHalted), and
+		// its scripts take the agent's fence as every agent script does.
+		if !l.Halted {
+			r.Err = errNotHalted
 			break
 		}
+		if act.Fence < l.Fence && s.cfg.Bug != BugRestoreSkipsFence {
+			r.Err = quota.ErrStaleFence
+			break
+		}
+		l.Fence = max(l.Fence, act.Fence)
 		s.replayOrders(rg)
 		r.SoldFloor = s.orderStoreSold(rg)
 	case agent.RaiseFloor:

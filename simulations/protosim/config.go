@@ -51,11 +51,15 @@ const (
 	// BugAckNoReportRevision makes the leader write an ack without
 	// comparing the mod revision of the report it came from.
 	BugAckNoReportRevision Bug = "ack-without-report-revision"
+	// BugRestoreSkipsFence makes the order store's restore (restore.lua and
+	// recount.lua in orders.Restore) write under a deposed agent's fence.
+	BugRestoreSkipsFence Bug = "restore-skips-fence"
 )
 
 // Bugs lists every negative control.
 var Bugs = []Bug{BugNoMaxMerge, BugGrantBeforeAck, BugNoFence, BugNoReconcile, BugDrySoldOut,
-	BugReserveIgnoresHalted, BugGrantSkipsFence, BugReleaseAnswersBefore, BugConfirmExpired, BugAckNoReportRevision}
+	BugReserveIgnoresHalted, BugGrantSkipsFence, BugReleaseAnswersBefore, BugConfirmExpired, BugAckNoReportRevision,
+	BugRestoreSkipsFence}
 
 // ParseBug returns the named bug, or an error listing the known names.
 func ParseBug(name string) (Bug, error) {

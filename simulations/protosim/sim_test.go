@@ -140,6 +140,7 @@ func TestNegativeControls(t *testing.T) {
 		protosim.BugReleaseAnswersBefore: "lost-release",
 		protosim.BugConfirmExpired:       "I4",
 		protosim.BugAckNoReportRevision:  "I2-ack",
+		protosim.BugRestoreSkipsFence:    "I5",
 	}
 	for _, bug := range protosim.Bugs {
 		t.Run(string(bug), func(t *testing.T) {
