@@ -301,6 +301,7 @@ func (s *server) SaleStatus(ctx context.Context, req *api.SaleRef) (*api.SaleSta
 			rs.ReportAge = durationpb.New(age)
 			rs.Fresh = age <= c.cfg.ReportStale
 		}
+		rs.Sellers = v.live[q.Region].Sellers
 		tot.Granted += rs.Granted
 		tot.Released += rs.Released
 		tot.Net += rs.Net

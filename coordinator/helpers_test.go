@@ -20,6 +20,7 @@ import (
 	"flashsale/coordinator/api"
 	"flashsale/internal/etcdembed"
 	"flashsale/internal/etcdtest"
+	"flashsale/internal/testwait"
 	"flashsale/quota"
 	"flashsale/quota/layout"
 )
@@ -63,13 +64,7 @@ func startLeader(t *testing.T, mod ...func(*Config)) (*etcdembed.Etcd, *clientv3
 // from hanging, it asserts nothing about speed.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, what, 20*time.Second, cond)
 }
 
 func waitLeader(t *testing.T, c *Coordinator) {

@@ -2,6 +2,8 @@ package regional
 
 import (
 	"context"
+	"net"
+	"net/http"
 	"testing"
 	"time"
 )
@@ -139,7 +141,7 @@ func TestRetryHintQueuesAtTheAdmittedRate(t *testing.T) {
 }
 
 func TestAdmissionPerSaleAndRedis(t *testing.T) {
-	a := newAdmission(LimitConfig{Initial: 2, Min: 1, Max: 2, Target: time.Second, Backoff: 0.5})
+	a := newAdmission(LimitConfig{Initial: 2, Min: 1, Max: 2, Target: time.Second, Backoff: 0.5}, nil)
 	now := time.Unix(1000, 0)
 	s1, _, ok1 := a.enter("a", now)
 	s2, _, ok2 := a.enter("a", now)
@@ -187,7 +189,7 @@ func waitAsync(a *admission, ctx context.Context, sale string) <-chan waitResult
 // queue no longer than the limit; one that gives up is shed with a hint.
 func TestAdmissionWaitQueue(t *testing.T) {
 	// Queue: an hour, so that only a freed slot or the client ends a wait.
-	a := newAdmission(LimitConfig{Initial: 2, Min: 2, Max: 2, Target: time.Hour, Backoff: 0.5, Queue: time.Hour})
+	a := newAdmission(LimitConfig{Initial: 2, Min: 2, Max: 2, Target: time.Hour, Backoff: 0.5, Queue: time.Hour}, nil)
 	ctx := context.Background()
 	s0, _, ok0 := a.wait(ctx, "a")
 	s1, _, ok1 := a.wait(ctx, "a")
@@ -229,7 +231,7 @@ func TestAdmissionWaitQueue(t *testing.T) {
 
 // Queue 0 sheds at once, as before the queue.
 func TestAdmissionNoQueueShedsAtOnce(t *testing.T) {
-	a := newAdmission(LimitConfig{Initial: 1, Min: 1, Max: 1, Target: time.Hour, Backoff: 0.5})
+	a := newAdmission(LimitConfig{Initial: 1, Min: 1, Max: 1, Target: time.Hour, Backoff: 0.5}, nil)
 	if _, _, ok := a.wait(context.Background(), "a"); !ok {
 		t.Fatal("refused under the limit")
 	}
@@ -241,7 +243,7 @@ func TestAdmissionNoQueueShedsAtOnce(t *testing.T) {
 // A waiter that gives up just as a slot's wake-up reached it passes the
 // wake-up on: a freed slot is never left unused while others wait.
 func TestAdmissionLeavePassesWakeOn(t *testing.T) {
-	a := newAdmission(LimitConfig{Initial: 1, Min: 1, Max: 1, Target: time.Hour, Backoff: 0.5, Queue: time.Hour})
+	a := newAdmission(LimitConfig{Initial: 1, Min: 1, Max: 1, Target: time.Hour, Backoff: 0.5, Queue: time.Hour}, nil)
 	c1, c2 := make(chan struct{}, 1), make(chan struct{}, 1)
 	a.queue = append(a.queue, c1, c2)
 	a.wake() // c1's turn, which c1 will not take
@@ -283,5 +285,50 @@ func TestRetryHintRateRisesFastFallsSlowly(t *testing.T) {
 	window(100, true) // a surge's slow window: an eighth of the way down
 	if h.rate < 3400 || h.rate > 3600 {
 		t.Fatalf("rate %.0f after one slow saturated window, want about 3,550/s", h.rate)
+	}
+}
+
+// The queue makes room for every client seen recently, not only for those
+// shed just now: with 8,000 connections asking and 4,000 admitted per
+// second, the first buyer shed is told 2 s, the time the seller takes to
+// serve each of them once. Without the count (the negative control) it is
+// told the floor, and 8,000 requests stay in flight.
+func TestRetryHintMakesRoomForRecentClients(t *testing.T) {
+	for _, tc := range []struct {
+		clients func() int
+		want    time.Duration
+	}{{func() int { return 8000 }, 2 * time.Second}, {nil, 50 * time.Millisecond}} {
+		h := newRetryHint(50*time.Millisecond, 5*time.Second, 250*time.Millisecond)
+		h.clients = tc.clients
+		now := time.Unix(1000, 0)
+		for range 1000 {
+			h.admitted(now)
+		}
+		now = now.Add(250 * time.Millisecond)
+		h.admitted(now) // rolls the window: 4,000/s, and counts the clients
+		if got := h.shedNow(now); got < tc.want || got > tc.want+time.Millisecond {
+			t.Fatalf("clients %v: first shed told %v, want %v", tc.clients != nil, got, tc.want)
+		}
+	}
+}
+
+// The connection tracker counts the connections that sent a request, and
+// forgets closed ones.
+func TestConnTrackerCountsRecentClients(t *testing.T) {
+	tr := newConnTracker()
+	a, b := &net.TCPConn{}, &net.UDPConn{}
+	tr.state(a, http.StateNew)
+	if n := tr.recent(); n != 0 {
+		t.Fatalf("%d clients before any request", n)
+	}
+	tr.state(a, http.StateActive)
+	tr.state(b, http.StateActive)
+	tr.state(a, http.StateIdle)
+	if n := tr.recent(); n != 2 {
+		t.Fatalf("%d clients after two requests, want 2", n)
+	}
+	tr.state(b, http.StateClosed)
+	if n := tr.recent(); n != 1 {
+		t.Fatalf("%d clients after one closed, want 1", n)
 	}
 }

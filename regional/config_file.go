@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"flashsale/quota/layout"
+	"flashsale/regional/gossip"
 	"flashsale/regional/redisstore"
 )
 
@@ -47,6 +48,8 @@ type FileConfig struct {
 	RateLimit           FileRateLimit     `yaml:"rateLimit"`
 	RedisTimeout        string            `yaml:"redisTimeout"`
 	Sales               []FileSale        `yaml:"sales"`
+	// Gossip joins the region's sellers' cluster (regional/gossip).
+	Gossip *gossip.Settings `yaml:"gossip"`
 }
 
 // FileSentinel names a replicated Redis under Sentinel (instead of redis).
@@ -110,7 +113,11 @@ func LoadFile(path string) (*FileConfig, error) {
 	}
 	// Key files named relative to the config file are found next to it.
 	dir := filepath.Dir(path)
-	for _, p := range []*string{&f.Identity.HS256SecretFile, &f.Identity.Ed25519PublicKeyFile} {
+	files := []*string{&f.Identity.HS256SecretFile, &f.Identity.Ed25519PublicKeyFile}
+	if f.Gossip != nil {
+		files = append(files, &f.Gossip.KeysFile)
+	}
+	for _, p := range files {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -170,6 +177,13 @@ func (f *FileConfig) Config() (Config, error) {
 		for k, v := range f.Regions {
 			c.Regions[k] = strings.TrimRight(v, "/")
 		}
+	}
+	if f.Gossip != nil {
+		g, err := f.Gossip.Config()
+		if err != nil {
+			return c, err
+		}
+		c.Gossip = g
 	}
 	if f.AllowWeakDurability != nil {
 		c.AllowWeakDurability = *f.AllowWeakDurability

@@ -66,6 +66,10 @@ func TestConfigFile(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "jwt.key"), append(testSecret, '\n'), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	gossipKey := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32)))
+	if err := os.WriteFile(filepath.Join(dir, "gossip.keys"), []byte(gossipKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	path := filepath.Join(dir, "eu.yaml")
 	yaml := `
 preset: dev
@@ -75,6 +79,7 @@ redis: 127.0.0.1:7000
 regions: {us: "https://us.shop.example/"}
 identity: {hs256SecretFile: jwt.key, issuer: idp}
 rateLimit: {userRate: 3, userBurst: 4}
+gossip: {bind: "127.0.0.1:7946", seeds: ["10.0.0.2:7946"], keysFile: gossip.keys}
 sales:
   - {id: phone, total: 100, ceiling: 60, startsAt: "2026-11-24T12:00:00Z", endsAt: "2026-11-24T13:00:00Z", reservationTTL: 5m}
   - {id: tv, total: 5, perUserLimit: 2, startsAt: "2026-11-24T12:00:00Z", state: paused}
@@ -108,6 +113,8 @@ sales:
 		t.Fatalf("static grants %v", c.StaticGrants)
 	case !c.Sales[0].StartsAt.Equal(time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)):
 		t.Fatalf("startsAt %v", c.Sales[0].StartsAt)
+	case c.Gossip == nil || c.Gossip.BindPort != 7946 || len(c.Gossip.Seeds) != 1 || len(c.Gossip.Keys) != 1 || string(c.Gossip.Keys[0]) != strings.Repeat("k", 32):
+		t.Fatalf("gossip %+v: want bind port 7946, one seed, the key file read relative to the config", c.Gossip)
 	}
 
 	// JSON is YAML.
@@ -129,6 +136,7 @@ sales:
 		`sales: [{id: s, total: 1, startsAt: "2026-11-24T12:00:00Z", reservationTTL: soon}]`: `reservationTTL "soon"`,
 		`identity: {hs256Secret: a, hs256SecretFile: b}`:                                     "both set",
 		`identity: {ed25519PublicKey: "!!"}`:                                                 "ed25519 public key",
+		`gossip: {bind: "7946"}`:                                                             "want host:port",
 	} {
 		f, err := ParseFile([]byte(bad))
 		if err == nil {

@@ -77,6 +77,7 @@ type Server struct {
 	batcher *redisstore.Batcher
 	reserve reserver
 	adm     *admission
+	conns   *connTracker // for the retry hint: who is asking
 	sales   *Sales
 	ident   Identity
 	userLim *limiter
@@ -89,6 +90,9 @@ type Server struct {
 	gossip  *gossip.Node // the region's cluster; nil without Config.Gossip
 	// sharedLoad is the load last put in the gossip metadata (health loop).
 	sharedLoad int64
+	// demandTotal is this seller's attempts per sale since it started, as
+	// gossiped (the demand loop's goroutine only).
+	demandTotal map[string]int64
 
 	ready      atomic.Bool
 	lastWarn   atomic.Int64    // unix nanos of the last per-request warning logged
@@ -151,22 +155,23 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 	}
 	s := &Server{
-		cfg:     cfg,
-		log:     log,
-		reg:     reg,
-		m:       m,
-		store:   redisstore.NewStore(deps.Redis, cfg.Region).WithDurability(cfg.Durability),
-		sales:   sales,
-		ident:   ident,
-		userLim: newLimiter(cfg.UserRate, cfg.UserBurst),
-		ipLim:   newLimiter(cfg.IPRate, cfg.IPBurst),
-		kick:    make(chan struct{}, 1),
-		pending: map[string]int64{},
-		gauged:  map[string]bool{},
-		done:    make(chan struct{}),
-		payment: deps.Payment,
-		lnGiven: deps.Listener,
-		pm:      pm,
+		cfg:         cfg,
+		log:         log,
+		reg:         reg,
+		m:           m,
+		store:       redisstore.NewStore(deps.Redis, cfg.Region).WithDurability(cfg.Durability),
+		sales:       sales,
+		ident:       ident,
+		userLim:     newLimiter(cfg.UserRate, cfg.UserBurst),
+		ipLim:       newLimiter(cfg.IPRate, cfg.IPBurst),
+		kick:        make(chan struct{}, 1),
+		demandTotal: map[string]int64{},
+		pending:     map[string]int64{},
+		gauged:      map[string]bool{},
+		done:        make(chan struct{}),
+		payment:     deps.Payment,
+		lnGiven:     deps.Listener,
+		pm:          pm,
 	}
 	if deps.Orders != nil {
 		ocfg := orders.DefaultConfig()
@@ -184,7 +189,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if admCfg == (LimitConfig{}) {
 		admCfg = DefaultLimitConfig()
 	}
-	s.adm = newAdmission(admCfg)
+	s.conns = newConnTracker()
+	s.adm = newAdmission(admCfg, s.conns.recent)
 	if err := m.registerAdmission(reg, cfg.Region, s.adm); err != nil {
 		return nil, err
 	}
@@ -272,6 +278,7 @@ func (s *Server) Start(ctx context.Context) error {
 		WriteTimeout:      10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
+		ConnState:         s.conns.state,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 
@@ -292,7 +299,7 @@ func (s *Server) Start(ctx context.Context) error {
 	go s.watchGrants(ctx)
 	go s.loop(ctx, s.cfg.HealthInterval, nil, func(ctx context.Context) { s.maintain(ctx); s.shareLoad() })
 	go s.loop(ctx, s.cfg.RefreshInterval, s.kick, s.refreshAll)
-	go s.loop(ctx, s.cfg.RefreshInterval, nil, s.flushDemand)
+	go s.loop(ctx, min(s.cfg.RefreshInterval, DemandInterval), nil, s.flushDemand)
 	go func() {
 		defer s.wg.Done()
 		<-ctx.Done()
@@ -330,7 +337,15 @@ func (s *Server) loop(ctx context.Context, every time.Duration, kick <-chan stru
 	}
 }
 
+// DemandInterval is how often a seller hands its buy attempts to the agent
+// (through Redis, or by gossip in a gossiping region), at the most.
+const DemandInterval = 200 * time.Millisecond
+
 func (s *Server) flushDemand(ctx context.Context) {
+	if s.gossip != nil {
+		s.publishDemand()
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RedisTimeout)
 	defer cancel()
 	if err := s.store.FlushDemand(ctx, &s.demand); err != nil {

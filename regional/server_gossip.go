@@ -61,6 +61,17 @@ func (s *Server) publishStock(sale string, st redisstore.Stock) {
 	}
 }
 
+// publishDemand gossips this seller's cumulative attempts for each sale
+// that had new ones (the demand loop's goroutine only).
+func (s *Server) publishDemand() {
+	for sale, n := range s.demand.Drain() {
+		s.demandTotal[sale] += n
+		if err := s.gossip.PublishDemand(sale, s.demandTotal[sale]); err != nil {
+			s.log.Warn("gossip: demand not published", "sale", sale, "err", err)
+		}
+	}
+}
+
 // gossiped applies a state another member published (memberlist's
 // goroutine: no blocking).
 func (s *Server) gossiped(st gossip.State) {
@@ -105,12 +116,26 @@ func (s *Server) liveSellers() int {
 	return s.gossip.Sellers()
 }
 
+// GossipNode is this seller's member of the region's cluster (nil without
+// gossip): the region agent in the same process reads membership and
+// demand from it.
+func (s *Server) GossipNode() *gossip.Node { return s.gossip }
+
 // GossipAddr is where this seller gossips ("" without gossip).
 func (s *Server) GossipAddr() string {
 	if s.gossip == nil {
 		return ""
 	}
 	return s.gossip.Addr()
+}
+
+// JoinGossip adds a member to join, such as the gossip address the
+// region's agent registers in etcd (no-op without gossip).
+func (s *Server) JoinGossip(addr string) error {
+	if s.gossip == nil {
+		return nil
+	}
+	return s.gossip.AddSeed(addr)
 }
 
 // Members lists the region's live members (nil without gossip).

@@ -19,25 +19,7 @@ func (e *testEnv) sibling(t *testing.T, mutate func(*Config)) *testEnv {
 	t.Helper()
 	s := *e
 	s.reg = prometheus.NewRegistry()
-	cfg := testConfig(e.clock)
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	srv, err := New(cfg, Deps{Redis: e.rdb, Registry: s.reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := srv.Start(ctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := srv.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
+	srv := s.startServer(t, mutate, nil)
 	s.srv, s.url = srv, "http://"+srv.Addr()
 	return &s
 }
@@ -137,5 +119,50 @@ func TestGossipSharesLimits(t *testing.T) {
 	waitFor(t, func() bool { return a.srv.userLim.share.Load() == 1 })
 	if got := a.status().Sellers; got != 1 {
 		t.Fatalf("status sellers %d after b left", got)
+	}
+}
+
+// TestGossipDemandAndPartition: each seller gossips its buy attempts and
+// the sum over the live sellers is the region's demand, what the agent's
+// meter reads (redisstore.NewDemandMeterFunc). Then one seller is cut off
+// from the cluster (its member dies): it still answers correctly, from
+// Redis, which stays the authority.
+func TestGossipDemandAndPartition(t *testing.T) {
+	a := newEnv(t, func(c *Config) { c.Gossip = gossipConfig() })
+	b := a.sibling(t, func(c *Config) {
+		c.Gossip = gossipConfig(a.srv.gossip.Addr())
+		c.RefreshInterval = time.Hour
+	})
+	waitFor(t, func() bool { return a.srv.liveSellers() == 2 && b.srv.liveSellers() == 2 })
+	for i := range 3 {
+		expect(t, a.buy(fmt.Sprint("a", i), fmt.Sprint("ra", i)), http.StatusCreated, "")
+	}
+	for i := range 2 {
+		expect(t, b.buy(fmt.Sprint("b", i), fmt.Sprint("rb", i)), http.StatusCreated, "")
+	}
+	demand := func(e *testEnv) int64 {
+		n, err := e.srv.GossipNode().Demand(context.Background(), testSale)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitFor(t, func() bool { return demand(a) == 5 && demand(b) == 5 })
+
+	// b's member dies; b keeps serving HTTP.
+	if err := b.srv.gossip.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 3; i < 98; i++ { // 3 + 2 + 95: the region's 100 units
+		expect(t, a.buy(fmt.Sprint("a", i), fmt.Sprint("ra", i)), http.StatusCreated, "")
+	}
+	expect(t, a.buy("late", "late-a"), http.StatusServiceUnavailable, CodeAllReserved)
+	if got := b.status().RegionRemaining; got == 0 {
+		t.Fatal("b learned the sellout although it was cut off: the partition below proves nothing")
+	}
+	before := a.scriptCalls(t)
+	expect(t, b.buy("other", "late-b"), http.StatusServiceUnavailable, CodeAllReserved)
+	if a.scriptCalls(t) == before {
+		t.Fatal("the cut-off seller answered without asking Redis")
 	}
 }

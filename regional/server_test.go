@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"flashsale/internal/redistest"
+	"flashsale/internal/testwait"
 	"flashsale/quota/layout"
 	"flashsale/regional/redisstore"
 )
@@ -82,6 +83,23 @@ func newEnvDeps(t testing.TB, mutate func(*Config), deps func(*Deps), redisArgs 
 	e := &testEnv{t: t, clock: newFakeClock(), reg: prometheus.NewRegistry()}
 	e.redis = redistest.Start(t, redisArgs...)
 	e.rdb = e.redis.Client()
+	srv := e.startServer(t, mutate, deps)
+	e.srv = srv
+	e.url = "http://" + srv.Addr()
+	e.client = &http.Client{
+		// Every exchange is validated against openapi.yaml (apicheck_test.go).
+		Transport: &apiCheck{t: t, base: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}},
+		// Tests look at redirects themselves.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	t.Cleanup(e.client.CloseIdleConnections)
+	return e
+}
+
+// startServer starts a seller on e's Redis, clock and registry, closed
+// when the test ends.
+func (e *testEnv) startServer(t testing.TB, mutate func(*Config), deps func(*Deps)) *Server {
+	t.Helper()
 	cfg := testConfig(e.clock)
 	if mutate != nil {
 		mutate(&cfg)
@@ -105,16 +123,7 @@ func newEnvDeps(t testing.TB, mutate func(*Config), deps func(*Deps), redisArgs 
 			t.Errorf("close: %v", err)
 		}
 	})
-	e.srv = srv
-	e.url = "http://" + srv.Addr()
-	e.client = &http.Client{
-		// Every exchange is validated against openapi.yaml (apicheck_test.go).
-		Transport: &apiCheck{t: t, base: &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}},
-		// Tests look at redirects themselves.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	t.Cleanup(e.client.CloseIdleConnections)
-	return e
+	return srv
 }
 
 func token(t testing.TB, secret []byte, user, home string, exp time.Time) string {
@@ -443,13 +452,7 @@ func (b *signalBody) Close() error { return nil }
 // waitFor polls cond: for effects the test cannot wait on directly.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, "the condition", 10*time.Second, cond)
 }
 
 // TestExpiryThenResale: a reservation past its TTL cannot be confirmed; the
@@ -607,13 +610,28 @@ func TestNotStartedNoRedisIO(t *testing.T) {
 	}
 	expect(t, e.do("POST", "/v1/flash-sale/buy", tok, `{"itemId":"over","requestId":"r1"}`), http.StatusGone, CodeSaleEnded)
 	// An open sale needs Redis: a dead one is a 503, never a guess.
-	e.srv.CheckReady(context.Background())
+	e.notReady(t)
 	expect(t, e.buy("alice", "r2"), http.StatusServiceUnavailable, CodeNotReady)
 	// The clock reaches the start: the sale opens (Redis permitting).
 	clock.Advance(90 * time.Second)
 	e.redis.Restart()
 	e.srv.CheckReady(context.Background())
 	expect(t, e.do("POST", "/v1/flash-sale/buy", tok, `{"itemId":"later","requestId":"r3"}`), http.StatusGone, CodeSoldOut)
+}
+
+// notReady runs readiness passes with Redis down until the seller is not
+// ready: a pass whose check timed out (go-redis retrying its dials to a
+// dead server can take the whole deadline) holds readiness for
+// maxSlowChecks passes, as a slow Redis does; one more must drop it.
+func (e *testEnv) notReady(t *testing.T) {
+	t.Helper()
+	for range maxSlowChecks + 1 {
+		e.srv.CheckReady(context.Background())
+		if !e.srv.ready.Load() {
+			return
+		}
+	}
+	t.Fatalf("still ready after %d readiness passes with Redis down", maxSlowChecks+1)
 }
 
 // TestReadyz: ready with appendfsync always; not ready (and not selling)
@@ -641,7 +659,7 @@ func TestReadyz(t *testing.T) {
 			t.Fatalf("scripts loaded %v (%v) after the maintenance pass", ok, err)
 		}
 		e.redis.Kill()
-		e.srv.CheckReady(ctx)
+		e.notReady(t)
 		expect(t, e.do("GET", "/readyz", "", nil), http.StatusServiceUnavailable, "")
 		if metric(t, e.reg, "flashsale_seller_ready", nil) != 0 {
 			t.Fatal("ready gauge still 1 with Redis down")

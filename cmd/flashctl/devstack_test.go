@@ -40,10 +40,11 @@ func TestAgainstDevStack(t *testing.T) {
 		return out
 	}
 	type region struct {
-		Region    string `json:"region"`
-		Net       string `json:"net"`
-		Fresh     bool   `json:"fresh"`
-		Available string `json:"available"`
+		Region    string   `json:"region"`
+		Net       string   `json:"net"`
+		Fresh     bool     `json:"fresh"`
+		Available string   `json:"available"`
+		Sellers   []string `json:"sellers"`
 	}
 	status := func() (regs map[string]region, unallocated string) {
 		var st struct {
@@ -62,7 +63,10 @@ func TestAgainstDevStack(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		regs, _ := status()
-		if regs["us"].Fresh && regs["eu"].Fresh && regs["ap"].Fresh && regs["ap"].Net != "0" && regs["ap"].Net != "" {
+		// Each region's one seller, as its agent's gossip membership saw
+		// it, reaches the status through the region info in etcd.
+		if regs["us"].Fresh && regs["eu"].Fresh && regs["ap"].Fresh && regs["ap"].Net != "0" && regs["ap"].Net != "" &&
+			len(regs["us"].Sellers) == 1 && len(regs["eu"].Sellers) == 1 && len(regs["ap"].Sellers) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -71,6 +75,9 @@ func TestAgainstDevStack(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	if table := must("status", "demo"); !strings.Contains(table, "SELLERS") {
+		t.Fatalf("status table without the sellers column:\n%s", table)
+	}
 	out := must("readiness")
 	if !strings.Contains(out, "READY") || strings.Contains(out, "NOT READY") {
 		t.Fatalf("readiness of a healthy stack:\n%s", out)

@@ -56,7 +56,7 @@ func statusTable(w io.Writer, st *api.SaleStatusResponse) {
 	}
 	row(w, "SALE", st.Sale.GetId(), "STATE", state, "TOTAL", st.Sale.GetTotal(), "UNALLOCATED", st.Unallocated)
 	row(w)
-	row(w, "REGION", "GRANTED", "RELEASED", "NET", "SOLD", "RESERVED", "AVAILABLE", "DEMAND/S", "REPORT AGE", "PENDING")
+	row(w, "REGION", "GRANTED", "RELEASED", "NET", "SOLD", "RESERVED", "AVAILABLE", "DEMAND/S", "SELLERS", "REPORT AGE", "PENDING")
 	for _, r := range append(st.Regions, st.Totals) {
 		if r == nil {
 			continue
@@ -82,6 +82,10 @@ func statusTable(w io.Writer, st *api.SaleStatusResponse) {
 				pending += " to " + r.PendingTo
 			}
 		}
-		row(w, r.Region, r.Granted, r.Released, r.Net, r.Sold, r.Reserved, r.Available, fmt.Sprintf("%.1f", r.Demand), age, pending)
+		sellers := "-" // the region does not gossip, or the total row
+		if n := len(r.Sellers); n > 0 {
+			sellers = fmt.Sprint(n)
+		}
+		row(w, r.Region, r.Granted, r.Released, r.Net, r.Sold, r.Reserved, r.Available, fmt.Sprintf("%.1f", r.Demand), sellers, age, pending)
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"flashsale/coordinator/api"
 	"flashsale/internal/devtoken"
 	"flashsale/internal/redistest"
+	"flashsale/internal/testwait"
 	"flashsale/quota/layout"
 	"flashsale/simulations/invariants"
 )
@@ -109,13 +110,7 @@ func freePort(t *testing.T) string { return strconv.Itoa(redistest.FreePort(t)) 
 
 func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testwait.For(t, what, within, cond)
 }
 
 // TestMultiProcessSaleSurvivesSellerCrash runs the real binary as separate

@@ -22,6 +22,7 @@ import (
 	"flashsale/quota/layout"
 	"flashsale/regional"
 	"flashsale/regional/agent"
+	"flashsale/regional/gossip"
 	"flashsale/regional/orders"
 	"flashsale/regional/payment"
 	"flashsale/regional/redisstore"
@@ -132,10 +133,13 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	if *clockOffset != 0 {
 		cfg.Now = offsetClock(*clockOffset)
 	}
-	if *gossipBind != "" {
-		if cfg.Gossip, err = gossipConfig(*gossipBind, *gossipSeeds, *gossipKeys, *gossipPreset, *gossipPlain); err != nil {
-			return err
+	if *gossipBind != "" { // the flags replace the config file's gossip block
+		gs := gossip.Settings{Bind: *gossipBind, Seeds: strings.Split(*gossipSeeds, ","), KeysFile: *gossipKeys, Preset: *gossipPreset, Plaintext: *gossipPlain}
+		if cfg.Gossip, err = gs.Config(); err != nil {
+			return fmt.Errorf("-gossip: %w", err)
 		}
+	}
+	if cfg.Gossip != nil {
 		cfg.RefreshInterval = regional.GossipRefreshInterval // a safety net: the other sellers' reads arrive by gossip
 	}
 	if err := cfg.Validate(); err != nil {
@@ -218,6 +222,14 @@ func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb
 		cli.Close()
 		return nil, err
 	}
+	jctx, stopJoin := context.WithCancel(ctx)
+	joined := make(chan struct{})
+	go func() {
+		defer close(joined)
+		if srv.GossipAddr() != "" {
+			joinRegionGossip(jctx, cli, layout.Keys{Prefix: prefix}.Region(cfg.Region), srv, log)
+		}
+	}()
 	var a *agent.Agent
 	if withAgent {
 		acfg := agent.DefaultConfig()
@@ -227,22 +239,65 @@ func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb
 			acfg.Endpoint = "http://" + srv.Addr()
 		}
 		acfg.Demand = redisstore.NewDemandMeter(rdb, nil).Rate
+		if n := srv.GossipNode(); n != nil { // the sellers' demand and membership come by gossip
+			acfg.Demand = redisstore.NewDemandMeterFunc(n.Demand, nil).Rate
+			acfg.Membership = n
+		}
 		acfg.Now = cfg.Now // the seller's clock, skewed or not (nil: time.Now)
 		acfg.Witness = witness
 		if a, err = agent.New(acfg, cli, srv.Store(), reg); err == nil {
 			err = a.Start(ctx)
 		}
 		if err != nil {
+			stopJoin()
+			<-joined
 			w.Close()
 			cli.Close()
 			return nil, fmt.Errorf("region agent: %w", err)
 		}
 	}
 	return func() {
+		stopJoin()
+		<-joined
 		_ = a.Close()
 		_ = w.Close()
 		_ = cli.Close()
 	}, nil
+}
+
+// joinRegionGossip joins the gossip address the region's agent registers
+// (layout.RegionInfo.Gossip) each time the region info is written, so a
+// seller finds the region's cluster through etcd as well as its seeds.
+func joinRegionGossip(ctx context.Context, cli *clientv3.Client, key string, srv *regional.Server, log *slog.Logger) {
+	join := func(k, v []byte) {
+		info, err := layout.DecodeRegion(k, v)
+		if err != nil {
+			log.Warn("gossip: undecodable region info", "err", err)
+			return
+		}
+		if err := srv.JoinGossip(info.Gossip); err != nil {
+			log.Debug("gossip: the agent's address did not answer; retrying", "addr", info.Gossip, "err", err)
+		}
+	}
+	for ctx.Err() == nil {
+		resp, err := cli.Get(ctx, key)
+		if err == nil {
+			for _, kv := range resp.Kvs {
+				join(kv.Key, kv.Value)
+			}
+			for wr := range cli.Watch(clientv3.WithRequireLeader(ctx), key, clientv3.WithRev(resp.Header.Revision+1)) {
+				for _, ev := range wr.Events {
+					if ev.Type == clientv3.EventTypePut {
+						join(ev.Kv.Key, ev.Kv.Value)
+					}
+				}
+			}
+		}
+		select { // the watch ended (compaction, leader loss): read again
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // devPayment is the simulated provider behind the circuit breaker, its

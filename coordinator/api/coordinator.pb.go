@@ -482,8 +482,11 @@ type RegionStatus struct {
 	PendingUnits     int64                  `protobuf:"varint,13,opt,name=pending_units,json=pendingUnits,proto3" json:"pending_units,omitempty"`
 	PendingTo        string                 `protobuf:"bytes,14,opt,name=pending_to,json=pendingTo,proto3" json:"pending_to,omitempty"`
 	Halted           bool                   `protobuf:"varint,15,opt,name=halted,proto3" json:"halted,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The region's live sellers by name, as its agent's gossip membership
+	// sees them (the region info in etcd); empty if the region does not gossip.
+	Sellers       []string `protobuf:"bytes,16,rep,name=sellers,proto3" json:"sellers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegionStatus) Reset() {
@@ -619,6 +622,13 @@ func (x *RegionStatus) GetHalted() bool {
 		return x.Halted
 	}
 	return false
+}
+
+func (x *RegionStatus) GetSellers() []string {
+	if x != nil {
+		return x.Sellers
+	}
+	return nil
 }
 
 type SaleStatusResponse struct {
@@ -1320,7 +1330,7 @@ const file_coordinator_proto_rawDesc = "" +
 	"\x11ListSalesResponse\x124\n" +
 	"\x05sales\x18\x01 \x03(\v2\x1e.flashsale.coordinator.v1.SaleR\x05sales\"\x19\n" +
 	"\aSaleRef\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"\xca\x03\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xe4\x03\n" +
 	"\fRegionStatus\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12\x18\n" +
 	"\agranted\x18\x02 \x01(\x03R\agranted\x12\x1a\n" +
@@ -1339,7 +1349,8 @@ const file_coordinator_proto_rawDesc = "" +
 	"\rpending_units\x18\r \x01(\x03R\fpendingUnits\x12\x1d\n" +
 	"\n" +
 	"pending_to\x18\x0e \x01(\tR\tpendingTo\x12\x16\n" +
-	"\x06halted\x18\x0f \x01(\bR\x06halted\"\xa7\x02\n" +
+	"\x06halted\x18\x0f \x01(\bR\x06halted\x12\x18\n" +
+	"\asellers\x18\x10 \x03(\tR\asellers\"\xa7\x02\n" +
 	"\x12SaleStatusResponse\x122\n" +
 	"\x04sale\x18\x01 \x01(\v2\x1e.flashsale.coordinator.v1.SaleR\x04sale\x12\x12\n" +
 	"\x04open\x18\x02 \x01(\bR\x04open\x12@\n" +

@@ -83,6 +83,12 @@ type RegionInfo struct {
 	RedisAddr string `json:"redisAddr,omitempty"`
 	Fence     int64  `json:"fence"` // the agent's election revision
 
+	// The region's gossip cluster (regional/gossip) as the agent's process
+	// sees it: where that process gossips (a seed for new sellers) and the
+	// live sellers by name, sorted. Empty when the region does not gossip.
+	Gossip  string   `json:"gossip,omitempty"`
+	Sellers []string `json:"sellers,omitempty"`
+
 	// What readiness needs to know about the region's Redis, as the agent
 	// last checked it, at CheckedAt (unix ms on the agent's clock).
 	Durable       bool  `json:"durable"`       // appendonly yes and appendfsync always

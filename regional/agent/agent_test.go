@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,8 +21,10 @@ import (
 
 	"flashsale/internal/etcdtest"
 	"flashsale/internal/redistest"
+	"flashsale/internal/testwait"
 	"flashsale/quota"
 	"flashsale/quota/layout"
+	"flashsale/regional/gossip"
 	"flashsale/regional/redisstore"
 )
 
@@ -29,13 +32,7 @@ import (
 // test, it asserts nothing about speed.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, what, 20*time.Second, cond)
 }
 
 // value reads a counter or gauge.
@@ -913,4 +910,48 @@ func TestSaleViewFollowsOtherRegions(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the stored report in eu's view", func() bool { v := view(); return v.OthersSold == 20 && v.OthersReserved == 9 })
+}
+
+// TestRegionInfoCarriesGossipMembers: the agent registers where its
+// process gossips and the region's live sellers (real memberlist members
+// on loopback), and rewrites them as sellers come and go.
+func TestRegionInfoCarriesGossipMembers(t *testing.T) {
+	w := newWorld(t, nil, "eu")
+	member := func(name string, role gossip.Role, seeds ...string) *gossip.Node {
+		n, err := gossip.Start(gossip.Config{Name: name, Region: "eu", Role: role, Preset: gossip.PresetLocal, Plaintext: true, Seeds: seeds})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		return n
+	}
+	own := member("seller-1", gossip.RoleSeller)
+	cfg := w.config("eu")
+	cfg.Membership = own
+	w.start(cfg, nil)
+	info := func() layout.RegionInfo {
+		resp, err := w.cli.Get(context.Background(), w.keys.Region("eu"))
+		if err != nil || len(resp.Kvs) == 0 {
+			return layout.RegionInfo{}
+		}
+		ri, err := layout.DecodeRegion(resp.Kvs[0].Key, resp.Kvs[0].Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ri
+	}
+	sellers := func(want ...string) func() bool {
+		return func() bool { return slices.Equal(info().Sellers, want) }
+	}
+	waitFor(t, "seller-1 registered", sellers("seller-1"))
+	if got := info().Gossip; got != own.Addr() {
+		t.Fatalf("registered gossip address %q, want %q", got, own.Addr())
+	}
+	other := member("seller-2", gossip.RoleSeller, own.Addr())
+	member("agent-x", gossip.RoleAgent, own.Addr()) // a member, not a seller
+	waitFor(t, "seller-2 registered", sellers("seller-1", "seller-2"))
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "seller-2 gone", sellers("seller-1"))
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"flashsale/quota/layout"
+	"flashsale/regional/gossip"
 )
 
 // Config is the region agent's configuration. Start from DefaultConfig or
@@ -52,6 +53,12 @@ type Config struct {
 	// Redis lost writes (DESIGN §4.5). Nil: etcd's floors alone.
 	Witness Witness
 
+	// Membership is the region's gossip cluster as this process sees it
+	// (a *gossip.Node: its seller's, or the agent's own); nil when the
+	// region does not gossip. The region info then carries its address and the live
+	// sellers, rewritten when they change (checked every ReportRefresh).
+	Membership Membership
+
 	// Demand returns the recent reserve attempts per second for a sale,
 	// fed by the sellers. Nil: demand is reported as 0.
 	Demand func(sale string) float64
@@ -73,6 +80,25 @@ type Witness interface {
 	// Redis write it makes carries fence, the agent's, and is refused
 	// (quota.ErrStaleFence) once a successor's is there (DESIGN I5).
 	Restore(ctx context.Context, sale string, fence int64) (soldFloor int64, err error)
+}
+
+// Membership is what the agent registers of the region's gossip cluster.
+type Membership interface {
+	// Addr is where this member gossips, a seed for new sellers.
+	Addr() string
+	// Members lists the live members.
+	Members() []gossip.Member
+}
+
+// sellerNames are the live sellers' names, sorted (Members' order).
+func sellerNames(ms []gossip.Member) []string {
+	var out []string
+	for _, m := range ms {
+		if m.Role == gossip.RoleSeller {
+			out = append(out, m.Name)
+		}
+	}
+	return out
 }
 
 // DefaultConfig is a production starting point; Region must still be set.

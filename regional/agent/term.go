@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -109,7 +110,11 @@ func (t *term) register(ctx context.Context) error {
 	now := c.Now()
 	info := layout.RegionInfo{Name: c.Region, Endpoint: c.Endpoint, RedisAddr: c.RedisAddr, Fence: t.fence,
 		Durable: durable, ScriptsLoaded: loaded, CheckedAt: now.UnixMilli()}
-	if t.info != nil && t.info.Durable == durable && t.info.ScriptsLoaded == loaded {
+	if m := c.Membership; m != nil {
+		info.Gossip, info.Sellers = m.Addr(), sellerNames(m.Members())
+	}
+	if t.info != nil && t.info.Durable == durable && t.info.ScriptsLoaded == loaded &&
+		t.info.Gossip == info.Gossip && slices.Equal(t.info.Sellers, info.Sellers) {
 		t.infoAt = now // unchanged: the key lives on the lease, no write needed
 		return nil
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -96,6 +97,9 @@ func (c *Config) check() error {
 	if c.BindAddr == "" {
 		c.BindAddr = "127.0.0.1"
 	}
+	if c.Version == "" {
+		c.Version = buildVersion()
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -149,4 +153,22 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	}
 	w.log.Log(context.Background(), level, "memberlist", "line", line)
 	return len(p), nil
+}
+
+// buildVersion names this binary's build: its module version, or the VCS
+// revision it was built from ("dev" when neither is known, as in tests).
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "dev"
+	}
+	for _, st := range bi.Settings {
+		if st.Key == "vcs.revision" && len(st.Value) >= 12 {
+			return st.Value[:12]
+		}
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	return "dev"
 }

@@ -1,10 +1,11 @@
 package gossip
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -101,12 +102,9 @@ func Start(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// rejoin joins the seeds again while this member is alone.
 func (n *Node) rejoin() {
 	defer close(n.done)
-	if len(n.cfg.Seeds) == 0 {
-		<-n.stop
-		return
-	}
 	t := time.NewTicker(rejoinEvery)
 	defer t.Stop()
 	for {
@@ -114,38 +112,68 @@ func (n *Node) rejoin() {
 		case <-n.stop:
 			return
 		case <-t.C:
-			if n.ml.NumMembers() <= 1 {
-				_, _ = n.ml.Join(n.cfg.Seeds)
+			if seeds := n.seedList(); len(seeds) > 0 && n.ml.NumMembers() <= 1 {
+				_, _ = n.ml.Join(seeds)
 			}
 		}
 	}
 }
 
+func (n *Node) seedList() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.cfg.Seeds)
+}
+
+// AddSeed adds a member to join (the address the region's agent registers
+// in etcd, layout.RegionInfo.Gossip) and joins it now unless it is this
+// member or already a seed; the rejoin loop keeps it.
+func (n *Node) AddSeed(addr string) error {
+	self := n.Addr()
+	n.mu.Lock()
+	if addr == "" || addr == self || slices.Contains(n.cfg.Seeds, addr) {
+		n.mu.Unlock()
+		return nil
+	}
+	n.cfg.Seeds = append(n.cfg.Seeds, addr)
+	n.mu.Unlock()
+	_, err := n.ml.Join([]string{addr})
+	return err
+}
+
 // Close announces the departure (so the others drop this member at once
 // rather than after the failure detector's timeout) and stops.
 func (n *Node) Close() error {
-	select {
-	case <-n.stop:
+	if !n.stopLoop() {
 		return nil
-	default:
 	}
-	close(n.stop)
-	<-n.done
-	err := n.ml.Leave(time.Second)
-	return errors.Join(err, n.ml.Shutdown())
+	if err := n.ml.Leave(time.Second); err != nil {
+		// Best effort: a member that finds no one to tell (the last one
+		// left) times out here; the others' failure detector covers it.
+		n.cfg.Logger.Debug("gossip: leave not confirmed", "err", err)
+	}
+	return n.ml.Shutdown()
 }
 
 // Kill stops the member without a goodbye, as a crash would: the others
 // learn of it from the failure detector (tests and the bench time it).
 func (n *Node) Kill() error {
+	if !n.stopLoop() {
+		return nil
+	}
+	return n.ml.Shutdown()
+}
+
+// stopLoop stops the rejoin loop; false if the member was stopped before.
+func (n *Node) stopLoop() bool {
 	select {
 	case <-n.stop:
-		return nil
+		return false
 	default:
 	}
 	close(n.stop)
 	<-n.done
-	return n.ml.Shutdown()
+	return true
 }
 
 // Name is this member's name.
@@ -243,6 +271,41 @@ func (n *Node) States(sale string, kind Kind) []State {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Member < out[j].Member })
 	return out
+}
+
+// demandBody is a KindDemand state's body.
+type demandBody struct {
+	N int64 `json:"n"`
+}
+
+// PublishDemand gossips this member's buy attempts for a sale since it
+// started. The version is the publishing time, so a restarted member's
+// new counts win over its old ones.
+func (n *Node) PublishDemand(sale string, total int64) error {
+	body, err := json.Marshal(demandBody{N: total})
+	if err == nil {
+		_, err = n.Publish(State{Sale: sale, Kind: KindDemand, Member: n.cfg.Name, Version: time.Now().UnixNano(), Body: body})
+	}
+	return err
+}
+
+// Demand is the region's buy attempts for a sale as gossiped: the sum of
+// the live sellers' counts (the agent's demand meter reads it). A seller
+// that left takes its count with it, so the sum can go down; the meter
+// then starts afresh.
+func (n *Node) Demand(_ context.Context, sale string) (int64, error) {
+	live := map[string]bool{}
+	for _, m := range n.Members() {
+		live[m.Name] = m.Role == RoleSeller
+	}
+	var sum int64
+	for _, st := range n.States(sale, KindDemand) {
+		var b demandBody
+		if live[st.Member] && json.Unmarshal(st.Body, &b) == nil {
+			sum += b.N
+		}
+	}
+	return sum, nil
 }
 
 // merge keeps st if it is newer than the state held for its key, and then

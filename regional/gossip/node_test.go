@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"flashsale/internal/testwait"
 )
 
 var testKey = []byte("0123456789abcdef0123456789abcdef")
@@ -43,13 +45,7 @@ func TestMain(m *testing.M) {
 // failure detector on the local preset needs a few seconds).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 30s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(t, what, 30*time.Second, cond)
 }
 
 // recorder collects what OnState hands a member.
@@ -202,6 +198,9 @@ func TestMembershipAndLoad(t *testing.T) {
 	roles := map[string]Role{}
 	for _, m := range agent.Members() {
 		roles[m.Name] = m.Role
+		if m.Version == "" {
+			t.Fatalf("member %s carries no build version", m.Name)
+		}
 	}
 	if roles["agent"] != RoleAgent || roles["s2"] != RoleSeller {
 		t.Fatalf("roles %v", roles)
@@ -314,5 +313,26 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if _, err := Start(Config{Region: "eu", Role: RoleSeller}); err == nil || !strings.Contains(err.Error(), "keyring is required") {
 		t.Fatalf("no keyring outside dev mode: %v", err)
+	}
+}
+
+// TestAddSeed: a member started alone joins a cluster through a seed
+// added later (as a seller learns its agent's gossip address from etcd);
+// adding itself or a known seed is a no-op.
+func TestAddSeed(t *testing.T) {
+	a := start(t, Config{Name: "a"})
+	b := start(t, Config{Name: "b"})
+	if err := b.AddSeed(b.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Members()) != 1 {
+		t.Fatalf("b joined itself: %v", b.Members())
+	}
+	if err := b.AddSeed(a.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b joined through the added seed", func() bool { return len(a.Members()) == 2 && len(b.Members()) == 2 })
+	if err := b.AddSeed(a.Addr()); err != nil || len(b.seedList()) != 1 {
+		t.Fatalf("seeds %v after adding a twice (%v)", b.seedList(), err)
 	}
 }

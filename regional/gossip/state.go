@@ -18,8 +18,9 @@ const (
 	// because the phases are functions of the same figures and a receiver
 	// must never combine flags of different ages. Region-wide: Member "".
 	KindStock Kind = "stock"
-	// KindDemand is one member's cumulative count of buy attempts per sale;
-	// the agent turns the sum over live sellers into a rate. Per member.
+	// KindDemand is one member's cumulative count of buy attempts per sale
+	// (Node.PublishDemand); the agent turns the sum over live sellers
+	// (Node.Demand) into a rate. Per member.
 	KindDemand Kind = "demand"
 )
 

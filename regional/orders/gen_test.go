@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"flashsale/internal/testwait"
 	"flashsale/quota"
 	"flashsale/quota/layout"
 )
@@ -152,11 +153,5 @@ func checkRows(t testing.TB, s Store, sale string, want map[string]Order) {
 // deadline only guards against hangs, it is not a speed assertion.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, what, 90*time.Second, cond)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"flashsale/internal/testwait"
 	"flashsale/quota/layout"
 )
 
@@ -22,13 +23,7 @@ func reservedRequests(t testing.TB, rdb *redis.Client) map[string]string {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.For(t, "the condition", 10*time.Second, cond)
 }
 
 func isErr(err, target error) bool { return err != nil && errors.Is(err, target) }

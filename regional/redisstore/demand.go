@@ -2,13 +2,13 @@ package redisstore
 
 import (
 	"context"
-	"flashsale/quota/layout"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"flashsale/quota/layout"
 )
 
 // Demand is how the rebalancer learns where buyers are. Each seller counts
@@ -22,41 +22,53 @@ type Demand struct {
 }
 
 // Count records one buy attempt for sale.
-func (d *Demand) Count(sale string) {
-	c, ok := d.counts.Load(sale)
-	if !ok {
-		c, _ = d.counts.LoadOrStore(sale, new(atomic.Int64))
-	}
-	c.(*atomic.Int64).Add(1)
-}
+func (d *Demand) Count(sale string) { d.add(sale, 1) }
 
 // Flush adds the attempts counted since the last flush to Redis. Counts
 // that fail to flush are kept for the next one.
 func (d *Demand) Flush(ctx context.Context, rdb redis.UniversalClient) error {
 	var firstErr error
-	d.counts.Range(func(k, v any) bool {
-		c := v.(*atomic.Int64)
-		n := c.Swap(0)
-		if n == 0 {
-			return true
-		}
-		if err := rdb.IncrBy(ctx, layout.SaleKey(k.(string), "attempts"), n).Err(); err != nil {
-			c.Add(n)
+	for sale, n := range d.Drain() {
+		if err := rdb.IncrBy(ctx, layout.SaleKey(sale, "attempts"), n).Err(); err != nil {
+			d.add(sale, n)
 			if firstErr == nil {
 				firstErr = err
 			}
 		}
-		return true
-	})
+	}
 	return firstErr
 }
 
-// DemandMeter turns a region's per-sale attempts counters into rates: the
+// Drain takes the attempts counted since the last drain or flush, per
+// sale (sales without any are left out).
+func (d *Demand) Drain() map[string]int64 {
+	out := map[string]int64{}
+	d.counts.Range(func(k, v any) bool {
+		if n := v.(*atomic.Int64).Swap(0); n != 0 {
+			out[k.(string)] = n
+		}
+		return true
+	})
+	return out
+}
+
+func (d *Demand) add(sale string, n int64) {
+	c, ok := d.counts.Load(sale)
+	if !ok {
+		c, _ = d.counts.LoadOrStore(sale, new(atomic.Int64))
+	}
+	c.(*atomic.Int64).Add(n)
+}
+
+// DemandMeter turns a region's per-sale attempts counts into rates: the
 // attempts per second between two readings, smoothed. The agent calls Rate
-// once per report.
+// once per report. The count is the Redis counter the sellers flush to
+// (NewDemandMeter) or, in a gossiping region, the sum of the live sellers'
+// gossiped counts (NewDemandMeterFunc); a count that went down (a seller
+// left) starts the rate afresh.
 type DemandMeter struct {
-	rdb redis.UniversalClient
-	now func() time.Time
+	count func(ctx context.Context, sale string) (int64, error)
+	now   func() time.Time
 
 	mu   sync.Mutex
 	last map[string]meterSample
@@ -78,23 +90,33 @@ const minRate = 0.5
 
 // NewDemandMeter reads attempts counters from rdb; now nil means time.Now.
 func NewDemandMeter(rdb redis.UniversalClient, now func() time.Time) *DemandMeter {
+	return NewDemandMeterFunc(func(ctx context.Context, sale string) (int64, error) {
+		n, err := rdb.Get(ctx, layout.SaleKey(sale, "attempts")).Int64()
+		if err == redis.Nil {
+			return 0, nil
+		}
+		return n, err
+	}, now)
+}
+
+// NewDemandMeterFunc reads a sale's cumulative attempts from count.
+func NewDemandMeterFunc(count func(ctx context.Context, sale string) (int64, error), now func() time.Time) *DemandMeter {
 	if now == nil {
 		now = time.Now
 	}
-	return &DemandMeter{rdb: rdb, now: now, last: map[string]meterSample{}}
+	return &DemandMeter{count: count, now: now, last: map[string]meterSample{}}
 }
 
 // Rate returns sale's recent attempts per second; 0 on the first reading or
-// when Redis cannot be read (the agent's report then shows no demand, which
+// when the count cannot be read (the agent's report then shows no demand, which
 // the rebalancer treats as idle: safe, since it only moves unsold quota).
 func (m *DemandMeter) Rate(sale string) float64 {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	v, err := m.rdb.Get(ctx, layout.SaleKey(sale, "attempts")).Result()
-	if err != nil && err != redis.Nil {
+	count, err := m.count(ctx, sale)
+	if err != nil {
 		return 0
 	}
-	count, _ := strconv.ParseInt(v, 10, 64)
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()

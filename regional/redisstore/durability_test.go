@@ -23,7 +23,9 @@ func TestWaitDurability(t *testing.T) {
 	primary := redistest.Start(t, "--appendfsync", "everysec", "--min-replicas-to-write", "1", "--min-replicas-max-lag", "60")
 	replica := redistest.StartReplica(t, primary.Addr, "--appendfsync", "everysec")
 	rdb := primary.Client()
-	s := NewStore(rdb, "eu").WithDurability(Durability{Mode: DurableWait, WaitTimeout: 30 * time.Millisecond})
+	// WAIT gets a second: enough for a replica on a loaded machine; the
+	// stalled case below waits it out.
+	s := NewStore(rdb, "eu").WithDurability(Durability{Mode: DurableWait, WaitTimeout: time.Second})
 	if err := s.Durability(ctx); err != nil {
 		t.Fatalf("wait mode with one online replica and min-replicas-to-write 1: %v", err)
 	}

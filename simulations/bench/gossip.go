@@ -47,6 +47,8 @@ type GossipResults struct {
 	Detect time.Duration `json:"detect_ns"`
 	// ScriptsPerAttempt after a sellout, without and with gossip.
 	AfterSellout []SelloutRow `json:"after_sellout"`
+	// Limits is one user's admitted rate against the per-user limit.
+	Limits []LimitRow `json:"limits"`
 }
 
 // GossipSpread is the spread time at one cluster size.
@@ -97,6 +99,17 @@ func runGossip(ctx context.Context, quick bool) (*GossipResults, error) {
 			return nil, err
 		}
 		out.AfterSellout = append(out.AfterSellout, row)
+	}
+	spell := 3 * time.Second
+	if quick {
+		spell = time.Second
+	}
+	for _, m := range []struct{ gossip, spray bool }{{false, true}, {true, true}, {true, false}} {
+		row, err := userLimit(ctx, m.gossip, m.spray, 3, 20, spell)
+		if err != nil {
+			return nil, err
+		}
+		out.Limits = append(out.Limits, row)
 	}
 	return out, nil
 }
@@ -222,51 +235,15 @@ func detectTime(n int) (time.Duration, error) {
 // scripts Redis ran for them.
 func scriptsAfterSellout(ctx context.Context, withGossip bool, refresh time.Duration, sellers, attempts int) (SelloutRow, error) {
 	row := SelloutRow{Gossip: withGossip, Refresh: refresh, Sellers: sellers, Attempts: (sellers - 1) * attempts}
-	dir, err := os.MkdirTemp("", "bench-gossip-")
-	if err != nil {
-		return row, err
-	}
-	defer os.RemoveAll(dir)
-	rp, err := redisproc.Start(ctx, redisproc.Options{Dir: dir})
-	if err != nil {
-		return row, err
-	}
-	defer rp.Close()
-	rdb := redis.NewClient(&redis.Options{Addr: rp.Addr})
-	defer rdb.Close()
 	const sale, stock = "gossip-sale", 20
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var srvs []*regional.Server
-	defer func() {
-		for _, s := range srvs {
-			_ = s.Close()
-		}
-	}()
-	for i := range sellers {
-		cfg := regional.DevConfig()
-		cfg.Region, cfg.InsecureDevIdentity, cfg.UserRate = "eu", true, 0
-		cfg.RefreshInterval = refresh
+	srvs, rdb, stop, err := sellerCluster(ctx, sellers, withGossip, func(cfg *regional.Config) {
+		cfg.UserRate, cfg.RefreshInterval = 0, refresh
 		cfg.Sales = []layout.SaleSpec{{ID: sale, Total: stock, PerUserLimit: 1, StartsAt: time.Now().Add(-time.Minute), ReservationTTL: time.Hour}}
 		cfg.StaticGrants = map[string]int64{sale: stock}
-		if withGossip {
-			cfg.Gossip = &gossip.Config{Name: fmt.Sprint("seller", i), Preset: gossip.PresetLocal, Plaintext: true}
-			if i > 0 {
-				cfg.Gossip.Seeds = []string{srvs[0].GossipAddr()}
-			}
-		}
-		srv, err := regional.New(cfg, regional.Deps{Redis: rdb, Logger: log})
-		if err != nil {
-			return row, err
-		}
-		if err := srv.Start(ctx); err != nil {
-			return row, err
-		}
-		srvs = append(srvs, srv)
-	}
-	if withGossip {
-		if err := waitCond(30*time.Second, func() bool { return srvs[len(srvs)-1].Members() != nil && len(srvs[0].Members()) == sellers }); err != nil {
-			return row, fmt.Errorf("sellers' cluster: %w", err)
-		}
+	})
+	defer stop()
+	if err != nil {
+		return row, err
 	}
 	buy := func(srv *regional.Server, user string) (int, error) {
 		return devBuy(ctx, "http://"+srv.Addr(), sale, user)
@@ -311,6 +288,114 @@ func scriptsAfterSellout(ctx context.Context, withGossip bool, refresh time.Dura
 	return row, nil
 }
 
+// sellerCluster starts n sellers of region "eu" on one new Redis, the
+// insecure dev identity on, gossiping (the first one the seed) or not;
+// mutate sets the rest. stop closes what started, even after an error.
+func sellerCluster(ctx context.Context, n int, withGossip bool, mutate func(*regional.Config)) ([]*regional.Server, *redis.Client, func(), error) {
+	var srvs []*regional.Server
+	var undo []func()
+	stop := func() {
+		for _, s := range srvs {
+			_ = s.Close()
+		}
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	dir, err := os.MkdirTemp("", "bench-gossip-")
+	if err != nil {
+		return nil, nil, stop, err
+	}
+	undo = append(undo, func() { _ = os.RemoveAll(dir) })
+	rp, err := redisproc.Start(ctx, redisproc.Options{Dir: dir})
+	if err != nil {
+		return nil, nil, stop, err
+	}
+	undo = append(undo, func() { _ = rp.Close() })
+	rdb := redis.NewClient(&redis.Options{Addr: rp.Addr})
+	undo = append(undo, func() { _ = rdb.Close() })
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for i := range n {
+		cfg := regional.DevConfig()
+		cfg.Region, cfg.InsecureDevIdentity = "eu", true
+		mutate(&cfg)
+		if withGossip {
+			cfg.Gossip = &gossip.Config{Name: fmt.Sprint("seller", i), Preset: gossip.PresetLocal, Plaintext: true}
+			if i > 0 {
+				cfg.Gossip.Seeds = []string{srvs[0].GossipAddr()}
+			}
+		}
+		srv, err := regional.New(cfg, regional.Deps{Redis: rdb, Logger: log})
+		if err != nil {
+			return nil, nil, stop, err
+		}
+		if err := srv.Start(ctx); err != nil {
+			return nil, nil, stop, err
+		}
+		srvs = append(srvs, srv)
+	}
+	if withGossip {
+		if err := waitCond(30*time.Second, func() bool {
+			for _, s := range srvs {
+				if len(s.Members()) != n {
+					return false
+				}
+			}
+			return true
+		}); err != nil {
+			return nil, nil, stop, fmt.Errorf("sellers' cluster: %w", err)
+		}
+	}
+	return srvs, rdb, stop, nil
+}
+
+// LimitRow is what one user got through the per-user rate limit of a
+// region's sellers, buying as fast as it could for a while.
+type LimitRow struct {
+	Gossip  bool    `json:"gossip"`
+	Sellers int     `json:"sellers"`
+	Spray   bool    `json:"spray"` // round robin over all sellers, or one seller only
+	Rate    float64 `json:"configured_per_s"`
+	Got     float64 `json:"admitted_per_s"` // answers other than 429
+}
+
+// userLimit measures one user's admitted requests per second against the
+// per-user limit (rate per second, burst 1): spraying every seller or
+// sticking to one, with the sellers gossiping (each enforces 1/n of the
+// limit) or not (each enforces all of it).
+func userLimit(ctx context.Context, withGossip, spray bool, sellers int, rate float64, d time.Duration) (LimitRow, error) {
+	row := LimitRow{Gossip: withGossip, Sellers: sellers, Spray: spray, Rate: rate}
+	const sale = "limit-sale"
+	srvs, _, stop, err := sellerCluster(ctx, sellers, withGossip, func(cfg *regional.Config) {
+		cfg.UserRate, cfg.UserBurst = rate, 1
+		// Stock to spare: a dry region answers from memory, before the
+		// limiter; the user's repeats reach Redis (answered duplicate).
+		cfg.Sales = []layout.SaleSpec{{ID: sale, Total: 1000, PerUserLimit: 1, StartsAt: time.Now().Add(-time.Minute), ReservationTTL: time.Hour}}
+		cfg.StaticGrants = map[string]int64{sale: 1000}
+	})
+	defer stop()
+	if err != nil {
+		return row, err
+	}
+	admitted := 0
+	start := time.Now()
+	for i := 0; time.Since(start) < d; i++ {
+		srv := srvs[0]
+		if spray {
+			srv = srvs[i%len(srvs)]
+		}
+		code, err := devBuy(ctx, "http://"+srv.Addr(), sale, "sprayer")
+		if err != nil {
+			return row, err
+		}
+		if code != http.StatusTooManyRequests {
+			admitted++
+		}
+	}
+	row.Got = float64(admitted) / time.Since(start).Seconds()
+	return row, nil
+}
+
 // scriptCalls is how many scripts Redis has run and how many commands
 // it has processed in all (INFO commandstats; the INFO calls themselves
 // are left out).
@@ -342,6 +427,19 @@ func scriptCalls(ctx context.Context, rdb *redis.Client) (scripts, commands int6
 }
 
 func printGossip(w io.Writer, g *GossipResults) {
+	defer func() {
+		for _, r := range g.Limits {
+			mode, how := "without gossip", "one seller"
+			if r.Gossip {
+				mode = "with gossip   "
+			}
+			if r.Spray {
+				how = fmt.Sprintf("all %d sellers", r.Sellers)
+			}
+			fmt.Fprintf(w, "  one user limited to %.0f/s, %s, buying from %s: %.1f admitted/s (%.2f of the limit)\n",
+				r.Rate, mode, how, r.Got, r.Got/r.Rate)
+		}
+	}()
 	fmt.Fprintln(w, "Group 6: gossip between a region's sellers (memberlist, local preset, loopback)")
 	for _, s := range g.Spread {
 		fmt.Fprintf(w, "  spread to all of %2d members: p50 %s p99 %s (%d states)\n", s.Members, s.P50.Round(time.Millisecond), s.P99.Round(time.Millisecond), s.Messages)

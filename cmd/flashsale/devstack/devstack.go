@@ -103,7 +103,10 @@ type Region struct {
 	Durability redisstore.Durability
 	Store      *redisstore.Store
 	Agent      *agent.Agent
-	Sellers    []*regional.Server
+	// Gossip is the agent's member of the region's gossip cluster: the
+	// sellers join it, and the agent reads their demand and membership.
+	Gossip  *gossip.Node
+	Sellers []*regional.Server
 	// OrdersDSN is the region's SQLite order store (under the data dir):
 	// every seller of the region runs an order consumer into it.
 	OrdersDSN string
@@ -258,7 +261,13 @@ func (s *Stack) startRegion(ctx context.Context, name string, lns []net.Listener
 	acfg.Endpoint = r.Endpoint
 	acfg.RedisAddr = r.Conn.String()
 	acfg.Logger = log.With("role", "agent")
-	acfg.Demand = redisstore.NewDemandMeter(r.rdb, nil).Rate
+	if r.Gossip, err = gossip.Start(gossip.Config{Name: "agent-" + name, Region: name, Role: gossip.RoleAgent,
+		Preset: gossip.PresetLocal, Plaintext: true, Logger: acfg.Logger}); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, r.Gossip.Close)
+	acfg.Membership = r.Gossip
+	acfg.Demand = redisstore.NewDemandMeterFunc(r.Gossip.Demand, nil).Rate
 	acfg.Witness = orders.NewWitness(r.Store, r.Orders, acfg.Logger)
 	if r.Agent, err = agent.New(acfg, s.Etcdcli, r.Store, prometheus.NewRegistry()); err != nil {
 		return nil, err
@@ -279,12 +288,9 @@ func (s *Stack) startRegion(ctx context.Context, name string, lns []net.Listener
 		cfg.InsecureDevIdentity = o.InsecureDevIdentity
 		cfg.JWT = regional.JWTConfig{HS256Secret: []byte(o.JWTSecret)}
 		cfg.BatchReserve = true
-		// The region's sellers gossip over loopback (the first is the
-		// seed), with the safety-net refresh of a gossiping seller.
-		cfg.Gossip = &gossip.Config{Name: "seller-" + addr, Preset: gossip.PresetLocal, Plaintext: true}
-		if len(r.Sellers) > 0 {
-			cfg.Gossip.Seeds = []string{r.Sellers[0].GossipAddr()}
-		}
+		// The region's sellers gossip over loopback, joining through the
+		// agent's member, with the safety-net refresh of a gossiping seller.
+		cfg.Gossip = &gossip.Config{Name: "seller-" + addr, Preset: gossip.PresetLocal, Plaintext: true, Seeds: []string{r.Gossip.Addr()}}
 		cfg.RefreshInterval = regional.GossipRefreshInterval
 		reg := prometheus.NewRegistry()
 		sellerLog := log.With("role", "seller", "addr", addr)

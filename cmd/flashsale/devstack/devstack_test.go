@@ -19,6 +19,7 @@ import (
 	"flashsale/coordinator"
 	"flashsale/coordinator/api"
 	"flashsale/internal/devtoken"
+	"flashsale/internal/testwait"
 	"flashsale/quota/layout"
 	"flashsale/simulations/invariants"
 )
@@ -123,13 +124,7 @@ func status(t *testing.T, s *Stack) *api.SaleStatusResponse {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, what, 30*time.Second, cond)
 }
 
 type buyer struct {
