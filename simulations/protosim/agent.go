@@ -211,6 +211,8 @@ func (s *Sim) watch(rg *region, a *agentProc, k int) bool {
 			ins = append(ins, agent.AllocChanged{Sale: saleID, Alloc: c.alloc, ModRev: c.rev})
 		case k == streamReports && c.report != nil:
 			ins = append(ins, agent.ReportChanged{Region: c.report.Region, Sale: saleID, Report: c.report, ModRev: c.rev})
+		case k == streamReports && c.gone != "":
+			ins = append(ins, agent.ReportChanged{Region: c.gone, Sale: saleID, ModRev: c.rev})
 		}
 	}
 	if len(changes) > 0 {

@@ -192,6 +192,7 @@ type Stats struct {
 	Rewatches      int64 // agent watch streams broken and resumed from an older revision
 	Compacted      int64 // agent re-reads because the history a watch needed was compacted
 	Pauses         int64 // agent processes paused past their lease before a Redis write
+	ExpiredReports int64 // report keys deleted because no agent held the region's lease
 }
 
 // Add sums o into s.
@@ -234,6 +235,7 @@ func (s *Stats) Add(o Stats) {
 	s.Rewatches += o.Rewatches
 	s.Compacted += o.Compacted
 	s.Pauses += o.Pauses
+	s.ExpiredReports += o.ExpiredReports
 }
 
 // Result is the outcome of one seed.

@@ -23,6 +23,9 @@ type coordinator struct {
 	alloc   *quota.Allocation
 	reports map[string]storedReport
 	dirty   bool // a report came since its last round
+	// goneRev is the revision at which each region's report was deleted
+	// (its agent's lease expired): an older put event is stale.
+	goneRev map[string]int64
 	// learning until quota.Learned: every region reported since the
 	// election (at revision fence, at time since), or learningGraceMs.
 	learning bool
@@ -43,6 +46,7 @@ func (s *Sim) electLeader() {
 		alive:    true,
 		alloc:    s.etcd.alloc.Clone(),
 		reports:  maps.Clone(s.etcd.reports),
+		goneRev:  map[string]int64{},
 		learning: true,
 		since:    s.now,
 	}
@@ -60,14 +64,20 @@ func (s *Sim) leader() *coordinator {
 	return nil
 }
 
-func (s *Sim) onReportEvent(c *coordinator, sr storedReport) {
+func (s *Sim) onReportEvent(c *coordinator, sr storedReport, gone bool) {
 	if !c.alive {
 		return
 	}
-	if cur, ok := c.reports[sr.rep.Region]; ok && cur.modRev >= sr.modRev {
+	region := sr.rep.Region
+	if cur, ok := c.reports[region]; ok && cur.modRev >= sr.modRev || sr.modRev <= c.goneRev[region] {
 		return // a stale or repeated watch event
 	}
-	c.reports[sr.rep.Region] = sr
+	if gone {
+		delete(c.reports, region)
+		c.goneRev[region] = sr.modRev
+	} else {
+		c.reports[region] = sr
+	}
 	c.dirty = true
 }
 
@@ -84,6 +94,11 @@ func (s *Sim) coordTick(c *coordinator) {
 	}
 	if (s.step+c.id)%relistEvery == 0 {
 		c.reports = maps.Clone(s.etcd.reports)
+		for _, rg := range s.regions {
+			if _, ok := c.reports[rg.name]; !ok {
+				c.goneRev[rg.name] = s.etcd.rev // no report as of this read
+			}
+		}
 	}
 	if c.dirty || (s.step+c.id)%planEvery == 0 {
 		c.dirty = false
@@ -111,7 +126,13 @@ func (s *Sim) coordRound(c *coordinator) {
 		}
 	}
 	next := c.alloc.Clone()
-	rd, err := next.Round(c.alloc, reps, quota.Situation{Now: s.now, Learning: c.learning},
+	// As coordinator.situation: a region without a report key has no
+	// lease, so the planners leave it alone.
+	live := make(map[string]bool, len(c.reports))
+	for r := range c.reports {
+		live[r] = true
+	}
+	rd, err := next.Round(c.alloc, reps, quota.Situation{Now: s.now, Learning: c.learning, Live: live},
 		quota.RoundBugs{AckWithoutReportRevision: s.cfg.Bug == BugAckNoReportRevision, GrantBeforeAck: s.cfg.Bug == BugGrantBeforeAck})
 	for _, e := range rd.Refused {
 		s.tracef("c%d refused a report: %v", c.id, e)

@@ -31,6 +31,7 @@ type change struct {
 	rev    int64
 	alloc  *quota.Allocation    // an allocation put (a clone; never changed)
 	report *layout.RegionReport // a report put
+	gone   string               // a report deleted (its agent's lease expired): the region
 }
 
 // etcd is the fake store: one revision counter, the leader key's create
@@ -108,6 +109,18 @@ func (e *etcd) putReport(fence int64, rep layout.RegionReport) (int64, error) {
 	r := rep
 	e.record(change{rev: e.rev, report: &r})
 	return e.rev, nil
+}
+
+// expireReport deletes region's report, as etcd does when the lease it is
+// on expires; it answers the deletion's revision, or 0 if there was none.
+func (e *etcd) expireReport(region string) int64 {
+	if _, ok := e.reports[region]; !ok {
+		return 0
+	}
+	e.rev++
+	delete(e.reports, region)
+	e.record(change{rev: e.rev, gone: region})
+	return e.rev
 }
 
 func (e *etcd) record(c change) {

@@ -36,6 +36,7 @@ type msg struct {
 	fenced bool         // mPutAnswer: the compare failed
 	report layout.RegionReport
 	modRev int64 // mReportEvent: etcd revision of the report write
+	gone   bool  // mReportEvent: the report was deleted (lease expiry)
 }
 
 // network delivers messages after a random delay, and until healed drops
