@@ -66,6 +66,7 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	runAgent := fs.Bool("agent", false, "also run a candidate for this region's agent (needs -etcd): applies grants and releases to Redis, reports to the coordinator")
 	endpoint := fs.String("endpoint", "", "this region's shopper base URL, registered by the agent for redirects (default: http://<listen address>)")
 	payMode := fs.String("payment", envOr(envPayment, "none"), "payment provider of confirm: none (confirm records the sale unpaid) or dev (simulated provider behind a circuit breaker) (env "+envPayment+")")
+	restoreOrders := fs.Bool("agent-restore-orders", true, "with -agent and -orders-dsn, the agent restores reservations from the order stream and the SQL store after Redis lost writes (false: from etcd's floors only, a negative control)")
 	ordersDSN := fs.String("orders-dsn", os.Getenv(envOrdersDSN), "drain the order streams into this SQL store: sqlite:///path/orders.db or postgres://... (env "+envOrdersDSN+"; empty: no order consumer)")
 	clockOffset := fs.Duration("clock-offset", 0, "add this to the clock the seller and its agent read (sale times, reservation expiry, report times): chaos runs give one region a skewed clock on a machine whose processes share one")
 	gossipBind := fs.String("gossip", os.Getenv("FLASHSALE_GOSSIP"), "gossip with the region's other sellers on this host:port (memberlist, TCP and UDP; env FLASHSALE_GOSSIP; empty: run alone)")
@@ -184,7 +185,7 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 	defer srv.Close()
 	if *etcdEndpoints != "" {
 		var witness agent.Witness
-		if deps.Orders != nil {
+		if deps.Orders != nil && *restoreOrders {
 			witness = orders.NewWitness(srv.Store(), deps.Orders, log.With("role", "agent"))
 		}
 		stop, err := followEtcd(ctx, log, srv, rdb, cfg, strings.Split(*etcdEndpoints, ","), *prefix, *runAgent, *endpoint, witness, reg)
