@@ -219,7 +219,7 @@ func TestDeposedLeaderWriteIsRejected(t *testing.T) {
 	before, rev := readAlloc(t, cli, "s1")
 	stolen := cloneAlloc(before)
 	stolen.Regions["us"].Released++
-	_, err = a.writeAlloc(t.Context(), oldFence, stolen, rev)
+	_, err = a.writeAlloc(t.Context(), oldFence, stolen, rev, nil)
 	if !errors.Is(err, ErrDeposed) {
 		t.Fatalf("deposed leader's write: %v, want ErrDeposed", err)
 	}

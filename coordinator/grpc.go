@@ -230,7 +230,11 @@ type saleView struct {
 	spec    layout.SaleSpec
 	doc     allocDoc
 	reports map[string]layout.RegionReport
+	revs    map[string]int64 // each report's mod revision
 	live    map[string]layout.RegionInfo
+	// ackCmps are the compares of the acks takeReports took: a write
+	// carrying them lands only while their reports are the ones etcd holds.
+	ackCmps []clientv3.Cmp
 }
 
 func (c *Coordinator) readView(ctx context.Context, id string) (*saleView, error) {
@@ -248,10 +252,10 @@ func (c *Coordinator) readView(ctx context.Context, id string) (*saleView, error
 	if err != nil {
 		return nil, fmt.Errorf("read reports: %w", err)
 	}
-	v := &saleView{spec: spec, doc: doc, reports: map[string]layout.RegionReport{}, live: map[string]layout.RegionInfo{}}
+	v := &saleView{spec: spec, doc: doc, reports: map[string]layout.RegionReport{}, revs: map[string]int64{}, live: map[string]layout.RegionInfo{}}
 	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
 		if rep, err := c.keys.DecodeReport(kv.Key, kv.Value); err == nil && rep.Sale == id {
-			v.reports[rep.Region] = rep
+			v.reports[rep.Region], v.revs[rep.Region] = rep, kv.ModRevision
 		}
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
@@ -338,7 +342,7 @@ func (s *server) PlanRebalance(ctx context.Context, req *api.SaleRef) (*api.Plan
 		return nil, c.grpcErr(ctx, err)
 	}
 	a := cloneAlloc(v.doc.alloc)
-	c.takeReports(a, v.reports)
+	c.takeReports(a, v)
 	plan, note, err := a.Decide(c.operatorSituation(v))
 	if err != nil {
 		return nil, c.grpcErr(ctx, err)
@@ -364,10 +368,10 @@ func (c *Coordinator) mutate(ctx context.Context, id string, change func(v *sale
 	if err != nil {
 		return nil, err
 	}
-	if !countersChanged(v.doc.alloc, a) {
+	if quota.SameCounters(v.doc.alloc, a) {
 		return planToProto(id, v.doc.modRev, p, false), nil
 	}
-	rev, err := c.writeAlloc(ctx, f, a, v.doc.modRev)
+	rev, err := c.writeAlloc(ctx, f, a, v.doc.modRev, v.ackCmps)
 	if err != nil {
 		return nil, err
 	}
@@ -382,7 +386,7 @@ func (s *server) ApplyRebalance(ctx context.Context, req *api.ApplyRebalanceRequ
 		if rev := req.GetAllocRevision(); rev != 0 && rev != v.doc.modRev {
 			return planResult{}, refused("alloc_revision: the allocation is now at %d, not %d; plan again", v.doc.modRev, rev)
 		}
-		c.takeReports(a, v.reports)
+		c.takeReports(a, v)
 		plan, note, err := a.Decide(c.operatorSituation(v))
 		if err != nil {
 			return planResult{}, err

@@ -1,11 +1,8 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -97,17 +94,7 @@ func (c *Coordinator) updateLearning(f fence, snap *snapshot, now time.Time) boo
 	if !l.learning {
 		return false
 	}
-	done := now.Sub(l.since) >= c.cfg.LearningGrace
-	if !done {
-		done = true
-		for _, r := range liveRegions(snap) {
-			if snap.reportRev[r] <= l.electedRev {
-				done = false
-				break
-			}
-		}
-	}
-	if done {
+	if quota.Learned(now.UnixMilli(), l.since.UnixMilli(), c.cfg.LearningGrace.Milliseconds(), l.electedRev, liveRegions(snap), snap.reportRev) {
 		l.learning = false
 		c.m.learning.Set(0)
 		c.log.Info("learning mode over", "after", now.Sub(l.since).Round(time.Millisecond))
@@ -139,10 +126,10 @@ func liveRegions(snap *snapshot) []string {
 	return out
 }
 
-// stepSale decides one sale and writes the allocation if a counter, a
-// pending release or the release sequence changed. Report-only changes
-// are not written: that keeps etcd writes proportional to quota movement,
-// not to the report rate.
+// stepSale runs the leader's round for one sale (quota.Round: the reports
+// and their acks, then the plan) and writes the allocation if a counter, a
+// pending release or the release sequence changed, comparing the reports
+// its acks came from.
 func (c *Coordinator) stepSale(ctx context.Context, f fence, snap *snapshot, id string, now time.Time, learning bool) error {
 	doc, ok := snap.allocs[id]
 	if !ok {
@@ -151,42 +138,22 @@ func (c *Coordinator) stepSale(ctx context.Context, f fence, snap *snapshot, id 
 	}
 	c.allocMu.Lock()
 	defer c.allocMu.Unlock()
-	v := &saleView{spec: snap.sales[id], doc: doc, reports: snap.reports[id], live: snap.regions}
+	v := &saleView{spec: snap.sales[id], doc: doc, reports: snap.reports[id], revs: snap.revs[id], live: snap.regions}
 	a := cloneAlloc(doc.alloc)
-	p, err := c.decide(a, v, now, learning)
-	if err != nil {
+	rd, err := a.Round(doc.alloc, storedReports(v), c.situation(v, now, learning), quota.RoundBugs{})
+	c.taken(id, v, rd)
+	if err != nil || !rd.Changed {
 		return err
 	}
-	if !countersChanged(doc.alloc, a) {
-		return nil
-	}
-	if _, err := c.writeAlloc(ctx, f, a, doc.modRev); err != nil {
+	if _, err := c.writeAlloc(ctx, f, a, doc.modRev, v.ackCmps); err != nil {
 		return err
 	}
+	p := fromActions(rd.Actions, rd.Note)
 	c.countPlan(p)
 	if !p.empty() || p.note != "" {
 		c.log.Info("allocation written", "sale", id, "grants", p.grants, "releases", p.releases, "note", p.note, "sumNet", a.SumNet(), "total", a.Total)
 	}
 	return nil
-}
-
-// decide applies to a what the loop must do for one sale now: take the
-// reports (and the acks they carry), then whatever quota.Decide plans.
-func (c *Coordinator) decide(a *quota.Allocation, v *saleView, now time.Time, learning bool) (planResult, error) {
-	p := c.takeReports(a, v.reports)
-	plan, note, err := a.Decide(c.situation(v, now, learning))
-	if err != nil {
-		return p, fmt.Errorf("plan sale %s: %w", a.Sale, err)
-	}
-	if plan.Empty() {
-		return p, nil
-	}
-	acts, err := a.Apply(plan)
-	if err != nil {
-		return p, fmt.Errorf("apply plan to sale %s: %w", a.Sale, err)
-	}
-	p.add(fromActions(acts, note))
-	return p, nil
 }
 
 // situation is what quota.Decide needs besides the allocation: the sale's
@@ -217,18 +184,4 @@ func liveOf(reports map[string]layout.RegionReport) map[string]bool {
 		live[r] = true
 	}
 	return live
-}
-
-// countersChanged compares everything but the reports.
-func countersChanged(before, after *quota.Allocation) bool {
-	return !bytes.Equal(countersJSON(before), countersJSON(after))
-}
-
-func countersJSON(a *quota.Allocation) []byte {
-	b := cloneAlloc(a)
-	for _, r := range b.Regions {
-		r.Report = nil
-	}
-	out, _ := json.Marshal(b)
-	return out
 }

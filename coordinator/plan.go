@@ -1,10 +1,11 @@
 package coordinator
 
 import (
-	"fmt"
+	"sort"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"flashsale/quota"
-	"flashsale/quota/layout"
 )
 
 // planResult is what was applied to an allocation: grants and release
@@ -56,31 +57,42 @@ func cloneAlloc(a *quota.Allocation) *quota.Allocation {
 	return out
 }
 
-// takeReports feeds the regions' current reports to the allocation
-// (quota.Step keeps the newest and applies an ack naming the pending
-// release) and returns the grants acks made.
-func (c *Coordinator) takeReports(a *quota.Allocation, reps map[string]layout.RegionReport) planResult {
-	var p planResult
-	for _, r := range a.RegionNames() {
-		rep, ok := reps[r]
-		if !ok {
-			continue
-		}
-		pending := a.Regions[r].Pending
-		acts, err := a.Step(quota.RegionReported{Region: r, Report: rep.Report, ReleaseID: rep.ReleaseID})
-		if err != nil {
-			// A malformed ack (released_local above granted) is the agent's
-			// bug; the release stays pending and the rest goes on.
-			c.log.Error("refusing report", "sale", a.Sale, "region", r, "release", rep.ReleaseID, "err", err)
-			continue
-		}
-		note := ""
-		if pending != nil && a.Regions[r].Pending == nil {
-			note = fmt.Sprintf("ack %s (released_local %d)", pending.ID, rep.ReleasedLocal)
-		}
-		p.add(fromActions(acts, note))
+// takeReports feeds v's reports to the allocation (quota.TakeReports:
+// the newest report is kept, an ack naming the pending release applied)
+// and returns the grants acks made; the compares their write must make
+// go to v.ackCmps.
+func (c *Coordinator) takeReports(a *quota.Allocation, v *saleView) planResult {
+	rd := a.TakeReports(storedReports(v), quota.RoundBugs{})
+	c.taken(a.Sale, v, rd)
+	return fromActions(rd.Actions, rd.Note)
+}
+
+// storedReports are v's reports as quota takes them, with their mod
+// revisions.
+func storedReports(v *saleView) map[string]quota.StoredReport {
+	out := make(map[string]quota.StoredReport, len(v.reports))
+	for r, rep := range v.reports {
+		out[r] = quota.StoredReport{Report: rep.Report, ReleaseID: rep.ReleaseID, Rev: v.revs[r]}
 	}
-	return p
+	return out
+}
+
+// taken logs the reports a round refused (a malformed ack, released_local
+// above granted, is the agent's bug: the release stays pending and the
+// rest goes on) and adds to v.ackCmps a compare per ack: the report it
+// came from is still the one etcd holds.
+func (c *Coordinator) taken(sale string, v *saleView, rd quota.Round) {
+	for _, err := range rd.Refused {
+		c.log.Error("refusing report", "sale", sale, "err", err)
+	}
+	regions := make([]string, 0, len(rd.AckedRevs))
+	for r := range rd.AckedRevs {
+		regions = append(regions, r)
+	}
+	sort.Strings(regions)
+	for _, r := range regions {
+		v.ackCmps = append(v.ackCmps, clientv3.Compare(clientv3.ModRevision(c.keys.Report(r, sale)), "=", rd.AckedRevs[r]))
+	}
 }
 
 // planMove moves units from one region to another through a release

@@ -187,7 +187,7 @@ func TestStaleAllocationWriteConflicts(t *testing.T) {
 	f, _ := c.currentFence()
 	al, rev := readAlloc(t, cli, "s1")
 	al.Regions["eu"].Released++
-	_, err := c.writeAlloc(t.Context(), f, al, rev-1)
+	_, err := c.writeAlloc(t.Context(), f, al, rev-1, nil)
 	if !errors.Is(err, ErrConflict) {
 		t.Fatalf("stale write: %v, want ErrConflict", err)
 	}
@@ -200,7 +200,7 @@ func TestStaleAllocationWriteConflicts(t *testing.T) {
 	// An allocation above the total is never written, whatever the fence.
 	al.Regions["eu"].Released--
 	al.Regions["eu"].Granted += al.Unallocated() + 1
-	if _, err := c.writeAlloc(t.Context(), f, al, rev); err == nil || !strings.Contains(err.Error(), "I2") {
+	if _, err := c.writeAlloc(t.Context(), f, al, rev, nil); err == nil || !strings.Contains(err.Error(), "I2") {
 		t.Fatalf("over-total write: %v, want an I2 refusal", err)
 	}
 }
@@ -259,5 +259,57 @@ func TestExpiredReportLeaseStopsGrants(t *testing.T) {
 	}
 	if r := after.Regions["eu"].Report; r == nil || r.Sold == 0 {
 		t.Fatalf("eu's last report left the allocation (agents use it as a floor): %+v", r)
+	}
+}
+
+// An ack is written only while the report it came from is the one etcd
+// holds (quota.Round.AckedRevs): a report overwritten since the read (an
+// agent's retried put landing late) makes the write a conflict that
+// changes nothing; read at the report's current revision, the same round
+// lands the ack.
+func TestAckFromOverwrittenReportConflicts(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli := etcdtest.Client(t, e)
+	c := startCoord(t, e, quiet)
+	waitLeader(t, c)
+	if _, err := dial(t, c.Addr()).CreateSale(authed(t.Context()), &api.CreateSaleRequest{Sale: testSale("s1", 10, regions3()...)}); err != nil {
+		t.Fatal(err)
+	}
+	waitSplit(t, cli, "s1")
+	f, _ := c.currentFence()
+	al, rev := readAlloc(t, cli, "s1")
+	req, err := al.RequestRelease("eu", 1, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.writeAlloc(t.Context(), f, al, rev, nil); err != nil {
+		t.Fatal(err)
+	}
+	eu := newFakeRegion(t, cli, "eu")
+	eu.report("s1", layout.RegionReport{Report: quotaReport(al.Regions["eu"].Granted, 0)}) // names no release: the loop acks nothing
+	snap, err := c.readSnapshot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := snap.revs["s1"]["eu"]
+	// What the leader had read before an older put overwrote it: the report
+	// acknowledging the release.
+	rep := snap.reports["s1"]["eu"]
+	rep.ReleaseID, rep.ReleasedLocal = req.ID, req.Units
+	snap.reports["s1"]["eu"] = rep
+	snap.revs["s1"]["eu"] = held - 1
+
+	if err := c.stepSale(t.Context(), f, snap, "s1", c.cfg.Now(), false); !errors.Is(err, ErrConflict) {
+		t.Fatalf("ack from an overwritten report: %v, want ErrConflict", err)
+	}
+	if a, _ := readAlloc(t, cli, "s1"); a.Regions["eu"].Pending == nil || a.Regions["eu"].Released != 0 {
+		t.Fatalf("the refused ack changed etcd: eu %+v", a.Regions["eu"])
+	}
+	snap.revs["s1"]["eu"] = held
+	if err := c.stepSale(t.Context(), f, snap, "s1", c.cfg.Now(), false); err != nil {
+		t.Fatalf("ack from the report etcd holds: %v", err)
+	}
+	if a, _ := readAlloc(t, cli, "s1"); a.Regions["eu"].Pending != nil || a.Regions["eu"].Released != req.Units {
+		t.Fatalf("the ack did not land: eu %+v", a.Regions["eu"])
 	}
 }

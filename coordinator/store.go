@@ -49,7 +49,10 @@ type snapshot struct {
 	sales   map[string]layout.SaleSpec
 	allocs  map[string]allocDoc
 	reports map[string]map[string]layout.RegionReport // sale -> region -> report
-	regions map[string]layout.RegionInfo              // live regions (on their agents' leases)
+	// revs is each report's mod revision (sale -> region -> revision): a
+	// write of an ack compares the report it came from.
+	revs    map[string]map[string]int64
+	regions map[string]layout.RegionInfo // live regions (on their agents' leases)
 	// reportRev is, per region, the newest mod revision of any of its
 	// reports: a clock-free way to tell "reported since I was elected".
 	reportRev map[string]int64
@@ -84,6 +87,7 @@ func (c *Coordinator) readSnapshot(ctx context.Context) (*snapshot, error) {
 		sales:     map[string]layout.SaleSpec{},
 		allocs:    map[string]allocDoc{},
 		reports:   map[string]map[string]layout.RegionReport{},
+		revs:      map[string]map[string]int64{},
 		regions:   map[string]layout.RegionInfo{},
 		reportRev: map[string]int64{},
 	}
@@ -110,8 +114,10 @@ func (c *Coordinator) readSnapshot(ctx context.Context) (*snapshot, error) {
 		region, sale := rep.Region, rep.Sale
 		if s.reports[sale] == nil {
 			s.reports[sale] = map[string]layout.RegionReport{}
+			s.revs[sale] = map[string]int64{}
 		}
 		s.reports[sale][region] = rep
+		s.revs[sale][region] = kv.ModRevision
 		s.reportRev[region] = max(s.reportRev[region], kv.ModRevision)
 	}
 	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
@@ -187,10 +193,11 @@ func (c *Coordinator) fencedTxn(ctx context.Context, f fence, kind string, cmps 
 }
 
 // writeAlloc writes a as the sale's allocation if it is still at modRev
-// (0: it must not exist yet). It checks I2 first: an allocation whose net
-// grants pass the total is never written. It returns the allocation's new
-// mod revision.
-func (c *Coordinator) writeAlloc(ctx context.Context, f fence, a *quota.Allocation, modRev int64, extra ...clientv3.Op) (int64, error) {
+// (0: it must not exist yet) and every compare in cmps holds (those of the
+// acks it carries: saleView.ackCmps). It checks I2 first: an allocation
+// whose net grants pass the total is never written. It returns the
+// allocation's new mod revision.
+func (c *Coordinator) writeAlloc(ctx context.Context, f fence, a *quota.Allocation, modRev int64, cmps []clientv3.Cmp, extra ...clientv3.Op) (int64, error) {
 	if err := a.Check(); err != nil {
 		return 0, fmt.Errorf("refusing to write allocation of %s: %w", a.Sale, err)
 	}
@@ -201,5 +208,5 @@ func (c *Coordinator) writeAlloc(ctx context.Context, f fence, a *quota.Allocati
 	key := c.keys.Alloc(a.Sale)
 	ops := append([]clientv3.Op{clientv3.OpPut(key, string(b))}, extra...)
 	return c.fencedTxn(ctx, f, "alloc",
-		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", modRev)}, ops...)
+		append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", modRev)}, cmps...), ops...)
 }

@@ -96,7 +96,7 @@ func (s *server) UpdateSale(ctx context.Context, req *api.UpdateSaleRequest) (*a
 func (c *Coordinator) updateOnce(ctx context.Context, f fence, want layout.SaleSpec) (layout.SaleSpec, string, error) {
 	c.allocMu.Lock()
 	defer c.allocMu.Unlock()
-	cur, saleRev, doc, reports, err := c.readForUpdate(ctx, want.ID)
+	cur, saleRev, v, err := c.readForUpdate(ctx, want.ID)
 	if err != nil {
 		return cur, "", err
 	}
@@ -105,9 +105,10 @@ func (c *Coordinator) updateOnce(ctx context.Context, f fence, want layout.SaleS
 	}
 	want.State = cur.State // run state is not the definition's to change
 
+	doc := v.doc
 	a := cloneAlloc(doc.alloc)
-	c.takeReports(a, reports)
-	view := a.LiveView(liveOf(reports))
+	c.takeReports(a, v)
+	view := a.LiveView(liveOf(v.reports))
 	plan, err := view.SetTotal(want.Total)
 	if err != nil {
 		return cur, "", fmt.Errorf("total: sale %s cannot go from %d to %d: %w", want.ID, cur.Total, want.Total, err)
@@ -117,8 +118,8 @@ func (c *Coordinator) updateOnce(ctx context.Context, f fence, want layout.SaleS
 		if err != nil {
 			return cur, "", fmt.Errorf("total: release for sale %s: %w", want.ID, err)
 		}
-		if countersChanged(doc.alloc, a) {
-			if _, err := c.writeAlloc(ctx, f, a, doc.modRev); err != nil {
+		if !quota.SameCounters(doc.alloc, a) {
+			if _, err := c.writeAlloc(ctx, f, a, doc.modRev, v.ackCmps); err != nil {
 				return cur, "", err
 			}
 			c.countPlan(fromActions(acts, ""))
@@ -136,7 +137,7 @@ func (c *Coordinator) updateOnce(ctx context.Context, f fence, want layout.SaleS
 		}
 		ra.Min, ra.Max = r.Min, r.Max
 	}
-	if specEqual(cur, want) && !countersChanged(doc.alloc, a) {
+	if specEqual(cur, want) && quota.SameCounters(doc.alloc, a) {
 		return cur, "", nil
 	}
 	if err := a.Check(); err != nil {
@@ -150,10 +151,10 @@ func (c *Coordinator) updateOnce(ctx context.Context, f fence, want layout.SaleS
 	if err != nil {
 		return cur, "", err
 	}
-	if _, err := c.fencedTxn(ctx, f, "sale", []clientv3.Cmp{
+	if _, err := c.fencedTxn(ctx, f, "sale", append([]clientv3.Cmp{
 		clientv3.Compare(clientv3.ModRevision(c.keys.Sale(want.ID)), "=", saleRev),
 		clientv3.Compare(clientv3.ModRevision(c.keys.Alloc(want.ID)), "=", doc.modRev),
-	}, clientv3.OpPut(c.keys.Sale(want.ID), string(sb)), clientv3.OpPut(c.keys.Alloc(want.ID), string(ab))); err != nil {
+	}, v.ackCmps...), clientv3.OpPut(c.keys.Sale(want.ID), string(sb)), clientv3.OpPut(c.keys.Alloc(want.ID), string(ab))); err != nil {
 		return cur, "", err
 	}
 	c.log.Info("sale updated", "sale", want.ID, "total", want.Total, "was", cur.Total, "endsAt", want.EndsAt)
@@ -223,8 +224,9 @@ func pendingReleases(a *quota.Allocation) string {
 }
 
 // readForUpdate reads a sale, its allocation and its regions' live reports
-// at one revision, with the mod revisions the update's write compares.
-func (c *Coordinator) readForUpdate(ctx context.Context, id string) (layout.SaleSpec, int64, allocDoc, map[string]layout.RegionReport, error) {
+// at one revision, with the mod revisions the update's write compares: the
+// sale's, and the allocation's and reports' in the view.
+func (c *Coordinator) readForUpdate(ctx context.Context, id string) (layout.SaleSpec, int64, *saleView, error) {
 	var spec layout.SaleSpec
 	resp, err := c.cli.Txn(ctx).Then(
 		clientv3.OpGet(c.keys.Sale(id)),
@@ -232,29 +234,30 @@ func (c *Coordinator) readForUpdate(ctx context.Context, id string) (layout.Sale
 		clientv3.OpGet(c.keys.Reports(), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
-		return spec, 0, allocDoc{}, nil, fmt.Errorf("read sale %s: %w", id, err)
+		return spec, 0, nil, fmt.Errorf("read sale %s: %w", id, err)
 	}
 	skv := resp.Responses[0].GetResponseRange().Kvs
 	if len(skv) == 0 {
-		return spec, 0, allocDoc{}, nil, fmt.Errorf("sale %s: %w", id, errNoSale)
+		return spec, 0, nil, fmt.Errorf("sale %s: %w", id, errNoSale)
 	}
 	spec, err = layout.DecodeSale(skv[0].Key, skv[0].Value)
 	if err != nil {
-		return spec, 0, allocDoc{}, nil, err
+		return spec, 0, nil, err
 	}
 	akv := resp.Responses[1].GetResponseRange().Kvs
 	if len(akv) == 0 {
-		return spec, 0, allocDoc{}, nil, fmt.Errorf("allocation of sale %s: %w", id, errNoSale)
+		return spec, 0, nil, fmt.Errorf("allocation of sale %s: %w", id, errNoSale)
 	}
 	a, err := layout.DecodeAlloc(akv[0].Key, akv[0].Value)
 	if err != nil {
-		return spec, 0, allocDoc{}, nil, fmt.Errorf("allocation of sale %s: %w", id, err)
+		return spec, 0, nil, fmt.Errorf("allocation of sale %s: %w", id, err)
 	}
-	reports := map[string]layout.RegionReport{}
+	v := &saleView{spec: spec, doc: allocDoc{alloc: a, modRev: akv[0].ModRevision},
+		reports: map[string]layout.RegionReport{}, revs: map[string]int64{}}
 	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
 		if rep, err := c.keys.DecodeReport(kv.Key, kv.Value); err == nil && rep.Sale == id {
-			reports[rep.Region] = rep
+			v.reports[rep.Region], v.revs[rep.Region] = rep, kv.ModRevision
 		}
 	}
-	return spec, skv[0].ModRevision, allocDoc{alloc: a, modRev: akv[0].ModRevision}, reports, nil
+	return spec, skv[0].ModRevision, v, nil
 }

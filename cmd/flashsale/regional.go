@@ -192,7 +192,7 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 		// writes, unless a negative control turns that off (test-only).
 		var witness agent.Witness
 		if deps.Orders != nil && !redisstore.UnsafeReconcileEtcdOnly() {
-			witness = orders.Witness{Redis: srv.Store(), SQL: deps.Orders}
+			witness = orders.NewWitness(srv.Store(), deps.Orders, log.With("role", "agent"))
 		}
 		stop, err := followEtcd(ctx, log, srv, rdb, cfg, strings.Split(*etcdEndpoints, ","), *prefix, *runAgent, *endpoint, witness, reg)
 		if err != nil {
@@ -215,7 +215,9 @@ func runRegional(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // followEtcd keeps the seller's sales equal to etcd's and, with agent,
-// runs a candidate for the region's agent. stop undoes both.
+// runs a candidate for the region's agent, reconciling from witness (the
+// order store; nil: etcd's floors alone) after Redis lost writes. stop
+// undoes both.
 func followEtcd(ctx context.Context, log *slog.Logger, srv *regional.Server, rdb redis.UniversalClient, cfg regional.Config,
 	endpoints []string, prefix string, withAgent bool, endpoint string, witness agent.Witness, reg *prometheus.Registry) (stop func(), err error) {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})

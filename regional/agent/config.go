@@ -76,8 +76,10 @@ type Witness interface {
 	// what the order store knows (confirmed, cancelled, expired) and
 	// answers the units the region must count as sold: every unit the
 	// order store shows held by a buyer that Redis does not hold as an
-	// active reservation. The agent raises sold to at least that.
-	Restore(ctx context.Context, sale string) (soldFloor int64, err error)
+	// active reservation. The agent raises sold to at least that. Every
+	// Redis write it makes carries fence, the agent's, and is refused
+	// (quota.ErrStaleFence) once a successor's is there (DESIGN I5).
+	Restore(ctx context.Context, sale string, fence int64) (soldFloor int64, err error)
 }
 
 // Membership is what the agent registers of the region's gossip cluster.

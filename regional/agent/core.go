@@ -516,6 +516,15 @@ func (c *Core) result(r Result) {
 		c.depose(fmt.Errorf("sale %s: redis holds a newer fence: %w", s.name, r.Err))
 		return
 	}
+	if r.Err != nil && s.putting != nil && (s.stage == stReport || s.stage == stHaltReport || s.stage == stEpochReport) {
+		// A put whose answer was lost (a timeout) may still land: etcd may
+		// hold it and a leader ack from it, so the floor holds it too. Its
+		// counters came from Redis, which only grows them, so the floor is
+		// never above what Redis had. (Found by the simulation: a report
+		// carrying a release landed after the agent gave up on it, Redis
+		// then failed over, and the reconcile missed the release.)
+		raiseFloor(&s.floor, s.putting.Report)
+	}
 	if r.Err != nil && s.stage != stHaltReport {
 		c.endPass(s, fmt.Errorf("sale %s at %s: %w", s.name, s.stage, r.Err))
 		return

@@ -381,7 +381,7 @@ func (t *term) redis(ctx context.Context, a Action) Result {
 		r.Err = st.SetHalted(octx, a.Sale, a.Fence, a.Halted)
 	case RestoreOrders:
 		if w := t.a.cfg.Witness; w != nil {
-			r.SoldFloor, r.Err = w.Restore(octx, a.Sale)
+			r.SoldFloor, r.Err = w.Restore(octx, a.Sale, a.Fence)
 		}
 	case RaiseFloor:
 		r.Err = st.RaiseFloor(octx, a.Sale, a.Fence, a.ReleasedLocal, a.Sold)

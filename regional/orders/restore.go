@@ -47,8 +47,9 @@ type RestoreResult struct {
 // It does not touch the quota counters (granted_seen, released_local):
 // the agent max-merges those from etcd (ApplyGrant, RaiseFloor) after it.
 // Call it with the sale halted in this region (ErrNotHalted otherwise),
-// then resume selling. What no witness saw is lost: see DESIGN §4.5.
-func Restore(ctx context.Context, rs *redisstore.Store, sql Store, sale string) (RestoreResult, error) {
+// under the agent's fence (a deposed agent's is quota.ErrStaleFence: it
+// writes nothing), then resume selling. What no witness saw is lost: see DESIGN §4.5.
+func Restore(ctx context.Context, rs *redisstore.Store, sql Store, sale string, fence int64) (RestoreResult, error) {
 	region := rs.Region()
 	res := RestoreResult{Sale: sale, Region: region}
 	c, err := rs.Counters(ctx, sale)
@@ -127,7 +128,7 @@ func Restore(ctx context.Context, rs *redisstore.Store, sql Store, sale string) 
 			rsv[i].RequestID = "~" + x.ID
 		}
 	}
-	words, err := rs.Restore(ctx, sale, rsv)
+	words, err := rs.Restore(ctx, sale, fence, rsv)
 	if err != nil {
 		return res, err
 	}
@@ -148,7 +149,7 @@ func Restore(ctx context.Context, rs *redisstore.Store, sql Store, sale string) 
 			res.Conflicts = append(res.Conflicts, Diff{Kind: StateConflict, Resv: rsv[i].ID, SQL: redisstore.StateName(rsv[i].State)})
 		}
 	}
-	if res.Counts, err = rs.Recount(ctx, sale); err != nil {
+	if res.Counts, err = rs.Recount(ctx, sale, fence); err != nil {
 		return res, err
 	}
 	return res, nil
@@ -230,22 +231,4 @@ func msOrZero(o Order) int64 {
 		return 0
 	}
 	return o.ExpiresAt.UnixMilli()
-}
-
-// Witness is the order store as the region agent's second witness
-// (agent.Witness): Restore with the region's Redis and SQL store.
-type Witness struct {
-	Redis *redisstore.Store
-	SQL   Store
-}
-
-// Restore runs Restore and answers the sale's sold count after it (the
-// recount's: at least the confirmed reservations), the floor the agent
-// raises sold to.
-func (w Witness) Restore(ctx context.Context, sale string) (int64, error) {
-	res, err := Restore(ctx, w.Redis, w.SQL, sale)
-	if err != nil {
-		return 0, err
-	}
-	return res.Counts.Sold, nil
 }

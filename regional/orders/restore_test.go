@@ -77,13 +77,13 @@ func testRestore(t *testing.T, srv *redistest.Server, rdb *redis.Client, sql ord
 	if c, err := st.Counters(ctx, "s1"); err != nil || c.Reserved != 0 || c.Sold != 0 {
 		t.Fatalf("after the loss: %+v %v, want an empty ledger", c, err)
 	}
-	if _, err := orders.Restore(ctx, st, sql, "s1"); !errors.Is(err, orders.ErrNotHalted) {
+	if _, err := orders.Restore(ctx, st, sql, "s1", 1); !errors.Is(err, orders.ErrNotHalted) {
 		t.Fatalf("restore of a sale that is not halted: %v, want ErrNotHalted", err)
 	}
 	if err := st.SetHalted(ctx, "s1", 1, true); err != nil {
 		t.Fatal(err)
 	}
-	res, err := orders.Restore(ctx, st, sql, "s1")
+	res, err := orders.Restore(ctx, st, sql, "s1", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func testRestore(t *testing.T, srv *redistest.Server, rdb *redis.Client, sql ord
 	if err := st.SetHalted(ctx, "s1", 1, true); err != nil {
 		t.Fatal(err)
 	}
-	again, err := orders.Restore(ctx, st, sql, "s1")
+	again, err := orders.Restore(ctx, st, sql, "s1", 1)
 	if err != nil || again.Created != 0 || again.Advanced != 0 || len(again.Conflicts) != 0 || again.Counts.Sold != 21 || again.Counts.Reserved != 20 {
 		t.Fatalf("second restore: %+v %v, want nothing to do", again, err)
 	}
@@ -155,3 +155,36 @@ func testRestore(t *testing.T, srv *redistest.Server, rdb *redis.Client, sql ord
 }
 
 func reqOf(i int) string { return "req-u" + strconv.Itoa(i) }
+
+// A deposed agent's restore writes nothing (DESIGN I5): restore.lua and
+// recount.lua carry the agent's fence and refuse an older one; the
+// successor's restore goes through.
+func TestRestoreRefusesAnOlderFence(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	sql := sqliteStore(t)
+	st, active := sell(t, rdb)
+	if _, err := orders.Replay(ctx, rdb, sql, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetHalted(ctx, "s1", 2, true); err != nil { // the successor, fence 2, halted the sale
+		t.Fatal(err)
+	}
+	if _, err := orders.Restore(ctx, st, sql, "s1", 1); !errors.Is(err, quota.ErrStaleFence) {
+		t.Fatalf("restore under the deposed agent's fence: %v, want ErrStaleFence", err)
+	}
+	if _, err := st.Reservation(ctx, "s1", active[0]); err == nil {
+		t.Fatal("the refused restore wrote a reservation")
+	}
+	if _, err := st.Recount(ctx, "s1", 1); !errors.Is(err, quota.ErrStaleFence) {
+		t.Fatalf("recount under the deposed agent's fence: %v, want ErrStaleFence", err)
+	}
+	res, err := orders.Restore(ctx, st, sql, "s1", 2)
+	if err != nil || res.Created != 60 || res.Counts.Reserved != int64(len(active)) {
+		t.Fatalf("restore under the successor's fence: %+v %v", res, err)
+	}
+}

@@ -53,8 +53,9 @@ func StateName(s quota.ResvState) string { return stateWords[s] }
 // witness saw end is ended, an active one a witness saw extended is
 // extended; nothing is ever moved back. It answers one Restore* word per
 // reservation. The counters are left to Recount, which must follow. Run
-// it while the sale is halted (no reserve may take a requestId meanwhile).
-func (s *Store) Restore(ctx context.Context, sale string, rs []Restored) ([]string, error) {
+// it while the sale is halted (no reserve may take a requestId meanwhile),
+// under the agent's fence: an older one is quota.ErrStaleFence (DESIGN I5).
+func (s *Store) Restore(ctx context.Context, sale string, fence int64, rs []Restored) ([]string, error) {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return nil, err
 	}
@@ -62,7 +63,8 @@ func (s *Store) Restore(ctx context.Context, sale string, rs []Restored) ([]stri
 	for len(rs) > 0 {
 		chunk := rs[:min(len(rs), restoreChunk)]
 		rs = rs[len(chunk):]
-		args := make([]any, 0, 8*len(chunk))
+		args := make([]any, 1, 1+8*len(chunk))
+		args[0] = fence
 		for _, r := range chunk {
 			w, ok := stateWords[r.State]
 			if !ok {
@@ -80,6 +82,9 @@ func (s *Store) Restore(ctx context.Context, sale string, rs []Restored) ([]stri
 			return out, fmt.Errorf("restore %d reservations of %s: %w", len(chunk), sale, err)
 		}
 		words, err := replyStrings(v)
+		if err == nil && len(words) == 1 && words[0] == "stale_fence" {
+			return out, fmt.Errorf("restore reservations of %s: %w", sale, quota.ErrStaleFence)
+		}
 		if err != nil || len(words) != len(chunk) {
 			return out, fmt.Errorf("restore reservations of %s: unexpected reply %v", sale, v)
 		}
@@ -98,16 +103,20 @@ type Recounted struct {
 // Recount sets sale's counters from its reservations in one script:
 // reserved to the active ones and each user's holding to its active and
 // confirmed ones, exactly; sold to at least the confirmed ones (a floor
-// raised from etcd stays). O(reservations): once per reconcile.
-func (s *Store) Recount(ctx context.Context, sale string) (Recounted, error) {
+// raised from etcd stays). O(reservations): once per reconcile, under the
+// agent's fence (an older one is quota.ErrStaleFence).
+func (s *Store) Recount(ctx context.Context, sale string, fence int64) (Recounted, error) {
 	if err := checkKeyPart("sale", sale); err != nil {
 		return Recounted{}, err
 	}
-	v, err := s.run(ctx, scriptRecount, sale)
+	v, err := s.run(ctx, scriptRecount, sale, fence)
 	if err != nil {
 		return Recounted{}, fmt.Errorf("recount %s: %w", sale, err)
 	}
 	f, err := replyStrings(v)
+	if err == nil && len(f) == 1 && f[0] == "stale_fence" {
+		return Recounted{}, fmt.Errorf("recount %s: %w", sale, quota.ErrStaleFence)
+	}
 	if err != nil || len(f) != 6 {
 		return Recounted{}, fmt.Errorf("recount %s: unexpected reply %v", sale, v)
 	}

@@ -32,8 +32,16 @@ type agentProc struct {
 	// The watch streams: allocations and reports, each delivering etcd's
 	// history in order from its next revision.
 	streams [2]int64
+	// stalled is the step until which each stream delivers nothing (a
+	// slow watcher): etcd may compact the history it still needs.
+	stalled [2]int
 	puts    map[int64]int // etcd writes in flight: action id -> step sent
 	tickAt  int
+	// paused is a Redis write the process was about to send when it
+	// paused (a GC pause, a stalled connection): its lease expired, a
+	// successor took over, and the write goes out at resumeAt anyway.
+	paused   *agent.Action
+	resumeAt int
 }
 
 const (
@@ -41,8 +49,10 @@ const (
 	refreshMs  = 30 // steps of ReportRefresh
 	getTimeout = 10 // steps before a read or write is taken as failed
 	pDeliver   = 0.6
-	pBreak     = 0.01 // a watch stream breaks (the agent watches again)
+	pBreak     = 0.01  // a watch stream breaks (the agent watches again)
+	pStall     = 0.002 // a watch stream stalls for a while
 	pCrashAct  = 0.004
+	pPause     = 0.004 // a process pauses before a Redis write, past its lease
 )
 
 const (
@@ -116,6 +126,17 @@ func (s *Sim) agentTick(rg *region, a *agentProc) {
 		s.tracef("%s agent term %d notices its lease is gone and stops", rg.name, a.fence)
 		return
 	}
+	if a.paused != nil {
+		if s.step >= a.resumeAt {
+			act := *a.paused
+			a.paused = nil
+			s.tracef("%s agent term %d resumes after its pause: %v", rg.name, a.fence, act.Kind)
+			if r, ok := s.runRedis(rg, a, act); ok {
+				s.stepAgent(rg, a, r)
+			}
+		}
+		return
+	}
 	if a.loading {
 		if s.step-a.loadAt >= getTimeout {
 			s.sendGet(rg, a)
@@ -149,7 +170,10 @@ func (s *Sim) agentTick(rg *region, a *agentProc) {
 	}
 }
 
-var errTimeout = errors.New("etcd request timed out")
+var (
+	errTimeout   = errors.New("etcd request timed out")
+	errNotHalted = errors.New("restore: the sale is not halted in this region")
+)
 
 // watch delivers some of stream k's pending history in order, or breaks
 // it: the process watches again from a little before where it was (so
@@ -168,7 +192,10 @@ func (s *Sim) watch(rg *region, a *agentProc, k int) bool {
 		a.streams[k] = from
 		return true
 	}
-	if s.rng.Float64() >= pDeliver {
+	if !s.heal && s.rng.Float64() < pStall {
+		a.stalled[k] = s.step + 20 + s.rng.IntN(60)
+	}
+	if s.step < a.stalled[k] || s.rng.Float64() >= pDeliver {
 		return true
 	}
 	changes, ok := s.etcd.since(a.streams[k])
@@ -184,6 +211,8 @@ func (s *Sim) watch(rg *region, a *agentProc, k int) bool {
 			ins = append(ins, agent.AllocChanged{Sale: saleID, Alloc: c.alloc, ModRev: c.rev})
 		case k == streamReports && c.report != nil:
 			ins = append(ins, agent.ReportChanged{Region: c.report.Region, Sale: saleID, Report: c.report, ModRev: c.rev})
+		case k == streamReports && c.gone != "":
+			ins = append(ins, agent.ReportChanged{Region: c.gone, Sale: saleID, ModRev: c.rev})
 		}
 	}
 	if len(changes) > 0 {
@@ -220,9 +249,12 @@ func (s *Sim) stepAgent(rg *region, a *agentProc, in agent.Input) bool {
 				s.net.send(int64(s.step), msg{kind: mPut, region: rg.name, agent: a.id, act: act})
 				continue
 			}
-			r := s.redis(rg, a, act)
-			if act.Kind != agent.ReadCounters && r.Err == nil && s.crashPoint("agent-after-"+act.Kind.String(), pCrashAct) {
-				s.crashAgent(rg, a)
+			if act.Kind != agent.ReadCounters && !a.stale && s.crashPoint("agent-pause-before-"+act.Kind.String(), pPause) {
+				s.pauseAgent(rg, a, act)
+				return false
+			}
+			r, ok := s.runRedis(rg, a, act)
+			if !ok {
 				return false
 			}
 			if err := a.core.Step(r); err != nil {
@@ -230,6 +262,31 @@ func (s *Sim) stepAgent(rg *region, a *agentProc, in agent.Input) bool {
 			}
 		}
 	}
+}
+
+// runRedis runs one Redis action of process a; the process may crash
+// right after it (false).
+func (s *Sim) runRedis(rg *region, a *agentProc, act agent.Action) (agent.Result, bool) {
+	r := s.redis(rg, a, act)
+	if act.Kind != agent.ReadCounters && r.Err == nil && s.crashPoint("agent-after-"+act.Kind.String(), pCrashAct) {
+		s.crashAgent(rg, a)
+		return r, false
+	}
+	return r, true
+}
+
+// pauseAgent stops process a before it sends act, for longer than its
+// lease: a successor is elected, and act goes out when the pause ends,
+// after the successor wrote. The fences must refuse it (DESIGN I5).
+func (s *Sim) pauseAgent(rg *region, a *agentProc, act agent.Action) {
+	s.startTerm(rg, nil) // a goes stale
+	if !a.stale {
+		return // cut off: nobody can be elected; the write goes out now
+	}
+	s.stats.Pauses++
+	a.paused, a.resumeAt = &act, s.step+3+s.rng.IntN(10)
+	a.stopAt = max(a.stopAt, a.resumeAt+5)
+	s.tracef("%s agent term %d pauses before %v until step %d", rg.name, a.fence, act.Kind, a.resumeAt)
 }
 
 // onPutAnswer delivers etcd's answer to a report write.
@@ -267,10 +324,17 @@ func (s *Sim) redis(rg *region, a *agentProc, act agent.Action) agent.Result {
 		r.Err = l.SetHalted(act.Fence, act.Halted)
 	case agent.RestoreOrders:
 		s.stats.Reconciles++
-		if act.Fence < l.Fence {
-			r.Err = quota.ErrStaleFence // the real witness runs while the region is halted under the fence
+		// As orders.Restore: only while halted (orders.ErrNotHalted), and
+		// its scripts take the agent's fence as every agent script does.
+		if !l.Halted {
+			r.Err = errNotHalted
 			break
 		}
+		if act.Fence < l.Fence && s.cfg.Bug != BugRestoreSkipsFence {
+			r.Err = quota.ErrStaleFence
+			break
+		}
+		l.Fence = max(l.Fence, act.Fence)
 		s.replayOrders(rg)
 		r.SoldFloor = s.orderStoreSold(rg)
 	case agent.RaiseFloor:
@@ -290,6 +354,7 @@ func (s *Sim) redis(rg *region, a *agentProc, act agent.Action) agent.Result {
 		r.GrantedSeen, r.Err = l.Resume(act.Fence, act.Epoch, act.Primary, act.Granted)
 		if r.Err == nil {
 			s.tracef("%s agent term %d resumes selling under epoch %d", rg.name, a.fence, act.Epoch)
+			s.reconciled(rg) // sellers may sell under it in this very step
 		}
 	case agent.SetView:
 		r.Err = l.SetView(act.Fence, quota.SaleView{Total: act.View.Total, OthersSold: act.View.OthersSold,

@@ -7,9 +7,9 @@ import (
 )
 
 // Bug names a deliberate protocol mistake, switched on in the real code the
-// simulation runs (agent.CoreBugs, quota.LedgerBugs: test-only switches) or
-// in the fakes around it, so a run can show the checks catch it: a negative
-// control.
+// simulation runs (agent.CoreBugs, quota.LedgerBugs, quota.RoundBugs:
+// test-only switches) or in the fakes around it, so a run can show the
+// checks catch it: a negative control.
 type Bug string
 
 const (
@@ -51,11 +51,15 @@ const (
 	// BugAckNoReportRevision makes the leader write an ack without
 	// comparing the mod revision of the report it came from.
 	BugAckNoReportRevision Bug = "ack-without-report-revision"
+	// BugRestoreSkipsFence makes the order store's restore (restore.lua and
+	// recount.lua in orders.Restore) write under a deposed agent's fence.
+	BugRestoreSkipsFence Bug = "restore-skips-fence"
 )
 
 // Bugs lists every negative control.
 var Bugs = []Bug{BugNoMaxMerge, BugGrantBeforeAck, BugNoFence, BugNoReconcile, BugDrySoldOut,
-	BugReserveIgnoresHalted, BugGrantSkipsFence, BugReleaseAnswersBefore, BugConfirmExpired, BugAckNoReportRevision}
+	BugReserveIgnoresHalted, BugGrantSkipsFence, BugReleaseAnswersBefore, BugConfirmExpired, BugAckNoReportRevision,
+	BugRestoreSkipsFence}
 
 // ParseBug returns the named bug, or an error listing the known names.
 func ParseBug(name string) (Bug, error) {
@@ -134,7 +138,7 @@ func (c Config) validate() error {
 // Violation is the first invariant a run broke.
 type Violation struct {
 	Step   int
-	Kind   string // I1, I1-held, I2, I2-sum, I2-monotone, lost-sale, liveness, L1-sold-out, accounting
+	Kind   string // I1, I1-held, I1-region, I2, I2-sum, I2-monotone, I2-ack, I4, I5, lost-sale, lost-release, reservation-id, liveness, L1-sold-out, accounting
 	Detail string
 }
 
@@ -187,6 +191,8 @@ type Stats struct {
 	HaltedAnswers  int64 // reserves refused while halted or on an unreconciled primary
 	Rewatches      int64 // agent watch streams broken and resumed from an older revision
 	Compacted      int64 // agent re-reads because the history a watch needed was compacted
+	Pauses         int64 // agent processes paused past their lease before a Redis write
+	ExpiredReports int64 // report keys deleted because no agent held the region's lease
 }
 
 // Add sums o into s.
@@ -228,6 +234,8 @@ func (s *Stats) Add(o Stats) {
 	s.HaltedAnswers += o.HaltedAnswers
 	s.Rewatches += o.Rewatches
 	s.Compacted += o.Compacted
+	s.Pauses += o.Pauses
+	s.ExpiredReports += o.ExpiredReports
 }
 
 // Result is the outcome of one seed.

@@ -3,6 +3,7 @@ package protosim
 import (
 	"errors"
 	"maps"
+	"slices"
 
 	"flashsale/quota"
 )
@@ -21,21 +22,33 @@ type coordinator struct {
 	// so it never re-reads it while it believes it leads.
 	alloc   *quota.Allocation
 	reports map[string]storedReport
+	dirty   bool // a report came since its last round
+	// goneRev is the revision at which each region's report was deleted
+	// (its agent's lease expired): an older put event is stale.
+	goneRev map[string]int64
+	// learning until quota.Learned: every region reported since the
+	// election (at revision fence, at time since), or learningGraceMs.
+	learning bool
+	since    int64
 }
 
 const (
-	planEvery   = 5  // steps between planning rounds
-	relistEvery = 25 // steps between re-reads of the reports (a watch reconnect)
+	learningGraceMs = 1000 // coordinator.DevConfig's LearningGrace
+	planEvery       = 5    // steps between planning rounds
+	relistEvery     = 25   // steps between re-reads of the reports (a watch reconnect)
 )
 
 func (s *Sim) electLeader() {
 	s.nextCoord++
 	c := &coordinator{
-		id:      s.nextCoord,
-		fence:   s.etcd.campaign(),
-		alive:   true,
-		alloc:   s.etcd.alloc.Clone(),
-		reports: maps.Clone(s.etcd.reports),
+		id:       s.nextCoord,
+		fence:    s.etcd.campaign(),
+		alive:    true,
+		alloc:    s.etcd.alloc.Clone(),
+		reports:  maps.Clone(s.etcd.reports),
+		goneRev:  map[string]int64{},
+		learning: true,
+		since:    s.now,
 	}
 	s.coords = append(s.coords, c)
 	s.tracef("leader c%d elected (fence %d)", c.id, c.fence)
@@ -51,16 +64,25 @@ func (s *Sim) leader() *coordinator {
 	return nil
 }
 
-func (s *Sim) onReportEvent(c *coordinator, sr storedReport) {
+func (s *Sim) onReportEvent(c *coordinator, sr storedReport, gone bool) {
 	if !c.alive {
 		return
 	}
-	if cur, ok := c.reports[sr.rep.Region]; ok && cur.modRev >= sr.modRev {
+	region := sr.rep.Region
+	if cur, ok := c.reports[region]; ok && cur.modRev >= sr.modRev || sr.modRev <= c.goneRev[region] {
 		return // a stale or repeated watch event
 	}
-	c.reports[sr.rep.Region] = sr
+	if gone {
+		delete(c.reports, region)
+		c.goneRev[region] = sr.modRev
+	} else {
+		c.reports[region] = sr
+	}
+	c.dirty = true
 }
 
+// coordTick runs the leader's loop as coordinator/loop.go does: a round
+// at once on a report, and every planEvery steps.
 func (s *Sim) coordTick(c *coordinator) {
 	if !c.alive {
 		return
@@ -72,101 +94,107 @@ func (s *Sim) coordTick(c *coordinator) {
 	}
 	if (s.step+c.id)%relistEvery == 0 {
 		c.reports = maps.Clone(s.etcd.reports)
+		for _, rg := range s.regions {
+			if _, ok := c.reports[rg.name]; !ok {
+				c.goneRev[rg.name] = s.etcd.rev // no report as of this read
+			}
+		}
 	}
-	if !s.coordAcks(c) {
-		return
-	}
-	if (s.step+c.id)%planEvery == 0 {
-		s.coordPlan(c)
+	if c.dirty || (s.step+c.id)%planEvery == 0 {
+		c.dirty = false
+		s.coordRound(c)
 	}
 }
 
-// coordAcks tells quota.Step each region's latest report that names its
-// pending release, and writes the acks. It returns false if the coordinator
-// crashed.
-func (s *Sim) coordAcks(c *coordinator) bool {
-	for _, rg := range s.regions { // sorted by name, as RegionNames would be
-		name := rg.name
-		r := c.alloc.Regions[name]
-		sr, ok := c.reports[name]
-		if r.Pending == nil || !ok || sr.rep.ReleaseID != r.Pending.ID {
-			continue
+// coordRound is the real leader's round, quota.Round, on the leader's copy
+// of the allocation with the reports it heard, written as
+// coordinator.stepSale writes it: fenced, comparing the reports the acks
+// came from. The sale opens at step 0 and has no end.
+func (s *Sim) coordRound(c *coordinator) {
+	reps := make(map[string]quota.StoredReport, len(c.reports))
+	for r, sr := range c.reports {
+		reps[r] = quota.StoredReport{Report: sr.rep.Report, ReleaseID: sr.rep.ReleaseID, Rev: sr.modRev}
+	}
+	if c.learning {
+		revs := make(map[string]int64, len(c.reports))
+		for r, sr := range c.reports {
+			revs[r] = sr.modRev
 		}
-		next := c.alloc.Clone()
-		acts, err := next.Step(quota.RegionReported{Region: name, Report: sr.rep.Report, ReleaseID: sr.rep.ReleaseID})
-		if err != nil {
-			s.tracef("c%d ack %s from %s refused: %v", c.id, r.Pending.ID, name, err)
-			continue
-		}
-		if s.crashPoint("leader-before-ack-write", 0.05) {
-			s.crashLeader(c)
-			return false
-		}
-		cond := &reportCond{region: name, modRev: sr.modRev}
-		if s.cfg.Bug == BugAckNoReportRevision {
-			cond = nil
-		}
-		err = s.writeAlloc(c, next, cond)
-		if errors.Is(err, errReportMoved) {
-			s.stats.AckReportMoved++
-			// Read the report etcd holds now; a later round acks from it.
-			c.reports[name] = s.etcd.reports[name]
-			continue
-		}
-		if err == nil {
-			s.stats.Acks++
-			s.stats.Grants += int64(len(acts.Grants))
-			s.tracef("c%d ack %s from %s released_local=%d grants=%v", c.id, sr.rep.ReleaseID, name, sr.rep.ReleasedLocal, acts.Grants)
+		if quota.Learned(s.now, c.since, learningGraceMs, c.fence, slices.Sorted(maps.Keys(c.reports)), revs) {
+			c.learning = false
+			s.tracef("c%d: learning mode over", c.id)
 		}
 	}
-	return true
-}
-
-// coordPlan decides with quota.Decide, as the real coordinator's loop
-// does, on the leader's copy with the latest reports. The sale opens at
-// step 0 and has no end.
-func (s *Sim) coordPlan(c *coordinator) {
 	next := c.alloc.Clone()
-	for _, rg := range s.regions {
-		if sr, ok := c.reports[rg.name]; ok {
-			rep := sr.rep.Report
-			next.Regions[rg.name].Report = &rep
-		}
+	// As coordinator.situation: a region without a report key has no
+	// lease, so the planners leave it alone.
+	live := make(map[string]bool, len(c.reports))
+	for r := range c.reports {
+		live[r] = true
 	}
-	var acts quota.Actions
-	plan, _, err := next.Decide(quota.Situation{Now: s.now})
-	if err == nil {
-		acts, err = next.Apply(plan)
+	rd, err := next.Round(c.alloc, reps, quota.Situation{Now: s.now, Learning: c.learning, Live: live},
+		quota.RoundBugs{AckWithoutReportRevision: s.cfg.Bug == BugAckNoReportRevision, GrantBeforeAck: s.cfg.Bug == BugGrantBeforeAck})
+	for _, e := range rd.Refused {
+		s.tracef("c%d refused a report: %v", c.id, e)
 	}
 	if err != nil {
-		s.tracef("c%d plan refused: %v", c.id, err)
+		s.tracef("c%d round refused: %v", c.id, err)
 		return
 	}
-	if len(acts.Grants) == 0 && len(acts.Releases) == 0 {
+	if !rd.Changed {
 		return
 	}
-	if s.cfg.Bug == BugGrantBeforeAck {
-		// The mistake: count the units as released before the region's
-		// Redis has given them up; the next round regrants them.
-		for _, req := range acts.Releases {
-			next.Regions[req.Region].Released += req.Units
+	acked := ackedReleases(c.alloc, next)
+	if len(acked) > 0 && s.crashPoint("leader-before-ack-write", 0.05) {
+		s.crashLeader(c)
+		return
+	}
+	err = s.writeAlloc(c, next, rd.AckedRevs)
+	if errors.Is(err, errReportMoved) {
+		s.stats.AckReportMoved++
+		// Read the reports etcd holds now; a later round acks from them.
+		for r := range rd.AckedRevs {
+			c.reports[r] = s.etcd.reports[r]
+		}
+		return
+	}
+	if err != nil {
+		return
+	}
+	for _, r := range slices.Sorted(maps.Keys(acked)) {
+		// The ack stands on a report etcd holds: an agent reconciling
+		// after lost writes takes that report as its floor.
+		id := acked[r]
+		if held := s.etcd.reports[r].rep; held.ReleaseID != id || held.ReleasedLocal < next.Regions[r].Released {
+			s.violate("I2-ack", "%s: ack of %s to released %d landed while etcd held its report of release %q, released_local %d",
+				r, id, next.Regions[r].Released, held.ReleaseID, held.ReleasedLocal)
 		}
 	}
-	if s.writeAlloc(c, next, nil) != nil {
-		return
-	}
-	s.stats.Grants += int64(len(acts.Grants))
-	s.stats.Moves += int64(len(acts.Releases))
-	s.tracef("c%d grants %v releases %v", c.id, acts.Grants, acts.Releases)
-	if len(acts.Releases) > 0 && s.crashPoint("leader-after-release-request", 0.05) {
+	s.stats.Acks += int64(len(acked))
+	s.stats.Grants += int64(len(rd.Actions.Grants))
+	s.stats.Moves += int64(len(rd.Actions.Releases))
+	s.tracef("c%d writes: %s; grants %v releases %v", c.id, rd.Note, rd.Actions.Grants, rd.Actions.Releases)
+	if len(rd.Actions.Releases) > 0 && s.crashPoint("leader-after-release-request", 0.05) {
 		s.crashLeader(c)
 	}
 }
 
+// ackedReleases names, per region, the pending release of before that
+// after no longer holds pending: acknowledged.
+func ackedReleases(before, after *quota.Allocation) map[string]string {
+	out := map[string]string{}
+	for r, ra := range before.Regions {
+		if p := ra.Pending; p != nil && (after.Regions[r].Pending == nil || after.Regions[r].Pending.ID != p.ID) {
+			out[r] = p.ID
+		}
+	}
+	return out
+}
+
 // writeAlloc is the leader's fenced transaction; on success etcd's watch
 // sends every region the new state.
-func (s *Sim) writeAlloc(c *coordinator, next *quota.Allocation, cond *reportCond) error {
-	if err := s.etcd.putAlloc(c.fence, next, cond); err != nil {
+func (s *Sim) writeAlloc(c *coordinator, next *quota.Allocation, reportRevs map[string]int64) error {
+	if err := s.etcd.putAlloc(c.fence, next, reportRevs); err != nil {
 		if errors.Is(err, errFenced) {
 			s.stats.FencedWrites++
 			s.tracef("c%d write refused: %v", c.id, err)

@@ -15,13 +15,6 @@ var (
 	errReportMoved = errors.New("report changed since it was read")
 )
 
-// reportCond makes an allocation write conditional on a region's report
-// still being the one at modRev.
-type reportCond struct {
-	region string
-	modRev int64
-}
-
 type storedReport struct {
 	rep    layout.RegionReport
 	modRev int64
@@ -30,7 +23,7 @@ type storedReport struct {
 // keepRevs is how many revisions of history the fake etcd keeps for
 // watchers; older ones are compacted, and a watcher that needs them must
 // read everything again.
-const keepRevs = 40
+const keepRevs = 10
 
 // change is one entry of etcd's history: a put of the allocation or of a
 // region's report, at revision rev.
@@ -38,6 +31,7 @@ type change struct {
 	rev    int64
 	alloc  *quota.Allocation    // an allocation put (a clone; never changed)
 	report *layout.RegionReport // a report put
+	gone   string               // a report deleted (its agent's lease expired): the region
 }
 
 // etcd is the fake store: one revision counter, the leader key's create
@@ -79,20 +73,23 @@ func (e *etcd) campaignAgent(region string) int64 {
 	return e.rev
 }
 
-// putAlloc writes the allocation if leaderRev is still the leader's and, when
-// cond is set, the report it names is unchanged.
+// putAlloc writes the allocation if leaderRev is still the leader's and
+// each report named in reportRevs (region -> mod revision) is unchanged:
+// the compares of the acks it carries (quota.Round.AckedRevs).
 //
 // The report compare matters for acks: puts of one agent can land out of
 // order, so an older report may overwrite the one an ack event came from.
 // A region reconciling after lost writes raises its floor to the report etcd
 // holds; an ack computed from a report etcd no longer holds could land after
 // that read with a higher released_local, and the floor would be too low.
-func (e *etcd) putAlloc(leaderRev int64, a *quota.Allocation, cond *reportCond) error {
+func (e *etcd) putAlloc(leaderRev int64, a *quota.Allocation, reportRevs map[string]int64) error {
 	if leaderRev != e.leaderRev && !e.noFence {
 		return errFenced
 	}
-	if cond != nil && e.reports[cond.region].modRev != cond.modRev {
-		return errReportMoved
+	for r, rev := range reportRevs {
+		if e.reports[r].modRev != rev {
+			return errReportMoved
+		}
 	}
 	e.rev++
 	e.alloc = a.Clone()
@@ -112,6 +109,18 @@ func (e *etcd) putReport(fence int64, rep layout.RegionReport) (int64, error) {
 	r := rep
 	e.record(change{rev: e.rev, report: &r})
 	return e.rev, nil
+}
+
+// expireReport deletes region's report, as etcd does when the lease it is
+// on expires; it answers the deletion's revision, or 0 if there was none.
+func (e *etcd) expireReport(region string) int64 {
+	if _, ok := e.reports[region]; !ok {
+		return 0
+	}
+	e.rev++
+	delete(e.reports, region)
+	e.record(change{rev: e.rev, gone: region})
+	return e.rev
 }
 
 func (e *etcd) record(c change) {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"flashsale/quota"
+	"flashsale/quota/layout"
 )
 
 // Fault rates per step during the main phase.
@@ -57,7 +58,40 @@ func (s *Sim) faults() {
 	}
 }
 
+// leaseSteps is how long an agent's lease outlives the agent (or its
+// link to etcd): then the report key on it is deleted.
+const leaseSteps = 30
+
+// leases deletes the report of a region no agent has held a lease of for
+// leaseSteps, as etcd does when the lease expires; the leaders' planners
+// then leave the region alone (quota.Situation.Live).
+func (s *Sim) leases(rg *region) {
+	if rg.current() != nil && !s.net.cut[rg.name] {
+		rg.leaseless = false
+		return
+	}
+	if !rg.leaseless {
+		rg.leaseless, rg.leaselessAt = true, s.step
+	}
+	if s.step-rg.leaselessAt < leaseSteps {
+		return
+	}
+	rev := s.etcd.expireReport(rg.name)
+	if rev == 0 {
+		return
+	}
+	s.stats.ExpiredReports++
+	s.tracef("%s: its agent's lease expired; etcd deletes its report", rg.name)
+	for _, c := range s.coords {
+		if c.alive {
+			// The leaders' watch does not cross the region's partition.
+			s.net.send(int64(s.step), msg{kind: mReportEvent, coord: c.id, report: layout.RegionReport{Region: rg.name}, modRev: rev, gone: true})
+		}
+	}
+}
+
 func (s *Sim) regionFaults(rg *region) {
+	s.leases(rg)
 	if s.net.cut[rg.name] && s.step >= rg.cutUntil {
 		delete(s.net.cut, rg.name)
 		s.tracef("%s reconnects", rg.name)

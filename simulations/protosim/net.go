@@ -36,6 +36,7 @@ type msg struct {
 	fenced bool         // mPutAnswer: the compare failed
 	report layout.RegionReport
 	modRev int64 // mReportEvent: etcd revision of the report write
+	gone   bool  // mReportEvent: the report was deleted (lease expiry)
 }
 
 // network delivers messages after a random delay, and until healed drops
@@ -72,10 +73,14 @@ func (n *network) send(step int64, m msg) {
 		n.stats.Duplicated++
 		copies = 2
 	}
-	for range copies {
+	for i := range copies {
 		n.seq++
 		m.seq = n.seq
-		m.at = step + 1 + n.rng.Int64N(n.maxDelay)
+		delay := n.maxDelay
+		if i == 1 && m.kind == mPut {
+			delay *= 4 // a client's retry of a write lands late, over newer ones
+		}
+		m.at = step + 1 + n.rng.Int64N(delay)
 		n.queue = append(n.queue, m)
 	}
 }

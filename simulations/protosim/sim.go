@@ -30,6 +30,11 @@ type region struct {
 	agents         []*agentProc
 	agentDownUntil int
 	cutUntil       int
+	// leaseless: no agent of the region holds a lease (none runs, or it is
+	// cut off from etcd) since leaselessAt; after leaseSteps its report
+	// key, on the lease, is deleted.
+	leaseless   bool
+	leaselessAt int
 
 	snapshot *quota.Ledger // what a lagging replica holds; a failover restores it
 	snapAt   []int
@@ -167,7 +172,7 @@ func (s *Sim) deliver() {
 		case mReportEvent:
 			for _, c := range s.coords {
 				if c.id == m.coord {
-					s.onReportEvent(c, storedReport{rep: m.report, modRev: m.modRev})
+					s.onReportEvent(c, storedReport{rep: m.report, modRev: m.modRev}, m.gone)
 				}
 			}
 		}

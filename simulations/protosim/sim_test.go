@@ -114,7 +114,10 @@ func TestFaultsHappen(t *testing.T) {
 		"partitions": s.Partitions, "failovers": s.Failovers, "lost writes detected": s.LostDetected,
 		"reconciliations": s.Reconciles, "reservations erased": s.LostResv, "crash points": s.CrashPoints,
 		"dropped messages": s.Dropped, "duplicated messages": s.Duplicated, "confirms": s.Confirms,
-		"cancels and expiries": s.CancelsExpires,
+		"cancels and expiries": s.CancelsExpires, "late confirms refused": s.LateConfirms,
+		"reserves refused for a stale seller epoch": s.StaleEpochs, "reserves refused while halted": s.HaltedAnswers,
+		"watches resumed from an older revision": s.Rewatches, "re-reads after compaction": s.Compacted,
+		"agents paused past their lease": s.Pauses, "reports expired with their lease": s.ExpiredReports,
 	} {
 		if v == 0 {
 			t.Errorf("no %s in 200 seeds", name)
@@ -123,16 +126,37 @@ func TestFaultsHappen(t *testing.T) {
 }
 
 // TestNegativeControls: each injected bug must be caught within the
-// command's default seed count.
+// command's default seed count, by the check meant for it (so a control
+// cannot pass on some other violation).
 func TestNegativeControls(t *testing.T) {
+	want := map[protosim.Bug]string{
+		protosim.BugNoMaxMerge:           "I2",
+		protosim.BugGrantBeforeAck:       "I2",
+		protosim.BugNoFence:              "I5",
+		protosim.BugNoReconcile:          "I1-region",
+		protosim.BugDrySoldOut:           "L1-sold-out",
+		protosim.BugReserveIgnoresHalted: "lost-sale",
+		protosim.BugGrantSkipsFence:      "I5",
+		protosim.BugReleaseAnswersBefore: "lost-release",
+		protosim.BugConfirmExpired:       "I4",
+		protosim.BugAckNoReportRevision:  "I2-ack",
+		protosim.BugRestoreSkipsFence:    "I5",
+	}
 	for _, bug := range protosim.Bugs {
 		t.Run(string(bug), func(t *testing.T) {
+			kind, ok := want[bug]
+			if !ok {
+				t.Fatalf("no expected violation for bug %s", bug)
+			}
 			cfg := protosim.DefaultConfig()
 			cfg.Bug = bug
 			const batch = 100
 			for first := 1; first <= protosim.DefaultSeeds; first += batch {
 				for _, r := range runSeeds(t, cfg, uint64(first), batch) {
 					if r.Violation != nil {
+						if r.Violation.Kind != kind {
+							t.Fatalf("seed %d: %v, want a %s violation", r.Seed, r.Violation, kind)
+						}
 						t.Logf("caught at seed %d: %v", r.Seed, r.Violation)
 						return
 					}

@@ -267,8 +267,8 @@ func (s *Stack) startRegion(ctx context.Context, name string, lns []net.Listener
 	}
 	s.closers = append(s.closers, r.Gossip.Close)
 	acfg.Membership = r.Gossip
-	acfg.Witness = orders.Witness{Redis: r.Store, SQL: r.Orders}
 	acfg.Demand = redisstore.NewDemandMeterFunc(r.Gossip.Demand, nil).Rate
+	acfg.Witness = orders.NewWitness(r.Store, r.Orders, acfg.Logger)
 	if r.Agent, err = agent.New(acfg, s.Etcdcli, r.Store, prometheus.NewRegistry()); err != nil {
 		return nil, err
 	}

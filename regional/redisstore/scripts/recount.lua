@@ -6,7 +6,11 @@
 -- floor, which also counts sales whose records every witness lost).
 -- Answers {sold before, sold after, reserved before, reserved after,
 -- reservations, users}. O(reservations): run once per reconcile, while
--- the sale is halted, not on the hot path.
+-- the sale is halted, not on the hot path. ARGV[3] is the agent's fence:
+-- an older one is refused ({'stale_fence'}).
+if not fence(tonumber(ARGV[3])) then
+  return {'stale_fence'}
+end
 local l = redis.call('HMGET', LEDGER, 'sold', 'reserved')
 local sold, reserved = num(l[1]), num(l[2])
 local active, confirmed, n = 0, 0, 0

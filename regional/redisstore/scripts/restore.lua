@@ -1,5 +1,6 @@
 -- restore: after Redis lost writes, put back reservations its witnesses
--- (the order stream, the SQL order store) still know. From ARGV[3] on,
+-- (the order stream, the SQL order store) still know. ARGV[3] is the
+-- agent's fence (an older one is refused: {'stale_fence'}); from ARGV[4] on,
 -- groups of 8: id, user, requestId, state (active|confirmed|cancelled|
 -- expired), expiresAt, createdAt, endedAt (ms), payment id. Answers one
 -- word per reservation:
@@ -14,8 +15,11 @@
 --             reservation (left as is: the sale must be halted meanwhile)
 -- Counters (sold, reserved, users) are not touched: recount.lua sets them
 -- from the reservations once every chunk is in.
+if not fence(tonumber(ARGV[3])) then
+  return {'stale_fence'}
+end
 local out = {}
-for i = 3, #ARGV, 8 do
+for i = 4, #ARGV, 8 do
   local id, user, req, state = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local exp, created, ended, payment = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
   local key = resv_key(id)
