@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"flashsale/quota/layout"
 	"flashsale/regional/orders"
+	"flashsale/regional/redisstore"
 	"flashsale/simulations/invariants"
 )
 
@@ -116,24 +116,14 @@ func checkSQL(ctx context.Context, r *region, sale string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := r.rdb.HMGet(ctx, layout.SaleKey(sale, "ledger"), "sold", "halted", "epoch", "epoch_primary").Result()
+	c, err := redisstore.NewStore(r.rdb, r.name).Counters(ctx, sale)
 	if err != nil {
 		return nil, err
 	}
-	str := func(v any) string { s, _ := v.(string); return s }
-	sold, _ := strconv.ParseInt(str(l[0]), 10, 64)
-	if str(l[1]) == "1" {
+	if c.Stopped() {
 		return nil, nil
 	}
-	if epoch, _ := strconv.ParseInt(str(l[2]), 10, 64); epoch > 0 {
-		info, err := r.rdb.Info(ctx, "replication").Result()
-		if err != nil {
-			return nil, err
-		}
-		if !strings.Contains(info, "master_replid:"+str(l[3])+"\r") {
-			return nil, nil
-		}
-	}
+	sold := c.Sold
 	var confirmed int64
 	live := map[string]int{}
 	for _, o := range rows {
