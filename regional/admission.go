@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"flashsale/regional/redisstore"
@@ -314,36 +315,37 @@ func newAdmission(cfg LimitConfig, clients func() int) *admission {
 const clientWindow = 6 * time.Second
 
 // connTracker knows when each open connection last sent a request
-// (http.Server.ConnState).
+// (http.Server.ConnState, called on every request: a connection's own
+// timestamp is updated without a shared lock).
 type connTracker struct {
-	mu   sync.Mutex
-	last map[net.Conn]time.Time
+	last sync.Map // net.Conn -> *atomic.Int64, unix ns of its last request
 }
 
-func newConnTracker() *connTracker { return &connTracker{last: map[net.Conn]time.Time{}} }
+func newConnTracker() *connTracker { return &connTracker{} }
 
 func (t *connTracker) state(c net.Conn, st http.ConnState) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	switch st {
 	case http.StateActive:
-		t.last[c] = time.Now()
+		at, ok := t.last.Load(c)
+		if !ok {
+			at, _ = t.last.LoadOrStore(c, new(atomic.Int64))
+		}
+		at.(*atomic.Int64).Store(time.Now().UnixNano())
 	case http.StateClosed, http.StateHijacked:
-		delete(t.last, c)
+		t.last.Delete(c)
 	}
 }
 
 // recent counts the connections that sent a request within clientWindow.
 func (t *connTracker) recent() int {
-	since := time.Now().Add(-clientWindow)
-	t.mu.Lock()
-	defer t.mu.Unlock()
+	since := time.Now().Add(-clientWindow).UnixNano()
 	n := 0
-	for _, at := range t.last {
-		if at.After(since) {
+	t.last.Range(func(_, at any) bool {
+		if at.(*atomic.Int64).Load() > since {
 			n++
 		}
-	}
+		return true
+	})
 	return n
 }
 
