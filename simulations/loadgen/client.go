@@ -1,7 +1,7 @@
 package loadgen
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // The shopper API paths (regional/openapi.yaml).
@@ -50,16 +52,26 @@ type HTTPConfig struct {
 	// ConfirmFrac of the reservations are confirmed and CancelFrac
 	// cancelled; the rest are left to expire.
 	ConfirmFrac, CancelFrac float64
-	// MaxConns caps connections per seller (0: no cap).
-	MaxConns int
 }
 
 // HTTPOp buys through the shopper HTTP API: it is the Op the generator
 // drives against real sellers and HTTP baselines alike.
+//
+// Its HTTP client is fasthttp's, not net/http's: the generator shares the
+// machine's two cores with what it measures, and net/http's client runs
+// two goroutines per connection (a reader and a writer) plus the caller's,
+// handing each request between them over channels. Measured at 8,000
+// connections against the seller, the generator then took more CPU than
+// the seller (a core, 185 µs an answer against 66 µs at 64 connections),
+// so the curve measured the generator. fasthttp's client does a request
+// on the caller's goroutine, as wrk does in C.
 type HTTPOp struct {
 	cfg     HTTPConfig
 	regions []string
-	client  *http.Client
+	dialer  *predialer
+
+	mu    sync.Mutex
+	hosts map[string]*fasthttp.HostClient // by host:port
 }
 
 // NewHTTPOp checks cfg and builds the client.
@@ -95,84 +107,156 @@ func NewHTTPOp(cfg HTTPConfig) (*HTTPOp, error) {
 	}
 	cfg.Endpoints = eps
 	slices.Sort(regions)
-	tr := &http.Transport{
-		Proxy:               nil, // never through an environment proxy: loopback only
-		DialContext:         (&net.Dialer{Timeout: cfg.Timeout}).DialContext,
-		MaxIdleConns:        0,
-		MaxIdleConnsPerHost: 16384, // the goodput curve keeps 8,000 connections open
-		MaxConnsPerHost:     cfg.MaxConns,
-		IdleConnTimeout:     30 * time.Second,
-		DisableCompression:  true,
-	}
-	client := &http.Client{
-		Transport: tr,
-		// Redirects are followed by hand: each hop is checked to stay on
-		// loopback and counted.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
-	return &HTTPOp{cfg: cfg, regions: regions, client: client}, nil
+	return &HTTPOp{cfg: cfg, regions: regions, dialer: &predialer{timeout: cfg.Timeout, ready: map[string][]net.Conn{}},
+		hosts: map[string]*fasthttp.HostClient{}}, nil
 }
 
-// Close drops idle connections.
-func (o *HTTPOp) Close() {
-	if o != nil {
-		o.client.CloseIdleConnections()
+// host is the client of one server (host:port), made on first use.
+func (o *HTTPOp) host(addr string) *fasthttp.HostClient {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	hc := o.hosts[addr]
+	if hc == nil {
+		hc = &fasthttp.HostClient{
+			Addr: addr,
+			Dial: o.dialer.dial,
+			// No cap of its own: the workers are the cap (8,000
+			// connections at the curve's largest point).
+			MaxConns:                 1 << 20,
+			MaxIdleConnDuration:      30 * time.Second,
+			MaxResponseBodySize:      64 << 10,
+			NoDefaultUserAgentHeader: true,
+			// Retries are the op's own, always with the same requestId.
+			MaxIdemponentCallAttempts: 1,
+		}
+		o.hosts[addr] = hc
 	}
+	return hc
+}
+
+// predialer hands out the connections Connect opened ahead before it
+// dials new ones.
+type predialer struct {
+	timeout time.Duration
+
+	mu    sync.Mutex
+	ready map[string][]net.Conn // by host:port
+}
+
+func (p *predialer) dial(addr string) (net.Conn, error) {
+	p.mu.Lock()
+	if cs := p.ready[addr]; len(cs) > 0 {
+		c := cs[len(cs)-1]
+		p.ready[addr] = cs[:len(cs)-1]
+		p.mu.Unlock()
+		return c, nil
+	}
+	p.mu.Unlock()
+	return net.DialTimeout("tcp", addr, p.timeout)
+}
+
+func (p *predialer) count(addr string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.ready[addr])
+}
+
+func (p *predialer) add(addr string, c net.Conn) {
+	p.mu.Lock()
+	p.ready[addr] = append(p.ready[addr], c)
+	p.mu.Unlock()
+}
+
+func (p *predialer) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for addr, cs := range p.ready {
+		for _, c := range cs {
+			_ = c.Close()
+		}
+		delete(p.ready, addr)
+	}
+}
+
+// Close drops idle connections and those opened ahead and never used.
+func (o *HTTPOp) Close() {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	for _, hc := range o.hosts {
+		hc.CloseIdleConnections()
+	}
+	o.mu.Unlock()
+	o.dialer.close()
 }
 
 // Connect opens n connections to every seller, at most wave dials at a
-// time, and leaves them idle in the pool; it reports how many it opened
-// (the smallest count over the sellers). A buyer waiting for a sale to
-// open has loaded its page: its connection is open before the first buy.
-// Without this a run of 8,000 workers starts with 8,000 dials at once,
-// which on two cores takes the generator seconds (measured: its workers'
-// first tries spread over 2 s, 5,800 goroutines queued on the pool's
-// dial mutex) and can overflow the seller's accept queue (a SYN dropped is
+// time, and keeps them for the buys to come (counting those already
+// open); it reports how many it holds (the smallest count over the
+// sellers). A buyer waiting for a sale to open has loaded its page: its
+// connection is open before the first buy. Without this a run of 8,000
+// workers starts with 8,000 dials at once, which on two cores takes
+// seconds and can overflow the seller's accept queue (a SYN dropped is
 // sent again after 1 s): the first seconds of the run measure the dials.
-// Each connection carries a GET /healthz (answered from memory) whose
-// body is left unread until all are open, so that no request reuses
-// another's connection.
 func (o *HTTPOp) Connect(ctx context.Context, n, wave int) (int, error) {
 	wave = max(1, wave)
 	held := n
 	for _, ep := range o.cfg.Endpoints {
-		var open []io.ReadCloser
-		for len(open) < n && ctx.Err() == nil {
-			k, had := min(wave, n-len(open)), len(open)
-			var mu sync.Mutex
+		addr := strings.TrimPrefix(strings.TrimPrefix(ep, "http://"), "https://")
+		have := func() int { return o.host(addr).ConnsCount() + o.dialer.count(addr) }
+		for have() < n && ctx.Err() == nil {
+			k, had := min(wave, n-have()), have()
 			var wg sync.WaitGroup
 			for range k {
 				wg.Go(func() {
-					req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep+"/healthz", nil)
-					if err != nil {
-						return
+					if c, err := o.warm(ctx, addr); err == nil {
+						o.dialer.add(addr, c)
 					}
-					resp, err := o.client.Do(req)
-					if err != nil {
-						return
-					}
-					mu.Lock()
-					open = append(open, resp.Body)
-					mu.Unlock()
 				})
 			}
 			wg.Wait()
-			if len(open) == had {
-				for _, b := range open {
-					b.Close()
-				}
+			if have() == had {
 				return 0, fmt.Errorf("connect to %s: a wave of %d opened no connection", ep, k)
 			}
 		}
-		// Closing a body read to its end hands its connection back to
-		// the pool, idle.
-		for _, b := range open {
-			_, _ = io.Copy(io.Discard, b)
-			b.Close()
-		}
-		held = min(held, len(open))
+		held = min(held, have())
 	}
 	return held, ctx.Err()
+}
+
+// warm dials addr and asks GET /healthz (answered from memory) on the new
+// connection: a connection the server has answered on was accepted and is
+// served, idle in keep-alive. A bare dial is not enough: it completes in
+// the kernel, and 6,000 of them in a few hundred ms overflow the server's
+// accept queue (the ACK dropped, retransmitted a second later) and, never
+// used, would each be closed at the server's ReadHeaderTimeout (measured:
+// the 8,000-connection point's first 1.4 s answered nothing).
+func (o *HTTPOp) warm(ctx context.Context, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{Timeout: o.cfg.Timeout}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Now().Add(o.cfg.Timeout))
+	resp, err := func() (*http.Response, error) {
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: "+addr+"\r\n\r\n"); err != nil {
+			return nil, err
+		}
+		return http.ReadResponse(bufio.NewReader(c), nil)
+	}()
+	if err == nil {
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err == nil && (resp.StatusCode != http.StatusOK || resp.Close) {
+			err = fmt.Errorf("GET /healthz: %s", resp.Status)
+		}
+	}
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
 }
 
 // CheckLoopback refuses any URL whose host is not a loopback address, so
@@ -210,11 +294,11 @@ type answer struct {
 // retryWait reads the retry hint of an answer: the body's finer,
 // jittered retryAfterMs first, then the Retry-After header (whole
 // seconds); 0 when neither is there (the answer is final).
-func retryWait(h http.Header, ans answer) time.Duration {
+func retryWait(retryAfter string, ans answer) time.Duration {
 	if ans.RetryAfterMs > 0 {
 		return time.Duration(ans.RetryAfterMs) * time.Millisecond
 	}
-	if secs, err := strconv.Atoi(h.Get("Retry-After")); err == nil && secs > 0 {
+	if secs, err := strconv.Atoi(retryAfter); err == nil && secs > 0 {
 		return time.Duration(secs) * time.Second
 	}
 	return 0
@@ -308,45 +392,52 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// post sends body and follows up to 3 redirects to loopback hosts.
+// post sends body and follows up to 3 redirects to loopback hosts. A try
+// is bounded by the configured timeout (or ctx's deadline, if sooner); a
+// cancelled ctx stops it between tries, not within one.
 func (o *HTTPOp) post(ctx context.Context, u, token string, body []byte) (int, answer, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
 	for hop := 0; ; hop++ {
-		tctx, cancel := context.WithTimeout(ctx, o.cfg.Timeout)
-		req, err := http.NewRequestWithContext(tctx, http.MethodPost, u, bytes.NewReader(body))
-		if err != nil {
-			cancel()
+		if err := ctx.Err(); err != nil {
 			return 0, answer{}, err
 		}
-		req.Header.Set("Content-Type", "application/json")
+		req.Reset()
+		req.SetRequestURI(u)
+		req.Header.SetMethod(http.MethodPost)
+		req.Header.SetContentType("application/json")
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
-		resp, err := o.client.Do(req)
-		if err != nil {
-			cancel()
+		req.SetBodyRaw(body)
+		deadline := time.Now().Add(o.cfg.Timeout)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		if err := o.host(string(req.URI().Host())).DoDeadline(req, resp, deadline); err != nil {
 			return 0, answer{}, err
 		}
 		var ans answer
-		b, rerr := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-		cancel()
-		if rerr != nil {
-			return 0, answer{}, rerr
-		}
-		_ = json.Unmarshal(b, &ans) // a non-JSON answer is reported by status
-		ans.wait = retryWait(resp.Header, ans)
-		if resp.StatusCode != http.StatusTemporaryRedirect && resp.StatusCode != http.StatusPermanentRedirect {
-			return resp.StatusCode, ans, nil
+		_ = json.Unmarshal(resp.Body(), &ans) // a non-JSON answer is reported by status
+		ans.wait = retryWait(string(resp.Header.Peek("Retry-After")), ans)
+		status := resp.StatusCode()
+		if status != http.StatusTemporaryRedirect && status != http.StatusPermanentRedirect {
+			return status, ans, nil
 		}
 		if hop == 3 {
-			return resp.StatusCode, answer{Code: "redirect_loop"}, nil
+			return status, answer{Code: "redirect_loop"}, nil
 		}
-		loc, err := resp.Location()
+		base, err := url.Parse(u)
 		if err != nil {
-			return resp.StatusCode, answer{Code: "bad_redirect"}, nil
+			return status, answer{Code: "bad_redirect"}, nil
+		}
+		loc, err := base.Parse(string(resp.Header.Peek("Location")))
+		if err != nil || len(resp.Header.Peek("Location")) == 0 {
+			return status, answer{Code: "bad_redirect"}, nil
 		}
 		if err := CheckLoopback(loc.String()); err != nil {
-			return resp.StatusCode, answer{Code: "redirect_off_loopback"}, nil
+			return status, answer{Code: "redirect_off_loopback"}, nil
 		}
 		u = loc.String()
 	}
