@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
@@ -131,6 +132,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	reg := deps.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
+	}
+	// The process's CPU, memory and descriptors and the Go runtime's
+	// goroutines and GC, as Go services export them (the bench reads
+	// process_cpu_seconds_total to split a point's CPU between the seller,
+	// its generator and Redis). A registry that has them already keeps its
+	// own.
+	for _, c := range []prometheus.Collector{collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector()} {
+		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return nil, err
+		}
 	}
 	m, err := newMetrics(reg, cfg.Region)
 	if err != nil {

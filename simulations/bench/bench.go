@@ -53,6 +53,13 @@ type Config struct {
 	SkipPostgres bool
 	// SkipGoodput leaves out the overload curve (up to 8,000 connections).
 	SkipGoodput bool
+	// GoodputConns, if set, are the curve's closed-loop connection counts
+	// (for digging into one; the targets then read the largest).
+	GoodputConns []int
+	// GoodputOpen, if set, are the open-loop points' multiples of the
+	// measured capacity; NoGoodputOpen leaves them out.
+	GoodputOpen   []float64
+	NoGoodputOpen bool
 	// SkipQuota leaves out group 5 (bursts and a steady sale on the whole
 	// dev stack).
 	SkipQuota bool
@@ -402,7 +409,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 	// Group 4, the seller under overload: the goodput curve.
 	if e.wanted("goodput") && !e.cfg.SkipGoodput {
-		g, err := e.runGoodput(ctx, sellerURL, rdb, region)
+		g, err := e.runGoodput(ctx, sellerURL, bareURL, rdb, region)
 		if err != nil {
 			return nil, err
 		}

@@ -49,6 +49,7 @@ type GoodputPoint struct {
 	Told        int            `json:"told_reserved"`
 	UnknownHeld int            `json:"unknown_held"`
 	Phantoms    int64          `json:"phantoms"`
+	CPU         CPUUse         `json:"cpu"`
 
 	began, ended time.Time // the run's start, and when its last attempt was answered
 }
@@ -60,6 +61,11 @@ type GoodputResults struct {
 	PeakAt   int            `json:"peak_conns"`
 	Recovery time.Duration  `json:"recovery_ns"` // -1: not back within the run
 	Ratios   []Ratio        `json:"ratios"`
+	// Bare is the bare Go handler (net/http, decoding the buy JSON, no
+	// Redis, no limit) at the peak's and the largest connection count,
+	// closed loop, measured the same way: how much of the drop at many
+	// connections is net/http's and this machine's, not the seller's.
+	Bare []GoodputPoint `json:"bare"`
 }
 
 const saleGoodput = "bench-goodput"
@@ -72,10 +78,20 @@ type goodputConfig struct {
 }
 
 func (c Config) goodput() goodputConfig {
+	gc := goodputConfig{conns: []int{64, 1000, 2000, 4000, 8000}, open: []float64{1, 2, 3}, each: 5 * time.Second, warm: time.Second, rec: 3 * time.Second}
 	if c.Quick {
-		return goodputConfig{conns: []int{64, 2000, 8000}, open: []float64{1, 2}, each: 2 * time.Second, warm: 500 * time.Millisecond, rec: 2 * time.Second}
+		gc = goodputConfig{conns: []int{64, 2000, 8000}, open: []float64{1, 2}, each: 2 * time.Second, warm: 500 * time.Millisecond, rec: 2 * time.Second}
 	}
-	return goodputConfig{conns: []int{64, 1000, 2000, 4000, 8000}, open: []float64{1, 2, 3}, each: 5 * time.Second, warm: time.Second, rec: 3 * time.Second}
+	if len(c.GoodputConns) > 0 {
+		gc.conns = c.GoodputConns
+	}
+	if len(c.GoodputOpen) > 0 {
+		gc.open = c.GoodputOpen
+	}
+	if c.NoGoodputOpen {
+		gc.open = nil
+	}
+	return gc
 }
 
 // raiseNoFile lifts this process's open-file limit to its hard limit (the
@@ -152,8 +168,9 @@ func settle(ctx context.Context, store *redisstore.Store) (int64, error) {
 	return last, nil
 }
 
-// runGoodput runs the curve against the seller at url, whose Redis is rdb.
-func (e *env) runGoodput(ctx context.Context, url string, rdb *redis.Client, region string) (*GoodputResults, error) {
+// runGoodput runs the curve against the seller at url, whose Redis is rdb,
+// and the reference points against the bare handler at bareURL.
+func (e *env) runGoodput(ctx context.Context, url, bareURL string, rdb *redis.Client, region string) (*GoodputResults, error) {
 	gc := e.cfg.goodput()
 	nofile := raiseNoFile()
 	if need := uint64(slices.Max(gc.conns)) + 512; nofile < need {
@@ -188,12 +205,20 @@ func (e *env) runGoodput(ctx context.Context, url string, rdb *redis.Client, reg
 			return GoodputPoint{}, nil, fmt.Errorf("bench goodput %s: %w", name, err)
 		}
 		e.cfg.Log.Info("bench: goodput", "point", name, "connections", conns, "opened_in", time.Since(t0).Round(time.Millisecond))
+		cpu0, err := readCPU(ctx, url, rdb)
+		if err != nil {
+			return GoodputPoint{}, nil, fmt.Errorf("bench goodput %s: %w", name, err)
+		}
 		began := time.Now()
 		rep, err := loadgen.Run(ctx, plan, e.pop, rec, nil)
 		if err != nil {
 			return GoodputPoint{}, nil, fmt.Errorf("bench goodput %s: %w", name, err)
 		}
 		ended := time.Now()
+		cpu1, err := readCPU(ctx, url, rdb)
+		if err != nil {
+			return GoodputPoint{}, nil, fmt.Errorf("bench goodput %s: %w", name, err)
+		}
 		e.visit = rep.NextVisit
 		after, err := settle(ctx, store)
 		if err != nil {
@@ -207,6 +232,11 @@ func (e *env) runGoodput(ctx context.Context, url string, rdb *redis.Client, reg
 			}
 			f.Close()
 		}
+		requests := 0
+		for _, s := range rep.Samples {
+			requests += s.Retries + 1
+		}
+		p.CPU = use(cpu0, cpu1, requests)
 		p.MadeInRedis = after - before
 		p.Told = rep.Reserved
 		if ids := rec.take(); len(ids) > 0 {
@@ -261,6 +291,26 @@ func (e *env) runGoodput(ctx context.Context, url string, rdb *redis.Client, reg
 			return nil, err
 		}
 		out.Points = append(out.Points, p)
+	}
+
+	// The bare handler at the peak's and the largest connection count.
+	bare, err := loadgen.NewHTTPOp(loadgen.HTTPConfig{Endpoints: map[string]string{"eu": bareURL}, Sale: saleGoodput, Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer bare.Close()
+	for _, n := range []int{out.PeakAt, slices.Max(gc.conns)} {
+		name := fmt.Sprintf("bare_%d", n)
+		pl := plan(n, 0, gc.each, gc.warm)
+		if _, err := bare.Connect(ctx, n, 256); err != nil {
+			return nil, fmt.Errorf("bench goodput %s: %w", name, err)
+		}
+		rep, err := loadgen.Run(ctx, pl, e.pop, bare, nil)
+		if err != nil {
+			return nil, fmt.Errorf("bench goodput %s: %w", name, err)
+		}
+		e.visit = rep.NextVisit
+		out.Bare = append(out.Bare, summarize(name, pl, rep))
 	}
 
 	// Targets.
@@ -406,7 +456,7 @@ func recoveryTime(samples []loadgen.Sample, peak float64, d, gap time.Duration) 
 
 func printGoodput(out io.Writer, g *GoodputResults) {
 	w := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "goodput point\tconns/rate\tachieved\treserved/s\tanswers/s\t<=200ms\tp99 admitted\tunknown\tmade in Redis\ttold\tphantoms\toutcomes\n")
+	fmt.Fprintf(w, "goodput point\tconns/rate\tachieved\treserved/s\tanswers/s\t<=200ms\tp99 admitted\tunknown\tmade in Redis\ttold\tphantoms\tcores gen/seller/redis\tseller µs/req\toutcomes\n")
 	for _, p := range g.Points {
 		load, ach := fmt.Sprint(p.Conns), "-"
 		if p.Mode == "open" {
@@ -417,8 +467,9 @@ func printGoodput(out io.Writer, g *GoodputResults) {
 			oc = append(oc, fmt.Sprintf("%s=%d", k, v))
 		}
 		slices.Sort(oc)
-		fmt.Fprintf(w, "%s\t%s\t%s\t%.0f\t%.0f\t%.3f\t%s\t%d\t%d\t%d\t%d\t%s\n", p.Name, load, ach, p.Goodput, p.Answers,
-			p.Within200ms, ms(p.P99Admitted), p.Unknown, p.MadeInRedis, p.Told, p.Phantoms, strings.Join(oc, " "))
+		fmt.Fprintf(w, "%s\t%s\t%s\t%.0f\t%.0f\t%.3f\t%s\t%d\t%d\t%d\t%d\t%.2f/%.2f/%.2f\t%.0f\t%s\n", p.Name, load, ach, p.Goodput, p.Answers,
+			p.Within200ms, ms(p.P99Admitted), p.Unknown, p.MadeInRedis, p.Told, p.Phantoms,
+			p.CPU.Gen, p.CPU.Seller, p.CPU.Redis, p.CPU.SellerPerReqUs, strings.Join(oc, " "))
 	}
 	_ = w.Flush()
 	back := "not within the recovery run"
@@ -430,6 +481,11 @@ func printGoodput(out io.Writer, g *GoodputResults) {
 	// version.
 	fmt.Fprintf(out, "goodput peak %.0f reservations/s at %d connections; back to 0.9 of it: %s (500 ms window, and the rest of the run)\n",
 		g.Peak, g.PeakAt, back)
+	if len(g.Bare) == 2 && g.Bare[0].Answers > 0 {
+		fmt.Fprintf(out, "reference: the bare net/http handler answered %.0f/s at %d connections and %.0f/s at %d (%.3f), p99 %s and %s\n",
+			g.Bare[0].Answers, g.Bare[0].Conns, g.Bare[1].Answers, g.Bare[1].Conns, g.Bare[1].Answers/g.Bare[0].Answers,
+			ms(g.Bare[0].P99Admitted), ms(g.Bare[1].P99Admitted))
+	}
 	for _, r := range g.Ratios {
 		state := "met"
 		if !r.Met {

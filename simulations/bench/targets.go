@@ -85,6 +85,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // no state, no I/O. The ceiling any seller is measured against.
 func bareHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
 	mux.HandleFunc("POST /v1/flash-sale/buy", func(w http.ResponseWriter, r *http.Request) {
 		in, ok := decodeBuy(w, r)
 		if !ok {

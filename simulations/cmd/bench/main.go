@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	only := fs.String("only", "", "run just these rows, comma-separated (e.g. bare,buy_before_sellout; durability: the three durability_* rows)")
 	skipPG := fs.Bool("skip-postgres", false, "leave out the PostgreSQL hot-row baseline")
 	skipGoodput := fs.Bool("skip-goodput", false, "leave out the goodput curve under overload (up to 8,000 connections)")
+	goodputConns := fs.String("goodput-conns", "", "closed-loop connection counts of the goodput curve, comma-separated (default 64,1000,2000,4000,8000; quick 64,2000,8000)")
+	goodputOpen := fs.String("goodput-open", "", "open-loop points of the goodput curve as multiples of the measured capacity, comma-separated, or none (default 1,2,3; quick 1,2)")
 	skipQuota := fs.Bool("skip-quota", false, "leave out group 5: opening bursts and a steady sale on the whole dev stack")
 	skipGossip := fs.Bool("skip-gossip", false, "leave out group 6: gossip spread and failure detection times, Redis scripts after a sellout")
 	out := fs.String("results", "results", "directory for the JSON results (empty: none)")
@@ -96,6 +99,28 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.SkipPostgres = *skipPG
 	cfg.SkipGoodput = *skipGoodput
+	switch *goodputOpen {
+	case "":
+	case "none":
+		cfg.NoGoodputOpen = true
+	default:
+		for _, s := range strings.Split(*goodputOpen, ",") {
+			k, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+			if err != nil || k <= 0 {
+				return fmt.Errorf("-goodput-open %q: want positive multiples, comma-separated, or none", *goodputOpen)
+			}
+			cfg.GoodputOpen = append(cfg.GoodputOpen, k)
+		}
+	}
+	if *goodputConns != "" {
+		for _, s := range strings.Split(*goodputConns, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || n < 1 {
+				return fmt.Errorf("-goodput-conns %q: want positive integers, comma-separated", *goodputConns)
+			}
+			cfg.GoodputConns = append(cfg.GoodputConns, n)
+		}
+	}
 	cfg.SkipQuota = *skipQuota
 	cfg.SkipGossip = *skipGossip
 	cfg.InProcess = *inProcess
