@@ -23,8 +23,10 @@ var (
 	// ErrStaleEpoch refuses a quota release under another seller epoch than
 	// the primary's (DESIGN §4.5): the caller's picture is of another primary.
 	ErrStaleEpoch = errors.New("stale seller epoch")
-	// ErrHalted refuses a quota release while the region is halted: its
-	// counters may have lost writes, so its available units are not known.
+	// ErrHalted refuses a quota release, a confirm or a cancel while the
+	// region is stopped (Stopped): its counters and reservations may have
+	// lost writes that the agent's reconciliation will bring back, so
+	// neither its available units nor a reservation's state are known.
 	ErrHalted = errors.New("region halted")
 	// ErrNewPrimary refuses to resume selling on another primary than the
 	// one the agent reconciled: the reconciliation must start again.
@@ -296,10 +298,16 @@ func (l *Ledger) Reserve(epoch int64, id, user, requestID string, now, ttlMillis
 	return *r, Reserved, nil
 }
 
-// Confirm turns an active reservation into a sale. Confirming a confirmed
-// reservation again succeeds and changes nothing; a cancelled or expired one
-// answers ErrNotActive.
+// Confirm turns an active reservation into a sale. While the region is
+// stopped it answers ErrHalted, before anything else: a reservation a lost
+// write erased reads as unknown then, but the reconciliation restores it,
+// so "no such reservation" would be a wrong final answer. Then confirming
+// a confirmed reservation again succeeds and changes nothing; a cancelled
+// or expired one answers ErrNotActive.
 func (l *Ledger) Confirm(id string) error {
+	if l.Stopped() {
+		return ErrHalted
+	}
 	r, ok := l.Resv[id]
 	if !ok {
 		return ErrNoSuchResv
@@ -308,9 +316,7 @@ func (l *Ledger) Confirm(id string) error {
 	case Confirmed:
 		return nil
 	case Active:
-		r.State = Confirmed
-		l.Reserved--
-		l.Sold++
+		l.sell(r)
 		return nil
 	case Expired:
 		if l.Bugs.ConfirmExpired { // the unit went back to stock at expiry
@@ -324,9 +330,14 @@ func (l *Ledger) Confirm(id string) error {
 }
 
 // Cancel returns an active reservation's unit to stock and frees the user's
-// slot. Cancelling a cancelled reservation again succeeds and changes
+// slot. While the region is stopped it answers ErrHalted, as Confirm does
+// (and a unit freed then is one the reconciliation has not counted yet).
+// Then cancelling a cancelled reservation again succeeds and changes
 // nothing; a confirmed or expired one answers ErrNotActive.
 func (l *Ledger) Cancel(id string) error {
+	if l.Stopped() {
+		return ErrHalted
+	}
 	r, ok := l.Resv[id]
 	if !ok {
 		return ErrNoSuchResv
@@ -368,6 +379,36 @@ func (l *Ledger) Expire(now int64, limit int) []string {
 		ids = append(ids, r.ID)
 	}
 	return ids
+}
+
+// RestoreEnded ends an active reservation that a witness of the region's
+// sales (the order store) saw end, in the state it saw: what orders.Restore
+// does to it (restore.lua's "advanced"), with the counters recount.lua then
+// sets. It is the agent's reconciliation, not a buyer's confirm or cancel:
+// it runs while the region is halted, under the agent's fence, both of
+// which the caller checks, as orders.Restore does. A reservation not active
+// is left as it is (ErrNotActive: restore.lua's "same" or "conflict").
+func (l *Ledger) RestoreEnded(id string, to ResvState) error {
+	r, ok := l.Resv[id]
+	switch {
+	case !ok:
+		return ErrNoSuchResv
+	case r.State != Active:
+		return ErrNotActive
+	case to == Confirmed:
+		l.sell(r)
+	case to == Cancelled || to == Expired:
+		l.end(r, to)
+	}
+	return nil
+}
+
+// sell and end are the only ways a reservation stops being active (as
+// lib.lua's finish): sold, or its unit back in stock and its user's slot free.
+func (l *Ledger) sell(r *Reservation) {
+	r.State = Confirmed
+	l.Reserved--
+	l.Sold++
 }
 
 func (l *Ledger) end(r *Reservation, s ResvState) {

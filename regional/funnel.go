@@ -238,9 +238,17 @@ func phaseReply(sale string, p Phase, startsAt, now time.Time) (reply, bool) {
 	case PhaseSoldOut, PhaseQuotaPending, PhaseAllReserved:
 		return dryReply(sale, p), false
 	case PhaseHalted:
-		return fail(http.StatusServiceUnavailable, CodeHalted, "sale %s is halted in this region while it reconciles", sale).after(time.Second), false
+		return haltedReply(sale), false
 	}
 	return fail(http.StatusInternalServerError, CodeUnavailable, "sale %s in an unknown phase %v", sale, p), false
+}
+
+// haltedReply answers a request the region cannot serve while it is
+// stopped (halted by its agent to reconcile, or a primary the agent has not
+// reconciled yet): a buy, a confirm or a cancel. Retryable: the agent
+// resumes the region within seconds.
+func haltedReply(sale string) reply {
+	return fail(http.StatusServiceUnavailable, CodeHalted, "sale %s is halted in this region while it reconciles", sale).after(time.Second)
 }
 
 // dryReply answers a buyer this region cannot serve now. Only a sale sold

@@ -307,6 +307,15 @@ func (s *Sale) observe(st redisstore.Stock, marksBefore int64) bool {
 
 func (s *Sale) marksNow() int64 { return s.marks.Load() }
 
+// refusedHalted answers a request Redis refused because the region is
+// stopped (a script's halted, or the counters' Stopped), and remembers it:
+// buys are answered from memory (PhaseHalted) until a counters read says
+// otherwise.
+func (s *Sale) refusedHalted() reply {
+	s.halted.Store(true)
+	return haltedReply(s.Spec().ID)
+}
+
 // Epoch is the seller epoch of the last counters read (0 before the
 // first): every reserve passes it, and the script refuses another
 // (DESIGN §4.5).

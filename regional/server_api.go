@@ -207,8 +207,7 @@ func (s *Server) buy(w http.ResponseWriter, r *http.Request) reply {
 		// the sale is sold out, all reserved, or this region is waiting.
 		return dryReply(in.ItemID, sale.DryPhase())
 	case quota.Halted:
-		sale.halted.Store(true)
-		return fail(http.StatusServiceUnavailable, CodeHalted, "sale %s is halted in this region while it reconciles", in.ItemID).after(time.Second)
+		return sale.refusedHalted()
 	case quota.StaleEpoch:
 		// The agent reconciled and moved the seller epoch (DESIGN §4.5):
 		// re-read the counters, which carry the new one, and let the buyer retry.
@@ -353,8 +352,8 @@ func (f *finishing) close() {
 // ownReservation runs what confirm and cancel share: the request's
 // checks, identity (only the reservation's user may finish it; ended sales
 // still accept both, since it was made while open), the rate limits, an
-// admission slot, and the reservation read from Redis. The caller closes
-// the returned finishing.
+// admission slot, and the reservation read from Redis (missing: see
+// missingResv). The caller closes the returned finishing.
 func (s *Server) ownReservation(w http.ResponseWriter, r *http.Request) (*finishing, reply, bool) {
 	var in finishRequest
 	if rep, ok := decodeBody(w, r, s.cfg.MaxBodyBytes, &in, true); !ok {
@@ -400,14 +399,12 @@ func (s *Server) ownReservation(w http.ResponseWriter, r *http.Request) (*finish
 	resv, err := s.store.Reservation(ctx, item, id)
 	switch {
 	case errors.Is(err, quota.ErrNoSuchResv):
+		rep := s.missingResv(f)
 		f.close()
-		return nil, fail(http.StatusNotFound, CodeUnknownResv, "no reservation %s in sale %s in this region", id, item), false
+		return nil, rep, false
 	case err != nil:
-		sl.done(true, time.Now())
 		f.close()
-		s.m.storeErrors.WithLabelValues("reservation").Inc()
-		s.warnThrottled("read reservation failed", "sale", item, "reservation", id, "err", err)
-		return nil, fail(http.StatusServiceUnavailable, CodeUnavailable, "could not read the reservation: retry").after(time.Second), false
+		return nil, s.readFailed(f, "reservation", err), false
 	case resv.User != p.User:
 		f.close()
 		return nil, fail(http.StatusForbidden, CodeNotYours, "reservation %s belongs to another user", id), false
@@ -416,13 +413,48 @@ func (s *Server) ownReservation(w http.ResponseWriter, r *http.Request) (*finish
 	return f, reply{}, true
 }
 
+// missingResv answers a confirm or cancel of a reservation Redis does not
+// hold. While the region is stopped (halted, or a primary its agent has not
+// reconciled: redisstore.Counters.Stopped) that may be a write the failover
+// lost, which the agent's restore brings back: the answer is the scripts'
+// (503 halted, retryable), not a final 404 the buyer would believe
+// (DESIGN §4.5). The reservation read cannot tell, hence this second read,
+// made only when one is missing.
+func (s *Server) missingResv(f *finishing) reply {
+	c, err := s.store.Counters(f.ctx, f.item)
+	switch {
+	case err != nil:
+		return s.readFailed(f, "counters", err)
+	case c.Stopped():
+		return f.sale.refusedHalted()
+	}
+	return unknownResv(f)
+}
+
+// readFailed answers a failed Redis read of a confirm or cancel: nothing
+// was changed, so it is retryable as it is.
+func (s *Server) readFailed(f *finishing, what string, err error) reply {
+	f.slot.done(true, time.Now())
+	s.m.storeErrors.WithLabelValues(what).Inc()
+	s.warnThrottled("read "+what+" failed", "sale", f.item, "reservation", f.id, "err", err)
+	return fail(http.StatusServiceUnavailable, CodeUnavailable, "could not read the reservation: retry").after(time.Second)
+}
+
+func unknownResv(f *finishing) reply {
+	return fail(http.StatusNotFound, CodeUnknownResv, "no reservation %s in sale %s in this region", f.id, f.item)
+}
+
 // finishFailed answers a confirm or cancel script that refused or failed.
 func (s *Server) finishFailed(f *finishing, op string, err error) reply {
 	switch {
 	case errors.Is(err, quota.ErrNotActive):
 		return fail(http.StatusConflict, CodeNotActive, "reservation %s is %s", f.id, stateName(f.resv.State))
 	case errors.Is(err, quota.ErrNoSuchResv):
-		return fail(http.StatusNotFound, CodeUnknownResv, "no reservation %s in sale %s in this region", f.id, f.item)
+		return unknownResv(f)
+	case errors.Is(err, quota.ErrHalted):
+		// The region stopped since the reservation was read (or it was
+		// read on a stopped region): nothing was done, retry.
+		return f.sale.refusedHalted()
 	}
 	f.slot.done(true, time.Now())
 	s.m.storeErrors.WithLabelValues(op).Inc()
@@ -468,6 +500,13 @@ func (s *Server) confirm(w http.ResponseWriter, r *http.Request) reply {
 			return s.finishFailed(f, "confirm", err)
 		}
 		return s.confirmed(f)
+	}
+	// A region known to be stopped would refuse the confirm: the buyer is
+	// not charged for it now. Memory is only a hint; one refused halted
+	// after its charge is answered as any failure after Pay: retried with
+	// the same payment id, which the provider does not charge again.
+	if f.sale.halted.Load() {
+		return haltedReply(item)
 	}
 	// The payment is not Redis work: its slot is given back while it runs,
 	// and a forced one taken after it (the money is taken: the confirm is

@@ -6,12 +6,15 @@ package redistest
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"flashsale/internal/redisproc"
+	"flashsale/internal/testwait"
 )
 
 // Server is one redis-server child process owned by a test.
@@ -66,6 +69,71 @@ func (s *Server) Resume() {
 	if err := s.Proc.Resume(); err != nil {
 		s.t.Fatalf("resume redis-server: %v", err)
 	}
+}
+
+// Promote makes s a new primary, as a failover makes the replica it
+// promotes: it keeps its data and gets a new replication id (INFO's
+// master_replid, by which the seller epoch fence tells primaries apart).
+// A replica stops following its primary, so writes made there from now on
+// are missing here: a lagging replica's. It replicates from a port where
+// nothing listens, then from no one, at once.
+func (s *Server) Promote() {
+	s.t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.SlaveOf(ctx, "127.0.0.1", strconv.Itoa(FreePort(s.t))).Err(); err != nil {
+		s.t.Fatalf("promote %s: %v", s.Addr, err)
+	}
+	if err := c.SlaveOf(ctx, "NO", "ONE").Err(); err != nil {
+		s.t.Fatalf("promote %s: %v", s.Addr, err)
+	}
+	s.settle(c)
+}
+
+// TakeOver replaces s's data with what from holds now and makes s a new
+// primary (a new replication id): what a client of s's address sees
+// after a failover to from, a replica that missed s's last writes. It
+// replicates from from until in sync, then from no one.
+func (s *Server) TakeOver(from *Server) {
+	s.t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	ctx := context.Background()
+	host, port, _ := strings.Cut(from.Addr, ":")
+	if err := c.SlaveOf(ctx, host, port).Err(); err != nil {
+		s.t.Fatalf("%s takes over %s: %v", s.Addr, from.Addr, err)
+	}
+	s.waitInfo(c, "replication", "master_link_status:up", "master_sync_in_progress:0")
+	if err := c.SlaveOf(ctx, "NO", "ONE").Err(); err != nil {
+		s.t.Fatalf("%s takes over %s: %v", s.Addr, from.Addr, err)
+	}
+	s.settle(c)
+}
+
+// settle waits for the AOF rewrite a replica's sync starts: a server told
+// to stop during it refuses to exit ("Writing initial AOF, can't exit"),
+// and the test's cleanup waits 5 s before it kills it.
+func (s *Server) settle(c *redis.Client) {
+	s.t.Helper()
+	s.waitInfo(c, "persistence", "aof_rewrite_in_progress:0", "aof_rewrite_scheduled:0")
+}
+
+// waitInfo waits until INFO section says every one of want.
+func (s *Server) waitInfo(c *redis.Client, section string, want ...string) {
+	s.t.Helper()
+	testwait.For(s.t, s.Addr+" INFO "+section+" "+strings.Join(want, " "), 20*time.Second, func() bool {
+		info, err := c.Info(context.Background(), section).Result()
+		if err != nil {
+			return false
+		}
+		for _, w := range want {
+			if !strings.Contains(info, w) {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.

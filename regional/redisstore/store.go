@@ -352,8 +352,10 @@ func scriptStatus(s string) error {
 }
 
 // Confirm turns an active reservation into a sale, as quota.Ledger.Confirm:
-// a repeat succeeds; cancelled or expired answers quota.ErrNotActive,
-// unknown quota.ErrNoSuchResv. now stamps the order event.
+// a stopped region (Counters.Stopped) answers quota.ErrHalted whatever the
+// reservation; then a repeat succeeds; cancelled or expired answers
+// quota.ErrNotActive, unknown quota.ErrNoSuchResv. now stamps the order
+// event.
 func (s *Store) Confirm(ctx context.Context, sale, id string, now time.Time) error {
 	return s.finish(ctx, scriptConfirm, "confirm", sale, id, now, "")
 }
@@ -366,7 +368,7 @@ func (s *Store) ConfirmPaid(ctx context.Context, sale, id string, now time.Time,
 }
 
 // Cancel returns an active reservation's unit to stock, as
-// quota.Ledger.Cancel.
+// quota.Ledger.Cancel (quota.ErrHalted while the region is stopped).
 func (s *Store) Cancel(ctx context.Context, sale, id string, now time.Time) error {
 	return s.finish(ctx, scriptCancel, "cancel", sale, id, now, "")
 }

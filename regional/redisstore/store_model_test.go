@@ -51,6 +51,7 @@ type modelRun struct {
 	t      *testing.T
 	ctx    context.Context
 	s      *Store
+	srv    *redistest.Server
 	l      *quota.Ledger
 	sale   string
 	now    int64 // unix ms
@@ -62,16 +63,37 @@ type modelRun struct {
 	taken  int      // reserves refused for an id in use (quota.ErrResvExists)
 	step   int
 	trace  []string
+
+	// Confirms and cancels refused on a stopped region (quota.ErrHalted):
+	// halted by the agent, or on a primary it has not reconciled.
+	fencedHalted, fencedPrimary int
 }
 
-func newModelRun(t *testing.T, s *Store, sale string) *modelRun {
-	m := &modelRun{t: t, ctx: context.Background(), s: s, l: quota.NewLedger(), sale: sale, now: 1_700_000_000_000}
-	c, err := s.Counters(m.ctx, sale)
-	if err != nil || c.Primary == "" {
-		t.Fatalf("read the primary's replication id: %v (got %q)", err, c.Primary)
-	}
-	m.l.Primary = c.Primary // the server, not data: the model is told which one it is
+func newModelRun(t *testing.T, s *Store, srv *redistest.Server, sale string) *modelRun {
+	m := &modelRun{t: t, ctx: context.Background(), s: s, srv: srv, l: quota.NewLedger(), sale: sale, now: 1_700_000_000_000}
+	m.l.Primary = m.primary()
 	return m
+}
+
+// primary reads the server's replication id: the server, not data, so the
+// model is told which one it is.
+func (m *modelRun) primary() string {
+	m.t.Helper()
+	c, err := m.s.Counters(m.ctx, m.sale)
+	if err != nil || c.Primary == "" {
+		m.t.Fatalf("read the primary's replication id: %v (got %q)", err, c.Primary)
+	}
+	return c.Primary
+}
+
+// promote makes the server a new primary with its data intact, as a
+// failover to a replica in sync does: a region whose agent set an epoch is
+// stopped until it reconciles this one.
+func (m *modelRun) promote() {
+	m.t.Helper()
+	m.srv.Promote()
+	m.l.Primary = m.primary()
+	m.note("promote: primary %s", m.l.Primary)
 }
 
 func (m *modelRun) fail(format string, args ...any) {
@@ -141,17 +163,27 @@ func (m *modelRun) confirm(id string) {
 	m.t.Helper()
 	m.note("confirm %s", id)
 	err := m.s.Confirm(m.ctx, m.sale, id, time.UnixMilli(m.now))
-	if want := m.l.Confirm(id); !sameErr(err, want) {
-		m.fail("confirm %s: store %v, ledger %v", id, err, want)
-	}
+	m.compareFinish("confirm", id, err, m.l.Confirm(id))
 }
 
 func (m *modelRun) cancel(id string) {
 	m.t.Helper()
 	m.note("cancel %s", id)
 	err := m.s.Cancel(m.ctx, m.sale, id, time.UnixMilli(m.now))
-	if want := m.l.Cancel(id); !sameErr(err, want) {
-		m.fail("cancel %s: store %v, ledger %v", id, err, want)
+	m.compareFinish("cancel", id, err, m.l.Cancel(id))
+}
+
+func (m *modelRun) compareFinish(op, id string, err, want error) {
+	m.t.Helper()
+	if !sameErr(err, want) {
+		m.fail("%s %s: store %v, ledger %v", op, id, err, want)
+	}
+	switch {
+	case !errors.Is(want, quota.ErrHalted):
+	case m.l.Halted:
+		m.fencedHalted++
+	default:
+		m.fencedPrimary++
 	}
 }
 
@@ -459,12 +491,14 @@ func (m *modelRun) randomStep(rng *rand.Rand) {
 		m.release(m.randomFence(rng), m.epoch, "rel"+strconv.Itoa(rng.IntN(4)), int64(rng.IntN(6))-1, int64(rng.IntN(4))-1)
 	case p < 95:
 		m.raiseFloor(m.randomFence(rng), int64(rng.IntN(5)), int64(rng.IntN(5)))
-	case p < 97:
+	case p < 96:
 		primary := m.l.Primary
 		if rng.IntN(4) == 0 {
 			primary = "another"
 		}
 		m.resume(m.randomFence(rng), 1+int64(rng.IntN(3)), primary, int64(rng.IntN(12)))
+	case p < 97:
+		m.promote()
 	default:
 		m.setHalted(m.randomFence(rng), rng.IntN(3) == 0)
 	}
@@ -475,17 +509,19 @@ func (m *modelRun) randomStep(rng *rand.Rand) {
 // Store and on quota.Ledger and compares every answer and the counters
 // after each step, then every Redis structure at the end.
 func TestStoreModelRandom(t *testing.T) {
-	s, _, rdb := newTestStore(t)
+	s, srv, rdb := newTestStore(t)
 	seen := map[quota.ResvState]int{}
-	taken := 0
+	taken, halted, primary := 0, 0, 0
 	for seed := range uint64(24) {
-		m := newModelRun(t, s, "rand"+strconv.FormatUint(seed, 10))
+		m := newModelRun(t, s, srv, "rand"+strconv.FormatUint(seed, 10))
 		rng := rand.New(rand.NewPCG(seed, 42))
 		for range 250 {
 			m.randomStep(rng)
 		}
 		m.checkAll(rdb)
 		taken += m.taken
+		halted += m.fencedHalted
+		primary += m.fencedPrimary
 		for _, r := range m.l.Resv {
 			seen[r.State]++
 		}
@@ -499,13 +535,17 @@ func TestStoreModelRandom(t *testing.T) {
 	if taken < 10 {
 		t.Fatalf("only %d reserves were refused for an id in use, want at least 10", taken)
 	}
-	t.Logf("final reservation states over all seeds: %v; %d reserves refused for an id in use", seen, taken)
+	if halted < 10 || primary < 10 {
+		t.Fatalf("confirms and cancels refused %d times while halted, %d on a primary not reconciled: want at least 10 each", halted, primary)
+	}
+	t.Logf("final reservation states over all seeds: %v; %d reserves refused for an id in use; confirms and cancels refused %d times while halted, %d on a primary not reconciled",
+		seen, taken, halted, primary)
 }
 
 // TestStoreModelScenario walks a fixed story through both implementations.
 func TestStoreModelScenario(t *testing.T) {
-	s, _, rdb := newTestStore(t)
-	m := newModelRun(t, s, "story")
+	s, srv, rdb := newTestStore(t)
+	m := newModelRun(t, s, srv, "story")
 	// The story names its reservation ids; an id handed to a request that
 	// makes nothing (x…) stays unused.
 	m.reserve("x0", "ann", "a1", 1000, 1) // nothing granted: sold out
@@ -569,5 +609,22 @@ func TestStoreModelScenario(t *testing.T) {
 		{User: "gus", RequestID: "g1", ID: "c", Now: at, TTL: time.Second, PerUserLimit: 1, Epoch: 1}, // stale epoch
 		{User: "fay", RequestID: "f1", ID: "d", Now: at, TTL: time.Second, PerUserLimit: 1, Epoch: 2}, // duplicate of b
 	})
+	// Confirm and cancel are fenced as reserve is: while the region is
+	// stopped they are refused whatever the reservation, even one the
+	// server does not hold (a write a failover lost reads so).
+	m.setHalted(3, true)
+	m.confirm("b")
+	m.cancel("b")
+	m.confirm("never-made")
+	m.setHalted(3, false)
+	m.promote() // a failover: a primary the agent has not reconciled
+	m.confirm("b")
+	m.cancel("b")
+	m.cancel("never-made")
+	m.reserve("x7", "hal", "h1", 1000, 1)
+	m.resume(3, 3, m.l.Primary, 20) // reconciled
+	m.epoch = 3
+	m.confirm("b")
+	m.cancel("never-made") // no such reservation, now that this can be told
 	m.checkAll(rdb)
 }

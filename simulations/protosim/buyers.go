@@ -1,6 +1,7 @@
 package protosim
 
 import (
+	"errors"
 	"strconv"
 
 	"flashsale/quota"
@@ -72,21 +73,27 @@ func (s *Sim) buyers(rg *region) {
 		if x >= pConfirm+pCancel {
 			continue
 		}
-		if r := l.Resv[p.id]; r == nil || r.RequestID != p.req || r.State != quota.Active {
+		var err error
+		if x < pConfirm {
+			err = l.Confirm(p.id)
+		} else {
+			err = l.Cancel(p.id)
+		}
+		switch {
+		case errors.Is(err, quota.ErrHalted):
+			// A stopped region (halted, or a new primary) cannot tell:
+			// the buyer still holds the unit and tries again in a later
+			// step, as the seller's 503 halted tells it to.
+			s.stats.HaltedFinishes++
+		case err != nil:
 			// A failover erased it; the buyer still holds the unit and
 			// the order store counts it.
 			p.state = pErased
 			s.stats.LostResv++
-			continue
-		}
-		if x < pConfirm {
-			if err := l.Confirm(p.id); err == nil {
-				p.state = pConfirmed
-				s.stats.Confirms++
-			}
-			continue
-		}
-		if err := l.Cancel(p.id); err == nil {
+		case x < pConfirm:
+			p.state = pConfirmed
+			s.stats.Confirms++
+		default:
 			p.state = pEnded
 			rg.held--
 			s.stats.CancelsExpires++
@@ -162,7 +169,9 @@ func (s *Sim) reserve(rg *region) {
 // replayOrders brings a store that lost writes up to date with the order
 // store for the reservations it still has: those the order store saw
 // confirmed are confirmed, those it saw cancelled or expired are cancelled
-// (their unit went back then), those erased since are counted as sold.
+// (their unit went back then), those erased since are counted as sold. It
+// is the restore's path (quota.Ledger.RestoreEnded), not the buyers': it
+// runs while the region is halted, when their confirms are refused.
 func (s *Sim) replayOrders(rg *region) {
 	l := rg.ledger
 	for id, r := range l.Resv { // order does not matter: each call touches one reservation
@@ -171,9 +180,9 @@ func (s *Sim) replayOrders(rg *region) {
 		}
 		switch rg.byReq[r.RequestID].state {
 		case pConfirmed, pErased:
-			_ = l.Confirm(id)
+			_ = l.RestoreEnded(id, quota.Confirmed)
 		case pEnded:
-			_ = l.Cancel(id)
+			_ = l.RestoreEnded(id, quota.Cancelled)
 		}
 	}
 }

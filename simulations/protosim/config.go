@@ -189,6 +189,7 @@ type Stats struct {
 	LateConfirms   int64 // confirms tried after the reservation expired (all must fail)
 	StaleEpochs    int64 // reserves refused for a stale seller epoch
 	HaltedAnswers  int64 // reserves refused while halted or on an unreconciled primary
+	HaltedFinishes int64 // confirms and cancels refused likewise (the buyer tries again later)
 	Rewatches      int64 // agent watch streams broken and resumed from an older revision
 	Compacted      int64 // agent re-reads because the history a watch needed was compacted
 	Pauses         int64 // agent processes paused past their lease before a Redis write
@@ -232,6 +233,7 @@ func (s *Stats) Add(o Stats) {
 	s.LateConfirms += o.LateConfirms
 	s.StaleEpochs += o.StaleEpochs
 	s.HaltedAnswers += o.HaltedAnswers
+	s.HaltedFinishes += o.HaltedFinishes
 	s.Rewatches += o.Rewatches
 	s.Compacted += o.Compacted
 	s.Pauses += o.Pauses

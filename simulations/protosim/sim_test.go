@@ -116,8 +116,9 @@ func TestFaultsHappen(t *testing.T) {
 		"dropped messages": s.Dropped, "duplicated messages": s.Duplicated, "confirms": s.Confirms,
 		"cancels and expiries": s.CancelsExpires, "late confirms refused": s.LateConfirms,
 		"reserves refused for a stale seller epoch": s.StaleEpochs, "reserves refused while halted": s.HaltedAnswers,
-		"watches resumed from an older revision": s.Rewatches, "re-reads after compaction": s.Compacted,
-		"agents paused past their lease": s.Pauses, "reports expired with their lease": s.ExpiredReports,
+		"confirms and cancels refused while halted": s.HaltedFinishes, "watches resumed from an older revision": s.Rewatches,
+		"re-reads after compaction": s.Compacted, "agents paused past their lease": s.Pauses,
+		"reports expired with their lease": s.ExpiredReports,
 	} {
 		if v == 0 {
 			t.Errorf("no %s in 200 seeds", name)

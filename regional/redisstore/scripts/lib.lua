@@ -67,6 +67,13 @@ local function stopped(halted, epoch, epoch_primary)
   return not UNSAFE_NO_FENCE and num(epoch) > 0 and epoch_primary ~= primary()
 end
 
+-- ledger_stopped is stopped() on the ledger's own fields: the check of
+-- the scripts that need nothing else of the ledger (confirm, cancel).
+local function ledger_stopped()
+  local l = redis.call('HMGET', LEDGER, 'halted', 'epoch', 'epoch_primary')
+  return stopped(l[1], l[2], l[3])
+end
+
 -- stale_epoch says a seller's epoch is not the primary's (always false
 -- under the test-only UNSAFE_NO_FENCE).
 local function stale_epoch(given, epoch)
