@@ -60,6 +60,9 @@ type Config struct {
 	// measured capacity; NoGoodputOpen leaves them out.
 	GoodputOpen   []float64
 	NoGoodputOpen bool
+	// GoodputSamples, if set, is a directory that receives every goodput
+	// point's attempts (goodput-POINT.tsv), for a time series.
+	GoodputSamples string
 	// SkipQuota leaves out group 5 (bursts and a steady sale on the whole
 	// dev stack).
 	SkipQuota bool

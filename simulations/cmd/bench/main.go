@@ -52,6 +52,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	skipGoodput := fs.Bool("skip-goodput", false, "leave out the goodput curve under overload (up to 8,000 connections)")
 	goodputConns := fs.String("goodput-conns", "", "closed-loop connection counts of the goodput curve, comma-separated (default 64,1000,2000,4000,8000; quick 64,2000,8000)")
 	goodputOpen := fs.String("goodput-open", "", "open-loop points of the goodput curve as multiples of the measured capacity, comma-separated, or none (default 1,2,3; quick 1,2)")
+	goodputSamples := fs.String("goodput-samples", "", "write every goodput point's attempts to DIR/goodput-POINT.tsv (outcome, start, latency, last try, retries)")
 	skipQuota := fs.Bool("skip-quota", false, "leave out group 5: opening bursts and a steady sale on the whole dev stack")
 	skipGossip := fs.Bool("skip-gossip", false, "leave out group 6: gossip spread and failure detection times, Redis scripts after a sellout")
 	out := fs.String("results", "results", "directory for the JSON results (empty: none)")
@@ -112,6 +113,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 			cfg.GoodputOpen = append(cfg.GoodputOpen, k)
 		}
 	}
+	cfg.GoodputSamples = *goodputSamples
 	if *goodputConns != "" {
 		for _, s := range strings.Split(*goodputConns, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(s))
