@@ -353,8 +353,16 @@ func (l *Ledger) Cancel(id string) error {
 }
 
 // Expire ends at most limit active reservations whose ExpiresAt <= now, in
-// order of (ExpiresAt, id as a string), as a Redis sorted set orders them, and returns their ids.
+// order of (ExpiresAt, id as a string), as a Redis sorted set orders them, and returns their ids;
+// none while the region is stopped.
 func (l *Ledger) Expire(now int64, limit int) []string {
+	// Nothing expires while the region is stopped: on a primary not yet
+	// reconciled a reservation the lost writes had confirmed may look
+	// active, and expiring it would return its unit to stock before the
+	// agent restores the sale (as Confirm and Cancel are refused).
+	if l.Stopped() {
+		return nil
+	}
 	var due []*Reservation
 	for _, r := range l.Resv {
 		if r.State == Active && r.ExpiresAt <= now {

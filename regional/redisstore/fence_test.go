@@ -58,8 +58,17 @@ func TestFinishFencedAfterFailover(t *testing.T) {
 			t.Errorf("%s on a primary not reconciled: %v, want quota.ErrHalted", tc.what, tc.err)
 		}
 	}
+	// Nothing expires or is extended either: a sweeper on a primary not
+	// reconciled would hand back to stock a unit the lost writes had sold.
+	late := time.UnixMilli(max(kept.ExpiresAt, lost.ExpiresAt)).Add(time.Hour)
+	if ids, err := ns.Expire(ctx, "f", late, 10); err != nil || len(ids) != 0 {
+		t.Errorf("expire on a primary not reconciled: %v %v, want nothing expired", ids, err)
+	}
+	if _, err := ns.Extend(ctx, "f", kept.ID, late, late); !errors.Is(err, quota.ErrHalted) {
+		t.Errorf("extend on a primary not reconciled: %v, want quota.ErrHalted", err)
+	}
 	if c := mustCounters(t, ns, "f"); c.Sold != 0 || c.Reserved != 1 {
-		t.Fatalf("counters %+v after refused confirms and cancels: want nothing changed", c)
+		t.Fatalf("counters %+v after refused confirms, cancels, expiry and extension: want nothing changed", c)
 	}
 
 	// The agent reconciles: halt, put back what the order store knows,

@@ -200,8 +200,8 @@ func (m *modelRun) expire(limit int) {
 	}
 }
 
-// extend is not in the ledger: the model here is "an active reservation's
-// expiry becomes max(current, min(until, cap))".
+// extend is not in the ledger: the model here is "refused while stopped;
+// an active reservation's expiry becomes max(current, min(until, cap))".
 func (m *modelRun) extend(id string, until, limit int64) {
 	m.t.Helper()
 	m.note("extend %s until=%d max=%d", id, until, limit)
@@ -209,6 +209,8 @@ func (m *modelRun) extend(id string, until, limit int64) {
 	var want error
 	wantAt := int64(0)
 	switch r, ok := m.l.Resv[id]; {
+	case m.l.Stopped():
+		want = quota.ErrHalted
 	case !ok:
 		want = quota.ErrNoSuchResv
 	case r.State != quota.Active:
@@ -220,7 +222,7 @@ func (m *modelRun) extend(id string, until, limit int64) {
 	if !sameErr(err, want) {
 		m.fail("extend %s: store %v, model %v", id, err, want)
 	}
-	if want != quota.ErrNoSuchResv && got.UnixMilli() != wantAt {
+	if want != quota.ErrNoSuchResv && want != quota.ErrHalted && got.UnixMilli() != wantAt {
 		m.fail("extend %s: store expiry %d, model %d", id, got.UnixMilli(), wantAt)
 	}
 }

@@ -3,6 +3,7 @@ package protosim_test
 import (
 	"bytes"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 
@@ -130,22 +131,26 @@ func TestFaultsHappen(t *testing.T) {
 // command's default seed count, by the check meant for it (so a control
 // cannot pass on some other violation).
 func TestNegativeControls(t *testing.T) {
-	want := map[protosim.Bug]string{
-		protosim.BugNoMaxMerge:           "I2",
-		protosim.BugGrantBeforeAck:       "I2",
-		protosim.BugNoFence:              "I5",
-		protosim.BugNoReconcile:          "I1-region",
-		protosim.BugDrySoldOut:           "L1-sold-out",
-		protosim.BugReserveIgnoresHalted: "lost-sale",
-		protosim.BugGrantSkipsFence:      "I5",
-		protosim.BugReleaseAnswersBefore: "lost-release",
-		protosim.BugConfirmExpired:       "I4",
-		protosim.BugAckNoReportRevision:  "I2-ack",
-		protosim.BugRestoreSkipsFence:    "I5",
+	// no-reconcile resumes a store that lost writes without raising its
+	// counters to etcd's floors: a lost sale shows as buyers holding more
+	// than the store counts (I1-region), a lost release as a ceiling above
+	// the net grant (I2); which comes first depends on what the seed lost.
+	want := map[protosim.Bug][]string{
+		protosim.BugNoMaxMerge:           {"I2"},
+		protosim.BugGrantBeforeAck:       {"I2"},
+		protosim.BugNoFence:              {"I5"},
+		protosim.BugNoReconcile:          {"I1-region", "I2"},
+		protosim.BugDrySoldOut:           {"L1-sold-out"},
+		protosim.BugReserveIgnoresHalted: {"lost-sale"},
+		protosim.BugGrantSkipsFence:      {"I5"},
+		protosim.BugReleaseAnswersBefore: {"lost-release"},
+		protosim.BugConfirmExpired:       {"I4"},
+		protosim.BugAckNoReportRevision:  {"I2-ack"},
+		protosim.BugRestoreSkipsFence:    {"I5"},
 	}
 	for _, bug := range protosim.Bugs {
 		t.Run(string(bug), func(t *testing.T) {
-			kind, ok := want[bug]
+			kinds, ok := want[bug]
 			if !ok {
 				t.Fatalf("no expected violation for bug %s", bug)
 			}
@@ -155,8 +160,8 @@ func TestNegativeControls(t *testing.T) {
 			for first := 1; first <= protosim.DefaultSeeds; first += batch {
 				for _, r := range runSeeds(t, cfg, uint64(first), batch) {
 					if r.Violation != nil {
-						if r.Violation.Kind != kind {
-							t.Fatalf("seed %d: %v, want a %s violation", r.Seed, r.Violation, kind)
+						if !slices.Contains(kinds, r.Violation.Kind) {
+							t.Fatalf("seed %d: %v, want a violation of %v", r.Seed, r.Violation, kinds)
 						}
 						t.Logf("caught at seed %d: %v", r.Seed, r.Violation)
 						return

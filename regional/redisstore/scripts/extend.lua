@@ -2,6 +2,11 @@
 -- Moves an active reservation's expiry later (when payment is down), never
 -- beyond the cap and never earlier. Answers {status, expiresAt}.
 local id, want, cap = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+-- A stopped region changes nothing but through its agent (confirm.lua);
+-- nothing expires meanwhile either (expire.lua).
+if ledger_stopped() then
+  return {'halted', '0'}
+end
 local r = redis.call('HMGET', resv_key(id), 'user', 'req', 'state', 'expiresAt')
 if not r[3] then
   return {'no_such_reservation', '0'}
