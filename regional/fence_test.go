@@ -173,3 +173,43 @@ func TestPaidConfirmHaltedAfterFailover(t *testing.T) {
 		t.Fatalf("counters %+v after the reconciliation: want both units sold", c)
 	}
 }
+
+// TestWipedLedgerHeldStopped: a Redis that lost everything (FLUSHALL, a
+// restart without AOF) has no seller epoch left, so its scripts do not see
+// a stopped region; the sellers, which read epoch 1 before, hold it stopped
+// until the agent reconciles it under a newer epoch. Confirming the
+// reservation the wipe took is 503 halted, not 404, and nobody buys.
+func TestWipedLedgerHeldStopped(t *testing.T) {
+	e := newEnv(t, nil)
+	e.reconcile(1, restoreNothing)
+	a := e.buy("alice", "a1")
+	expect(t, a, http.StatusCreated, "")
+	resv := a.resv(t)
+	ctx := context.Background()
+	if err := e.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.refreshAll(ctx)
+	if c := e.counters(); c.Stopped() || c.Epoch != 0 {
+		t.Fatalf("wiped counters %+v: want no epoch, not stopped by themselves", c)
+	}
+	expectHalted(t, e.finish("confirm", "alice", resv.ReservationID), "confirm of the wiped reservation")
+	expectHalted(t, e.finish("cancel", "alice", resv.ReservationID), "cancel of the wiped reservation")
+	expectHalted(t, e.buy("bob", "b1"), "buy on the wiped ledger")
+	// Not only from memory: the missing reservation's own path reads
+	// the counters and finds the epoch gone back.
+	e.srv.Sales().Get(testSale).halted.Store(false)
+	expectHalted(t, e.finish("confirm", "alice", resv.ReservationID), "confirm of the wiped reservation, counters read")
+
+	e.reconcile(2, func(ctx context.Context, st *redisstore.Store) {
+		if _, err := st.Restore(ctx, testSale, agentFence, []redisstore.Restored{{ID: resv.ReservationID, User: "alice", RequestID: "a1",
+			State: quota.Active, ExpiresAt: resv.ExpiresAt.UnixMilli(), CreatedAt: e.clock.Now().UnixMilli()}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recount(ctx, testSale, agentFence); err != nil {
+			t.Fatal(err)
+		}
+	})
+	expect(t, e.finish("confirm", "alice", resv.ReservationID), http.StatusOK, "")
+	expect(t, e.buy("bob", "b1"), http.StatusCreated, "")
+}

@@ -77,6 +77,14 @@ type Sale struct {
 	// marks counts sold-out answers from scripts; a counter read that
 	// started before one must not clear the dry flag that answer set.
 	marks atomic.Int64
+	// maxEpoch is the highest seller epoch this seller has read for the
+	// sale. Epochs only grow (the agent records each in etcd before Redis
+	// has it), so a ledger showing a lower one lost writes: wiped whole
+	// (FLUSHALL, a restart without AOF), it has no epoch left and reads as
+	// not stopped. The seller holds it stopped itself until the agent
+	// reconciles it under a newer epoch (DESIGN §4.5): the fence does not
+	// live only in a key the lost writes took.
+	maxEpoch atomic.Int64
 
 	// wake is closed (and replaced) when the region stops being dry, so
 	// requests held for quota (Server.holdForQuota) resume at once.
@@ -296,7 +304,8 @@ func (s *Sale) observe(st redisstore.Stock, marksBefore int64) bool {
 			break
 		}
 	}
-	s.halted.Store(st.Counters.Halted)
+	raiseTo(&s.maxEpoch, st.Counters.Epoch)
+	s.halted.Store(st.Counters.Halted || s.rolledBack(st.Counters))
 	if st.Counters.Available() <= 0 {
 		s.dry.Store(true)
 	} else if s.marks.Load() == marksBefore {
@@ -314,6 +323,28 @@ func (s *Sale) marksNow() int64 { return s.marks.Load() }
 func (s *Sale) refusedHalted() reply {
 	s.halted.Store(true)
 	return haltedReply(s.Spec().ID)
+}
+
+// raiseTo sets a to v if v is larger.
+func raiseTo(a *atomic.Int64, v int64) {
+	for m := a.Load(); v > m; m = a.Load() {
+		if a.CompareAndSwap(m, v) {
+			return
+		}
+	}
+}
+
+// rolledBack reports whether c shows an older seller epoch than this
+// seller has read: the ledger lost writes (see maxEpoch).
+func (s *Sale) rolledBack(c redisstore.Counters) bool {
+	return c.Epoch < s.maxEpoch.Load()
+}
+
+// RolledBack reports whether the last counters read show a ledger that
+// lost writes and is not reconciled yet (see maxEpoch).
+func (s *Sale) RolledBack() bool {
+	st := s.stock.Load()
+	return st != nil && s.rolledBack(st.Counters)
 }
 
 // Epoch is the seller epoch of the last counters read (0 before the

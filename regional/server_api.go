@@ -386,6 +386,11 @@ func (s *Server) ownReservation(w http.ResponseWriter, r *http.Request) (*finish
 	if sale == nil {
 		return nil, fail(http.StatusNotFound, CodeUnknownSale, "no sale %s", item), false
 	}
+	if sale.RolledBack() {
+		// The scripts cannot see it (the epoch went with the lost
+		// writes): see Sale.maxEpoch.
+		return nil, sale.refusedHalted(), false
+	}
 	now := s.cfg.now()
 	if rep, ok := s.admit(r, p.User, now); !ok {
 		return nil, rep, false
@@ -425,7 +430,7 @@ func (s *Server) missingResv(f *finishing) reply {
 	switch {
 	case err != nil:
 		return s.readFailed(f, "counters", err)
-	case c.Stopped():
+	case c.Stopped() || f.sale.rolledBack(c):
 		return f.sale.refusedHalted()
 	}
 	return unknownResv(f)
