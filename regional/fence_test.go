@@ -37,6 +37,21 @@ func (e *testEnv) reconcile(epoch int64, restore func(ctx context.Context, st *r
 
 func restoreNothing(context.Context, *redisstore.Store) {}
 
+// restoreActive is a witness that knows one active reservation: put back,
+// then the counters recounted, as the agent's reconciliation does.
+func (e *testEnv) restoreActive(r ReservationJSON, user, requestID string) func(context.Context, *redisstore.Store) {
+	return func(ctx context.Context, st *redisstore.Store) {
+		e.t.Helper()
+		if _, err := st.Restore(ctx, testSale, agentFence, []redisstore.Restored{{ID: r.ReservationID, User: user, RequestID: requestID,
+			State: quota.Active, ExpiresAt: r.ExpiresAt.UnixMilli(), CreatedAt: e.clock.Now().UnixMilli()}}); err != nil {
+			e.t.Fatal(err)
+		}
+		if _, err := st.Recount(ctx, testSale, agentFence); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
 // withReplica starts a replica of e's Redis, then has the agent reconcile
 // the primary under seller epoch 1 (in this order: a primary's first
 // replica gives it a new replication id, which the fence takes for a new
@@ -109,15 +124,7 @@ func TestFinishHaltedAfterFailover(t *testing.T) {
 	}
 
 	// The agent's witness (the order store) knows bob's reservation.
-	e.reconcile(2, func(ctx context.Context, st *redisstore.Store) {
-		if _, err := st.Restore(ctx, testSale, agentFence, []redisstore.Restored{{ID: lost.ReservationID, User: "bob", RequestID: "b1",
-			State: quota.Active, ExpiresAt: lost.ExpiresAt.UnixMilli(), CreatedAt: e.clock.Now().UnixMilli()}}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.Recount(ctx, testSale, agentFence); err != nil {
-			t.Fatal(err)
-		}
-	})
+	e.reconcile(2, e.restoreActive(lost, "bob", "b1"))
 	expect(t, e.finish("confirm", "bob", lost.ReservationID), http.StatusOK, "")
 	expect(t, e.finish("cancel", "alice", kept.ReservationID), http.StatusOK, "")
 	if c := e.counters(); c.Sold != 1 || c.Reserved != 0 {
@@ -201,15 +208,7 @@ func TestWipedLedgerHeldStopped(t *testing.T) {
 	e.srv.Sales().Get(testSale).halted.Store(false)
 	expectHalted(t, e.finish("confirm", "alice", resv.ReservationID), "confirm of the wiped reservation, counters read")
 
-	e.reconcile(2, func(ctx context.Context, st *redisstore.Store) {
-		if _, err := st.Restore(ctx, testSale, agentFence, []redisstore.Restored{{ID: resv.ReservationID, User: "alice", RequestID: "a1",
-			State: quota.Active, ExpiresAt: resv.ExpiresAt.UnixMilli(), CreatedAt: e.clock.Now().UnixMilli()}}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := st.Recount(ctx, testSale, agentFence); err != nil {
-			t.Fatal(err)
-		}
-	})
+	e.reconcile(2, e.restoreActive(resv, "alice", "a1"))
 	expect(t, e.finish("confirm", "alice", resv.ReservationID), http.StatusOK, "")
 	expect(t, e.buy("bob", "b1"), http.StatusCreated, "")
 }
