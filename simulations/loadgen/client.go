@@ -102,6 +102,9 @@ func NewHTTPOp(cfg HTTPConfig) (*HTTPOp, error) {
 		if err := CheckLoopback(ep); err != nil {
 			return nil, fmt.Errorf("http op: region %s: %w", r, err)
 		}
+		if !strings.HasPrefix(ep, "http://") {
+			return nil, fmt.Errorf("http op: region %s: endpoint %q: the generator speaks plain HTTP (http://127.0.0.1:port)", r, ep)
+		}
 		eps[r] = strings.TrimRight(ep, "/")
 		regions = append(regions, r)
 	}
@@ -203,7 +206,11 @@ func (o *HTTPOp) Connect(ctx context.Context, n, wave int) (int, error) {
 	wave = max(1, wave)
 	held := n
 	for _, ep := range o.cfg.Endpoints {
-		addr := strings.TrimPrefix(strings.TrimPrefix(ep, "http://"), "https://")
+		u, err := url.Parse(ep)
+		if err != nil {
+			return 0, fmt.Errorf("connect to %s: %w", ep, err)
+		}
+		addr := fasthttp.AddMissingPort(u.Host, false)
 		have := func() int { return o.host(addr).ConnsCount() + o.dialer.count(addr) }
 		for have() < n && ctx.Err() == nil {
 			k, had := min(wave, n-have()), have()
@@ -415,7 +422,7 @@ func (o *HTTPOp) post(ctx context.Context, u, token string, body []byte) (int, a
 		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 			deadline = d
 		}
-		if err := o.host(string(req.URI().Host())).DoDeadline(req, resp, deadline); err != nil {
+		if err := o.host(fasthttp.AddMissingPort(string(req.URI().Host()), false)).DoDeadline(req, resp, deadline); err != nil {
 			return 0, answer{}, err
 		}
 		var ans answer

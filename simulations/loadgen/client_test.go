@@ -309,3 +309,14 @@ func TestHTTPOpConnectOpensAndKeepsConnections(t *testing.T) {
 		t.Fatalf("server saw %d connections after a second connect, want the same 50 reused", got)
 	}
 }
+
+// The generator speaks plain HTTP: an https endpoint is refused up front
+// rather than failing every request.
+func TestHTTPOpRefusesHTTPS(t *testing.T) {
+	if _, err := NewHTTPOp(HTTPConfig{Endpoints: map[string]string{"eu": "https://127.0.0.1:8443"}, Sale: "s", Timeout: time.Second}); err == nil {
+		t.Fatal("an https endpoint was accepted")
+	}
+	if _, err := NewHTTPOp(HTTPConfig{Endpoints: map[string]string{"eu": "http://127.0.0.1:8080"}, Sale: "s", Timeout: time.Second}); err != nil {
+		t.Fatalf("plain http refused: %v", err)
+	}
+}
