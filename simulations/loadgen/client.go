@@ -69,9 +69,7 @@ type HTTPOp struct {
 	cfg     HTTPConfig
 	regions []string
 	dialer  *predialer
-
-	mu    sync.Mutex
-	hosts map[string]*fasthttp.HostClient // by host:port
+	hosts   sync.Map // host:port -> *fasthttp.HostClient; read on every request without a lock
 }
 
 // NewHTTPOp checks cfg and builds the client.
@@ -110,31 +108,27 @@ func NewHTTPOp(cfg HTTPConfig) (*HTTPOp, error) {
 	}
 	cfg.Endpoints = eps
 	slices.Sort(regions)
-	return &HTTPOp{cfg: cfg, regions: regions, dialer: &predialer{timeout: cfg.Timeout, ready: map[string][]net.Conn{}},
-		hosts: map[string]*fasthttp.HostClient{}}, nil
+	return &HTTPOp{cfg: cfg, regions: regions, dialer: &predialer{timeout: cfg.Timeout, ready: map[string][]net.Conn{}}}, nil
 }
 
 // host is the client of one server (host:port), made on first use.
 func (o *HTTPOp) host(addr string) *fasthttp.HostClient {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	hc := o.hosts[addr]
-	if hc == nil {
-		hc = &fasthttp.HostClient{
-			Addr: addr,
-			Dial: o.dialer.dial,
-			// No cap of its own: the workers are the cap (8,000
-			// connections at the curve's largest point).
-			MaxConns:                 1 << 20,
-			MaxIdleConnDuration:      30 * time.Second,
-			MaxResponseBodySize:      64 << 10,
-			NoDefaultUserAgentHeader: true,
-			// Retries are the op's own, always with the same requestId.
-			MaxIdemponentCallAttempts: 1,
-		}
-		o.hosts[addr] = hc
+	if hc, ok := o.hosts.Load(addr); ok {
+		return hc.(*fasthttp.HostClient)
 	}
-	return hc
+	hc, _ := o.hosts.LoadOrStore(addr, &fasthttp.HostClient{
+		Addr: addr,
+		Dial: o.dialer.dial,
+		// No cap of its own: the workers are the cap (8,000
+		// connections at the curve's largest point).
+		MaxConns:                 1 << 20,
+		MaxIdleConnDuration:      30 * time.Second,
+		MaxResponseBodySize:      64 << 10,
+		NoDefaultUserAgentHeader: true,
+		// Retries are the op's own, always with the same requestId.
+		MaxIdemponentCallAttempts: 1,
+	})
+	return hc.(*fasthttp.HostClient)
 }
 
 // predialer hands out the connections Connect opened ahead before it
@@ -186,11 +180,10 @@ func (o *HTTPOp) Close() {
 	if o == nil {
 		return
 	}
-	o.mu.Lock()
-	for _, hc := range o.hosts {
-		hc.CloseIdleConnections()
-	}
-	o.mu.Unlock()
+	o.hosts.Range(func(_, hc any) bool {
+		hc.(*fasthttp.HostClient).CloseIdleConnections()
+		return true
+	})
 	o.dialer.close()
 }
 
