@@ -65,11 +65,32 @@ type HTTPConfig struct {
 // the seller (a core, 185 µs an answer against 66 µs at 64 connections),
 // so the curve measured the generator. fasthttp's client does a request
 // on the caller's goroutine, as wrk does in C.
+//
+// Each closed-loop client (Attempt.Client) has a connection of its own
+// per seller, as a buyer's browser does, and uses only that one. The
+// first version shared one pool among the workers, which measured
+// something no buyers do: fasthttp hands out its oldest idle connection
+// first, so after the 8,000-connection point the 64 workers of the
+// recovery run sent every request on another of the 8,000 cold
+// connections (every process on the machine, Redis included, paid ~25%
+// more per request, and goodput stayed at 0.7 of the peak: "not
+// recovered"), and the 8,000 point itself measured gentler than 8,000
+// buyers each on its own connection (p99 of admitted tries 140-220 ms
+// shared, 340-480 ms pinned, in the same week's runs). Open-loop
+// arrivals (Client 0) are new visitors: they share one pool, newest
+// connection first.
 type HTTPOp struct {
 	cfg     HTTPConfig
 	regions []string
 	dialer  *predialer
-	hosts   sync.Map // host:port -> *fasthttp.HostClient; read on every request without a lock
+	hosts   sync.Map // hostKey -> *fasthttp.HostClient; read on every request without a lock
+}
+
+// hostKey names the client of one server (host:port) for one buyer's
+// client (0: the shared pool).
+type hostKey struct {
+	addr   string
+	client int
 }
 
 // NewHTTPOp checks cfg and builds the client.
@@ -111,17 +132,24 @@ func NewHTTPOp(cfg HTTPConfig) (*HTTPOp, error) {
 	return &HTTPOp{cfg: cfg, regions: regions, dialer: &predialer{timeout: cfg.Timeout, ready: map[string][]net.Conn{}}}, nil
 }
 
-// host is the client of one server (host:port), made on first use.
-func (o *HTTPOp) host(addr string) *fasthttp.HostClient {
-	if hc, ok := o.hosts.Load(addr); ok {
+// host is the HTTP client of one server (host:port) for one buyer's
+// client (0: the shared pool), made on first use.
+func (o *HTTPOp) host(addr string, client int) *fasthttp.HostClient {
+	k := hostKey{addr, client}
+	if hc, ok := o.hosts.Load(k); ok {
 		return hc.(*fasthttp.HostClient)
 	}
-	hc, _ := o.hosts.LoadOrStore(addr, &fasthttp.HostClient{
-		Addr: addr,
-		Dial: o.dialer.dial,
-		// No cap of its own: the workers are the cap (8,000
-		// connections at the curve's largest point).
-		MaxConns:                 1 << 20,
+	// The shared pool has no cap of its own: the open loop's slots are
+	// the cap (8,000 at the curve's largest points).
+	maxConns := 1 << 20
+	if client > 0 {
+		maxConns = 1
+	}
+	hc, _ := o.hosts.LoadOrStore(k, &fasthttp.HostClient{
+		Addr:                     addr,
+		Dial:                     o.dialer.dial,
+		MaxConns:                 maxConns,
+		ConnPoolStrategy:         fasthttp.LIFO,
 		MaxIdleConnDuration:      30 * time.Second,
 		MaxResponseBodySize:      64 << 10,
 		NoDefaultUserAgentHeader: true,
@@ -204,7 +232,7 @@ func (o *HTTPOp) Connect(ctx context.Context, n, wave int) (int, error) {
 			return 0, fmt.Errorf("connect to %s: %w", ep, err)
 		}
 		addr := fasthttp.AddMissingPort(u.Host, false)
-		have := func() int { return o.host(addr).ConnsCount() + o.dialer.count(addr) }
+		have := func() int { return o.conns(addr) + o.dialer.count(addr) }
 		for have() < n && ctx.Err() == nil {
 			k, had := min(wave, n-have()), have()
 			var wg sync.WaitGroup
@@ -223,6 +251,18 @@ func (o *HTTPOp) Connect(ctx context.Context, n, wave int) (int, error) {
 		held = min(held, have())
 	}
 	return held, ctx.Err()
+}
+
+// conns counts the connections open to addr, over every client.
+func (o *HTTPOp) conns(addr string) int {
+	n := 0
+	o.hosts.Range(func(k, hc any) bool {
+		if k.(hostKey).addr == addr {
+			n += hc.(*fasthttp.HostClient).ConnsCount()
+		}
+		return true
+	})
+	return n
 }
 
 // warm dials addr and asks GET /healthz (answered from memory) on the new
@@ -333,7 +373,7 @@ func (o *HTTPOp) Do(ctx context.Context, a Attempt) Result {
 	start := time.Now()
 	for try := 0; ; try++ {
 		tryStart := time.Now()
-		status, ans, err := o.post(ctx, target+BuyPath, token, body)
+		status, ans, err := o.post(ctx, a.Client, target+BuyPath, token, body)
 		tryTook := time.Since(tryStart)
 		var res Result
 		switch {
@@ -392,10 +432,11 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// post sends body and follows up to 3 redirects to loopback hosts. A try
+// post sends body, on the connections of client (see HTTPOp), and
+// follows up to 3 redirects to loopback hosts. A try
 // is bounded by the configured timeout (or ctx's deadline, if sooner); a
 // cancelled ctx stops it between tries, not within one.
-func (o *HTTPOp) post(ctx context.Context, u, token string, body []byte) (int, answer, error) {
+func (o *HTTPOp) post(ctx context.Context, client int, u, token string, body []byte) (int, answer, error) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -415,7 +456,7 @@ func (o *HTTPOp) post(ctx context.Context, u, token string, body []byte) (int, a
 		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 			deadline = d
 		}
-		if err := o.host(fasthttp.AddMissingPort(string(req.URI().Host()), false)).DoDeadline(req, resp, deadline); err != nil {
+		if err := o.host(fasthttp.AddMissingPort(string(req.URI().Host()), false), client).DoDeadline(req, resp, deadline); err != nil {
 			return 0, answer{}, err
 		}
 		var ans answer
@@ -475,7 +516,7 @@ func (o *HTTPOp) Follow(ctx context.Context, a Attempt, r Result) []Sample {
 	outcome := "timeout"
 	for try := 0; try <= o.cfg.Retries && outcome == "timeout"; try++ {
 		// Confirm and cancel are idempotent, so a timed-out try is repeated.
-		status, ans, err := o.post(ctx, u, token, body)
+		status, ans, err := o.post(ctx, a.Client, u, token, body)
 		switch {
 		case err != nil:
 		case status == http.StatusOK:

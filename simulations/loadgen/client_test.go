@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -318,5 +319,67 @@ func TestHTTPOpRefusesHTTPS(t *testing.T) {
 	}
 	if _, err := NewHTTPOp(HTTPConfig{Endpoints: map[string]string{"eu": "http://127.0.0.1:8080"}, Sale: "s", Timeout: time.Second}); err != nil {
 		t.Fatalf("plain http refused: %v", err)
+	}
+}
+
+// Each closed-loop client keeps one connection of its own, as a buyer's
+// browser does: whichever client asks, every request it makes arrives on
+// the connection it first used, and no two clients share one. Open-loop
+// attempts (Client 0) share a pool.
+func TestHTTPOpPinsEachClientToItsConnection(t *testing.T) {
+	var mu sync.Mutex
+	byUser := map[string]map[string]bool{} // userId -> remote addresses seen
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in struct {
+			UserID string `json:"userId"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&in)
+		mu.Lock()
+		if byUser[in.UserID] == nil {
+			byUser[in.UserID] = map[string]bool{}
+		}
+		byUser[in.UserID][r.RemoteAddr] = true
+		mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+		_, _ = w.Write([]byte(`{"reservationId":"r"}`))
+	})
+	op, err := NewHTTPOp(HTTPConfig{Endpoints: map[string]string{"eu": serveLoopback(t, h)}, Sale: "s", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	// Clients 1..4 each buy as their own user, 5 times, interleaved so
+	// that a shared pool would hand each a connection another used.
+	for round := range 5 {
+		for c := 1; c <= 4; c++ {
+			a := Attempt{Seq: round, User: User{ID: "u" + strconv.Itoa(c), Region: "eu"}, RequestID: "r", Client: c}
+			if res := op.Do(context.Background(), a); !res.Reserved {
+				t.Fatalf("client %d: %+v", c, res)
+			}
+		}
+	}
+	owner := map[string]string{}
+	for u, addrs := range byUser {
+		if len(addrs) != 1 {
+			t.Errorf("user %s (client %s) used %d connections, want its own one", u, u[1:], len(addrs))
+		}
+		for a := range addrs {
+			if o, ok := owner[a]; ok {
+				t.Errorf("connection %s used by both %s and %s", a, o, u)
+			}
+			owner[a] = u
+		}
+	}
+	if len(byUser) != 4 {
+		t.Fatalf("server saw %d users, want 4", len(byUser))
+	}
+	// Open loop: two arrivals in turn share the pool's one connection.
+	for i := range 2 {
+		if res := op.Do(context.Background(), Attempt{Seq: i, User: User{ID: "open", Region: "eu"}, RequestID: "o" + strconv.Itoa(i)}); !res.Reserved {
+			t.Fatalf("open arrival %d: %+v", i, res)
+		}
+	}
+	if n := len(byUser["open"]); n != 1 {
+		t.Errorf("open-loop arrivals in turn used %d connections, want the shared pool's one", n)
 	}
 }

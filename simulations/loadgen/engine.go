@@ -72,6 +72,11 @@ type Attempt struct {
 	User      User
 	RequestID string
 	Scheduled time.Time
+	// Client is the buyer's client that makes the attempt: in closed loop
+	// each worker is one client (1..Workers) that keeps its connection, as
+	// a buyer's browser does; 0 in open loop, where every arrival is a new
+	// visitor with no connection of its own.
+	Client int
 }
 
 // Result is what an attempt ended as. Outcome is a short stable word
@@ -318,7 +323,7 @@ func (r *runner) closed(ctx context.Context) {
 	var next atomic.Int64
 	next.Store(int64(r.plan.FirstVisit))
 	var wg sync.WaitGroup
-	for range r.plan.Workers {
+	for w := range r.plan.Workers {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				now := time.Now()
@@ -329,7 +334,9 @@ func (r *runner) closed(ctx context.Context) {
 				if seq >= r.max {
 					return
 				}
-				wait := r.one(ctx, r.attempt(seq, now))
+				a := r.attempt(seq, now)
+				a.Client = w + 1
+				wait := r.one(ctx, a)
 				if r.plan.ObeyRetryAfter && wait > 0 {
 					d := min(wait, time.Until(r.deadline))
 					if d <= 0 {
