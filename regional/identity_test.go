@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -211,6 +212,34 @@ func TestJWTHS256Checks(t *testing.T) {
 	} {
 		if _, err := identifyWith(t, id, "Bearer "+tok, ""); !errors.Is(err, ErrBadToken) {
 			t.Errorf("%s: %v, want ErrBadToken", name, err)
+		}
+	}
+}
+
+// A time claim decodes the same whether it is written as an integer (the
+// fast path) or as a float; null is absent, anything else is refused.
+func TestClaimTimeDecoding(t *testing.T) {
+	for in, want := range map[string]claimTime{
+		`1796692398`:           1796692398,
+		`-5`:                   -5,
+		`1796692398.25`:        1796692398.25,
+		`1.796692398e9`:        1796692398,
+		`99999999999999999999`: 1e20,
+		`null`:                 0,
+	} {
+		var c struct {
+			Exp claimTime `json:"exp"`
+		}
+		if err := jsonv2.Unmarshal([]byte(`{"exp":`+in+`}`), &c); err != nil || c.Exp != want {
+			t.Errorf("exp %s: %v, %v; want %v", in, c.Exp, err, want)
+		}
+	}
+	for _, in := range []string{`"1796692398"`, `true`, `{}`, `[1]`} {
+		var c struct {
+			Exp claimTime `json:"exp"`
+		}
+		if err := jsonv2.Unmarshal([]byte(`{"exp":`+in+`}`), &c); err == nil {
+			t.Errorf("exp %s: decoded as %v, want an error", in, c.Exp)
 		}
 	}
 }
