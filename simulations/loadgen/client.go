@@ -76,9 +76,8 @@ type HTTPConfig struct {
 // more per request, and goodput stayed at 0.7 of the peak: "not
 // recovered"), and the 8,000 point itself measured gentler than 8,000
 // buyers each on its own connection (p99 of admitted tries 140-220 ms
-// shared, 340-480 ms pinned, in the same week's runs). Open-loop
-// arrivals (Client 0) are new visitors: they share one pool, newest
-// connection first.
+// shared, 340-480 ms pinned, in the same week's runs). Attempts of no
+// client (Client 0) share one pool, newest connection first.
 type HTTPOp struct {
 	cfg     HTTPConfig
 	regions []string

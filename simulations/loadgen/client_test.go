@@ -324,8 +324,8 @@ func TestHTTPOpRefusesHTTPS(t *testing.T) {
 
 // Each closed-loop client keeps one connection of its own, as a buyer's
 // browser does: whichever client asks, every request it makes arrives on
-// the connection it first used, and no two clients share one. Open-loop
-// attempts (Client 0) share a pool.
+// the connection it first used, and no two clients share one. Attempts
+// of no client (Client 0) share a pool.
 func TestHTTPOpPinsEachClientToItsConnection(t *testing.T) {
 	var mu sync.Mutex
 	byUser := map[string]map[string]bool{} // userId -> remote addresses seen
@@ -373,13 +373,13 @@ func TestHTTPOpPinsEachClientToItsConnection(t *testing.T) {
 	if len(byUser) != 4 {
 		t.Fatalf("server saw %d users, want 4", len(byUser))
 	}
-	// Open loop: two arrivals in turn share the pool's one connection.
+	// Attempts of no client, in turn, share the pool's one connection.
 	for i := range 2 {
 		if res := op.Do(context.Background(), Attempt{Seq: i, User: User{ID: "open", Region: "eu"}, RequestID: "o" + strconv.Itoa(i)}); !res.Reserved {
 			t.Fatalf("open arrival %d: %+v", i, res)
 		}
 	}
 	if n := len(byUser["open"]); n != 1 {
-		t.Errorf("open-loop arrivals in turn used %d connections, want the shared pool's one", n)
+		t.Errorf("attempts of no client in turn used %d connections, want the shared pool's one", n)
 	}
 }

@@ -72,10 +72,10 @@ type Attempt struct {
 	User      User
 	RequestID string
 	Scheduled time.Time
-	// Client is the buyer's client that makes the attempt: in closed loop
-	// each worker is one client (1..Workers) that keeps its connection, as
-	// a buyer's browser does; 0 in open loop, where every arrival is a new
-	// visitor with no connection of its own.
+	// Client is the buyer's client that makes the attempt (1..Workers),
+	// which keeps its connection, as a buyer's browser does: in closed
+	// loop each worker is one client; in open loop an arrival takes a
+	// client free at that moment. 0: none (an Op may share connections).
 	Client int
 }
 
@@ -360,7 +360,13 @@ func (r *runner) closed(ctx context.Context) {
 
 func (r *runner) open(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(r.plan.Seed, r.plan.Seed^0x5eed))
-	slots := make(chan struct{}, r.plan.Workers)
+	// The clients free to take an arrival: at most Workers attempts run
+	// at once, each on a client of its own (its connection opened ahead
+	// by Connect, as a buyer's page is loaded before the sale).
+	clients := make(chan int, r.plan.Workers)
+	for c := range r.plan.Workers {
+		clients <- c + 1
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	next := r.start
@@ -387,15 +393,17 @@ func (r *runner) open(ctx context.Context) {
 		} else if ctx.Err() != nil {
 			return
 		}
+		var c int
 		select {
-		case slots <- struct{}{}:
+		case c = <-clients:
 		default:
 			r.dropped.Add(1)
 			continue
 		}
 		a := r.attempt(seq, next)
+		a.Client = c
 		wg.Go(func() {
-			defer func() { <-slots }()
+			defer func() { clients <- c }()
 			r.one(ctx, a)
 		})
 	}

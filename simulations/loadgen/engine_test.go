@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"sync"
 	"testing"
@@ -326,5 +327,48 @@ func TestAnswersAndRetries(t *testing.T) {
 	}
 	if rep.RetriesP50 != 2 || rep.RetriesP99 != 4 || rep.RetriesMax != 4 {
 		t.Fatalf("retries p50 %d p99 %d max %d: want 2, 4, 4", rep.RetriesP50, rep.RetriesP99, rep.RetriesMax)
+	}
+}
+
+// Every attempt is made by a client in 1..Workers, and no client makes
+// two attempts at once: in closed loop each worker is one client; in open
+// loop an arrival takes a client that is free.
+func TestAttemptsHaveOneClientAtATime(t *testing.T) {
+	pop, err := NewPopulation(10_000, []RegionWeight{{"eu", 1}}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, plan := range []Plan{
+		{Workers: 6, Duration: time.Minute, MaxRequests: 300, Seed: 1},
+		{Rate: 1e6, Workers: 6, Duration: time.Minute, MaxRequests: 300, Seed: 2},
+	} {
+		var mu sync.Mutex
+		busy := map[int]bool{}
+		used := map[int]int{}
+		var bad []string
+		op := OpFunc(func(_ context.Context, a Attempt) Result {
+			mu.Lock()
+			if a.Client < 1 || a.Client > plan.Workers || busy[a.Client] {
+				bad = append(bad, fmt.Sprintf("attempt %d on client %d (busy %v)", a.Seq, a.Client, busy[a.Client]))
+			}
+			busy[a.Client] = true
+			used[a.Client]++
+			mu.Unlock()
+			time.Sleep(100 * time.Microsecond)
+			mu.Lock()
+			busy[a.Client] = false
+			mu.Unlock()
+			return Result{Outcome: OutcomeReserved, Reserved: true}
+		})
+		rep, err := Run(context.Background(), plan, pop, op, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bad) > 0 {
+			t.Errorf("%s: %d attempts broke the rule, first: %s", rep.Mode, len(bad), bad[0])
+		}
+		if rep.Mode == "closed" && len(used) != plan.Workers {
+			t.Errorf("closed: %d clients made attempts, want every one of the %d workers", len(used), plan.Workers)
+		}
 	}
 }
