@@ -76,7 +76,7 @@ type HTTPConfig struct {
 // more per request, and goodput stayed at 0.7 of the peak: "not
 // recovered"), and the 8,000 point itself measured gentler than 8,000
 // buyers each on its own connection (p99 of admitted tries 140-220 ms
-// shared, 340-480 ms pinned, in the same week's runs). Attempts of no
+// shared, 340-530 ms pinned, in the same day's runs). Attempts of no
 // client (Client 0) share one pool, newest connection first.
 type HTTPOp struct {
 	cfg     HTTPConfig
@@ -138,8 +138,8 @@ func (o *HTTPOp) host(addr string, client int) *fasthttp.HostClient {
 	if hc, ok := o.hosts.Load(k); ok {
 		return hc.(*fasthttp.HostClient)
 	}
-	// The shared pool has no cap of its own: the open loop's slots are
-	// the cap (8,000 at the curve's largest points).
+	// A client has one connection; the shared pool (attempts of no
+	// client) no cap of its own.
 	maxConns := 1 << 20
 	if client > 0 {
 		maxConns = 1
