@@ -412,7 +412,24 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 	// Group 4, the seller under overload: the goodput curve.
 	if e.wanted("goodput") && !e.cfg.SkipGoodput {
-		g, err := e.runGoodput(ctx, sellerURL, bareURL, rdb, region)
+		// The store-bound reference (full runs): a second seller on the
+		// same Redis behind a delay, so that its Redis path runs out
+		// before the cores do.
+		storeURL := ""
+		if !cfg.Quick {
+			px, err := NewDelayProxy(rp.Addr, storeBoundDelay)
+			if err != nil {
+				return nil, err
+			}
+			closers = append(closers, func() { _ = px.Close() })
+			u, stop, err := e.target(ctx, targetSpec{Kind: "seller", Redis: px.Addr, Pool: cfg.Workers + 16, Region: region, Secret: secret}, dir)
+			if err != nil {
+				return nil, err
+			}
+			closers = append(closers, stop)
+			storeURL = u
+		}
+		g, err := e.runGoodput(ctx, sellerURL, bareURL, storeURL, storeBoundDelay, rdb, region)
 		if err != nil {
 			return nil, err
 		}

@@ -67,9 +67,22 @@ type GoodputResults struct {
 	// closed loop, measured the same way: how much of the drop at many
 	// connections is net/http's and this machine's, not the seller's.
 	Bare []GoodputPoint `json:"bare"`
+	// StoreBound is the curve's 64, 1,000 and largest closed-loop points
+	// against a second seller whose Redis is StoreDelay away each way
+	// (DelayProxy): the seller's Redis path, not its CPU, is then what
+	// runs out first, as in a region whose sellers are scaled out in
+	// front of one Redis. Full runs only.
+	StoreBound []GoodputPoint `json:"store_bound,omitempty"`
+	StoreDelay time.Duration  `json:"store_delay_ns,omitempty"`
 }
 
 const saleGoodput = "bench-goodput"
+
+// storeBoundDelay is the one-way delay to Redis of the store-bound
+// reference's seller: enough that its Redis path (the Batcher's 4 batches
+// in flight) caps it near 4,000 reservations/s, below what the cores
+// allow, as a saturated Redis would.
+const storeBoundDelay = 10 * time.Millisecond
 
 // goodputConfig is the curve's shape for a run.
 type goodputConfig struct {
@@ -170,28 +183,33 @@ func settle(ctx context.Context, store *redisstore.Store) (int64, error) {
 }
 
 // runGoodput runs the curve against the seller at url, whose Redis is rdb,
-// and the reference points against the bare handler at bareURL.
-func (e *env) runGoodput(ctx context.Context, url, bareURL string, rdb *redis.Client, region string) (*GoodputResults, error) {
+// and the reference points against the bare handler at bareURL and, when
+// storeURL is set, against a seller on the same Redis storeDelay away.
+func (e *env) runGoodput(ctx context.Context, url, bareURL, storeURL string, storeDelay time.Duration, rdb *redis.Client, region string) (*GoodputResults, error) {
 	gc := e.cfg.goodput()
 	nofile := raiseNoFile()
 	if need := uint64(slices.Max(gc.conns)) + 512; nofile < need {
 		e.cfg.Log.Warn("bench: open-file limit below the largest point", "limit", nofile, "need", need)
 	}
 	store := redisstore.NewStore(rdb, region)
-	op, err := loadgen.NewHTTPOp(loadgen.HTTPConfig{
-		// A try that times out is retried once with the same requestId,
-		// as the API asks (openapi.yaml): the buyer then learns of a
-		// reservation the lost answer carried.
-		Endpoints: map[string]string{"eu": url}, Sale: saleGoodput, Signer: e.signer, Timeout: 5 * time.Second, Retries: 1,
-	})
+	newOp := func(url string) (*loadgen.HTTPOp, error) {
+		return loadgen.NewHTTPOp(loadgen.HTTPConfig{
+			// A try that times out is retried once with the same
+			// requestId, as the API asks (openapi.yaml): the buyer then
+			// learns of a reservation the lost answer carried.
+			Endpoints: map[string]string{"eu": url}, Sale: saleGoodput, Signer: e.signer, Timeout: 5 * time.Second, Retries: 1,
+		})
+	}
+	op, err := newOp(url)
 	if err != nil {
 		return nil, err
 	}
 	defer op.Close()
-	rec := &unknownRecorder{op: op}
 	out := &GoodputResults{Recovery: -1}
 
-	point := func(name string, plan loadgen.Plan) (GoodputPoint, *loadgen.Report, error) {
+	// pointAt runs one point against the seller at url through op.
+	pointAt := func(op *loadgen.HTTPOp, url, name string, plan loadgen.Plan) (GoodputPoint, *loadgen.Report, error) {
+		rec := &unknownRecorder{op: op}
 		before, err := held(ctx, store)
 		if err != nil {
 			return GoodputPoint{}, nil, fmt.Errorf("bench goodput: %w", err)
@@ -253,6 +271,9 @@ func (e *env) runGoodput(ctx context.Context, url, bareURL string, rdb *redis.Cl
 		p.began, p.ended = began, ended
 		return p, rep, nil
 	}
+	point := func(name string, plan loadgen.Plan) (GoodputPoint, *loadgen.Report, error) {
+		return pointAt(op, url, name, plan)
+	}
 	plan := func(workers int, rate float64, d, warm time.Duration) loadgen.Plan {
 		e.seed++
 		return loadgen.Plan{
@@ -310,6 +331,28 @@ func (e *env) runGoodput(ctx context.Context, url, bareURL string, rdb *redis.Cl
 		}
 		e.visit = rep.NextVisit
 		out.Bare = append(out.Bare, summarize(name, pl, rep))
+	}
+
+	// The store-bound reference: not in the targets, which are the
+	// curve's.
+	if storeURL != "" {
+		// Its 8,000 connections are opened after the others are closed
+		// (the open-file limit here is 20,000).
+		op.Close()
+		bare.Close()
+		sop, err := newOp(storeURL)
+		if err != nil {
+			return nil, err
+		}
+		defer sop.Close()
+		out.StoreDelay = storeDelay
+		for _, n := range []int{64, 1000, slices.Max(gc.conns)} {
+			p, _, err := pointAt(sop, storeURL, fmt.Sprintf("store_bound_%d", n), plan(n, 0, gc.each, gc.warm))
+			if err != nil {
+				return nil, err
+			}
+			out.StoreBound = append(out.StoreBound, p)
+		}
 	}
 
 	// Targets.
@@ -506,6 +549,25 @@ func printGoodput(out io.Writer, g *GoodputResults) {
 			g.Bare[0].Answers, g.Bare[0].Conns, g.Bare[1].Answers, g.Bare[1].Conns, g.Bare[1].Answers/g.Bare[0].Answers,
 			ms(g.Bare[0].P99Admitted), ms(g.Bare[1].P99Admitted))
 	}
+	if sb := g.StoreBound; len(sb) > 0 {
+		peak, at := 0.0, 0
+		for _, p := range sb {
+			if p.Goodput > peak {
+				peak, at = p.Goodput, p.Conns
+			}
+		}
+		last := sb[len(sb)-1]
+		ratio := 0.0
+		if peak > 0 {
+			ratio = last.Goodput / peak
+		}
+		var each []string
+		for _, p := range sb {
+			each = append(each, fmt.Sprintf("%d: %.0f/s p99 admitted %s", p.Conns, p.Goodput, ms(p.P99Admitted)))
+		}
+		fmt.Fprintf(out, "store-bound reference, the seller's Redis %v away each way: %s; %d connections %.3f of its peak (at %d), phantoms %d\n",
+			g.StoreDelay, strings.Join(each, ", "), last.Conns, ratio, at, storePhantoms(sb))
+	}
 	for _, r := range g.Ratios {
 		state := "met"
 		if !r.Met {
@@ -513,4 +575,12 @@ func printGoodput(out io.Writer, g *GoodputResults) {
 		}
 		fmt.Fprintf(out, "target %s %.3f: %s\n", r.Name, r.Value, state)
 	}
+}
+
+func storePhantoms(ps []GoodputPoint) int64 {
+	var n int64
+	for _, p := range ps {
+		n += max(0, p.Phantoms)
+	}
+	return n
 }

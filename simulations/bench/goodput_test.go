@@ -90,3 +90,20 @@ func TestPrintGoodputRecoveryNotBack(t *testing.T) {
 		t.Errorf("output:\n%s\nwant recovery_s -1 NOT MET", out)
 	}
 }
+
+// The store-bound reference prints its ratio at the largest point against
+// its own peak, wherever that peak was, and its phantoms.
+func TestPrintGoodputStoreBound(t *testing.T) {
+	var b strings.Builder
+	printGoodput(&b, &GoodputResults{Peak: 1000, PeakAt: 64, StoreDelay: 10 * time.Millisecond, StoreBound: []GoodputPoint{
+		{Conns: 64, Goodput: 1900},
+		{Conns: 1000, Goodput: 4000, Phantoms: 2},
+		{Conns: 8000, Goodput: 3000, P99Admitted: 120 * time.Millisecond},
+	}})
+	out := b.String()
+	for _, want := range []string{"Redis 10ms away each way", "8000: 3000/s p99 admitted 120", "8000 connections 0.750 of its peak (at 1000), phantoms 2"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output:\n%s\nwant %q", out, want)
+		}
+	}
+}
