@@ -346,7 +346,9 @@ func (e *env) runGoodput(ctx context.Context, url, bareURL, storeURL string, sto
 		}
 		defer sop.Close()
 		out.StoreDelay = storeDelay
-		for _, n := range []int{64, 1000, slices.Max(gc.conns)} {
+		ns := []int{64, 1000, slices.Max(gc.conns)}
+		slices.Sort(ns)
+		for _, n := range slices.Compact(ns) {
 			p, _, err := pointAt(sop, storeURL, fmt.Sprintf("store_bound_%d", n), plan(n, 0, gc.each, gc.warm))
 			if err != nil {
 				return nil, err
