@@ -359,13 +359,12 @@ func (e *env) runGoodput(ctx context.Context, url, bareURL, storeURL string, sto
 
 	// Targets.
 	worstP99, unknown, answered := time.Duration(0), 0, 0
-	var phantoms int64
+	phantoms := phantomsOf(out.Points)
 	at8000 := 0.0
 	for _, p := range out.Points {
 		worstP99 = max(worstP99, p.P99Admitted)
 		unknown += p.Unknown
 		answered += p.Answered
-		phantoms += max(0, p.Phantoms)
 		if p.Mode == "closed" && p.Conns == slices.Max(gc.conns) && p.Name != "recovery" {
 			at8000 = p.Goodput
 		}
@@ -568,7 +567,7 @@ func printGoodput(out io.Writer, g *GoodputResults) {
 			each = append(each, fmt.Sprintf("%d: %.0f/s p99 admitted %s", p.Conns, p.Goodput, ms(p.P99Admitted)))
 		}
 		fmt.Fprintf(out, "store-bound reference, the seller's Redis %v away each way: %s; %d connections %.3f of its peak (at %d), phantoms %d\n",
-			g.StoreDelay, strings.Join(each, ", "), last.Conns, ratio, at, storePhantoms(sb))
+			g.StoreDelay, strings.Join(each, ", "), last.Conns, ratio, at, phantomsOf(sb))
 	}
 	for _, r := range g.Ratios {
 		state := "met"
@@ -579,7 +578,9 @@ func printGoodput(out io.Writer, g *GoodputResults) {
 	}
 }
 
-func storePhantoms(ps []GoodputPoint) int64 {
+// phantomsOf sums the points' phantom reservations; a point whose count
+// came out negative adds none.
+func phantomsOf(ps []GoodputPoint) int64 {
 	var n int64
 	for _, p := range ps {
 		n += max(0, p.Phantoms)
